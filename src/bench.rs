@@ -1,0 +1,174 @@
+//! `taskdeck bench`: throughput and closed-loop latency of no-op tasks
+//! through the real scheduler, in-process.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::model::{TaskSpec, TaskStatus};
+use crate::scheduler::{Scheduler, SchedulerConfig, StoreMode};
+use crate::store::Retention;
+use crate::tasks::Registry;
+
+/// How long one benchmark phase may take before it is reported as stuck.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Tasks in the throughput phase.
+    pub tasks: usize,
+    /// Worker threads.
+    pub workers: usize,
+    /// Keep nothing on disk.
+    pub memory: bool,
+    /// Database file for the durable runs; a fresh temporary file if none.
+    pub db: Option<PathBuf>,
+    /// Tasks per submit call in the throughput phase (1 = single submits).
+    pub batch: usize,
+    /// Tasks in the closed-loop latency phase.
+    pub latency_tasks: usize,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    /// Tasks measured.
+    pub samples: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 95th percentile.
+    pub p95_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+}
+
+/// One benchmark run's results; printed as one JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// "memory" or "sqlite".
+    pub store: &'static str,
+    /// Tasks in the throughput phase.
+    pub tasks: usize,
+    /// Worker threads.
+    pub workers: usize,
+    /// Tasks per submit call.
+    pub batch: usize,
+    /// Tasks from first submit to last completion, per second.
+    pub throughput_tasks_per_s: f64,
+    /// Tasks submitted per second (submission alone).
+    pub submit_tasks_per_s: f64,
+    /// Closed-loop submit-to-completion latency.
+    pub latency: LatencyReport,
+}
+
+/// Why a benchmark could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The scheduler did not start.
+    #[error(transparent)]
+    Start(#[from] crate::scheduler::StartError),
+    /// A submit was refused.
+    #[error(transparent)]
+    Submit(#[from] crate::scheduler::SubmitError),
+    /// Shutdown could not flush the store.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Tasks did not finish in time.
+    #[error("{0}")]
+    Stuck(String),
+}
+
+/// Runs both phases on one scheduler and reports.
+pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let temp_db = (!options.memory && options.db.is_none()).then(|| {
+        std::env::temp_dir().join(format!(
+            "taskdeck-bench-{}-{}.db",
+            std::process::id(),
+            fastrand::u64(..)
+        ))
+    });
+    let store = if options.memory {
+        StoreMode::Memory
+    } else {
+        StoreMode::File(options.db.clone().or_else(|| temp_db.clone()).unwrap_or_default())
+    };
+    let mut config = SchedulerConfig::new(store);
+    config.workers = options.workers;
+    config.retention = Retention {
+        max_finished: options.tasks.max(options.latency_tasks).max(1),
+        max_age: None,
+    };
+    let scheduler = Scheduler::start(config, Registry::with_builtins())?;
+    let result = measure(&scheduler, options);
+    let shutdown = scheduler.shutdown();
+    if let Some(path) = &temp_db {
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            // A leftover temporary file is harmless.
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    let report = result?;
+    shutdown?;
+    Ok(report)
+}
+
+fn measure(scheduler: &Scheduler, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let batch = options.batch.max(1);
+    let noop = || TaskSpec::new("noop", Vec::new());
+
+    let started = Instant::now();
+    let mut remaining = options.tasks;
+    while remaining > 0 {
+        let n = remaining.min(batch);
+        if n == 1 {
+            scheduler.submit(noop())?;
+        } else {
+            scheduler.submit_batch((0..n).map(|_| noop()).collect())?;
+        }
+        remaining -= n;
+    }
+    let submitted = started.elapsed();
+    if !scheduler.wait_idle(PHASE_TIMEOUT) {
+        return Err(BenchError::Stuck(
+            "throughput phase did not finish in time".into(),
+        ));
+    }
+    let finished = started.elapsed();
+
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("constant histogram bounds should be valid");
+    for _ in 0..options.latency_tasks {
+        let begun = Instant::now();
+        let id = scheduler.submit(noop())?;
+        let record = scheduler.wait(id, PHASE_TIMEOUT);
+        let elapsed = begun.elapsed();
+        if record.map(|r| r.status) != Some(TaskStatus::Completed) {
+            return Err(BenchError::Stuck(format!("latency task {id} did not complete")));
+        }
+        histogram.saturating_record(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1));
+    }
+
+    let per_second = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    Ok(BenchReport {
+        store: if options.memory { "memory" } else { "sqlite" },
+        tasks: options.tasks,
+        workers: options.workers,
+        batch,
+        throughput_tasks_per_s: per_second(options.tasks, finished).round(),
+        submit_tasks_per_s: per_second(options.tasks, submitted).round(),
+        latency: LatencyReport {
+            samples: histogram.len(),
+            p50_us: histogram.value_at_quantile(0.50),
+            p95_us: histogram.value_at_quantile(0.95),
+            p99_us: histogram.value_at_quantile(0.99),
+            max_us: histogram.max(),
+        },
+    })
+}

@@ -1,0 +1,19 @@
+//! Taskdeck: a task scheduler with a durable queue, parallel workers,
+//! retries, timeouts and cancellation.
+//!
+//! Modules, in dependency order (each may use only those above it):
+//! - [`model`]: plain data (ids, specs, records, events).
+//! - [`tasks`]: the registry of runnable task types and the built-ins.
+//! - [`store`]: SQLite persistence with group commit and recovery.
+//! - [`scheduler`]: the engine: queue, dispatch, workers, retries, metrics.
+//! - [`runtime`] and [`bench`]: wiring used by the `taskdeck` command.
+//!
+//! A program embeds Taskdeck by building a [`tasks::Registry`] with its own
+//! task functions and starting a [`scheduler::Scheduler`].
+
+pub mod bench;
+pub mod model;
+pub mod runtime;
+pub mod scheduler;
+pub mod store;
+pub mod tasks;

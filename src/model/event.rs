@@ -1,0 +1,41 @@
+//! Lifecycle events published by the scheduler to its subscribers.
+
+use serde::Serialize;
+
+use super::TaskRecord;
+
+/// What happened to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The task was accepted (and is durable, with a durable store).
+    Submitted,
+    /// A worker started an attempt.
+    Started,
+    /// An attempt failed and the task waits out its backoff before the next one.
+    Retrying,
+    /// A task that waited (backoff, recovery or a manual retry) is queued again.
+    Requeued,
+    /// The task finished successfully.
+    Completed,
+    /// The task failed for good: retries used up or the error was not retryable.
+    Failed,
+    /// The task was cancelled before or while it ran.
+    Cancelled,
+}
+
+/// One lifecycle transition, with the task's record as it stood right after it.
+///
+/// `seq` grows with every transition of the whole scheduler and is assigned
+/// while the transition happens, so a subscriber that keeps its own view can
+/// drop an event whose `task.version` is older than the one it already holds:
+/// events published from different threads may arrive slightly out of order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Global transition sequence number.
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The task after the transition.
+    pub task: TaskRecord,
+}

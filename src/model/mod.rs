@@ -1,0 +1,14 @@
+//! Plain data shared by every part of Taskdeck: task ids, specs, records,
+//! statuses and lifecycle events.
+//!
+//! Nothing here starts threads or does I/O, and this module depends on no
+//! other module of the crate, so every other part may use it.
+
+mod event;
+mod task;
+
+pub use event::{Event, EventKind};
+pub use task::{
+    AttemptFailure, FailureKind, PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskId,
+    TaskRecord, TaskSpec, TaskStatus, UnknownStatus, now_us,
+};

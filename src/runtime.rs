@@ -1,0 +1,141 @@
+//! Wiring shared by the commands: where data lives, logging, and running
+//! the scheduler headless until a stop signal.
+
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::Receiver;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::scheduler::{Scheduler, ShutdownReport};
+
+/// Environment variable that overrides the data directory.
+pub const DATA_DIR_ENV: &str = "TASKDECK_DATA_DIR";
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "taskdeck.db";
+/// Log files kept (one per day).
+const LOG_FILES_KEPT: usize = 7;
+
+/// Errors of the runtime wiring.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No home directory to put the data directory in.
+    #[error("cannot find a data directory; set {DATA_DIR_ENV} or pass --db")]
+    NoDataDir,
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The log file cannot be opened.
+    #[error("cannot open the log file in {path}: {detail}")]
+    LogFile {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// Ctrl-C/SIGTERM handling cannot be installed.
+    #[error("cannot install the signal handler: {0}")]
+    Signal(#[from] ctrlc::Error),
+}
+
+/// The data directory: the override if given, else the platform's user data
+/// directory (e.g. ~/.local/share/taskdeck on Linux). Created if missing.
+pub fn data_dir(override_dir: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+    let dir = match override_dir {
+        Some(dir) => dir.to_owned(),
+        None => directories::ProjectDirs::from("", "", "taskdeck")
+            .map(|dirs| dirs.data_dir().to_owned())
+            .ok_or(RuntimeError::NoDataDir)?,
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// Logs to stderr and, when `log_dir` is given, to a daily file
+/// `taskdeck.YYYY-MM-DD.log` there. The level comes from RUST_LOG, else
+/// `default_level`. Keep the returned guard alive: dropping it flushes the
+/// file.
+pub fn init_logging(
+    log_dir: Option<&Path>,
+    default_level: &str,
+) -> Result<Option<WorkerGuard>, RuntimeError> {
+    let filter = || {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level))
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter());
+    let (file, guard) = match log_dir {
+        Some(dir) => {
+            let appender = tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("taskdeck")
+                .filename_suffix("log")
+                .max_log_files(LOG_FILES_KEPT)
+                .build(dir)
+                .map_err(|error| RuntimeError::LogFile {
+                    path: dir.to_owned(),
+                    detail: error.to_string(),
+                })?;
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(writer)
+                .with_filter(filter());
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    // A subscriber set earlier (tests running several commands) stays.
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .try_init();
+    Ok(guard)
+}
+
+/// A receiver that gets one message per Ctrl-C or SIGTERM.
+pub fn stop_signals() -> Result<Receiver<()>, RuntimeError> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    ctrlc::set_handler(move || {
+        // The receiver lives until the process exits.
+        let _ = tx.send(());
+    })?;
+    Ok(rx)
+}
+
+/// Runs until the first stop signal, then shuts the scheduler down
+/// gracefully. A second signal during shutdown is reported by `on_second`.
+pub fn serve_until_stopped(
+    scheduler: &Scheduler,
+    signals: &Receiver<()>,
+    on_second: impl FnOnce() + Send + 'static,
+) -> Result<ShutdownReport, crate::store::StoreError> {
+    // Only a dropped sender ends the wait without a signal; stop then too.
+    let _ = signals.recv();
+    tracing::info!(
+        grace_secs = scheduler.config().shutdown_grace.as_secs_f64(),
+        "stop requested; finishing running tasks (press Ctrl-C again to exit at once)"
+    );
+    let second = signals.clone();
+    std::thread::Builder::new()
+        .name("taskdeck-signal".into())
+        .spawn(move || {
+            if second.recv().is_ok() {
+                on_second();
+            }
+        })
+        .ok();
+    scheduler.shutdown()
+}

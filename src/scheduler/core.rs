@@ -1,0 +1,693 @@
+//! The scheduler's owned state and its transitions.
+//!
+//! Everything here runs under the scheduler's one lock and does no I/O:
+//! each transition changes the state and returns what the caller must do
+//! after unlocking (log, persist, publish, wake somebody).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use serde_json::Value;
+
+use super::policy::{self, Backoff, Recovery};
+use super::queue::ReadyQueue;
+use crate::model::{
+    AttemptFailure, EventKind, FailureKind, TaskId, TaskRecord, TaskStatus,
+};
+use crate::store::Retention;
+use crate::tasks::{CancelToken, StopReason, TaskError};
+
+/// Identifies a worker thread for its whole life.
+pub type WorkerId = u64;
+
+/// The attempt a worker is running.
+#[derive(Debug)]
+pub struct RunState {
+    /// Worker running it.
+    pub worker: WorkerId,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Its cancellation token.
+    pub cancel: CancelToken,
+}
+
+/// A task and, while it runs, its attempt.
+#[derive(Debug)]
+pub struct Entry {
+    /// The task's record.
+    pub record: TaskRecord,
+    /// Set while an attempt runs.
+    pub run: Option<RunState>,
+}
+
+/// One worker of the pool.
+#[derive(Debug, Clone)]
+pub struct WorkerSlot {
+    /// Thread name.
+    pub name: String,
+    /// Task it runs, if any.
+    pub current: Option<TaskId>,
+    /// Attempts it has finished.
+    pub tasks_run: u64,
+    /// Attempts of those that failed.
+    pub tasks_failed: u64,
+}
+
+/// A transition to log, persist and publish.
+#[derive(Debug)]
+pub struct Change {
+    /// What happened.
+    pub kind: EventKind,
+    /// The record right after it.
+    pub record: TaskRecord,
+}
+
+/// An attempt handed to a worker.
+#[derive(Debug)]
+pub struct Job {
+    /// The Started transition (its record carries the spec to run).
+    pub started: Change,
+    /// Token the attempt must honour.
+    pub cancel: CancelToken,
+    /// Time allowed.
+    pub timeout: Option<Duration>,
+}
+
+/// How an attempt ended, as the worker saw it.
+#[derive(Debug)]
+pub enum AttemptResult {
+    /// The task returned a value.
+    Completed(Value),
+    /// The task returned an error.
+    Error(TaskError),
+    /// The task panicked with this message.
+    Panicked(String),
+}
+
+/// What the caller must do after an attempt ended or was ended.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// The transition, none when the attempt no longer counted.
+    pub change: Option<Change>,
+    /// When to queue the task again (retrying).
+    pub retry_at: Option<(Instant, i64)>,
+    /// The task went back to the queue at once.
+    pub requeued: bool,
+    /// Waiters to wake (the task reached a final status).
+    pub waiters: Vec<Sender<()>>,
+    /// Run time of the attempt and whether it succeeded, for metrics.
+    pub attempt: Option<(bool, i64)>,
+    /// Set when the task finished by running: completed?, total latency.
+    pub finished: Option<(bool, i64)>,
+}
+
+/// Outcome of a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was waiting and will never run.
+    Removed,
+    /// It is running and was asked to stop.
+    StopRequested,
+}
+
+/// Why a cancel or retry request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No such task (or it was dropped by the retention).
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    /// The task is already finished.
+    #[error("task {id} is already {status}")]
+    AlreadyFinished {
+        /// The task.
+        id: TaskId,
+        /// Its final status.
+        status: TaskStatus,
+    },
+    /// Only failed or cancelled tasks can be retried.
+    #[error("task {id} is {status}; only failed or cancelled tasks can be retried")]
+    NotRetryable {
+        /// The task.
+        id: TaskId,
+        /// Its status.
+        status: TaskStatus,
+    },
+    /// The scheduler is shutting down.
+    #[error("the scheduler is shutting down")]
+    ShuttingDown,
+}
+
+/// The scheduler's state. Only the scheduler module touches it.
+#[derive(Debug)]
+pub struct Core {
+    /// Every known task.
+    pub tasks: BTreeMap<TaskId, Entry>,
+    /// Queued tasks in run order.
+    pub queue: ReadyQueue,
+    counts: [usize; TaskStatus::ALL.len()],
+    busy: usize,
+    finished: VecDeque<(TaskId, i64)>,
+    /// Live workers (abandoned ones are removed).
+    pub workers: BTreeMap<WorkerId, WorkerSlot>,
+    /// Workers wanted.
+    pub target_workers: usize,
+    next_worker: WorkerId,
+    waiters: HashMap<TaskId, Vec<Sender<()>>>,
+    /// Submits are accepted.
+    pub accepting: bool,
+    /// Workers take queued tasks.
+    pub dispatching: bool,
+    retention: Retention,
+    backoff: Backoff,
+}
+
+impl Core {
+    /// Empty state.
+    pub fn new(target_workers: usize, retention: Retention, backoff: Backoff) -> Self {
+        Self {
+            tasks: BTreeMap::new(),
+            queue: ReadyQueue::new(),
+            counts: [0; TaskStatus::ALL.len()],
+            busy: 0,
+            finished: VecDeque::new(),
+            workers: BTreeMap::new(),
+            target_workers,
+            next_worker: 0,
+            waiters: HashMap::new(),
+            accepting: true,
+            dispatching: true,
+            retention,
+            backoff,
+        }
+    }
+
+    /// Tasks held in each status, indexed by [`TaskStatus::index`].
+    pub fn counts(&self) -> [usize; TaskStatus::ALL.len()] {
+        self.counts
+    }
+
+    /// Queued, running and retrying tasks.
+    pub fn active(&self) -> usize {
+        self.counts[TaskStatus::Queued.index()]
+            + self.counts[TaskStatus::Running.index()]
+            + self.counts[TaskStatus::Retrying.index()]
+    }
+
+    /// Workers running an attempt.
+    pub fn busy(&self) -> usize {
+        self.busy
+    }
+
+    fn set_status(counts: &mut [usize; 6], record: &mut TaskRecord, status: TaskStatus) {
+        counts[record.status.index()] = counts[record.status.index()].saturating_sub(1);
+        counts[status.index()] += 1;
+        record.status = status;
+        record.version += 1;
+    }
+
+    /// Adds accepted tasks to the table and the queue.
+    pub fn insert_queued(&mut self, records: Vec<TaskRecord>) {
+        for record in records {
+            self.counts[TaskStatus::Queued.index()] += 1;
+            self.queue.push(record.spec.priority, record.id);
+            self.tasks.insert(record.id, Entry { record, run: None });
+        }
+    }
+
+    /// Takes stored tasks back after a restart, applying [`policy::recovery`].
+    /// Returns the transitions that changed a record.
+    pub fn recover(&mut self, records: Vec<TaskRecord>, now_us: i64) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut finished = Vec::new();
+        for mut record in records {
+            let rule = policy::recovery(record.status, record.attempts, record.spec.max_retries);
+            self.counts[record.status.index()] += 1;
+            match rule {
+                Recovery::Keep => {
+                    finished.push((record.id, record.finished_at_us.unwrap_or(0)));
+                }
+                Recovery::Requeue | Recovery::LostThenRequeue => {
+                    if rule == Recovery::LostThenRequeue {
+                        record.failures.push(lost_attempt(&record, now_us));
+                    }
+                    let was = record.status;
+                    Self::set_status(&mut self.counts, &mut record, TaskStatus::Queued);
+                    record.retry_at_us = None;
+                    self.queue.push(record.spec.priority, record.id);
+                    if was != TaskStatus::Queued || rule == Recovery::LostThenRequeue {
+                        changes.push(Change {
+                            kind: EventKind::Requeued,
+                            record: record.clone(),
+                        });
+                    }
+                }
+                Recovery::LostThenFail => {
+                    let lost = lost_attempt(&record, now_us);
+                    record.error = Some(lost.message.clone());
+                    record.failures.push(lost);
+                    record.finished_at_us = Some(now_us);
+                    Self::set_status(&mut self.counts, &mut record, TaskStatus::Failed);
+                    finished.push((record.id, now_us));
+                    changes.push(Change {
+                        kind: EventKind::Failed,
+                        record: record.clone(),
+                    });
+                }
+            }
+            self.tasks.insert(record.id, Entry { record, run: None });
+        }
+        finished.sort_by_key(|(_, at)| *at);
+        self.finished.extend(finished);
+        self.evict(now_us);
+        changes
+    }
+
+    /// Registers a new worker slot and returns its id and name.
+    pub fn add_worker(&mut self) -> (WorkerId, String) {
+        self.next_worker += 1;
+        let id = self.next_worker;
+        let name = format!("worker-{id}");
+        self.workers.insert(
+            id,
+            WorkerSlot {
+                name: name.clone(),
+                current: None,
+                tasks_run: 0,
+                tasks_failed: 0,
+            },
+        );
+        (id, name)
+    }
+
+    /// Removes the worker when the pool is larger than wanted (or the worker
+    /// was abandoned); true when it should exit.
+    pub fn retire_if_surplus(&mut self, worker: WorkerId) -> bool {
+        if !self.workers.contains_key(&worker) {
+            return true;
+        }
+        if self.workers.len() > self.target_workers {
+            self.workers.remove(&worker);
+            return true;
+        }
+        false
+    }
+
+    /// Starts the next queued task on `worker`, if dispatching.
+    pub fn next_job(&mut self, worker: WorkerId, now_us: i64) -> Option<Job> {
+        if !self.dispatching {
+            return None;
+        }
+        let slot = self.workers.get_mut(&worker)?;
+        while let Some(id) = self.queue.pop() {
+            let Some(entry) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            if entry.record.status != TaskStatus::Queued {
+                continue;
+            }
+            let record = &mut entry.record;
+            Self::set_status(&mut self.counts, record, TaskStatus::Running);
+            record.attempts += 1;
+            record.started_at_us = Some(now_us);
+            record.first_started_at_us.get_or_insert(now_us);
+            record.worker = Some(slot.name.clone());
+            record.retry_at_us = None;
+            let cancel = CancelToken::new();
+            entry.run = Some(RunState {
+                worker,
+                attempt: record.attempts,
+                cancel: cancel.clone(),
+            });
+            slot.current = Some(id);
+            self.busy += 1;
+            return Some(Job {
+                timeout: record.spec.timeout_ms.map(Duration::from_millis),
+                started: Change {
+                    kind: EventKind::Started,
+                    record: record.clone(),
+                },
+                cancel,
+            });
+        }
+        None
+    }
+
+    fn release_worker(&mut self, worker: WorkerId, failed: bool) {
+        if let Some(slot) = self.workers.get_mut(&worker) {
+            slot.current = None;
+            slot.tasks_run += 1;
+            if failed {
+                slot.tasks_failed += 1;
+            }
+        }
+        self.busy = self.busy.saturating_sub(1);
+    }
+
+    /// Applies the end of attempt `attempt` of `id` that ran on `worker`.
+    /// An attempt the scheduler already settled (timed out, put back at
+    /// shutdown) changes nothing.
+    pub fn finish_attempt(
+        &mut self,
+        worker: WorkerId,
+        id: TaskId,
+        attempt: u32,
+        result: AttemptResult,
+        now: Instant,
+        now_us: i64,
+    ) -> Settled {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return Settled::default();
+        };
+        let current = entry
+            .run
+            .as_ref()
+            .is_some_and(|run| run.worker == worker && run.attempt == attempt);
+        if !current || entry.record.status != TaskStatus::Running {
+            return Settled::default();
+        }
+        let Some(run) = entry.run.take() else {
+            return Settled::default();
+        };
+        let run_time_us = now_us - entry.record.started_at_us.unwrap_or(now_us);
+        let stop = run.cancel.reason();
+        let (failure, succeeded) = match result {
+            AttemptResult::Completed(value) => {
+                entry.record.result = Some(value);
+                (None, true)
+            }
+            AttemptResult::Error(error) => {
+                let stop = error.stop.or(stop);
+                (Some((FailureKind::Error, error.message, error.retryable, stop)), false)
+            }
+            AttemptResult::Panicked(message) => (
+                Some((FailureKind::Panicked, format!("panicked: {message}"), true, stop)),
+                false,
+            ),
+        };
+        self.release_worker(worker, !succeeded);
+        let mut settled = Settled {
+            attempt: Some((succeeded, run_time_us)),
+            ..Settled::default()
+        };
+        match failure {
+            None => self.finalize(id, TaskStatus::Completed, None, now_us, &mut settled),
+            Some((_, _, _, Some(StopReason::Cancelled))) => {
+                self.finalize(
+                    id,
+                    TaskStatus::Cancelled,
+                    Some("cancelled while running".to_owned()),
+                    now_us,
+                    &mut settled,
+                );
+            }
+            Some((_, _, _, Some(StopReason::Shutdown))) => {
+                settled.attempt = None;
+                self.put_back(id, &mut settled);
+            }
+            Some((kind, message, retryable, _)) => {
+                self.record_failure(id, kind, message, retryable, now, now_us, &mut settled);
+            }
+        }
+        settled
+    }
+
+    /// Ends a running attempt that passed its deadline: the attempt counts as
+    /// timed out and its worker is abandoned (removed from the pool, so a
+    /// replacement can start while the old thread winds down). Returns none
+    /// when that attempt is no longer running.
+    pub fn time_out(&mut self, id: TaskId, attempt: u32, now: Instant, now_us: i64) -> Option<Settled> {
+        let entry = self.tasks.get_mut(&id)?;
+        if entry.record.status != TaskStatus::Running
+            || entry.run.as_ref().is_none_or(|run| run.attempt != attempt)
+        {
+            return None;
+        }
+        let run = entry.run.take()?;
+        run.cancel.cancel(StopReason::TimedOut);
+        let timeout_ms = entry.record.spec.timeout_ms.unwrap_or(0);
+        let run_time_us = now_us - entry.record.started_at_us.unwrap_or(now_us);
+        self.release_worker(run.worker, true);
+        self.workers.remove(&run.worker);
+        let mut settled = Settled {
+            attempt: Some((false, run_time_us)),
+            ..Settled::default()
+        };
+        let message = format!("timed out after {timeout_ms} ms");
+        self.record_failure(id, FailureKind::TimedOut, message, true, now, now_us, &mut settled);
+        Some(settled)
+    }
+
+    /// The worker thread died outside a task; its attempt is lost.
+    pub fn worker_died(&mut self, worker: WorkerId, now: Instant, now_us: i64) -> Option<Settled> {
+        let slot = self.workers.remove(&worker)?;
+        let id = slot.current?;
+        let entry = self.tasks.get_mut(&id)?;
+        let attempt = entry.run.as_ref().filter(|run| run.worker == worker)?.attempt;
+        entry.run = None;
+        self.busy = self.busy.saturating_sub(1);
+        let mut settled = Settled::default();
+        let message = format!("worker {} died during attempt {attempt}", slot.name);
+        self.record_failure(id, FailureKind::Lost, message, true, now, now_us, &mut settled);
+        Some(settled)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_failure(
+        &mut self,
+        id: TaskId,
+        kind: FailureKind,
+        message: String,
+        retryable: bool,
+        now: Instant,
+        now_us: i64,
+        settled: &mut Settled,
+    ) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let record = &mut entry.record;
+        record.failures.push(AttemptFailure {
+            attempt: record.attempts,
+            kind,
+            message: message.clone(),
+            worker: record.worker.clone(),
+            at_us: now_us,
+        });
+        if policy::should_retry(retryable, record.attempts, record.spec.max_retries) {
+            let delay = self.backoff.delay(record.attempts, fastrand::f64());
+            let retry_at_us = policy::due_at_us(delay);
+            record.retry_at_us = Some(retry_at_us);
+            Self::set_status(&mut self.counts, record, TaskStatus::Retrying);
+            settled.retry_at = Some((now + delay, retry_at_us));
+            settled.change = Some(Change {
+                kind: EventKind::Retrying,
+                record: record.clone(),
+            });
+        } else {
+            self.finalize(id, TaskStatus::Failed, Some(message), now_us, settled);
+        }
+    }
+
+    /// Puts a running task back in the queue without counting its attempt.
+    fn put_back(&mut self, id: TaskId, settled: &mut Settled) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        entry.run = None;
+        let record = &mut entry.record;
+        record.attempts = record.attempts.saturating_sub(1);
+        Self::set_status(&mut self.counts, record, TaskStatus::Queued);
+        self.queue.push(record.spec.priority, id);
+        settled.requeued = true;
+        settled.change = Some(Change {
+            kind: EventKind::Requeued,
+            record: record.clone(),
+        });
+    }
+
+    /// Puts back every task still running (shutdown after the grace period,
+    /// for attempts that did not stop when asked).
+    pub fn put_back_running(&mut self) -> Vec<Change> {
+        let running: Vec<(TaskId, WorkerId)> = self
+            .tasks
+            .iter()
+            .filter_map(|(id, entry)| entry.run.as_ref().map(|run| (*id, run.worker)))
+            .collect();
+        let mut changes = Vec::new();
+        for (id, worker) in running {
+            self.release_worker(worker, false);
+            self.workers.remove(&worker);
+            let mut settled = Settled::default();
+            self.put_back(id, &mut settled);
+            changes.extend(settled.change);
+        }
+        changes
+    }
+
+    /// Cancellation tokens of every running attempt.
+    pub fn running_tokens(&self) -> Vec<CancelToken> {
+        self.tasks
+            .values()
+            .filter_map(|entry| entry.run.as_ref().map(|run| run.cancel.clone()))
+            .collect()
+    }
+
+    fn finalize(
+        &mut self,
+        id: TaskId,
+        status: TaskStatus,
+        error: Option<String>,
+        now_us: i64,
+        settled: &mut Settled,
+    ) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let record = &mut entry.record;
+        record.finished_at_us = Some(now_us);
+        record.retry_at_us = None;
+        record.error = error;
+        Self::set_status(&mut self.counts, record, status);
+        if status != TaskStatus::Cancelled {
+            let latency = record.total_latency_us().unwrap_or(0);
+            settled.finished = Some((status == TaskStatus::Completed, latency));
+        }
+        let kind = match status {
+            TaskStatus::Completed => EventKind::Completed,
+            TaskStatus::Failed => EventKind::Failed,
+            _ => EventKind::Cancelled,
+        };
+        settled.change = Some(Change {
+            kind,
+            record: record.clone(),
+        });
+        settled.waiters = self.waiters.remove(&id).unwrap_or_default();
+        self.finished.push_back((id, now_us));
+        self.evict(now_us);
+    }
+
+    /// Drops the oldest finished tasks beyond the retention.
+    fn evict(&mut self, now_us: i64) {
+        let max_age_us = self
+            .retention
+            .max_age
+            .map(|age| i64::try_from(age.as_micros()).unwrap_or(i64::MAX));
+        while let Some(&(id, finished_at)) = self.finished.front() {
+            let too_many = self.finished.len() > self.retention.max_finished;
+            let too_old = max_age_us.is_some_and(|age| now_us.saturating_sub(finished_at) > age);
+            if !too_many && !too_old {
+                break;
+            }
+            self.finished.pop_front();
+            let stale = self.tasks.get(&id).is_none_or(|entry| {
+                !entry.record.status.is_final() || entry.record.finished_at_us != Some(finished_at)
+            });
+            if !stale && let Some(entry) = self.tasks.remove(&id) {
+                let index = entry.record.status.index();
+                self.counts[index] = self.counts[index].saturating_sub(1);
+            }
+        }
+    }
+
+    /// Queues a task whose backoff ended; none when it is no longer waiting
+    /// for that retry (cancelled meanwhile).
+    pub fn retry_due(&mut self, id: TaskId, retry_at_us: i64) -> Option<Change> {
+        let entry = self.tasks.get_mut(&id)?;
+        let record = &mut entry.record;
+        if record.status != TaskStatus::Retrying || record.retry_at_us != Some(retry_at_us) {
+            return None;
+        }
+        record.retry_at_us = None;
+        Self::set_status(&mut self.counts, record, TaskStatus::Queued);
+        self.queue.push(record.spec.priority, id);
+        Some(Change {
+            kind: EventKind::Requeued,
+            record: record.clone(),
+        })
+    }
+
+    /// Cancels a waiting task or asks a running one to stop.
+    pub fn cancel(&mut self, id: TaskId, now_us: i64) -> Result<(CancelOutcome, Settled), RequestError> {
+        let entry = self.tasks.get_mut(&id).ok_or(RequestError::NotFound(id))?;
+        let status = entry.record.status;
+        match status {
+            TaskStatus::Queued | TaskStatus::Retrying => {
+                self.queue.remove(entry.record.spec.priority, id);
+                let mut settled = Settled::default();
+                let message = format!("cancelled while {status}");
+                self.finalize(id, TaskStatus::Cancelled, Some(message), now_us, &mut settled);
+                Ok((CancelOutcome::Removed, settled))
+            }
+            TaskStatus::Running => {
+                if let Some(run) = &entry.run {
+                    run.cancel.cancel(StopReason::Cancelled);
+                }
+                Ok((CancelOutcome::StopRequested, Settled::default()))
+            }
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
+                Err(RequestError::AlreadyFinished { id, status })
+            }
+        }
+    }
+
+    /// Queues a failed or cancelled task again with a fresh retry budget;
+    /// its earlier failures stay in its history.
+    pub fn retry(&mut self, id: TaskId) -> Result<Change, RequestError> {
+        if !self.accepting {
+            return Err(RequestError::ShuttingDown);
+        }
+        let entry = self.tasks.get_mut(&id).ok_or(RequestError::NotFound(id))?;
+        let record = &mut entry.record;
+        if !matches!(record.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            return Err(RequestError::NotRetryable {
+                id,
+                status: record.status,
+            });
+        }
+        record.attempts = 0;
+        record.result = None;
+        record.error = None;
+        record.finished_at_us = None;
+        Self::set_status(&mut self.counts, record, TaskStatus::Queued);
+        self.queue.push(record.spec.priority, id);
+        Ok(Change {
+            kind: EventKind::Requeued,
+            record: record.clone(),
+        })
+    }
+
+    /// Registers a waiter for a task's final status. Returns the record when
+    /// it is already final, or none when the task is unknown.
+    pub fn add_waiter(&mut self, id: TaskId, waiter: Sender<()>) -> Option<Result<TaskRecord, ()>> {
+        let entry = self.tasks.get(&id)?;
+        if entry.record.status.is_final() {
+            return Some(Ok(entry.record.clone()));
+        }
+        self.waiters.entry(id).or_default().push(waiter);
+        Some(Err(()))
+    }
+
+    /// Forgets a waiter that stopped waiting.
+    pub fn remove_waiter(&mut self, id: TaskId, waiter: &Sender<()>) {
+        if let Some(list) = self.waiters.get_mut(&id) {
+            list.retain(|w| !w.same_channel(waiter));
+            if list.is_empty() {
+                self.waiters.remove(&id);
+            }
+        }
+    }
+}
+
+fn lost_attempt(record: &TaskRecord, now_us: i64) -> AttemptFailure {
+    AttemptFailure {
+        attempt: record.attempts,
+        kind: FailureKind::Lost,
+        message: format!(
+            "attempt {} was lost: the scheduler stopped while it ran (crash or kill)",
+            record.attempts
+        ),
+        worker: record.worker.clone(),
+        at_us: now_us,
+    }
+}

@@ -1,0 +1,611 @@
+//! The engine: a priority queue that is strict FIFO within a priority, a pool
+//! of workers that pull from it, retries with backoff, timeouts,
+//! cancellation, metrics and lifecycle events.
+//!
+//! [`Scheduler`] is the one owner of task state; the window, the HTTP API and
+//! remote transports change it only through its methods. Depends on
+//! [`crate::model`], [`crate::tasks`] and [`crate::store`].
+
+mod core;
+mod events;
+mod metrics;
+pub mod policy;
+pub mod queue;
+mod report;
+mod timer;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+pub use self::core::{CancelOutcome, RequestError};
+pub use metrics::{LatencySummary, MetricsReport, NameReport};
+pub use policy::Backoff;
+pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerState};
+
+use self::core::{Change, Core, Settled, WorkerId};
+use crate::model::{Event, EventKind, TaskId, TaskRecord, TaskSpec, now_us};
+use crate::store::{Recovered, Retention, Store, StoreError};
+use crate::tasks::{Registry, SpecError, StopReason};
+use events::EventBus;
+use metrics::Metrics;
+use timer::Timer;
+
+/// Where task state is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreMode {
+    /// Nothing is persisted; for benchmarks and tests.
+    Memory,
+    /// An SQLite database file.
+    File(PathBuf),
+}
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Worker threads.
+    pub workers: usize,
+    /// Persistence.
+    pub store: StoreMode,
+    /// Finished-task history kept.
+    pub retention: Retention,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// How long shutdown lets running tasks finish before asking them to stop.
+    pub shutdown_grace: Duration,
+}
+
+impl SchedulerConfig {
+    /// Defaults (one worker per logical CPU) with the given store.
+    pub fn new(store: StoreMode) -> Self {
+        Self {
+            workers: default_workers(),
+            store,
+            retention: Retention::default(),
+            backoff: Backoff::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Defaults with nothing persisted.
+    pub fn in_memory() -> Self {
+        Self::new(StoreMode::Memory)
+    }
+}
+
+/// One worker per logical CPU (at least one).
+pub fn default_workers() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Why the scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A thread could not be started.
+    #[error("cannot start the timer thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Why a submission was refused; nothing of it was accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A spec does not fit its task (index within a batch).
+    #[error("{}{source}", index.map(|i| format!("task {i} of the batch: ")).unwrap_or_default())]
+    Invalid {
+        /// Position in the batch, for batches.
+        index: Option<usize>,
+        /// What is wrong.
+        source: SpecError,
+    },
+    /// The store could not make it durable.
+    #[error("not stored: {0}")]
+    Store(#[from] StoreError),
+    /// The scheduler is shutting down.
+    #[error("the scheduler is shutting down")]
+    ShuttingDown,
+}
+
+/// What shutdown did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Running tasks that did not stop in time and were put back in the queue.
+    pub put_back: usize,
+    /// Tasks still queued or retrying (they run after the next start).
+    pub left_queued: usize,
+}
+
+#[derive(Debug, Default)]
+struct Threads {
+    workers: std::collections::HashMap<WorkerId, JoinHandle<()>>,
+    timer: Option<JoinHandle<()>>,
+}
+
+/// Shared by the handle, the workers and the timer.
+struct Inner {
+    core: Mutex<Core>,
+    /// Workers wait here for queued tasks.
+    work_available: Condvar,
+    /// Signalled when the pool goes idle, a worker exits or tasks run out.
+    state_changed: Condvar,
+    registry: Arc<Registry>,
+    store: Option<Store>,
+    events: EventBus,
+    metrics: Mutex<Metrics>,
+    next_id: AtomicU64,
+    seq: AtomicU64,
+    accepting: AtomicBool,
+    shut_down: AtomicBool,
+    timer: Timer,
+    threads: Mutex<Threads>,
+    exited: (Sender<WorkerId>, Receiver<WorkerId>),
+    started: Instant,
+    config: SchedulerConfig,
+}
+
+impl Inner {
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Logs and publishes a transition (without persisting it).
+    fn announce(&self, kind: EventKind, record: &TaskRecord) {
+        report::log_transition(kind, record);
+        if self.events.has_subscribers() {
+            self.events.publish(Event {
+                seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+                kind,
+                task: record.clone(),
+            });
+        }
+    }
+
+    /// Persists, logs and publishes a transition.
+    fn emit(&self, change: Change) {
+        if let Some(store) = &self.store {
+            store.save(&change.record);
+        }
+        self.announce(change.kind, &change.record);
+    }
+
+    /// Runs a transition under the lock, then carries out what it asks for
+    /// after unlocking.
+    fn settle(&self, transition: impl FnOnce(&mut Core) -> Option<Settled>) {
+        let (settled, quiet) = {
+            let mut core = self.core.lock();
+            let settled = transition(&mut core);
+            (settled, core.active() == 0 || core.busy() == 0)
+        };
+        if let Some(settled) = settled {
+            self.apply(settled);
+        }
+        if quiet {
+            self.state_changed.notify_all();
+        }
+    }
+
+    /// Carries out what a settled attempt or cancel asks for.
+    fn apply(&self, settled: Settled) {
+        let Settled {
+            change,
+            retry_at,
+            requeued,
+            waiters,
+            attempt,
+            finished,
+        } = settled;
+        let Some(change) = change else {
+            return;
+        };
+        let id = change.record.id;
+        if attempt.is_some() || finished.is_some() {
+            let name = change.record.spec.name.as_str();
+            let mut metrics = self.metrics.lock();
+            if let Some((succeeded, run_time_us)) = attempt {
+                metrics.record_attempt(name, succeeded, run_time_us);
+            }
+            if let Some((completed, latency_us)) = finished {
+                metrics.record_finished(name, completed, latency_us, Instant::now());
+            }
+        }
+        self.emit(change);
+        for waiter in waiters {
+            // A waiter that gave up has dropped its receiver; nothing to do.
+            let _ = waiter.try_send(());
+        }
+        if let Some((due, retry_at_us)) = retry_at {
+            self.timer.retry(id, due, retry_at_us);
+        }
+        if requeued {
+            self.work_available.notify_one();
+        }
+    }
+}
+
+/// Handle to a running scheduler. Cheap to clone; every clone drives the
+/// same engine. Call [`Scheduler::shutdown`] once to stop it.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// Opens the store, recovers its tasks, and starts the timer and workers.
+    ///
+    /// Recovery: queued and retrying tasks are queued again in their
+    /// original order; tasks that were running count one lost attempt and
+    /// are queued again (or fail when that was their last); finished tasks
+    /// stay queryable.
+    pub fn start(config: SchedulerConfig, registry: Registry) -> Result<Self, StartError> {
+        let (store, recovered) = match &config.store {
+            StoreMode::Memory => (
+                None,
+                Recovered {
+                    next_id: 1,
+                    tasks: Vec::new(),
+                },
+            ),
+            StoreMode::File(path) => {
+                let (store, recovered) = Store::open(path, config.retention)?;
+                (Some(store), recovered)
+            }
+        };
+        let Recovered { next_id, tasks } = recovered;
+        let recovered_count = tasks.len();
+        let mut core = Core::new(config.workers, config.retention, config.backoff);
+        let changes = core.recover(tasks, now_us());
+        let queued = core.queue.len();
+        let (timer, timer_rx) = Timer::new();
+        let inner = Arc::new(Inner {
+            core: Mutex::new(core),
+            work_available: Condvar::new(),
+            state_changed: Condvar::new(),
+            registry: Arc::new(registry),
+            store,
+            events: EventBus::new(),
+            metrics: Mutex::new(Metrics::new(Instant::now())),
+            next_id: AtomicU64::new(next_id.max(1)),
+            seq: AtomicU64::new(0),
+            accepting: AtomicBool::new(true),
+            shut_down: AtomicBool::new(false),
+            timer,
+            threads: Mutex::new(Threads::default()),
+            exited: crossbeam_channel::unbounded(),
+            started: Instant::now(),
+            config,
+        });
+        let changed = changes.len();
+        for change in changes {
+            inner.emit(change);
+        }
+        if recovered_count > 0 {
+            tracing::info!(
+                tasks = recovered_count,
+                queued,
+                changed,
+                "recovered tasks from the store"
+            );
+        }
+        let timer_inner = Arc::clone(&inner);
+        let timer_thread = thread::Builder::new()
+            .name("taskdeck-timer".into())
+            .spawn(move || timer::timer_main(timer_inner, timer_rx))?;
+        inner.threads.lock().timer = Some(timer_thread);
+        worker::ensure_workers(&inner);
+        Ok(Self { inner })
+    }
+
+    /// The registered task types.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.inner.config
+    }
+
+    /// Accepts one task. With a durable store it returns once the task is
+    /// committed to disk.
+    pub fn submit(&self, spec: TaskSpec) -> Result<TaskId, SubmitError> {
+        let ids = self.submit_batch(vec![spec])?;
+        ids.first().copied().ok_or(SubmitError::ShuttingDown)
+    }
+
+    /// Accepts several tasks at once, all or none, in one durable commit.
+    /// They get consecutive ids in the order given.
+    pub fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<TaskId>, SubmitError> {
+        if !self.inner.accepting.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = specs.len() > 1;
+        for (index, spec) in specs.iter().enumerate() {
+            self.inner
+                .registry
+                .validate(spec)
+                .map_err(|source| SubmitError::Invalid {
+                    index: batch.then_some(index),
+                    source,
+                })?;
+        }
+        let count = specs.len() as u64;
+        let first = self.inner.next_id.fetch_add(count, Ordering::Relaxed);
+        let now = now_us();
+        let records: Vec<TaskRecord> = specs
+            .into_iter()
+            .zip(first..)
+            .map(|(spec, id)| TaskRecord::new(TaskId(id), spec, now))
+            .collect();
+        if let Some(store) = &self.inner.store {
+            store.insert(records.clone())?;
+        }
+        for record in &records {
+            self.inner.announce(EventKind::Submitted, record);
+        }
+        let ids: Vec<TaskId> = records.iter().map(|r| r.id).collect();
+        self.inner.core.lock().insert_queued(records);
+        if batch {
+            self.inner.work_available.notify_all();
+        } else {
+            self.inner.work_available.notify_one();
+        }
+        Ok(ids)
+    }
+
+    /// The task's current record.
+    pub fn task(&self, id: TaskId) -> Option<TaskRecord> {
+        self.inner
+            .core
+            .lock()
+            .tasks
+            .get(&id)
+            .map(|entry| entry.record.clone())
+    }
+
+    /// Tasks matching a query.
+    pub fn list(&self, query: &TaskQuery) -> Vec<TaskRecord> {
+        let core = self.inner.core.lock();
+        query.select(core.tasks.values().map(|entry| &entry.record))
+    }
+
+    /// Queued task ids in the order they will run.
+    pub fn queued(&self) -> Vec<TaskId> {
+        self.inner.core.lock().queue.iter().collect()
+    }
+
+    /// Cancels a queued or retrying task (it never runs) or asks a running
+    /// one to stop.
+    pub fn cancel(&self, id: TaskId) -> Result<CancelOutcome, RequestError> {
+        let mut outcome = Err(RequestError::NotFound(id));
+        self.inner.settle(|core| match core.cancel(id, now_us()) {
+            Ok((done, settled)) => {
+                outcome = Ok(done);
+                Some(settled)
+            }
+            Err(error) => {
+                outcome = Err(error);
+                None
+            }
+        });
+        outcome
+    }
+
+    /// Queues a failed or cancelled task again with a fresh retry budget.
+    pub fn retry(&self, id: TaskId) -> Result<(), RequestError> {
+        let change = self.inner.core.lock().retry(id)?;
+        self.inner.emit(change);
+        self.inner.work_available.notify_one();
+        Ok(())
+    }
+
+    /// Waits until the task reaches a final status or `timeout` passes, and
+    /// returns its record as it then stands; none for an unknown id.
+    pub fn wait(&self, id: TaskId, timeout: Duration) -> Option<TaskRecord> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        match self.inner.core.lock().add_waiter(id, tx.clone()) {
+            None => return None,
+            Some(Ok(record)) => return Some(record),
+            Some(Err(())) => {}
+        }
+        // Either a wake-up or the timeout; the record says which.
+        let _ = rx.recv_timeout(timeout);
+        let mut core = self.inner.core.lock();
+        core.remove_waiter(id, &tx);
+        core.tasks.get(&id).map(|entry| entry.record.clone())
+    }
+
+    /// Waits until no task is queued, running or retrying; false on timeout.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut core = self.inner.core.lock();
+        while core.active() > 0 {
+            if self
+                .inner
+                .state_changed
+                .wait_until(&mut core, deadline)
+                .timed_out()
+            {
+                return core.active() == 0;
+            }
+        }
+        true
+    }
+
+    /// A receiver of every lifecycle event from now on.
+    pub fn subscribe(&self) -> Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Changes the number of workers while running. Surplus workers finish
+    /// their current task first.
+    pub fn set_workers(&self, workers: usize) {
+        if self.inner.is_shut_down() {
+            return;
+        }
+        self.inner.core.lock().target_workers = workers;
+        worker::ensure_workers(&self.inner);
+        self.inner.work_available.notify_all();
+    }
+
+    /// Each live worker's state and counts.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        let core = self.inner.core.lock();
+        core.workers
+            .iter()
+            .map(|(id, slot)| WorkerInfo::from_slot(*id, slot))
+            .collect()
+    }
+
+    /// Counts, worker load, latency percentiles and throughput.
+    pub fn stats(&self) -> SchedulerStats {
+        let (counts, queue_depth, workers_total, workers_busy, workers_target) = {
+            let core = self.inner.core.lock();
+            (
+                core.counts(),
+                core.queue.len(),
+                core.workers.len(),
+                core.busy(),
+                core.target_workers,
+            )
+        };
+        let metrics = self.inner.metrics.lock().report(Instant::now());
+        SchedulerStats {
+            counts: StatusCounts::from_array(counts),
+            queue_depth,
+            workers_total,
+            workers_busy,
+            workers_idle: workers_total.saturating_sub(workers_busy),
+            workers_target,
+            uptime_s: self.inner.started.elapsed().as_secs_f64(),
+            metrics,
+        }
+    }
+
+    /// The database file, when persisting.
+    pub fn db_path(&self) -> Option<&std::path::Path> {
+        self.inner.store.as_ref().map(Store::path)
+    }
+
+    /// Stops gracefully: no new submits, workers take no new tasks, running
+    /// tasks get the grace period to finish, then are asked to stop and put
+    /// back in the queue; the store is flushed. Calling it again does nothing.
+    pub fn shutdown(&self) -> Result<ShutdownReport, StoreError> {
+        let inner = &self.inner;
+        if inner.shut_down.swap(true, Ordering::AcqRel) {
+            return Ok(ShutdownReport::default());
+        }
+        inner.accepting.store(false, Ordering::Release);
+        {
+            let mut core = inner.core.lock();
+            core.accepting = false;
+            core.dispatching = false;
+            core.target_workers = 0;
+        }
+        inner.work_available.notify_all();
+        let grace_deadline = Instant::now() + inner.config.shutdown_grace;
+        if !self.wait_workers_idle(grace_deadline) {
+            let tokens = inner.core.lock().running_tokens();
+            tracing::warn!(
+                running = tokens.len(),
+                "grace period over; asking running tasks to stop"
+            );
+            for token in tokens {
+                token.cancel(StopReason::Shutdown);
+            }
+            self.wait_workers_idle(Instant::now() + STOP_WAIT);
+        }
+        let (put_back, left_queued) = {
+            let mut core = inner.core.lock();
+            let changes = core.put_back_running();
+            let put_back = changes.len();
+            drop(core);
+            for change in changes {
+                inner.emit(change);
+            }
+            (put_back, inner.core.lock().active())
+        };
+        inner.timer.stop();
+        self.join_threads();
+        if let Some(store) = &inner.store {
+            store.flush()?;
+        }
+        tracing::info!(put_back, left_queued, "scheduler stopped");
+        Ok(ShutdownReport {
+            put_back,
+            left_queued,
+        })
+    }
+
+    /// Waits until no worker runs an attempt; false at the deadline.
+    fn wait_workers_idle(&self, deadline: Instant) -> bool {
+        let mut core = self.inner.core.lock();
+        while core.busy() > 0 {
+            if self
+                .inner
+                .state_changed
+                .wait_until(&mut core, deadline)
+                .timed_out()
+            {
+                return core.busy() == 0;
+            }
+        }
+        true
+    }
+
+    /// Joins the timer and every worker thread that has exited; a thread
+    /// stuck in a task that ignores its stop request is left behind.
+    fn join_threads(&self) {
+        let mut threads = std::mem::take(&mut *self.inner.threads.lock());
+        if let Some(timer) = threads.timer.take()
+            && timer.join().is_err()
+        {
+            tracing::error!("the timer thread panicked");
+        }
+        let deadline = Instant::now() + STOP_WAIT;
+        loop {
+            threads.workers.retain(|_, handle| !handle.is_finished());
+            if threads.workers.is_empty() {
+                break;
+            }
+            match self.inner.exited.1.recv_deadline(deadline) {
+                // The thread that sent this is on its way out: joining is brief.
+                Ok(id) => {
+                    if let Some(handle) = threads.workers.remove(&id) {
+                        // A worker's panic was already reported by its guard.
+                        let _ = handle.join();
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        threads = threads.workers.len(),
+                        "worker threads still inside tasks at exit; leaving them"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// How long shutdown waits for stopped tasks and exiting threads.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+

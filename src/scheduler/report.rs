@@ -1,0 +1,229 @@
+//! What readers get from the scheduler: task queries, worker states, counts
+//! and the log line of each transition.
+
+use serde::Serialize;
+
+use super::core::{WorkerId, WorkerSlot};
+use super::metrics::MetricsReport;
+use crate::model::{EventKind, TaskId, TaskRecord, TaskStatus};
+
+/// Selects and pages tasks; newest first unless `oldest_first`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks with this name.
+    pub name: Option<String>,
+    /// Matches to skip.
+    pub offset: usize,
+    /// Most matches to return.
+    pub limit: usize,
+    /// Order by ascending id.
+    pub oldest_first: bool,
+}
+
+impl Default for TaskQuery {
+    fn default() -> Self {
+        Self {
+            status: None,
+            name: None,
+            offset: 0,
+            limit: 100,
+            oldest_first: false,
+        }
+    }
+}
+
+impl TaskQuery {
+    fn matches(&self, record: &TaskRecord) -> bool {
+        self.status.is_none_or(|status| record.status == status)
+            && self.name.as_deref().is_none_or(|name| record.spec.name == name)
+    }
+
+    /// Applies the query to records given in ascending id order.
+    pub fn select<'a>(
+        &self,
+        records: impl DoubleEndedIterator<Item = &'a TaskRecord>,
+    ) -> Vec<TaskRecord> {
+        let pick = |iter: &mut dyn Iterator<Item = &'a TaskRecord>| -> Vec<TaskRecord> {
+            iter.filter(|record| self.matches(record))
+                .skip(self.offset)
+                .take(self.limit)
+                .cloned()
+                .collect()
+        };
+        if self.oldest_first {
+            pick(&mut { records })
+        } else {
+            pick(&mut records.rev())
+        }
+    }
+}
+
+/// Whether a worker runs something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Waiting for a task.
+    Idle,
+    /// Running a task.
+    Busy,
+}
+
+/// One worker as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerInfo {
+    /// Worker number.
+    pub id: u64,
+    /// Worker name, as recorded in task records.
+    pub name: String,
+    /// Idle or busy.
+    pub state: WorkerState,
+    /// Task it runs.
+    pub current_task: Option<TaskId>,
+    /// Attempts it finished.
+    pub tasks_run: u64,
+    /// Attempts of those that failed.
+    pub tasks_failed: u64,
+}
+
+impl WorkerInfo {
+    pub(super) fn from_slot(id: WorkerId, slot: &WorkerSlot) -> Self {
+        Self {
+            id,
+            name: slot.name.clone(),
+            state: if slot.current.is_some() {
+                WorkerState::Busy
+            } else {
+                WorkerState::Idle
+            },
+            current_task: slot.current,
+            tasks_run: slot.tasks_run,
+            tasks_failed: slot.tasks_failed,
+        }
+    }
+}
+
+/// Tasks held in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatusCounts {
+    /// Waiting for a worker.
+    pub queued: usize,
+    /// Being run.
+    pub running: usize,
+    /// Waiting out a backoff.
+    pub retrying: usize,
+    /// Finished successfully (within the retention).
+    pub completed: usize,
+    /// Failed for good (within the retention).
+    pub failed: usize,
+    /// Cancelled (within the retention).
+    pub cancelled: usize,
+}
+
+impl StatusCounts {
+    pub(super) fn from_array(counts: [usize; TaskStatus::ALL.len()]) -> Self {
+        let [queued, running, retrying, completed, failed, cancelled] = counts;
+        Self {
+            queued,
+            running,
+            retrying,
+            completed,
+            failed,
+            cancelled,
+        }
+    }
+
+    /// Count for one status.
+    pub fn get(&self, status: TaskStatus) -> usize {
+        match status {
+            TaskStatus::Queued => self.queued,
+            TaskStatus::Running => self.running,
+            TaskStatus::Retrying => self.retrying,
+            TaskStatus::Completed => self.completed,
+            TaskStatus::Failed => self.failed,
+            TaskStatus::Cancelled => self.cancelled,
+        }
+    }
+}
+
+/// A snapshot of the scheduler's load and performance.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedulerStats {
+    /// Tasks held by status.
+    pub counts: StatusCounts,
+    /// Tasks waiting in the queue.
+    pub queue_depth: usize,
+    /// Live workers.
+    pub workers_total: usize,
+    /// Workers running a task.
+    pub workers_busy: usize,
+    /// Workers waiting for a task.
+    pub workers_idle: usize,
+    /// Workers wanted (differs from total while resizing).
+    pub workers_target: usize,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// Latency percentiles and throughput.
+    pub metrics: MetricsReport,
+}
+
+fn ms(micros: Option<i64>) -> f64 {
+    micros.map_or(0.0, |us| us as f64 / 1_000.0)
+}
+
+/// Writes the one log line of a transition.
+pub(super) fn log_transition(kind: EventKind, record: &TaskRecord) {
+    let task = record.id.0;
+    let name = record.spec.name.as_str();
+    let attempt = record.attempts;
+    let worker = record.worker.as_deref().unwrap_or("-");
+    match kind {
+        EventKind::Submitted => {
+            tracing::info!(task, name, priority = record.spec.priority, "task submitted");
+        }
+        EventKind::Started => tracing::info!(
+            task,
+            name,
+            attempt,
+            worker,
+            queue_wait_ms = ms(record.queue_wait_us()),
+            "task started"
+        ),
+        EventKind::Retrying => tracing::warn!(
+            task,
+            name,
+            attempt,
+            worker,
+            error = record.failures.last().map_or("", |f| f.message.as_str()),
+            retry_in_ms = ms(record.retry_at_us.map(|at| at - crate::model::now_us())),
+            "task attempt failed; retrying"
+        ),
+        EventKind::Requeued => tracing::info!(task, name, attempt, "task queued again"),
+        EventKind::Completed => tracing::info!(
+            task,
+            name,
+            attempt,
+            worker,
+            run_ms = ms(record.run_time_us()),
+            total_ms = ms(record.total_latency_us()),
+            "task completed"
+        ),
+        EventKind::Failed => tracing::warn!(
+            task,
+            name,
+            attempt,
+            worker,
+            error = record.error.as_deref().unwrap_or(""),
+            total_ms = ms(record.total_latency_us()),
+            "task failed"
+        ),
+        EventKind::Cancelled => tracing::info!(
+            task,
+            name,
+            attempt,
+            error = record.error.as_deref().unwrap_or(""),
+            "task cancelled"
+        ),
+    }
+}

@@ -1,0 +1,178 @@
+//! What a running task sees: its identity, its attempt and a cancellation
+//! token it must honour.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::model::TaskId;
+
+use super::TaskError;
+
+/// Why a task was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A user cancelled it.
+    Cancelled,
+    /// The attempt ran past its timeout.
+    TimedOut,
+    /// The scheduler is shutting down and its grace period ran out.
+    Shutdown,
+}
+
+impl StopReason {
+    fn code(self) -> u8 {
+        match self {
+            Self::Cancelled => 1,
+            Self::TimedOut => 2,
+            Self::Shutdown => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Cancelled),
+            2 => Some(Self::TimedOut),
+            3 => Some(Self::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// Cooperative cancellation shared between the scheduler and one attempt.
+///
+/// Checking it is one atomic load; waiting on it wakes the moment it is
+/// cancelled. The first reason given wins.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    reason: AtomicU8,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl CancelToken {
+    /// A token nobody has cancelled yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the task to stop; returns false when it was already asked.
+    pub fn cancel(&self, reason: StopReason) -> bool {
+        let first = self
+            .inner
+            .reason
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            // Taking the lock orders this wake after any waiter's check.
+            let _guard = self.inner.lock.lock();
+            self.inner.wake.notify_all();
+        }
+        first
+    }
+
+    /// Why the task was asked to stop, if it was.
+    pub fn reason(&self) -> Option<StopReason> {
+        StopReason::from_code(self.inner.reason.load(Ordering::Acquire))
+    }
+
+    /// True once the task was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.reason.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits up to `timeout` for a stop request; true when one came.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.inner.lock.lock();
+        while !self.is_cancelled() {
+            if self.inner.wake.wait_until(&mut guard, deadline).timed_out() {
+                return self.is_cancelled();
+            }
+        }
+        true
+    }
+}
+
+/// Handed to a task function for each attempt.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// The task's id.
+    pub task_id: TaskId,
+    /// 1-based number of this attempt.
+    pub attempt: u32,
+    /// Name of the worker running the attempt.
+    pub worker: String,
+    cancel: CancelToken,
+}
+
+impl TaskContext {
+    /// A context for one attempt.
+    pub fn new(task_id: TaskId, attempt: u32, worker: String, cancel: CancelToken) -> Self {
+        Self {
+            task_id,
+            attempt,
+            worker,
+            cancel,
+        }
+    }
+
+    /// True once the task should stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Returns the stop as an error once the task should stop, so a task can
+    /// write `ctx.checkpoint()?` inside its loops.
+    pub fn checkpoint(&self) -> Result<(), TaskError> {
+        match self.cancel.reason() {
+            None => Ok(()),
+            Some(reason) => Err(TaskError::stopped(reason)),
+        }
+    }
+
+    /// Sleeps for `duration` unless asked to stop first (then returns the
+    /// stop as an error).
+    pub fn sleep(&self, duration: Duration) -> Result<(), TaskError> {
+        self.cancel.wait_timeout(duration);
+        self.checkpoint()
+    }
+
+    /// The token itself, for tasks that hand it to helpers.
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn first_reason_wins_and_wakes_waiters() {
+        let token = CancelToken::new();
+        let waiter = {
+            let token = token.clone();
+            thread::spawn(move || token.wait_timeout(Duration::from_secs(10)))
+        };
+        assert!(token.cancel(StopReason::TimedOut));
+        assert!(!token.cancel(StopReason::Cancelled));
+        assert_eq!(waiter.join().ok(), Some(true));
+        assert_eq!(token.reason(), Some(StopReason::TimedOut));
+    }
+
+    #[test]
+    fn wait_times_out_without_cancel() {
+        let token = CancelToken::new();
+        assert!(!token.wait_timeout(Duration::from_millis(5)));
+        assert!(!token.is_cancelled());
+    }
+}
