@@ -1,0 +1,278 @@
+//! SQLite persistence: schema, group commit and recovery.
+//!
+//! One writer thread, named `taskdeck-store`, owns the connection. Submits
+//! ([`Store::insert`]) wait for their rows to be committed; status changes
+//! ([`Store::save`]) are written asynchronously, and the newest version of a
+//! task always wins, whatever order the writes arrive in. Concurrent callers
+//! share commits (group commit, see the `writer` submodule).
+//!
+//! Durability: the database runs in WAL mode with `synchronous=FULL`, so a
+//! commit is on disk when it returns. A task whose [`Store::insert`] returned
+//! `Ok` survives a process crash and a power loss (on a disk that honours
+//! fsync). A crash can lose only the latest saves not yet committed; the
+//! task then recovers with an older status, which the scheduler handles.
+//!
+//! Safety of other data: [`Store::open`] takes an exclusive lock on
+//! `<db file name>.lock` for the store's life and refuses any file that is
+//! neither empty nor marked with [`APPLICATION_ID`].
+//!
+//! Layout: `schema` opens and migrates, `rows` maps records to rows,
+//! `writer` runs the writer thread, `retention` purges old history.
+//! Depends only on [`crate::model`].
+
+mod retention;
+mod rows;
+mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+use crate::model::{TaskRecord, now_us};
+use rows::TaskUpdate;
+use writer::{Op, Writer};
+
+/// How much finished-task history to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished tasks kept, newest first; older ones are deleted.
+    pub max_finished: usize,
+    /// Finished tasks older than this are deleted; none keeps them by count alone.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_finished: 100_000,
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The file is not a Taskdeck database.
+    #[error("{path} is not a Taskdeck database ({detail}); choose another path with --db")]
+    NotTaskdeck {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// Another process holds the database.
+    #[error("database {path} is in use by another Taskdeck process")]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by a newer Taskdeck.
+    #[error("database {path} has schema version {found}; this Taskdeck supports up to {supported}")]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Version found.
+        found: i64,
+        /// Newest version known here.
+        supported: i64,
+    },
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A write transaction failed and was rolled back: nothing of it is
+    /// stored. Shared because every caller in the failed batch gets it.
+    #[error("writing to the database failed: {0}")]
+    Write(Arc<rusqlite::Error>),
+    /// Writing a lock file or directory failed.
+    #[error("cannot use {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The writer thread has stopped.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// What the store held when it was opened.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The id to give the next task.
+    pub next_id: u64,
+    /// Every unfinished task and the retained finished ones, by id.
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// Handle to the store's writer thread.
+///
+/// It is `Send + Sync`: share it behind an `Arc` and call [`Store::insert`]
+/// and [`Store::save`] from any thread. Dropping it commits what is queued
+/// and joins the writer, like [`Store::close`] without the result.
+#[derive(Debug)]
+pub struct Store {
+    /// The database file.
+    path: PathBuf,
+    /// The writer's channel; taken on shutdown, which lets the writer drain
+    /// it and stop.
+    ops: Option<Sender<Op>>,
+    /// The writer thread; taken on shutdown.
+    writer: Option<JoinHandle<()>>,
+    /// Set once a save found the writer gone, so that is logged only once.
+    closed_logged: AtomicBool,
+    /// The exclusive lock on the lock file; dropped after the writer joined.
+    _lock: File,
+}
+
+impl Store {
+    /// Opens or creates the database at `path` (and its parent directories),
+    /// purges finished tasks beyond `retention` and returns what is stored.
+    ///
+    /// Fails with [`StoreError::Locked`] when another store holds the file,
+    /// [`StoreError::NotTaskdeck`] when it holds something else, and
+    /// [`StoreError::NewerSchema`] when a newer Taskdeck wrote it.
+    pub fn open(path: &Path, retention: Retention) -> Result<(Self, Recovered), StoreError> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        let lock = schema::lock(path)?;
+        let mut conn = schema::open(path)?;
+        let open_error = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let now = now_us();
+        let purged = retention::purge(&mut conn, &retention, now).map_err(open_error)?;
+        let rows::Loaded {
+            mut records,
+            next_id,
+        } = rows::load(&conn).map_err(open_error)?;
+        retention::retain(&mut records, &retention, now);
+        tracing::info!(
+            path = %path.display(),
+            tasks = records.len(),
+            next_id,
+            purged,
+            "opened the task database"
+        );
+        let (ops, receiver) = crossbeam_channel::unbounded();
+        let writer = Writer::new(conn, receiver, retention);
+        let handle = std::thread::Builder::new()
+            .name("taskdeck-store".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|source| StoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        let store = Self {
+            path: path.to_owned(),
+            ops: Some(ops),
+            writer: Some(handle),
+            closed_logged: AtomicBool::new(false),
+            _lock: lock,
+        };
+        let recovered = Recovered {
+            next_id,
+            tasks: records,
+        };
+        Ok((store, recovered))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes new tasks, returning once they are committed.
+    ///
+    /// All of `records` go into one transaction, possibly shared with other
+    /// callers; on `Err` none of them is stored. An empty list returns at once.
+    pub fn insert(&self, records: Vec<TaskRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.send(Op::Insert { records, reply })?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a write of a task's changed fields; a newer version wins.
+    ///
+    /// Only the fields that change after submission are copied; the task
+    /// must have been inserted before (an update of a missing row is
+    /// dropped). Write errors are logged by the writer, not returned.
+    pub fn save(&self, record: &TaskRecord) {
+        let update = TaskUpdate::from_record(record);
+        if self.send(Op::Update(update)).is_err()
+            && !self.closed_logged.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(id = %record.id, "the store's writer has stopped; task updates are lost");
+        }
+    }
+
+    /// Returns once everything queued before it is committed; `Err` when
+    /// saves queued with it could not be written (failed inserts are
+    /// reported to their own callers instead).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.send(Op::Flush(reply))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits what is queued and stops the writer.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        let flushed = self.flush();
+        self.shutdown();
+        flushed
+    }
+
+    /// Sends an operation to the writer.
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        let ops = self.ops.as_ref().ok_or(StoreError::Closed)?;
+        ops.send(op).map_err(|_| StoreError::Closed)
+    }
+
+    /// Closes the channel and joins the writer, which first commits
+    /// everything still queued.
+    fn shutdown(&mut self) {
+        drop(self.ops.take());
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "the store's writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
