@@ -134,6 +134,11 @@ struct Inner {
     core: Mutex<Core>,
     /// Workers wait here for queued tasks.
     work_available: Condvar,
+    /// Bumped after every change that may give workers something to run,
+    /// so a spinning worker notices without taking the lock.
+    work_epoch: AtomicU64,
+    /// Set while one idle worker spins; the others park.
+    spinning: AtomicBool,
     /// Signalled when the pool goes idle, a worker exits or tasks run out.
     state_changed: Condvar,
     registry: Arc<Registry>,
@@ -154,6 +159,23 @@ struct Inner {
 impl Inner {
     fn is_shut_down(&self) -> bool {
         self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Claims the single spinning-worker role; false when another has it.
+    fn start_spinning(&self) -> bool {
+        self.spinning
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Wakes one idle worker (or all) after queueing work.
+    fn signal_work(&self, all: bool) {
+        self.work_epoch.fetch_add(1, Ordering::Release);
+        if all {
+            self.work_available.notify_all();
+        } else {
+            self.work_available.notify_one();
+        }
     }
 
     /// Logs and publishes a transition (without persisting it).
@@ -225,7 +247,7 @@ impl Inner {
             self.timer.retry(id, due, retry_at_us);
         }
         if requeued {
-            self.work_available.notify_one();
+            self.signal_work(false);
         }
     }
 }
@@ -275,6 +297,8 @@ impl Scheduler {
         let inner = Arc::new(Inner {
             core: Mutex::new(core),
             work_available: Condvar::new(),
+            work_epoch: AtomicU64::new(0),
+            spinning: AtomicBool::new(false),
             state_changed: Condvar::new(),
             registry: Arc::new(registry),
             store,
@@ -363,11 +387,7 @@ impl Scheduler {
         }
         let ids: Vec<TaskId> = records.iter().map(|r| r.id).collect();
         self.inner.core.lock().insert_queued(records);
-        if batch {
-            self.inner.work_available.notify_all();
-        } else {
-            self.inner.work_available.notify_one();
-        }
+        self.inner.signal_work(batch);
         Ok(ids)
     }
 
@@ -413,7 +433,7 @@ impl Scheduler {
     pub fn retry(&self, id: TaskId) -> Result<(), RequestError> {
         let change = self.inner.core.lock().retry(id)?;
         self.inner.emit(change);
-        self.inner.work_available.notify_one();
+        self.inner.signal_work(false);
         Ok(())
     }
 
@@ -426,8 +446,12 @@ impl Scheduler {
             Some(Ok(record)) => return Some(record),
             Some(Err(())) => {}
         }
-        // Either a wake-up or the timeout; the record says which.
-        let _ = rx.recv_timeout(timeout);
+        // A completion right behind the submit is common: spin briefly
+        // before parking. Either a wake-up or the timeout; the record says
+        // which.
+        if !worker::spin_until(WAIT_SPIN.min(timeout), || !rx.is_empty()) {
+            let _ = rx.recv_timeout(timeout);
+        }
         let mut core = self.inner.core.lock();
         core.remove_waiter(id, &tx);
         core.tasks.get(&id).map(|entry| entry.record.clone())
@@ -463,7 +487,7 @@ impl Scheduler {
         }
         self.inner.core.lock().target_workers = workers;
         worker::ensure_workers(&self.inner);
-        self.inner.work_available.notify_all();
+        self.inner.signal_work(true);
     }
 
     /// Each live worker's state and counts.
@@ -520,7 +544,7 @@ impl Scheduler {
             core.dispatching = false;
             core.target_workers = 0;
         }
-        inner.work_available.notify_all();
+        inner.signal_work(true);
         let grace_deadline = Instant::now() + inner.config.shutdown_grace;
         if !self.wait_workers_idle(grace_deadline) {
             let tokens = inner.core.lock().running_tokens();
@@ -605,6 +629,9 @@ impl Scheduler {
         }
     }
 }
+
+/// How long [`Scheduler::wait`] spins before parking.
+const WAIT_SPIN: Duration = Duration::from_micros(50);
 
 /// How long shutdown waits for stopped tasks and exiting threads.
 const STOP_WAIT: Duration = Duration::from_secs(5);

@@ -84,7 +84,7 @@ fn fire(inner: &Arc<Inner>, item: Due, now: Instant) {
             let change = inner.core.lock().retry_due(id, retry_at_us);
             if let Some(change) = change {
                 inner.emit(change);
-                inner.work_available.notify_one();
+                inner.signal_work(false);
             }
         }
         Due::Deadline { id, attempt } => {

@@ -4,7 +4,8 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::Inner;
 use super::core::{AttemptResult, Job, WorkerId};
@@ -73,6 +74,7 @@ fn worker_main(inner: Arc<Inner>, id: WorkerId, name: String) {
     loop {
         let job = {
             let mut core = inner.core.lock();
+            let mut may_spin = true;
             loop {
                 if core.retire_if_surplus(id) {
                     drop(core);
@@ -82,10 +84,42 @@ fn worker_main(inner: Arc<Inner>, id: WorkerId, name: String) {
                 if let Some(job) = core.next_job(id, now_us()) {
                     break job;
                 }
+                let epoch = inner.work_epoch.load(Ordering::Acquire);
+                if may_spin && core.dispatching && inner.start_spinning() {
+                    drop(core);
+                    let saw_work = spin_until(SPIN_FOR, || {
+                        inner.work_epoch.load(Ordering::Acquire) != epoch
+                    });
+                    inner.spinning.store(false, Ordering::Release);
+                    may_spin = saw_work;
+                    core = inner.core.lock();
+                    continue;
+                }
                 inner.work_available.wait(&mut core);
+                may_spin = true;
             }
         };
         run_job(&inner, id, &name, job);
+    }
+}
+
+/// How long an idle worker spins for new work before it parks. Waking a
+/// parked thread costs tens of microseconds; a short spin by one worker at a
+/// time takes that off the latency of a task submitted right after another.
+const SPIN_FOR: Duration = Duration::from_micros(50);
+
+/// Spins (yielding the core to any runnable thread) until `done` holds or
+/// `limit` passes; true when it held.
+pub(super) fn spin_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::yield_now();
     }
 }
 
