@@ -95,7 +95,13 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let store = if options.memory {
         StoreMode::Memory
     } else {
-        StoreMode::File(options.db.clone().or_else(|| temp_db.clone()).unwrap_or_default())
+        StoreMode::File(
+            options
+                .db
+                .clone()
+                .or_else(|| temp_db.clone())
+                .unwrap_or_default(),
+        )
     };
     let mut config = SchedulerConfig::new(store);
     config.workers = options.workers;
@@ -150,9 +156,15 @@ fn measure(scheduler: &Scheduler, options: &BenchOptions) -> Result<BenchReport,
         let record = scheduler.wait(id, PHASE_TIMEOUT);
         let elapsed = begun.elapsed();
         if record.map(|r| r.status) != Some(TaskStatus::Completed) {
-            return Err(BenchError::Stuck(format!("latency task {id} did not complete")));
+            return Err(BenchError::Stuck(format!(
+                "latency task {id} did not complete"
+            )));
         }
-        histogram.saturating_record(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1));
+        histogram.saturating_record(
+            u64::try_from(elapsed.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
     }
 
     let per_second = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);

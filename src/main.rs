@@ -142,7 +142,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "taskdeck serving; press Ctrl-C to stop"
     );
     let report = runtime::serve_until_stopped(&scheduler, &signals, || {
-        eprintln!("taskdeck: second stop signal; exiting now (unfinished tasks run again at the next start)");
+        eprintln!(
+            "taskdeck: second stop signal; exiting now (unfinished tasks run again at the next start)"
+        );
         std::process::exit(130);
     })?;
     tracing::info!(

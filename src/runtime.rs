@@ -70,9 +70,8 @@ pub fn init_logging(
     log_dir: Option<&Path>,
     default_level: &str,
 ) -> Result<Option<WorkerGuard>, RuntimeError> {
-    let filter = || {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level))
-    };
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter());

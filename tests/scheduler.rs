@@ -27,8 +27,12 @@ fn priority_order_and_fifo_within_a_priority_under_concurrent_submitters() {
                 (0..50u64)
                     .map(|i| {
                         let priority = ((t * 7 + i * 3) % 10) as u8;
-                        let spec = TaskSpec::new("noop", vec![json!(t), json!(i)]).priority(priority);
-                        (scheduler.submit(spec).expect("submit should succeed"), priority)
+                        let spec =
+                            TaskSpec::new("noop", vec![json!(t), json!(i)]).priority(priority);
+                        (
+                            scheduler.submit(spec).expect("submit should succeed"),
+                            priority,
+                        )
                     })
                     .collect::<Vec<_>>()
             })
@@ -92,7 +96,11 @@ fn w_workers_overlap_w_tasks_and_share_the_load() {
         assert_eq!(record.status, TaskStatus::Completed, "{record:?}");
     }
     let runs: Vec<u64> = scheduler.workers().iter().map(|w| w.tasks_run).collect();
-    assert_eq!(runs, vec![1; workers], "each worker should have run one task");
+    assert_eq!(
+        runs,
+        vec![1; workers],
+        "each worker should have run one task"
+    );
     scheduler.shutdown().expect("shutdown should succeed");
 }
 
@@ -136,7 +144,12 @@ fn a_panic_is_contained_and_the_pool_keeps_its_size() {
     let record = scheduler.wait(id, WAIT).expect("task should exist");
     assert_eq!(record.status, TaskStatus::Failed);
     assert_eq!(record.failures.len(), 2);
-    assert!(record.failures.iter().all(|f| f.kind == FailureKind::Panicked));
+    assert!(
+        record
+            .failures
+            .iter()
+            .all(|f| f.kind == FailureKind::Panicked)
+    );
     assert!(record.failures[0].message.contains("kaboom"), "{record:?}");
     assert_eq!(scheduler.workers().len(), 2);
 
@@ -152,27 +165,44 @@ fn a_panic_is_contained_and_the_pool_keeps_its_size() {
 fn a_timeout_stops_the_attempt_and_frees_the_slot() {
     let scheduler = start_memory(1, |registry| {
         // Ignores its cancellation token for a while, like a stuck library call.
-        registry.register("stubborn", "ignores cancellation", Signature::default(), |_ctx, _args| {
-            thread::sleep(Duration::from_millis(1_500));
-            Ok(json!("late"))
-        });
+        registry.register(
+            "stubborn",
+            "ignores cancellation",
+            Signature::default(),
+            |_ctx, _args| {
+                thread::sleep(Duration::from_millis(3_000));
+                Ok(json!("late"))
+            },
+        );
     });
     let cooperative = scheduler
-        .submit(TaskSpec::new("sleep", vec![json!(60_000)]).timeout_ms(100).max_retries(0))
+        .submit(
+            TaskSpec::new("sleep", vec![json!(60_000)])
+                .timeout_ms(100)
+                .max_retries(0),
+        )
         .expect("submit should succeed");
     let begun = Instant::now();
-    let record = scheduler.wait(cooperative, WAIT).expect("task should exist");
+    let record = scheduler
+        .wait(cooperative, WAIT)
+        .expect("task should exist");
     assert_eq!(record.status, TaskStatus::Failed);
     assert_eq!(record.failures[0].kind, FailureKind::TimedOut);
     assert!(begun.elapsed() < Duration::from_secs(5));
 
     let stuck = scheduler
-        .submit(TaskSpec::new("stubborn", vec![]).timeout_ms(50).max_retries(0))
+        .submit(
+            TaskSpec::new("stubborn", vec![])
+                .timeout_ms(50)
+                .max_retries(0),
+        )
         .expect("submit should succeed");
     let behind = scheduler
         .submit(TaskSpec::new("noop", vec![]))
         .expect("submit should succeed");
-    let record = scheduler.wait(behind, Duration::from_millis(1_200)).expect("task should exist");
+    let record = scheduler
+        .wait(behind, Duration::from_millis(1_200))
+        .expect("task should exist");
     assert_eq!(
         record.status,
         TaskStatus::Completed,
@@ -180,7 +210,10 @@ fn a_timeout_stops_the_attempt_and_frees_the_slot() {
     );
     let stuck = scheduler.wait(stuck, WAIT).expect("task should exist");
     assert_eq!(stuck.status, TaskStatus::Failed);
-    assert_eq!(stuck.result, None, "a late result of a timed-out attempt is discarded");
+    assert_eq!(
+        stuck.result, None,
+        "a late result of a timed-out attempt is discarded"
+    );
     assert_eq!(scheduler.workers().len(), 1);
     scheduler.shutdown().expect("shutdown should succeed");
 }
@@ -210,7 +243,10 @@ fn a_cancelled_queued_task_never_runs_and_a_running_one_stops() {
         scheduler.cancel(queued),
         Err(RequestError::AlreadyFinished { .. })
     ));
-    assert_eq!(scheduler.cancel(TaskId(999)), Err(RequestError::NotFound(TaskId(999))));
+    assert_eq!(
+        scheduler.cancel(TaskId(999)),
+        Err(RequestError::NotFound(TaskId(999)))
+    );
 
     let running = scheduler
         .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
@@ -237,22 +273,42 @@ fn bad_submissions_are_rejected_and_change_nothing() {
     let bad = [
         TaskSpec::new("no_such_task", vec![]),
         TaskSpec::new("mock_ml_task", vec![json!(100)]),
-        TaskSpec::new("mock_cv_task", vec![json!("fast"), json!("Object Detection")]),
+        TaskSpec::new(
+            "mock_cv_task",
+            vec![json!("fast"), json!("Object Detection")],
+        ),
         TaskSpec::new("typed", vec![json!(1), json!(2)]),
         TaskSpec::new("typed", vec![json!(-3)]),
         TaskSpec::new("noop", vec![]).priority(10),
         TaskSpec::new("noop", vec![]).timeout_ms(0),
     ];
     for spec in bad {
-        let error = scheduler.submit(spec.clone()).expect_err("should be rejected");
-        assert!(matches!(error, SubmitError::Invalid { .. }), "{spec:?}: {error}");
+        let error = scheduler
+            .submit(spec.clone())
+            .expect_err("should be rejected");
+        assert!(
+            matches!(error, SubmitError::Invalid { .. }),
+            "{spec:?}: {error}"
+        );
         assert!(!error.to_string().is_empty());
     }
-    let batch = vec![TaskSpec::new("noop", vec![]), TaskSpec::new("typed", vec![json!("x")])];
-    let error = scheduler.submit_batch(batch).expect_err("batch should be rejected");
-    assert!(error.to_string().starts_with("task 1 of the batch"), "{error}");
+    let batch = vec![
+        TaskSpec::new("noop", vec![]),
+        TaskSpec::new("typed", vec![json!("x")]),
+    ];
+    let error = scheduler
+        .submit_batch(batch)
+        .expect_err("batch should be rejected");
+    assert!(
+        error.to_string().starts_with("task 1 of the batch"),
+        "{error}"
+    );
     let stats = scheduler.stats();
-    assert_eq!(stats.counts, Default::default(), "nothing should have been added");
+    assert_eq!(
+        stats.counts,
+        Default::default(),
+        "nothing should have been added"
+    );
 
     let id = scheduler
         .submit(TaskSpec::new("typed", vec![]).kwarg("count", json!(4)))
@@ -267,13 +323,20 @@ fn the_pool_resizes_while_running() {
     scheduler.set_workers(3);
     assert_eq!(scheduler.workers().len(), 3);
     let ids = scheduler
-        .submit_batch((0..30).map(|_| TaskSpec::new("sleep", vec![json!(5)])).collect())
+        .submit_batch(
+            (0..30)
+                .map(|_| TaskSpec::new("sleep", vec![json!(5)]))
+                .collect(),
+        )
         .expect("batch should be accepted");
     scheduler.set_workers(1);
     assert!(wait_until(WAIT, || scheduler.workers().len() == 1));
     assert!(scheduler.wait_idle(WAIT));
     for id in ids {
-        assert_eq!(scheduler.task(id).map(|r| r.status), Some(TaskStatus::Completed));
+        assert_eq!(
+            scheduler.task(id).map(|r| r.status),
+            Some(TaskStatus::Completed)
+        );
     }
     scheduler.shutdown().expect("shutdown should succeed");
 }
@@ -300,7 +363,10 @@ fn latency_metrics_and_events_follow_each_task() {
         .iter()
         .find(|n| n.name == "fail")
         .expect("fail should be reported");
-    assert_eq!((fail.runs, fail.attempt_failures, fail.completed), (2, 1, 1));
+    assert_eq!(
+        (fail.runs, fail.attempt_failures, fail.completed),
+        (2, 1, 1)
+    );
     assert_eq!(stats.metrics.finished_last_minute, 3);
 
     let mut by_task: HashMap<TaskId, Vec<EventKind>> = HashMap::new();
@@ -326,8 +392,13 @@ fn a_failed_task_can_be_retried_by_hand() {
     let id = scheduler
         .submit(TaskSpec::new("fail", vec![json!(1)]).max_retries(0))
         .expect("submit should succeed");
-    assert_eq!(scheduler.wait(id, WAIT).map(|r| r.status), Some(TaskStatus::Failed));
-    scheduler.retry(id).expect("a failed task should be retryable");
+    assert_eq!(
+        scheduler.wait(id, WAIT).map(|r| r.status),
+        Some(TaskStatus::Failed)
+    );
+    scheduler
+        .retry(id)
+        .expect("a failed task should be retryable");
     let record = scheduler.wait(id, WAIT).expect("task should exist");
     // A fresh budget: attempt numbers restart, so fail(1) fails again once.
     assert_eq!(record.status, TaskStatus::Failed);
@@ -336,7 +407,10 @@ fn a_failed_task_can_be_retried_by_hand() {
         .submit(TaskSpec::new("noop", vec![]))
         .expect("submit should succeed");
     scheduler.wait(running, WAIT);
-    assert!(matches!(scheduler.retry(running), Err(RequestError::NotRetryable { .. })));
+    assert!(matches!(
+        scheduler.retry(running),
+        Err(RequestError::NotRetryable { .. })
+    ));
     scheduler.shutdown().expect("shutdown should succeed");
 }
 
@@ -344,11 +418,9 @@ fn a_failed_task_can_be_retried_by_hand() {
 fn shutdown_puts_back_tasks_that_outlive_the_grace_period() {
     let mut config = common::config(taskdeck::scheduler::StoreMode::Memory, 1);
     config.shutdown_grace = Duration::from_millis(50);
-    let scheduler = taskdeck::scheduler::Scheduler::start(
-        config,
-        taskdeck::tasks::Registry::with_builtins(),
-    )
-    .expect("scheduler should start");
+    let scheduler =
+        taskdeck::scheduler::Scheduler::start(config, taskdeck::tasks::Registry::with_builtins())
+            .expect("scheduler should start");
     let id = scheduler
         .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
         .expect("submit should succeed");

@@ -171,7 +171,9 @@ impl fmt::Display for TaskStatus {
 
 /// A status name that is not one of [`TaskStatus::ALL`].
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown task status {0:?} (expected queued, running, retrying, completed, failed or cancelled)")]
+#[error(
+    "unknown task status {0:?} (expected queued, running, retrying, completed, failed or cancelled)"
+)]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for TaskStatus {

@@ -12,9 +12,7 @@ use serde_json::Value;
 
 use super::policy::{self, Backoff, Recovery};
 use super::queue::ReadyQueue;
-use crate::model::{
-    AttemptFailure, EventKind, FailureKind, TaskId, TaskRecord, TaskStatus,
-};
+use crate::model::{AttemptFailure, EventKind, FailureKind, TaskId, TaskRecord, TaskStatus};
 use crate::store::Retention;
 use crate::tasks::{CancelToken, StopReason, TaskError};
 
@@ -228,14 +226,13 @@ impl Core {
                     finished.push((record.id, record.finished_at_us.unwrap_or(0)));
                 }
                 Recovery::Requeue | Recovery::LostThenRequeue => {
-                    if rule == Recovery::LostThenRequeue {
-                        record.failures.push(lost_attempt(&record, now_us));
-                    }
-                    let was = record.status;
-                    Self::set_status(&mut self.counts, &mut record, TaskStatus::Queued);
-                    record.retry_at_us = None;
                     self.queue.push(record.spec.priority, record.id);
-                    if was != TaskStatus::Queued || rule == Recovery::LostThenRequeue {
+                    if record.status != TaskStatus::Queued {
+                        if rule == Recovery::LostThenRequeue {
+                            record.failures.push(lost_attempt(&record, now_us));
+                        }
+                        record.retry_at_us = None;
+                        Self::set_status(&mut self.counts, &mut record, TaskStatus::Queued);
                         changes.push(Change {
                             kind: EventKind::Requeued,
                             record: record.clone(),
@@ -378,10 +375,18 @@ impl Core {
             }
             AttemptResult::Error(error) => {
                 let stop = error.stop.or(stop);
-                (Some((FailureKind::Error, error.message, error.retryable, stop)), false)
+                (
+                    Some((FailureKind::Error, error.message, error.retryable, stop)),
+                    false,
+                )
             }
             AttemptResult::Panicked(message) => (
-                Some((FailureKind::Panicked, format!("panicked: {message}"), true, stop)),
+                Some((
+                    FailureKind::Panicked,
+                    format!("panicked: {message}"),
+                    true,
+                    stop,
+                )),
                 false,
             ),
         };
@@ -416,7 +421,13 @@ impl Core {
     /// timed out and its worker is abandoned (removed from the pool, so a
     /// replacement can start while the old thread winds down). Returns none
     /// when that attempt is no longer running.
-    pub fn time_out(&mut self, id: TaskId, attempt: u32, now: Instant, now_us: i64) -> Option<Settled> {
+    pub fn time_out(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        now: Instant,
+        now_us: i64,
+    ) -> Option<Settled> {
         let entry = self.tasks.get_mut(&id)?;
         if entry.record.status != TaskStatus::Running
             || entry.run.as_ref().is_none_or(|run| run.attempt != attempt)
@@ -434,7 +445,15 @@ impl Core {
             ..Settled::default()
         };
         let message = format!("timed out after {timeout_ms} ms");
-        self.record_failure(id, FailureKind::TimedOut, message, true, now, now_us, &mut settled);
+        self.record_failure(
+            id,
+            FailureKind::TimedOut,
+            message,
+            true,
+            now,
+            now_us,
+            &mut settled,
+        );
         Some(settled)
     }
 
@@ -443,12 +462,24 @@ impl Core {
         let slot = self.workers.remove(&worker)?;
         let id = slot.current?;
         let entry = self.tasks.get_mut(&id)?;
-        let attempt = entry.run.as_ref().filter(|run| run.worker == worker)?.attempt;
+        let attempt = entry
+            .run
+            .as_ref()
+            .filter(|run| run.worker == worker)?
+            .attempt;
         entry.run = None;
         self.busy = self.busy.saturating_sub(1);
         let mut settled = Settled::default();
         let message = format!("worker {} died during attempt {attempt}", slot.name);
-        self.record_failure(id, FailureKind::Lost, message, true, now, now_us, &mut settled);
+        self.record_failure(
+            id,
+            FailureKind::Lost,
+            message,
+            true,
+            now,
+            now_us,
+            &mut settled,
+        );
         Some(settled)
     }
 
@@ -608,7 +639,11 @@ impl Core {
     }
 
     /// Cancels a waiting task or asks a running one to stop.
-    pub fn cancel(&mut self, id: TaskId, now_us: i64) -> Result<(CancelOutcome, Settled), RequestError> {
+    pub fn cancel(
+        &mut self,
+        id: TaskId,
+        now_us: i64,
+    ) -> Result<(CancelOutcome, Settled), RequestError> {
         let entry = self.tasks.get_mut(&id).ok_or(RequestError::NotFound(id))?;
         let status = entry.record.status;
         match status {
@@ -616,7 +651,13 @@ impl Core {
                 self.queue.remove(entry.record.spec.priority, id);
                 let mut settled = Settled::default();
                 let message = format!("cancelled while {status}");
-                self.finalize(id, TaskStatus::Cancelled, Some(message), now_us, &mut settled);
+                self.finalize(
+                    id,
+                    TaskStatus::Cancelled,
+                    Some(message),
+                    now_us,
+                    &mut settled,
+                );
                 Ok((CancelOutcome::Removed, settled))
             }
             TaskStatus::Running => {

@@ -206,7 +206,13 @@ impl Metrics {
 
     /// A task finished by running (completed or failed for good) after
     /// `total_latency_us` since its submission.
-    pub fn record_finished(&mut self, name: &str, completed: bool, total_latency_us: i64, now: Instant) {
+    pub fn record_finished(
+        &mut self,
+        name: &str,
+        completed: bool,
+        total_latency_us: i64,
+        now: Instant,
+    ) {
         self.total_latency.record(total_latency_us);
         self.throughput.record(now);
         let stats = self.name(name);
@@ -263,7 +269,10 @@ mod tests {
         assert!((49_000..=51_000).contains(&summary.p50_us), "{summary:?}");
         assert!((98_000..=100_100).contains(&summary.p99_us), "{summary:?}");
         let noop = &report.per_name[0];
-        assert_eq!((noop.completed, noop.runs, noop.attempt_failures), (100, 1, 1));
+        assert_eq!(
+            (noop.completed, noop.runs, noop.attempt_failures),
+            (100, 1, 1)
+        );
     }
 
     #[test]

@@ -570,7 +570,7 @@ impl Scheduler {
         inner.timer.stop();
         self.join_threads();
         if let Some(store) = &inner.store {
-            store.flush()?;
+            store.close()?;
         }
         tracing::info!(put_back, left_queued, "scheduler stopped");
         Ok(ShutdownReport {
@@ -635,4 +635,3 @@ const WAIT_SPIN: Duration = Duration::from_micros(50);
 
 /// How long shutdown waits for stopped tasks and exiting threads.
 const STOP_WAIT: Duration = Duration::from_secs(5);
-

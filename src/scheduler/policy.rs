@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(recovery(TaskStatus::Retrying, 2, 3), Recovery::Requeue);
         assert_eq!(recovery(TaskStatus::Queued, 0, 0), Recovery::Requeue);
         assert_eq!(recovery(TaskStatus::Running, 4, 3), Recovery::LostThenFail);
-        assert_eq!(recovery(TaskStatus::Running, 3, 3), Recovery::LostThenRequeue);
+        assert_eq!(
+            recovery(TaskStatus::Running, 3, 3),
+            Recovery::LostThenRequeue
+        );
     }
 
     #[test]

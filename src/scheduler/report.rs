@@ -37,7 +37,10 @@ impl Default for TaskQuery {
 impl TaskQuery {
     fn matches(&self, record: &TaskRecord) -> bool {
         self.status.is_none_or(|status| record.status == status)
-            && self.name.as_deref().is_none_or(|name| record.spec.name == name)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|name| record.spec.name == name)
     }
 
     /// Applies the query to records given in ascending id order.
@@ -180,7 +183,12 @@ pub(super) fn log_transition(kind: EventKind, record: &TaskRecord) {
     let worker = record.worker.as_deref().unwrap_or("-");
     match kind {
         EventKind::Submitted => {
-            tracing::info!(task, name, priority = record.spec.priority, "task submitted");
+            tracing::info!(
+                task,
+                name,
+                priority = record.spec.priority,
+                "task submitted"
+            );
         }
         EventKind::Started => tracing::info!(
             task,

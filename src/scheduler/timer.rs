@@ -41,12 +41,16 @@ impl Timer {
     /// Queue `id` again at `due` unless it changed meanwhile.
     pub(super) fn retry(&self, id: TaskId, due: Instant, retry_at_us: i64) {
         // A send fails only after shutdown, when nothing is retried anyway.
-        let _ = self.tx.send(TimerMsg::At(due, Due::Retry { id, retry_at_us }));
+        let _ = self
+            .tx
+            .send(TimerMsg::At(due, Due::Retry { id, retry_at_us }));
     }
 
     /// Time out attempt `attempt` of `id` at `due` if it still runs.
     pub(super) fn deadline(&self, id: TaskId, attempt: u32, due: Instant) {
-        let _ = self.tx.send(TimerMsg::At(due, Due::Deadline { id, attempt }));
+        let _ = self
+            .tx
+            .send(TimerMsg::At(due, Due::Deadline { id, attempt }));
     }
 
     /// Stops the thread.

@@ -36,6 +36,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use parking_lot::{Mutex, RwLock};
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
@@ -135,14 +136,14 @@ pub struct Store {
     /// The database file.
     path: PathBuf,
     /// The writer's channel; taken on shutdown, which lets the writer drain
-    /// it and stop.
-    ops: Option<Sender<Op>>,
+    /// it and stop. Senders hold the read lock only to send.
+    ops: RwLock<Option<Sender<Op>>>,
     /// The writer thread; taken on shutdown.
-    writer: Option<JoinHandle<()>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
     /// Set once a save found the writer gone, so that is logged only once.
     closed_logged: AtomicBool,
-    /// The exclusive lock on the lock file; dropped after the writer joined.
-    _lock: File,
+    /// The exclusive lock on the lock file; released after the writer joined.
+    lock: Mutex<Option<File>>,
 }
 
 impl Store {
@@ -193,10 +194,10 @@ impl Store {
             })?;
         let store = Self {
             path: path.to_owned(),
-            ops: Some(ops),
-            writer: Some(handle),
+            ops: RwLock::new(Some(ops)),
+            writer: Mutex::new(Some(handle)),
             closed_logged: AtomicBool::new(false),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         };
         let recovered = Recovered {
             next_id,
@@ -246,28 +247,36 @@ impl Store {
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// Commits what is queued and stops the writer.
-    pub fn close(mut self) -> Result<(), StoreError> {
-        let flushed = self.flush();
+    /// Commits what is queued, stops the writer and releases the database
+    /// for another process. Later inserts fail with [`StoreError::Closed`];
+    /// closing again does nothing.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let flushed = match self.flush() {
+            Err(StoreError::Closed) => Ok(()),
+            other => other,
+        };
         self.shutdown();
         flushed
     }
 
     /// Sends an operation to the writer.
     fn send(&self, op: Op) -> Result<(), StoreError> {
-        let ops = self.ops.as_ref().ok_or(StoreError::Closed)?;
+        let ops = self.ops.read();
+        let ops = ops.as_ref().ok_or(StoreError::Closed)?;
         ops.send(op).map_err(|_| StoreError::Closed)
     }
 
     /// Closes the channel and joins the writer, which first commits
-    /// everything still queued.
-    fn shutdown(&mut self) {
-        drop(self.ops.take());
-        if let Some(writer) = self.writer.take()
+    /// everything still queued, then releases the lock file.
+    fn shutdown(&self) {
+        drop(self.ops.write().take());
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer
             && writer.join().is_err()
         {
             tracing::error!(path = %self.path.display(), "the store's writer thread panicked");
         }
+        drop(self.lock.lock().take());
     }
 }
 

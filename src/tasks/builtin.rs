@@ -86,14 +86,20 @@ mod tests {
     fn run(name: &str, args: Vec<Value>, attempt: u32) -> Result<Value, TaskError> {
         let registry = Registry::with_builtins();
         let def = registry.get(name).expect("builtin should be registered");
-        let bound = def.signature.bind(&args, &Map::new()).expect("args should bind");
+        let bound = def
+            .signature
+            .bind(&args, &Map::new())
+            .expect("args should bind");
         let ctx = TaskContext::new(TaskId(1), attempt, "test".into(), CancelToken::new());
         def.call(&ctx, &bound)
     }
 
     #[test]
     fn noop_returns_its_arguments() {
-        assert_eq!(run("noop", vec![json!(1), json!("a")], 1), Ok(json!([1, "a"])));
+        assert_eq!(
+            run("noop", vec![json!(1), json!("a")], 1),
+            Ok(json!([1, "a"]))
+        );
     }
 
     #[test]
@@ -117,7 +123,9 @@ mod tests {
         let token = CancelToken::new();
         token.cancel(StopReason::Cancelled);
         let ctx = TaskContext::new(TaskId(1), 1, "test".into(), token);
-        let error = def.call(&ctx, &bound).expect_err("cancelled sleep should stop");
+        let error = def
+            .call(&ctx, &bound)
+            .expect_err("cancelled sleep should stop");
         assert_eq!(error.stop, Some(StopReason::Cancelled));
     }
 }

@@ -225,7 +225,10 @@ mod tests {
         assert!(message.contains("mock_ml_task"), "{message}");
 
         let high = TaskSpec::new("noop", vec![]).priority(10);
-        assert_eq!(registry.validate(&high).err(), Some(SpecError::Priority(10)));
+        assert_eq!(
+            registry.validate(&high).err(),
+            Some(SpecError::Priority(10))
+        );
         let zero = TaskSpec::new("noop", vec![]).timeout_ms(0);
         assert_eq!(registry.validate(&zero).err(), Some(SpecError::ZeroTimeout));
     }

@@ -275,11 +275,17 @@ mod tests {
         );
         assert!(matches!(
             sig().bind(&[json!(1), json!("a"), json!(2)], &none),
-            Err(ArgError::TooMany { expected: 2, got: 3 })
+            Err(ArgError::TooMany {
+                expected: 2,
+                got: 3
+            })
         ));
         assert!(matches!(
             sig().bind(&[json!(-1)], &none),
-            Err(ArgError::Type { got: "a negative integer", .. })
+            Err(ArgError::Type {
+                got: "a negative integer",
+                ..
+            })
         ));
         assert!(matches!(
             sig().bind(&[json!(1.5)], &none),
