@@ -201,7 +201,7 @@ fn a_timeout_stops_the_attempt_and_frees_the_slot() {
         .submit(TaskSpec::new("noop", vec![]))
         .expect("submit should succeed");
     let record = scheduler
-        .wait(behind, Duration::from_millis(1_200))
+        .wait(behind, Duration::from_millis(2_500))
         .expect("task should exist");
     assert_eq!(
         record.status,
