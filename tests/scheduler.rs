@@ -439,3 +439,32 @@ fn shutdown_puts_back_tasks_that_outlive_the_grace_period() {
         Err(SubmitError::ShuttingDown)
     ));
 }
+
+#[test]
+fn finished_history_is_bounded_by_the_retention() {
+    let mut config = common::config(taskdeck::scheduler::StoreMode::Memory, 2);
+    config.retention = taskdeck::store::Retention {
+        max_finished: 5,
+        max_age: None,
+    };
+    let scheduler =
+        taskdeck::scheduler::Scheduler::start(config, taskdeck::tasks::Registry::with_builtins())
+            .expect("scheduler should start");
+    let ids = scheduler
+        .submit_batch(
+            (0..20)
+                .map(|i| TaskSpec::new("noop", vec![json!(i)]))
+                .collect(),
+        )
+        .expect("batch should be accepted");
+    assert!(scheduler.wait_idle(WAIT));
+    let kept: Vec<TaskId> = ids
+        .iter()
+        .copied()
+        .filter(|id| scheduler.task(*id).is_some())
+        .collect();
+    assert_eq!(kept.len(), 5, "only the newest finished tasks are kept");
+    assert_eq!(scheduler.stats().counts.completed, 5);
+    assert_eq!(scheduler.stats().metrics.total_latency.count, 20);
+    scheduler.shutdown().expect("shutdown should succeed");
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Keeps the module dependencies one-way (see docs/ARCHITECTURE.md):
+# each rule names a folder and what its code must not use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+failed=0
+# forbid DIR PATTERN WHY: fails when a Rust file under DIR matches PATTERN.
+forbid() {
+    local dir=$1 pattern=$2 why=$3 hits
+    [ -e "$dir" ] || return 0
+    hits=$(grep -rnE "$pattern" "$dir" --include='*.rs' || true)
+    if [ -n "$hits" ]; then
+        printf 'architecture: %s\n%s\n' "$why" "$hits" >&2
+        failed=1
+    fi
+}
+# only_in DIR PATTERN WHY: fails when a Rust file outside DIR (and main.rs) matches PATTERN.
+only_in() {
+    local dir=$1 pattern=$2 why=$3 hits
+    hits=$(grep -rnE "$pattern" src --include='*.rs' | grep -v -e "^$dir/" -e '^src/main.rs:' || true)
+    if [ -n "$hits" ]; then
+        printf 'architecture: %s\n%s\n' "$why" "$hits" >&2
+        failed=1
+    fi
+}
+
+forbid src/model 'crate::(tasks|store|scheduler|runtime|bench)' "the task model depends on nothing internal"
+forbid src/tasks 'crate::(store|scheduler|runtime|bench)' "the task registry depends only on the model"
+forbid src/store 'crate::(tasks|scheduler|runtime|bench)' "the store depends only on the model"
+forbid src/scheduler 'crate::(runtime|bench)' "the scheduler does not depend on the command wiring"
+only_in src/app '\b(egui|eframe|egui_plot|egui_extras)::' "only the window module uses egui"
+only_in src/api '\btiny_http::' "only the HTTP module uses tiny_http"
+only_in src/telemetry '\b(sysinfo|nvml_wrapper)::' "only telemetry reads sysinfo/NVML"
+only_in src/remote '\b(lapin|amqprs|tokio)::' "only the broker module uses the AMQP client and its runtime"
+
+if [ $failed -ne 0 ]; then
+    exit 1
+fi
+echo "architecture: module dependencies are one-way"
