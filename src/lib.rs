@@ -11,6 +11,8 @@
 //! A program embeds Taskdeck by building a [`tasks::Registry`] with its own
 //! task functions and starting a [`scheduler::Scheduler`].
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod model;
 pub mod runtime;

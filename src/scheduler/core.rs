@@ -621,8 +621,9 @@ impl Core {
         }
     }
 
-    /// Queues a task whose backoff ended; none when it is no longer waiting
-    /// for that retry (cancelled meanwhile).
+    /// Marks a task whose backoff ended as queued; none when it is no longer
+    /// waiting for that retry (cancelled meanwhile). The caller publishes the
+    /// change, then calls [`Core::enqueue_if_queued`].
     pub fn retry_due(&mut self, id: TaskId, retry_at_us: i64) -> Option<Change> {
         let entry = self.tasks.get_mut(&id)?;
         let record = &mut entry.record;
@@ -631,11 +632,25 @@ impl Core {
         }
         record.retry_at_us = None;
         Self::set_status(&mut self.counts, record, TaskStatus::Queued);
-        self.queue.push(record.spec.priority, id);
         Some(Change {
             kind: EventKind::Requeued,
             record: record.clone(),
         })
+    }
+
+    /// Second half of [`Core::retry_due`] and [`Core::retry`]: puts a task
+    /// that is queued but not yet in the ready queue there, once its
+    /// `requeued` event is out (so no `started` event can precede it). A task
+    /// cancelled in between stays out.
+    pub fn enqueue_if_queued(&mut self, id: TaskId) -> bool {
+        let Some(entry) = self.tasks.get(&id) else {
+            return false;
+        };
+        if entry.record.status != TaskStatus::Queued || entry.run.is_some() {
+            return false;
+        }
+        self.queue.push(entry.record.spec.priority, id);
+        true
     }
 
     /// Cancels a waiting task or asks a running one to stop.
@@ -672,8 +687,9 @@ impl Core {
         }
     }
 
-    /// Queues a failed or cancelled task again with a fresh retry budget;
-    /// its earlier failures stay in its history.
+    /// Marks a failed or cancelled task as queued again with a fresh retry
+    /// budget; its earlier failures stay in its history. The caller publishes
+    /// the change, then calls [`Core::enqueue_if_queued`].
     pub fn retry(&mut self, id: TaskId) -> Result<Change, RequestError> {
         if !self.accepting {
             return Err(RequestError::ShuttingDown);
@@ -691,7 +707,6 @@ impl Core {
         record.error = None;
         record.finished_at_us = None;
         Self::set_status(&mut self.counts, record, TaskStatus::Queued);
-        self.queue.push(record.spec.priority, id);
         Ok(Change {
             kind: EventKind::Requeued,
             record: record.clone(),

@@ -7,6 +7,8 @@
 //! [`crate::model`], [`crate::tasks`] and [`crate::store`].
 
 mod core;
+#[cfg(test)]
+mod core_tests;
 mod events;
 mod metrics;
 pub mod policy;
@@ -433,7 +435,9 @@ impl Scheduler {
     pub fn retry(&self, id: TaskId) -> Result<(), RequestError> {
         let change = self.inner.core.lock().retry(id)?;
         self.inner.emit(change);
-        self.inner.signal_work(false);
+        if self.inner.core.lock().enqueue_if_queued(id) {
+            self.inner.signal_work(false);
+        }
         Ok(())
     }
 

@@ -88,7 +88,9 @@ fn fire(inner: &Arc<Inner>, item: Due, now: Instant) {
             let change = inner.core.lock().retry_due(id, retry_at_us);
             if let Some(change) = change {
                 inner.emit(change);
-                inner.signal_work(false);
+                if inner.core.lock().enqueue_if_queued(id) {
+                    inner.signal_work(false);
+                }
             }
         }
         Due::Deadline { id, attempt } => {
