@@ -14,6 +14,7 @@ mod metrics;
 pub mod policy;
 pub mod queue;
 mod report;
+mod shutdown;
 mod timer;
 mod worker;
 
@@ -34,7 +35,7 @@ pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerStat
 use self::core::{Change, Core, Settled, WorkerId};
 use crate::model::{Event, EventKind, TaskId, TaskRecord, TaskSpec, now_us};
 use crate::store::{Recovered, Retention, Store, StoreError};
-use crate::tasks::{Registry, SpecError, StopReason};
+use crate::tasks::{Registry, SpecError};
 use events::EventBus;
 use metrics::Metrics;
 use timer::Timer;
@@ -532,110 +533,7 @@ impl Scheduler {
     pub fn db_path(&self) -> Option<&std::path::Path> {
         self.inner.store.as_ref().map(Store::path)
     }
-
-    /// Stops gracefully: no new submits, workers take no new tasks, running
-    /// tasks get the grace period to finish, then are asked to stop and put
-    /// back in the queue; the store is flushed. Calling it again does nothing.
-    pub fn shutdown(&self) -> Result<ShutdownReport, StoreError> {
-        let inner = &self.inner;
-        if inner.shut_down.swap(true, Ordering::AcqRel) {
-            return Ok(ShutdownReport::default());
-        }
-        inner.accepting.store(false, Ordering::Release);
-        {
-            let mut core = inner.core.lock();
-            core.accepting = false;
-            core.dispatching = false;
-            core.target_workers = 0;
-        }
-        inner.signal_work(true);
-        let grace_deadline = Instant::now() + inner.config.shutdown_grace;
-        if !self.wait_workers_idle(grace_deadline) {
-            let tokens = inner.core.lock().running_tokens();
-            tracing::warn!(
-                running = tokens.len(),
-                "grace period over; asking running tasks to stop"
-            );
-            for token in tokens {
-                token.cancel(StopReason::Shutdown);
-            }
-            self.wait_workers_idle(Instant::now() + STOP_WAIT);
-        }
-        let (put_back, left_queued) = {
-            let mut core = inner.core.lock();
-            let changes = core.put_back_running();
-            let put_back = changes.len();
-            drop(core);
-            for change in changes {
-                inner.emit(change);
-            }
-            (put_back, inner.core.lock().active())
-        };
-        inner.timer.stop();
-        self.join_threads();
-        if let Some(store) = &inner.store {
-            store.close()?;
-        }
-        tracing::info!(put_back, left_queued, "scheduler stopped");
-        Ok(ShutdownReport {
-            put_back,
-            left_queued,
-        })
-    }
-
-    /// Waits until no worker runs an attempt; false at the deadline.
-    fn wait_workers_idle(&self, deadline: Instant) -> bool {
-        let mut core = self.inner.core.lock();
-        while core.busy() > 0 {
-            if self
-                .inner
-                .state_changed
-                .wait_until(&mut core, deadline)
-                .timed_out()
-            {
-                return core.busy() == 0;
-            }
-        }
-        true
-    }
-
-    /// Joins the timer and every worker thread that has exited; a thread
-    /// stuck in a task that ignores its stop request is left behind.
-    fn join_threads(&self) {
-        let mut threads = std::mem::take(&mut *self.inner.threads.lock());
-        if let Some(timer) = threads.timer.take()
-            && timer.join().is_err()
-        {
-            tracing::error!("the timer thread panicked");
-        }
-        let deadline = Instant::now() + STOP_WAIT;
-        loop {
-            threads.workers.retain(|_, handle| !handle.is_finished());
-            if threads.workers.is_empty() {
-                break;
-            }
-            match self.inner.exited.1.recv_deadline(deadline) {
-                // The thread that sent this is on its way out: joining is brief.
-                Ok(id) => {
-                    if let Some(handle) = threads.workers.remove(&id) {
-                        // A worker's panic was already reported by its guard.
-                        let _ = handle.join();
-                    }
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        threads = threads.workers.len(),
-                        "worker threads still inside tasks at exit; leaving them"
-                    );
-                    break;
-                }
-            }
-        }
-    }
 }
 
 /// How long [`Scheduler::wait`] spins before parking.
 const WAIT_SPIN: Duration = Duration::from_micros(50);
-
-/// How long shutdown waits for stopped tasks and exiting threads.
-const STOP_WAIT: Duration = Duration::from_secs(5);

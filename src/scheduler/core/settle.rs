@@ -1,0 +1,291 @@
+//! How attempts end: completion, failure with retry or not, timeout, a
+//! dying worker, shutdown put-back, and the retention of finished tasks.
+
+use std::time::Instant;
+
+use super::{AttemptResult, Change, Core, Settled, WorkerId};
+use crate::model::{AttemptFailure, EventKind, FailureKind, TaskId, TaskStatus};
+use crate::scheduler::policy;
+use crate::tasks::{CancelToken, StopReason};
+
+impl Core {
+    /// Applies the end of attempt `attempt` of `id` that ran on `worker`.
+    /// An attempt the scheduler already settled (timed out, put back at
+    /// shutdown) changes nothing.
+    pub fn finish_attempt(
+        &mut self,
+        worker: WorkerId,
+        id: TaskId,
+        attempt: u32,
+        result: AttemptResult,
+        now: Instant,
+        now_us: i64,
+    ) -> Settled {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return Settled::default();
+        };
+        let current = entry
+            .run
+            .as_ref()
+            .is_some_and(|run| run.worker == worker && run.attempt == attempt);
+        if !current || entry.record.status != TaskStatus::Running {
+            return Settled::default();
+        }
+        let Some(run) = entry.run.take() else {
+            return Settled::default();
+        };
+        let run_time_us = now_us - entry.record.started_at_us.unwrap_or(now_us);
+        let stop = run.cancel.reason();
+        let (failure, succeeded) = match result {
+            AttemptResult::Completed(value) => {
+                entry.record.result = Some(value);
+                (None, true)
+            }
+            AttemptResult::Error(error) => {
+                let stop = error.stop.or(stop);
+                (
+                    Some((FailureKind::Error, error.message, error.retryable, stop)),
+                    false,
+                )
+            }
+            AttemptResult::Panicked(message) => (
+                Some((
+                    FailureKind::Panicked,
+                    format!("panicked: {message}"),
+                    true,
+                    stop,
+                )),
+                false,
+            ),
+        };
+        self.release_worker(worker, !succeeded);
+        let mut settled = Settled {
+            attempt: Some((succeeded, run_time_us)),
+            ..Settled::default()
+        };
+        match failure {
+            None => self.finalize(id, TaskStatus::Completed, None, now_us, &mut settled),
+            Some((_, _, _, Some(StopReason::Cancelled))) => {
+                self.finalize(
+                    id,
+                    TaskStatus::Cancelled,
+                    Some("cancelled while running".to_owned()),
+                    now_us,
+                    &mut settled,
+                );
+            }
+            Some((_, _, _, Some(StopReason::Shutdown))) => {
+                settled.attempt = None;
+                self.put_back(id, &mut settled);
+            }
+            Some((kind, message, retryable, _)) => {
+                self.record_failure(id, kind, message, retryable, now, now_us, &mut settled);
+            }
+        }
+        settled
+    }
+
+    /// Ends a running attempt that passed its deadline: the attempt counts as
+    /// timed out and its worker is abandoned (removed from the pool, so a
+    /// replacement can start while the old thread winds down). Returns none
+    /// when that attempt is no longer running.
+    pub fn time_out(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        now: Instant,
+        now_us: i64,
+    ) -> Option<Settled> {
+        let entry = self.tasks.get_mut(&id)?;
+        if entry.record.status != TaskStatus::Running
+            || entry.run.as_ref().is_none_or(|run| run.attempt != attempt)
+        {
+            return None;
+        }
+        let run = entry.run.take()?;
+        run.cancel.cancel(StopReason::TimedOut);
+        let timeout_ms = entry.record.spec.timeout_ms.unwrap_or(0);
+        let run_time_us = now_us - entry.record.started_at_us.unwrap_or(now_us);
+        self.release_worker(run.worker, true);
+        self.workers.remove(&run.worker);
+        let mut settled = Settled {
+            attempt: Some((false, run_time_us)),
+            ..Settled::default()
+        };
+        let message = format!("timed out after {timeout_ms} ms");
+        self.record_failure(
+            id,
+            FailureKind::TimedOut,
+            message,
+            true,
+            now,
+            now_us,
+            &mut settled,
+        );
+        Some(settled)
+    }
+
+    /// The worker thread died outside a task; its attempt is lost.
+    pub fn worker_died(&mut self, worker: WorkerId, now: Instant, now_us: i64) -> Option<Settled> {
+        let slot = self.workers.remove(&worker)?;
+        let id = slot.current?;
+        let entry = self.tasks.get_mut(&id)?;
+        let attempt = entry
+            .run
+            .as_ref()
+            .filter(|run| run.worker == worker)?
+            .attempt;
+        entry.run = None;
+        self.busy = self.busy.saturating_sub(1);
+        let mut settled = Settled::default();
+        let message = format!("worker {} died during attempt {attempt}", slot.name);
+        self.record_failure(
+            id,
+            FailureKind::Lost,
+            message,
+            true,
+            now,
+            now_us,
+            &mut settled,
+        );
+        Some(settled)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record_failure(
+        &mut self,
+        id: TaskId,
+        kind: FailureKind,
+        message: String,
+        retryable: bool,
+        now: Instant,
+        now_us: i64,
+        settled: &mut Settled,
+    ) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let record = &mut entry.record;
+        record.failures.push(AttemptFailure {
+            attempt: record.attempts,
+            kind,
+            message: message.clone(),
+            worker: record.worker.clone(),
+            at_us: now_us,
+        });
+        if policy::should_retry(retryable, record.attempts, record.spec.max_retries) {
+            let delay = self.backoff.delay(record.attempts, fastrand::f64());
+            let retry_at_us = policy::due_at_us(delay);
+            record.retry_at_us = Some(retry_at_us);
+            Self::set_status(&mut self.counts, record, TaskStatus::Retrying);
+            settled.retry_at = Some((now + delay, retry_at_us));
+            settled.change = Some(Change {
+                kind: EventKind::Retrying,
+                record: record.clone(),
+            });
+        } else {
+            self.finalize(id, TaskStatus::Failed, Some(message), now_us, settled);
+        }
+    }
+
+    /// Puts a running task back in the queue without counting its attempt.
+    pub(super) fn put_back(&mut self, id: TaskId, settled: &mut Settled) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        entry.run = None;
+        let record = &mut entry.record;
+        record.attempts = record.attempts.saturating_sub(1);
+        Self::set_status(&mut self.counts, record, TaskStatus::Queued);
+        self.queue.push(record.spec.priority, id);
+        settled.requeued = true;
+        settled.change = Some(Change {
+            kind: EventKind::Requeued,
+            record: record.clone(),
+        });
+    }
+
+    /// Puts back every task still running (shutdown after the grace period,
+    /// for attempts that did not stop when asked).
+    pub fn put_back_running(&mut self) -> Vec<Change> {
+        let running: Vec<(TaskId, WorkerId)> = self
+            .tasks
+            .iter()
+            .filter_map(|(id, entry)| entry.run.as_ref().map(|run| (*id, run.worker)))
+            .collect();
+        let mut changes = Vec::new();
+        for (id, worker) in running {
+            self.release_worker(worker, false);
+            self.workers.remove(&worker);
+            let mut settled = Settled::default();
+            self.put_back(id, &mut settled);
+            changes.extend(settled.change);
+        }
+        changes
+    }
+
+    /// Cancellation tokens of every running attempt.
+    pub fn running_tokens(&self) -> Vec<CancelToken> {
+        self.tasks
+            .values()
+            .filter_map(|entry| entry.run.as_ref().map(|run| run.cancel.clone()))
+            .collect()
+    }
+
+    pub(super) fn finalize(
+        &mut self,
+        id: TaskId,
+        status: TaskStatus,
+        error: Option<String>,
+        now_us: i64,
+        settled: &mut Settled,
+    ) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let record = &mut entry.record;
+        record.finished_at_us = Some(now_us);
+        record.retry_at_us = None;
+        record.error = error;
+        Self::set_status(&mut self.counts, record, status);
+        if status != TaskStatus::Cancelled {
+            let latency = record.total_latency_us().unwrap_or(0);
+            settled.finished = Some((status == TaskStatus::Completed, latency));
+        }
+        let kind = match status {
+            TaskStatus::Completed => EventKind::Completed,
+            TaskStatus::Failed => EventKind::Failed,
+            _ => EventKind::Cancelled,
+        };
+        settled.change = Some(Change {
+            kind,
+            record: record.clone(),
+        });
+        settled.waiters = self.waiters.remove(&id).unwrap_or_default();
+        self.finished.push_back((id, now_us));
+        self.evict(now_us);
+    }
+
+    /// Drops the oldest finished tasks beyond the retention.
+    pub(super) fn evict(&mut self, now_us: i64) {
+        let max_age_us = self
+            .retention
+            .max_age
+            .map(|age| i64::try_from(age.as_micros()).unwrap_or(i64::MAX));
+        while let Some(&(id, finished_at)) = self.finished.front() {
+            let too_many = self.finished.len() > self.retention.max_finished;
+            let too_old = max_age_us.is_some_and(|age| now_us.saturating_sub(finished_at) > age);
+            if !too_many && !too_old {
+                break;
+            }
+            self.finished.pop_front();
+            let stale = self.tasks.get(&id).is_none_or(|entry| {
+                !entry.record.status.is_final() || entry.record.finished_at_us != Some(finished_at)
+            });
+            if !stale && let Some(entry) = self.tasks.remove(&id) {
+                let index = entry.record.status.index();
+                self.counts[index] = self.counts[index].saturating_sub(1);
+            }
+        }
+    }
+}
