@@ -5,9 +5,11 @@
 //! other module of the crate, so every other part may use it.
 
 mod event;
+mod resources;
 mod task;
 
 pub use event::{Event, EventKind};
+pub use resources::{DiskSample, GpuSample, GpuState, ResourceSample, percent};
 pub use task::{
     AttemptFailure, FailureKind, PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskId,
     TaskRecord, TaskSpec, TaskStatus, UnknownStatus, now_us,

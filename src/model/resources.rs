@@ -1,0 +1,83 @@
+//! Samples of the machine's resources, as the telemetry thread produces
+//! them and the window, the HTTP API and reports read them.
+
+use serde::Serialize;
+
+/// One reading of the machine's resources.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceSample {
+    /// When it was taken, microseconds since the epoch.
+    pub at_us: i64,
+    /// Overall CPU use, 0-100.
+    pub cpu_percent: f32,
+    /// Use of each logical CPU, 0-100.
+    pub cpu_per_core: Vec<f32>,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+    /// Installed memory, bytes.
+    pub memory_total_bytes: u64,
+    /// Mounted disks.
+    pub disks: Vec<DiskSample>,
+    /// NVIDIA GPUs, or why there are none to show.
+    pub gpus: GpuState,
+}
+
+impl ResourceSample {
+    /// Memory in use as a percentage of the total.
+    pub fn memory_percent(&self) -> f64 {
+        percent(self.memory_used_bytes, self.memory_total_bytes)
+    }
+}
+
+/// Used share of a total, in percent; 0 when the total is 0.
+pub fn percent(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / total as f64
+    }
+}
+
+/// Space on one mounted disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskSample {
+    /// Mount point, e.g. `/`.
+    pub mount: String,
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Capacity in bytes.
+    pub total_bytes: u64,
+}
+
+/// What is known of the GPUs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum GpuState {
+    /// NVML answered; one entry per device (possibly none).
+    Available {
+        /// The devices.
+        devices: Vec<GpuSample>,
+    },
+    /// No NVIDIA driver/NVML here, or it failed; the reason says which.
+    Unavailable {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// One GPU's reading.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuSample {
+    /// Device index as NVML numbers it.
+    pub index: u32,
+    /// Product name.
+    pub name: String,
+    /// Utilisation, 0-100.
+    pub utilization_percent: f32,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+    /// Memory on the device, bytes.
+    pub memory_total_bytes: u64,
+    /// Temperature in °C, when the device reports it.
+    pub temperature_c: Option<u32>,
+}

@@ -1,0 +1,157 @@
+//! NVIDIA GPUs through NVML.
+//!
+//! NVML is initialised once; when that fails (no driver, no permission, a
+//! library too old) the failure is kept as the "no GPU" state and every
+//! reading answers [`GpuState::Unavailable`] with the same reason, without
+//! trying again or logging on each tick. A device that fails on one tick is
+//! left out of that tick's reading while the others are kept, and is logged
+//! once until it reads again.
+
+use std::collections::BTreeSet;
+
+use nvml_wrapper::Nvml;
+use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+use nvml_wrapper::error::NvmlError;
+
+use crate::model::{GpuSample, GpuState};
+
+/// NVML, or why it is not here, plus which failures were already logged.
+pub(crate) struct GpuProbe {
+    /// The library handle, or the reason people see when it is missing.
+    nvml: Result<Nvml, String>,
+    /// Devices whose last reading failed, so each failure is logged once.
+    failing_devices: BTreeSet<u32>,
+    /// Whether counting the devices failed last time, logged once as well.
+    count_failing: bool,
+}
+
+impl GpuProbe {
+    /// Initialises NVML once. Never fails: a missing driver is a state.
+    pub(crate) fn new() -> Self {
+        Self {
+            nvml: Nvml::init().map_err(|error| unavailable_reason(&error)),
+            failing_devices: BTreeSet::new(),
+            count_failing: false,
+        }
+    }
+
+    /// Why there are no GPUs to show, when NVML could not start.
+    pub(crate) fn unavailable(&self) -> Option<&str> {
+        self.nvml.as_ref().err().map(String::as_str)
+    }
+
+    /// How many devices NVML sees, for the start-up log line.
+    pub(crate) fn device_count(&self) -> Option<u32> {
+        self.nvml.as_ref().ok()?.device_count().ok()
+    }
+
+    /// One reading of every device NVML sees.
+    pub(crate) fn read(&mut self) -> GpuState {
+        let nvml = match &self.nvml {
+            Ok(nvml) => nvml,
+            Err(reason) => {
+                return GpuState::Unavailable {
+                    reason: reason.clone(),
+                };
+            }
+        };
+        let count = match nvml.device_count() {
+            Ok(count) => {
+                if self.count_failing {
+                    tracing::info!("NVML answers again");
+                    self.count_failing = false;
+                }
+                count
+            }
+            Err(error) => {
+                if !self.count_failing {
+                    tracing::warn!(%error, "NVML could not count the GPUs");
+                    self.count_failing = true;
+                }
+                return GpuState::Unavailable {
+                    reason: format!("NVML could not count the GPUs: {error}"),
+                };
+            }
+        };
+        let mut devices = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            match read_device(nvml, index) {
+                Ok(sample) => {
+                    if self.failing_devices.remove(&index) {
+                        tracing::info!(gpu = index, "GPU reads again");
+                    }
+                    devices.push(sample);
+                }
+                Err(error) => {
+                    if self.failing_devices.insert(index) {
+                        tracing::warn!(gpu = index, %error, "GPU could not be read; left out until it recovers");
+                    }
+                }
+            }
+        }
+        // A device that disappeared should not stay marked as failing.
+        self.failing_devices.retain(|index| *index < count);
+        GpuState::Available { devices }
+    }
+}
+
+/// Reads one device; the temperature is optional, the rest is required.
+fn read_device(nvml: &Nvml, index: u32) -> Result<GpuSample, NvmlError> {
+    let device = nvml.device_by_index(index)?;
+    let name = device.name()?;
+    let utilization = device.utilization_rates()?;
+    let memory = device.memory_info()?;
+    let temperature_c = device.temperature(TemperatureSensor::Gpu).ok();
+    Ok(GpuSample {
+        index,
+        name,
+        utilization_percent: utilization.gpu.min(100) as f32,
+        memory_used_bytes: memory.used,
+        memory_total_bytes: memory.total,
+        temperature_c,
+    })
+}
+
+/// A plain sentence for people saying why NVML did not start.
+fn unavailable_reason(error: &NvmlError) -> String {
+    match error {
+        NvmlError::LibloadingError(_) => {
+            "no NVIDIA driver found (libnvidia-ml.so.1 not loadable)".to_owned()
+        }
+        NvmlError::DriverNotLoaded => "the NVIDIA driver is not loaded".to_owned(),
+        NvmlError::NoPermission => "no permission to talk to the NVIDIA driver".to_owned(),
+        NvmlError::FailedToLoadSymbol(symbol) => {
+            format!("the NVIDIA driver is too old for this program (missing {symbol})")
+        }
+        other => format!("NVML could not start: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_library_reads_as_a_plain_reason() {
+        let reason = unavailable_reason(&NvmlError::DriverNotLoaded);
+        assert_eq!(reason, "the NVIDIA driver is not loaded");
+    }
+
+    #[test]
+    fn unavailable_probe_answers_the_same_reason_every_tick() {
+        let mut probe = GpuProbe {
+            nvml: Err("no NVIDIA driver found".to_owned()),
+            failing_devices: BTreeSet::new(),
+            count_failing: false,
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                probe.read(),
+                GpuState::Unavailable {
+                    reason: "no NVIDIA driver found".to_owned()
+                }
+            );
+        }
+        assert_eq!(probe.unavailable(), Some("no NVIDIA driver found"));
+    }
+}
