@@ -1,18 +1,23 @@
 //! The `taskdeck` command: parses arguments, sets up logging and runs the
 //! chosen command.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use taskdeck::api::{self, ApiConfig, ApiServer};
 use taskdeck::bench::{self, BenchOptions};
+use taskdeck::client::{Client, commands};
 use taskdeck::runtime::{self, DATA_DIR_ENV, DB_FILE};
 use taskdeck::scheduler::{Backoff, Scheduler, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
 use taskdeck::tasks::Registry;
+use taskdeck::telemetry::{Telemetry, TelemetryConfig};
 
 /// Taskdeck: a task scheduler with a durable queue, parallel workers,
 /// retries and timeouts.
@@ -25,10 +30,135 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the scheduler headless until Ctrl-C or SIGTERM.
+    /// Run the scheduler and its HTTP API headless until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
-    /// Measure throughput and latency of no-op tasks in-process; prints one JSON line.
+    /// Submit a task to a running server: NAME then its arguments (JSON or plain text).
+    Submit(SubmitArgs),
+    /// Show one task.
+    Status(IdArgs),
+    /// List tasks, newest first.
+    List(ListArgs),
+    /// Cancel a queued task (it never runs) or stop a running one.
+    Cancel(IdArgs),
+    /// Queue a failed or cancelled task again.
+    Retry(IdArgs),
+    /// Wait for a task to finish and show it; fails unless it completed.
+    Wait(WaitArgs),
+    /// Show resources, workers, queue and latency.
+    Monitor(MonitorArgs),
+    /// Submit random mock ML/CV tasks, like the old demo script.
+    Mock(MockArgs),
+    /// Measure throughput and latency of no-op tasks; prints one JSON line.
     Bench(BenchArgs),
+}
+
+/// Where the server is.
+#[derive(Debug, Args)]
+struct Remote {
+    /// Server URL.
+    #[arg(
+        long,
+        env = "TASKDECK_URL",
+        default_value = "http://127.0.0.1:5000",
+        global = true
+    )]
+    url: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "TASKDECK_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+impl Remote {
+    fn client(&self) -> Client {
+        Client::new(&self.url, self.token.as_deref(), CLIENT_TIMEOUT)
+    }
+}
+
+/// Per-call limit of the CLI (a long poll lasts up to 300 s).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(330);
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Registered task name, e.g. mock_ml_task.
+    name: String,
+    /// Positional arguments; each is read as JSON when it is JSON, else as text.
+    #[arg(allow_negative_numbers = true)]
+    args: Vec<String>,
+    /// Keyword argument KEY=VALUE (repeatable).
+    #[arg(long = "kwarg", value_name = "KEY=VALUE")]
+    kwargs: Vec<String>,
+    /// 0-9; higher runs first [default: 5].
+    #[arg(long)]
+    priority: Option<u8>,
+    /// Retries after a failed attempt [default: 3].
+    #[arg(long)]
+    retries: Option<u32>,
+    /// Seconds one attempt may take.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Wait for the task to finish and show it.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, Args)]
+struct IdArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Task id.
+    id: u64,
+}
+
+#[derive(Debug, Args)]
+struct WaitArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Task id.
+    id: u64,
+    /// Give up after this many seconds [default: wait forever].
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Only tasks in this status (queued, running, retrying, completed, failed, cancelled).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only tasks with this name.
+    #[arg(long)]
+    task: Option<String>,
+    /// Most tasks shown (1-1000).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct MonitorArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct MockArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Tasks to submit.
+    #[arg(long, default_value_t = 5)]
+    count: usize,
+    /// Longest task duration in ms (they last 1,000 ms to this).
+    #[arg(long, default_value_t = 20_000, value_name = "MS")]
+    max_duration_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +178,15 @@ struct StoreArgs {
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
+    /// Address of the HTTP API; anything but loopback requires --token.
+    #[arg(long, default_value = api::DEFAULT_LISTEN, value_name = "ADDR")]
+    listen: String,
+    /// Bearer token clients must send (every route but /healthz).
+    #[arg(long, env = "TASKDECK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Threads answering HTTP requests.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    http_threads: u16,
     /// Worker threads [default: logical CPUs]; 0 accepts tasks without running them.
     #[arg(long, value_parser = clap::value_parser!(u16).range(0..=1024))]
     workers: Option<u16>,
@@ -91,6 +230,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Submit(args) => submit(args),
+        Command::Status(args) => {
+            let task = args.remote.client().task(args.id);
+            task.map(|t| print!("{}", commands::describe(&t)))
+                .map_err(Into::into)
+        }
+        Command::List(args) => list(args),
+        Command::Cancel(args) => cancel(args),
+        Command::Retry(args) => {
+            let answer = args.remote.client().retry(args.id);
+            answer
+                .map(|_| println!("task {} queued again", args.id))
+                .map_err(Into::into)
+        }
+        Command::Wait(args) => wait(args),
+        Command::Monitor(args) => monitor(args),
+        Command::Mock(args) => {
+            commands::mock(&args.remote.client(), args.count, args.max_duration_ms)
+        }
         Command::Bench(args) => bench(args),
     };
     match result {
@@ -105,6 +263,9 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         store,
+        listen,
+        token,
+        http_threads,
         workers,
         grace,
         keep_finished,
@@ -133,12 +294,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Backoff::default()
     };
     let signals = runtime::stop_signals()?;
+    let telemetry = Arc::new(
+        Telemetry::start(TelemetryConfig::default()).context("cannot start resource sampling")?,
+    );
     let scheduler = Scheduler::start(config, Registry::with_builtins())
         .context("cannot start the scheduler")?;
+    let api_config = ApiConfig {
+        listen,
+        token,
+        threads: usize::from(http_threads),
+        ..ApiConfig::default()
+    };
+    let resources = {
+        let telemetry = Arc::clone(&telemetry);
+        Arc::new(move || telemetry.latest())
+    };
+    let server = match ApiServer::start(api_config, scheduler.clone(), resources) {
+        Ok(server) => server,
+        Err(error) => {
+            // Nothing ran yet; give the database back before reporting.
+            let _ = scheduler.shutdown();
+            return Err(error.into());
+        }
+    };
+    // The one line on stdout: scripts and tests read the address from it.
+    println!("taskdeck listening on {}", server.url());
+    std::io::stdout().flush().ok();
     tracing::info!(
         workers = scheduler.config().workers,
         db = %scheduler.db_path().map_or("(memory)".into(), |p| p.display().to_string()),
         data_dir = %data_dir.display(),
+        url = %server.url(),
         "taskdeck serving; press Ctrl-C to stop"
     );
     let report = runtime::serve_until_stopped(&scheduler, &signals, || {
@@ -146,12 +332,88 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "taskdeck: second stop signal; exiting now (unfinished tasks run again at the next start)"
         );
         std::process::exit(130);
-    })?;
+    });
+    server.shutdown();
+    telemetry.stop();
+    let report = report?;
     tracing::info!(
         put_back = report.put_back,
         left_queued = report.left_queued,
         "taskdeck stopped"
     );
+    Ok(())
+}
+
+fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let submission = commands::submission(
+        &args.name,
+        &args.args,
+        &args.kwargs,
+        args.priority,
+        args.retries,
+        args.timeout,
+    )?;
+    let client = args.remote.client();
+    let id = client.submit(&submission)?;
+    if !args.wait {
+        println!("submitted task {id}");
+        return Ok(());
+    }
+    let task = commands::wait_for(&client, id, None)?;
+    print!("{}", commands::describe(&task));
+    commands::require_completed(&task)
+}
+
+fn list(args: ListArgs) -> anyhow::Result<()> {
+    let mut query = format!("limit={}", args.limit);
+    if let Some(status) = &args.status {
+        query.push_str(&format!("&status={status}"));
+    }
+    if let Some(task) = &args.task {
+        query.push_str(&format!(
+            "&task={}",
+            task.replace('%', "%25")
+                .replace('&', "%26")
+                .replace(' ', "%20")
+        ));
+    }
+    let answer = args.remote.client().list(&query)?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        commands::print_list(&answer);
+    }
+    Ok(())
+}
+
+fn cancel(args: IdArgs) -> anyhow::Result<()> {
+    let answer = args.remote.client().cancel(args.id)?;
+    match answer["outcome"].as_str() {
+        Some("removed") => println!("task {} cancelled; it will not run", args.id),
+        _ => println!("task {} is running; asked it to stop", args.id),
+    }
+    Ok(())
+}
+
+fn wait(args: WaitArgs) -> anyhow::Result<()> {
+    let timeout = match args.timeout {
+        Some(secs) if !secs.is_finite() || secs < 0.0 => {
+            bail!("--timeout must be zero or more seconds")
+        }
+        other => other.map(Duration::from_secs_f64),
+    };
+    let task = commands::wait_for(&args.remote.client(), args.id, timeout)?;
+    print!("{}", commands::describe(&task));
+    commands::require_completed(&task)
+}
+
+fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
+    let answer = args.remote.client().monitoring()?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        commands::print_monitoring(&answer);
+    }
     Ok(())
 }
 

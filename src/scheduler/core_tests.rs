@@ -117,13 +117,19 @@ fn cancelling_is_removal_for_waiting_tasks_and_a_request_for_running_ones() {
     let mut core = core_with(&[(1, 5), (2, 5)], 10);
     let (worker, _) = core.add_worker();
     let job = core.next_job(worker, 0).expect("ready");
-    let (outcome, settled) = core.cancel(TaskId(2), 5).expect("queued task");
+    let (outcome, settled) = core.cancel(TaskId(2), true, 5).expect("queued task");
     assert_eq!(outcome, CancelOutcome::Removed);
     assert_eq!(settled.change.map(|c| c.kind), Some(EventKind::Cancelled));
     assert!(core.queue.is_empty());
     assert!(!core.enqueue_if_queued(TaskId(2)));
 
-    let (outcome, settled) = core.cancel(TaskId(1), 6).expect("running task");
+    assert_eq!(
+        core.cancel(TaskId(1), false, 6).err(),
+        Some(RequestError::Running(TaskId(1))),
+        "removing leaves a running task alone"
+    );
+    assert!(job.cancel.reason().is_none());
+    let (outcome, settled) = core.cancel(TaskId(1), true, 6).expect("running task");
     assert_eq!(outcome, CancelOutcome::StopRequested);
     assert!(settled.change.is_none());
     assert_eq!(job.cancel.reason(), Some(StopReason::Cancelled));
@@ -134,7 +140,7 @@ fn cancelling_is_removal_for_waiting_tasks_and_a_request_for_running_ones() {
         Some(TaskStatus::Cancelled)
     );
     assert!(matches!(
-        core.cancel(TaskId(1), 8),
+        core.cancel(TaskId(1), true, 8),
         Err(RequestError::AlreadyFinished { .. })
     ));
 }
@@ -175,7 +181,8 @@ fn recovery_requeues_in_order_and_counts_lost_attempts() {
 fn the_oldest_finished_tasks_are_evicted_beyond_the_retention() {
     let mut core = core_with(&[(1, 5), (2, 5), (3, 5)], 2);
     for id in 1..=3 {
-        core.cancel(TaskId(id), id as i64).expect("queued task");
+        core.cancel(TaskId(id), true, id as i64)
+            .expect("queued task");
     }
     assert!(!core.tasks.contains_key(&TaskId(1)));
     assert!(core.tasks.contains_key(&TaskId(2)) && core.tasks.contains_key(&TaskId(3)));

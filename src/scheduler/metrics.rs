@@ -162,6 +162,17 @@ pub struct Metrics {
     throughput: Throughput,
 }
 
+/// Cumulative latency counts, see [`Metrics::latency_buckets`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBuckets {
+    /// Samples at or below each bound, in the bounds' order.
+    pub cumulative: Vec<u64>,
+    /// All samples.
+    pub count: u64,
+    /// Sum of all samples, microseconds (from the histogram's resolution).
+    pub sum_us: f64,
+}
+
 /// What [`Metrics::report`] returns.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsReport {
@@ -224,6 +235,32 @@ impl Metrics {
         stats.total_latency.record(total_latency_us);
     }
 
+    /// Total latency as cumulative counts at each upper bound (for
+    /// Prometheus-style histograms), with the overall count and sum.
+    pub fn latency_buckets(&self, bounds_us: &[u64]) -> LatencyBuckets {
+        let histogram = &self.total_latency.0;
+        let mut per_bucket = vec![0u64; bounds_us.len()];
+        for value in histogram.iter_recorded() {
+            let at = histogram.lowest_equivalent(value.value_iterated_to());
+            if let Some(slot) = bounds_us.iter().position(|bound| at <= *bound) {
+                per_bucket[slot] += value.count_at_value();
+            }
+        }
+        let mut running = 0;
+        let cumulative = per_bucket
+            .into_iter()
+            .map(|n| {
+                running += n;
+                running
+            })
+            .collect();
+        LatencyBuckets {
+            cumulative,
+            count: histogram.len(),
+            sum_us: histogram.mean() * histogram.len() as f64,
+        }
+    }
+
     /// Percentiles and rates as of `now`.
     pub fn report(&self, now: Instant) -> MetricsReport {
         let (throughput_per_s, finished_last_minute) = self.throughput.rate(now);
@@ -268,6 +305,13 @@ mod tests {
         assert_eq!(summary.count, 100);
         assert!((49_000..=51_000).contains(&summary.p50_us), "{summary:?}");
         assert!((98_000..=100_100).contains(&summary.p99_us), "{summary:?}");
+        let buckets = metrics.latency_buckets(&[10_000, 50_000, 1_000_000]);
+        assert_eq!(buckets.cumulative, vec![10, 50, 100]);
+        assert_eq!(buckets.count, 100);
+        assert!(
+            (buckets.sum_us - 5_050_000.0).abs() < 20_000.0,
+            "{buckets:?}"
+        );
         let noop = &report.per_name[0];
         assert_eq!(
             (noop.completed, noop.runs, noop.attempt_failures),

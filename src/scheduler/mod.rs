@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use self::core::{CancelOutcome, RequestError};
-pub use metrics::{LatencySummary, MetricsReport, NameReport};
+pub use metrics::{LatencyBuckets, LatencySummary, MetricsReport, NameReport};
 pub use policy::Backoff;
 pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerState};
 
@@ -243,8 +243,9 @@ impl Inner {
         }
         self.emit(change);
         for waiter in waiters {
-            // A waiter that gave up has dropped its receiver; nothing to do.
-            let _ = waiter.try_send(());
+            // A waiter that gave up has dropped its receiver, and a full
+            // channel already holds a wake-up: nothing to do either way.
+            let _ = waiter.try_send(id);
         }
         if let Some((due, retry_at_us)) = retry_at {
             self.timer.retry(id, due, retry_at_us);
@@ -253,6 +254,15 @@ impl Inner {
             self.signal_work(false);
         }
     }
+}
+
+/// Result of [`Scheduler::watch`].
+#[derive(Debug, Clone)]
+pub enum Watch {
+    /// The task already is final.
+    Finished(Box<TaskRecord>),
+    /// The channel will get the task's id when it is.
+    Registered,
 }
 
 /// Handle to a running scheduler. Cheap to clone; every clone drives the
@@ -418,17 +428,28 @@ impl Scheduler {
     /// Cancels a queued or retrying task (it never runs) or asks a running
     /// one to stop.
     pub fn cancel(&self, id: TaskId) -> Result<CancelOutcome, RequestError> {
+        self.cancel_inner(id, true)
+    }
+
+    /// Removes a queued or retrying task from the queue (it never runs);
+    /// a running task is left alone ([`RequestError::Running`]).
+    pub fn remove(&self, id: TaskId) -> Result<(), RequestError> {
+        self.cancel_inner(id, false).map(|_| ())
+    }
+
+    fn cancel_inner(&self, id: TaskId, stop_running: bool) -> Result<CancelOutcome, RequestError> {
         let mut outcome = Err(RequestError::NotFound(id));
-        self.inner.settle(|core| match core.cancel(id, now_us()) {
-            Ok((done, settled)) => {
-                outcome = Ok(done);
-                Some(settled)
-            }
-            Err(error) => {
-                outcome = Err(error);
-                None
-            }
-        });
+        self.inner
+            .settle(|core| match core.cancel(id, stop_running, now_us()) {
+                Ok((done, settled)) => {
+                    outcome = Ok(done);
+                    Some(settled)
+                }
+                Err(error) => {
+                    outcome = Err(error);
+                    None
+                }
+            });
         outcome
     }
 
@@ -446,10 +467,9 @@ impl Scheduler {
     /// returns its record as it then stands; none for an unknown id.
     pub fn wait(&self, id: TaskId, timeout: Duration) -> Option<TaskRecord> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        match self.inner.core.lock().add_waiter(id, tx.clone()) {
-            None => return None,
-            Some(Ok(record)) => return Some(record),
-            Some(Err(())) => {}
+        match self.watch(id, &tx)? {
+            Watch::Finished(record) => return Some(*record),
+            Watch::Registered => {}
         }
         // A completion right behind the submit is common: spin briefly
         // before parking. Either a wake-up or the timeout; the record says
@@ -457,9 +477,25 @@ impl Scheduler {
         if !worker::spin_until(WAIT_SPIN.min(timeout), || !rx.is_empty()) {
             let _ = rx.recv_timeout(timeout);
         }
+        self.unwatch(id, &tx);
+        self.task(id)
+    }
+
+    /// Asks for the task's id on `notify` the moment it reaches a final
+    /// status (once). Returns the record instead when it already is final,
+    /// and none for an unknown id. Many watches may share one channel; see
+    /// [`Scheduler::unwatch`].
+    pub fn watch(&self, id: TaskId, notify: &Sender<TaskId>) -> Option<Watch> {
         let mut core = self.inner.core.lock();
-        core.remove_waiter(id, &tx);
-        core.tasks.get(&id).map(|entry| entry.record.clone())
+        match core.add_waiter(id, notify.clone())? {
+            Ok(record) => Some(Watch::Finished(Box::new(record))),
+            Err(()) => Some(Watch::Registered),
+        }
+    }
+
+    /// Forgets the watches of `id` that notify on this channel.
+    pub fn unwatch(&self, id: TaskId, notify: &Sender<TaskId>) {
+        self.inner.core.lock().remove_waiter(id, notify);
     }
 
     /// Waits until no task is queued, running or retrying; false on timeout.
@@ -527,6 +563,12 @@ impl Scheduler {
             uptime_s: self.inner.started.elapsed().as_secs_f64(),
             metrics,
         }
+    }
+
+    /// Submission-to-completion latency of finished tasks as cumulative
+    /// counts at each bound (microseconds).
+    pub fn latency_buckets(&self, bounds_us: &[u64]) -> LatencyBuckets {
+        self.inner.metrics.lock().latency_buckets(bounds_us)
     }
 
     /// The database file, when persisting.

@@ -42,3 +42,84 @@ pub fn start_memory(workers: usize, extra: impl FnOnce(&mut Registry)) -> Schedu
     Scheduler::start(config(StoreMode::Memory, workers), registry)
         .expect("in-memory scheduler should start")
 }
+
+/// An in-process scheduler with the HTTP API on a free loopback port.
+pub struct Api {
+    pub scheduler: Scheduler,
+    pub server: Option<taskdeck::api::ApiServer>,
+    pub telemetry: std::sync::Arc<taskdeck::telemetry::Telemetry>,
+    pub url: String,
+}
+
+impl Api {
+    pub fn start(workers: usize, token: Option<&str>) -> Self {
+        Self::start_with(workers, token, |_| {})
+    }
+
+    pub fn start_with(
+        workers: usize,
+        token: Option<&str>,
+        adjust: impl FnOnce(&mut taskdeck::api::ApiConfig),
+    ) -> Self {
+        let scheduler = Scheduler::start(
+            config(StoreMode::Memory, workers),
+            Registry::with_builtins(),
+        )
+        .expect("scheduler should start");
+        let telemetry = std::sync::Arc::new(
+            taskdeck::telemetry::Telemetry::start(Default::default())
+                .expect("telemetry should start"),
+        );
+        let mut api_config = taskdeck::api::ApiConfig {
+            listen: "127.0.0.1:0".into(),
+            token: token.map(str::to_owned),
+            ..Default::default()
+        };
+        adjust(&mut api_config);
+        let source = {
+            let telemetry = std::sync::Arc::clone(&telemetry);
+            std::sync::Arc::new(move || telemetry.latest())
+        };
+        let server = taskdeck::api::ApiServer::start(api_config, scheduler.clone(), source)
+            .expect("the API should start");
+        let url = server.url();
+        Self {
+            scheduler,
+            server: Some(server),
+            telemetry,
+            url,
+        }
+    }
+
+    pub fn client(&self, token: Option<&str>) -> taskdeck::client::Client {
+        taskdeck::client::Client::new(&self.url, token, Duration::from_secs(30))
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().expect("server").local_addr()
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+        let _ = self.scheduler.shutdown();
+        self.telemetry.stop();
+    }
+}
+
+/// Sends raw bytes and reads the whole answer (the request should ask the
+/// server to close, or the server closes).
+pub fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request).expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}

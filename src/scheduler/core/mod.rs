@@ -95,7 +95,7 @@ pub struct Settled {
     /// The task went back to the queue at once.
     pub requeued: bool,
     /// Waiters to wake (the task reached a final status).
-    pub waiters: Vec<Sender<()>>,
+    pub waiters: Vec<Sender<TaskId>>,
     /// Run time of the attempt and whether it succeeded, for metrics.
     pub attempt: Option<(bool, i64)>,
     /// Set when the task finished by running: completed?, total latency.
@@ -133,6 +133,9 @@ pub enum RequestError {
         /// Its status.
         status: TaskStatus,
     },
+    /// The task is running, and only waiting tasks were asked for.
+    #[error("task {0} is running; only queued or retrying tasks can be removed")]
+    Running(TaskId),
     /// The scheduler is shutting down.
     #[error("the scheduler is shutting down")]
     ShuttingDown,
@@ -153,7 +156,7 @@ pub struct Core {
     /// Workers wanted.
     pub target_workers: usize,
     next_worker: WorkerId,
-    waiters: HashMap<TaskId, Vec<Sender<()>>>,
+    waiters: HashMap<TaskId, Vec<Sender<TaskId>>>,
     /// Submits are accepted.
     pub accepting: bool,
     /// Workers take queued tasks.
@@ -375,10 +378,12 @@ impl Core {
         true
     }
 
-    /// Cancels a waiting task or asks a running one to stop.
+    /// Cancels a waiting task or, when `stop_running`, asks a running one to
+    /// stop.
     pub fn cancel(
         &mut self,
         id: TaskId,
+        stop_running: bool,
         now_us: i64,
     ) -> Result<(CancelOutcome, Settled), RequestError> {
         let entry = self.tasks.get_mut(&id).ok_or(RequestError::NotFound(id))?;
@@ -397,6 +402,7 @@ impl Core {
                 );
                 Ok((CancelOutcome::Removed, settled))
             }
+            TaskStatus::Running if !stop_running => Err(RequestError::Running(id)),
             TaskStatus::Running => {
                 if let Some(run) = &entry.run {
                     run.cancel.cancel(StopReason::Cancelled);
@@ -437,7 +443,11 @@ impl Core {
 
     /// Registers a waiter for a task's final status. Returns the record when
     /// it is already final, or none when the task is unknown.
-    pub fn add_waiter(&mut self, id: TaskId, waiter: Sender<()>) -> Option<Result<TaskRecord, ()>> {
+    pub fn add_waiter(
+        &mut self,
+        id: TaskId,
+        waiter: Sender<TaskId>,
+    ) -> Option<Result<TaskRecord, ()>> {
         let entry = self.tasks.get(&id)?;
         if entry.record.status.is_final() {
             return Some(Ok(entry.record.clone()));
@@ -447,7 +457,7 @@ impl Core {
     }
 
     /// Forgets a waiter that stopped waiting.
-    pub fn remove_waiter(&mut self, id: TaskId, waiter: &Sender<()>) {
+    pub fn remove_waiter(&mut self, id: TaskId, waiter: &Sender<TaskId>) {
         if let Some(list) = self.waiters.get_mut(&id) {
             list.retain(|w| !w.same_channel(waiter));
             if list.is_empty() {

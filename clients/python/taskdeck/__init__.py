@@ -1,0 +1,47 @@
+"""Python client for Taskdeck, a task scheduler with a durable queue,
+parallel workers, retries and timeouts.
+
+Standard library only. A quick tour::
+
+    from taskdeck import TaskClient
+
+    with TaskClient("http://127.0.0.1:5000") as client:
+        task_id = client.submit("mock_ml_task", 2000, "Random Forest", priority=7)
+        record = client.wait(task_id, timeout=60)
+        print(record["status"], record["result"], record["total_latency_s"])
+
+The HTTP API itself is described in docs/openapi.yaml in the Taskdeck
+repository.
+"""
+
+from ._version import __version__
+from .client import DEFAULT_URL, TaskClient, create_task
+from .errors import (
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    TaskdeckError,
+    TaskdeckTimeout,
+    Unauthorized,
+    Unavailable,
+)
+
+__all__ = [
+    "__version__",
+    "DEFAULT_URL",
+    "TaskClient",
+    "create_task",
+    "TaskdeckError",
+    "BadRequest",
+    "Unauthorized",
+    "NotFound",
+    "MethodNotAllowed",
+    "Conflict",
+    "PayloadTooLarge",
+    "Unavailable",
+    "TaskdeckTimeout",
+    "ConnectionFailed",
+]

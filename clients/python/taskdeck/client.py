@@ -1,0 +1,524 @@
+"""The Taskdeck HTTP client: :class:`TaskClient`.
+
+One client keeps one HTTP/1.1 connection open between calls and reconnects
+once, transparently, when the server has closed a connection that sat idle.
+Calls on one client are serialised by a lock, so sharing a client between
+threads is safe but runs their requests one after another; give each thread
+its own client when requests should run in parallel.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote, urlencode, urlsplit
+
+from ._version import __version__
+from .errors import (
+    ConnectionFailed,
+    TaskdeckError,
+    TaskdeckTimeout,
+    error_for_status,
+)
+
+__all__ = ["TaskClient", "create_task", "DEFAULT_URL"]
+
+#: Where the client looks for a server when given no URL (the old Flask port).
+DEFAULT_URL = "http://localhost:5000"
+
+#: Longest single long poll a :meth:`TaskClient.wait` sends; the server allows 300 s.
+_POLL_MAX_S = 30.0
+
+#: Extra seconds the socket waits beyond a long poll before it gives up.
+_POLL_SLACK_S = 10.0
+
+#: Errors that mean the server closed a kept-alive connection before our
+#: request reached it; such a request is sent once more on a new connection.
+_STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected,
+    http.client.ImproperConnectionState,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+)
+
+TaskSpec = Union[Mapping[str, Any], Sequence[Any], str]
+
+
+def create_task(function_name: str, *args: Any) -> Dict[str, Any]:
+    """Builds a task in the legacy ``/submit_task`` shape without sending it.
+
+    Returns ``{"function_name": function_name, "arguments": [*args]}``, ready
+    for :meth:`TaskClient.send_task` (or :meth:`TaskClient.submit_many`).
+    """
+    return {"function_name": function_name, "arguments": list(args)}
+
+
+def _counting_connection_class(base: type) -> type:
+    """Returns a subclass of ``base`` that reports each new socket it opens."""
+
+    class CountingConnection(base):  # type: ignore[misc, valid-type]
+        on_connect = None
+
+        def connect(self) -> None:
+            super().connect()
+            if self.on_connect is not None:
+                self.on_connect()
+
+    return CountingConnection
+
+
+_HTTPConnection = _counting_connection_class(http.client.HTTPConnection)
+_HTTPSConnection = _counting_connection_class(http.client.HTTPSConnection)
+
+
+def _task_path(task_id: Any, suffix: str = "") -> str:
+    """The path of one task's route; the id must be a whole number."""
+    try:
+        number = int(task_id)
+    except (TypeError, ValueError):
+        raise TypeError(f"a task id is a whole number, not {task_id!r}") from None
+    return f"/api/v1/tasks/{number}{suffix}"
+
+
+def _submission(
+    name: str,
+    args: Iterable[Any] = (),
+    kwargs: Optional[Mapping[str, Any]] = None,
+    priority: Optional[int] = None,
+    max_retries: Optional[int] = None,
+    timeout: Optional[float] = None,
+) -> Dict[str, Any]:
+    """Builds a submission object, leaving out what the server defaults."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a task name is a non-empty string, not {name!r}")
+    body: Dict[str, Any] = {"task": name, "args": list(args)}
+    if kwargs:
+        body["kwargs"] = dict(kwargs)
+    if priority is not None:
+        body["priority"] = priority
+    if max_retries is not None:
+        body["max_retries"] = max_retries
+    if timeout is not None:
+        body["timeout_s"] = timeout
+    return body
+
+
+def _normalise_task(task: TaskSpec) -> Dict[str, Any]:
+    """Turns one item given to ``submit_many`` into a submission object.
+
+    Accepts a submission dict (``{"task": ...}``), a legacy dict from
+    :func:`create_task` (``{"function_name": ..., "arguments": [...]}``),
+    a bare task name, or a tuple ``(name,)``, ``(name, args)`` or
+    ``(name, args, kwargs)``.
+    """
+    if isinstance(task, str):
+        return _submission(task)
+    if isinstance(task, Mapping):
+        if "task" not in task and "function_name" in task:
+            return _submission(task["function_name"], task.get("arguments") or ())
+        return dict(task)
+    if isinstance(task, Sequence) and 1 <= len(task) <= 3:
+        name = task[0]
+        args = task[1] if len(task) > 1 else ()
+        kwargs = task[2] if len(task) > 2 else None
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise TypeError(f"the arguments of {name!r} must be a list or tuple, not {args!r}")
+        return _submission(name, args, kwargs)
+    raise TypeError(
+        "each task is a submission dict, a name, or a (name, args[, kwargs]) tuple, "
+        f"not {task!r}"
+    )
+
+
+def _format_seconds(seconds: float) -> str:
+    """Formats a non-negative number of seconds for a query string."""
+    text = f"{max(0.0, seconds):.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+class TaskClient:
+    """A client of one Taskdeck server.
+
+    Args:
+        url: the server's base URL, e.g. ``"http://127.0.0.1:5000"``; a URL
+            without a scheme is taken as ``http://``. A path in it is put in
+            front of every route (for a server behind a reverse proxy).
+        token: the bearer token, when the server was started with ``--token``.
+        timeout: seconds to wait for the connection and for each answer.
+            :meth:`wait` lengthens it for its long polls as needed.
+
+    The client keeps one connection open; use it as a context manager, or
+    call :meth:`close`, to close it. It is safe to share between threads
+    (a lock serialises the calls), but one client per thread is faster.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, token: Optional[str] = None, timeout: float = 30.0):
+        if "://" not in url:
+            url = "http://" + url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"the URL must be http:// or https://, not {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"the URL has no host: {url!r}")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = float(timeout)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._lock = threading.Lock()
+        self._conn: Optional[http.client.HTTPConnection] = None
+        self._connections_opened = 0
+
+    def __repr__(self) -> str:
+        auth = ", token=<hidden>" if self.token else ""
+        return f"TaskClient({self.url!r}{auth}, timeout={self.timeout})"
+
+    def __enter__(self) -> "TaskClient":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- tasks
+
+    def submit(
+        self,
+        name: str,
+        *args: Any,
+        priority: Optional[int] = None,
+        max_retries: Optional[int] = None,
+        timeout: Optional[float] = None,
+        kwargs: Optional[Mapping[str, Any]] = None,
+    ) -> int:
+        """Submits one task and returns its id.
+
+        Args:
+            name: a registered task name, e.g. ``"mock_ml_task"``.
+            *args: the task's positional arguments.
+            priority: 0-9, higher runs first (server default 5).
+            max_retries: retries after a failed attempt (server default 3).
+            timeout: seconds one attempt may run before it is stopped
+                (server default: no limit).
+            kwargs: the task's keyword arguments.
+
+        Raises:
+            BadRequest: the name is unknown or the arguments do not fit.
+        """
+        body = _submission(name, args, kwargs, priority, max_retries, timeout)
+        return int(self.request("POST", "/api/v1/tasks", body)["id"])
+
+    def submit_many(self, tasks: Iterable[TaskSpec]) -> List[int]:
+        """Submits several tasks at once, all or nothing, and returns their ids
+        in the order given.
+
+        Each item is a submission dict (``{"task": "sleep", "args": [100],
+        "priority": 7}``), a ``(name, args)`` or ``(name, args, kwargs)``
+        tuple, a bare name, or a dict from :func:`create_task`. An empty list
+        returns ``[]`` without asking the server; the server takes at most
+        10,000 tasks per call and refuses the whole batch if any one is bad.
+        """
+        body = [_normalise_task(task) for task in tasks]
+        if not body:
+            return []
+        answer = self.request("POST", "/api/v1/tasks/batch", {"tasks": body})
+        return [int(task_id) for task_id in answer["ids"]]
+
+    def get(self, task_id: int) -> Dict[str, Any]:
+        """Returns the task record of one task (see ``TaskRecord`` in
+        docs/openapi.yaml).
+
+        Raises:
+            NotFound: no task has this id.
+        """
+        return self.request("GET", _task_path(task_id))
+
+    def status(self, task_id: int) -> str:
+        """Returns a task's status: ``queued``, ``running``, ``retrying``,
+        ``completed``, ``failed`` or ``cancelled``."""
+        return self.get(task_id)["status"]
+
+    def wait(self, task_id: int, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Waits until a task has finished and returns its record.
+
+        The server answers each long poll the moment the task finishes, so
+        this returns without polling delay. A finished task is completed,
+        failed or cancelled: check ``record["status"]``.
+
+        Args:
+            timeout: seconds to wait in all; ``None`` waits for as long as it
+                takes.
+
+        Raises:
+            TaskdeckTimeout: the task had not finished when ``timeout`` passed.
+            NotFound: no task has this id.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            if deadline is None:
+                poll_s = _POLL_MAX_S
+            else:
+                poll_s = min(_POLL_MAX_S, max(0.0, deadline - time.monotonic()))
+            answer = self.request(
+                "GET",
+                _task_path(task_id, "/wait"),
+                query={"timeout_s": _format_seconds(poll_s)},
+                timeout=max(self.timeout, poll_s + _POLL_SLACK_S),
+            )
+            if answer.get("finished"):
+                return answer["task"]
+            if deadline is not None and time.monotonic() >= deadline:
+                status = (answer.get("task") or {}).get("status", "unknown")
+                raise TaskdeckTimeout(
+                    f"task {int(task_id)} did not finish within {timeout} s (it is {status})"
+                )
+
+    def list(
+        self,
+        status: Optional[str] = None,
+        task: Optional[str] = None,
+        limit: int = 100,
+        offset: int = 0,
+        order: str = "newest",
+    ) -> List[Dict[str, Any]]:
+        """Returns one page of task records.
+
+        Args:
+            status: only tasks with this status.
+            task: only tasks with this task name.
+            limit: at most this many records, 1-1000.
+            offset: skip this many matching records first.
+            order: ``"newest"`` (highest id first) or ``"oldest"``.
+        """
+        query: Dict[str, Any] = {"limit": limit, "offset": offset, "order": order}
+        if status is not None:
+            query["status"] = status
+        if task is not None:
+            query["task"] = task
+        return self.request("GET", "/api/v1/tasks", query=query)["tasks"]
+
+    def cancel(self, task_id: int) -> Dict[str, Any]:
+        """Cancels a task that has not finished.
+
+        Returns ``{"id", "outcome", "task"}``: outcome ``"removed"`` for a task
+        that had not started (it is now cancelled), ``"stop_requested"`` for a
+        running one (it stops at its next cancellation point; :meth:`wait`
+        for it to see it cancelled).
+
+        Raises:
+            NotFound: no task has this id.
+            Conflict: the task has already finished.
+        """
+        return self.request("POST", _task_path(task_id, "/cancel"))
+
+    def retry(self, task_id: int) -> Dict[str, Any]:
+        """Queues a failed or cancelled task again; returns ``{"id", "status"}``.
+
+        Raises:
+            NotFound: no task has this id.
+            Conflict: the task is neither failed nor cancelled.
+        """
+        return self.request("POST", _task_path(task_id, "/retry"))
+
+    # ------------------------------------------------------------ monitoring
+
+    def monitoring(self) -> Dict[str, Any]:
+        """Returns the latest system and scheduler sample: CPU, memory, disks,
+        GPUs, workers, queue depth, throughput and latency."""
+        return self.request("GET", "/api/v1/monitoring")
+
+    def workers(self) -> Dict[str, Any]:
+        """Returns the workers (``{"workers": [...], "busy", "idle", "total",
+        "target"}``)."""
+        return self.request("GET", "/api/v1/workers")
+
+    def report(self) -> Dict[str, Any]:
+        """Returns counts by status, throughput and latency, overall and per
+        task name."""
+        return self.request("GET", "/api/v1/report")
+
+    def task_types(self) -> List[Dict[str, Any]]:
+        """Returns the registered task types with their parameters."""
+        return self.request("GET", "/api/v1/task-types")["task_types"]
+
+    def health(self) -> bool:
+        """Tells whether the server answers ``/healthz`` with ``ok``.
+
+        Never raises: an unreachable server or any error answer gives False.
+        ``/healthz`` needs no token.
+        """
+        try:
+            answer = self.request("GET", "/healthz")
+        except TaskdeckError:
+            return False
+        return isinstance(answer, dict) and answer.get("status") == "ok"
+
+    def metrics(self) -> str:
+        """Returns the Prometheus text exposition of ``/metrics``."""
+        return self.request("GET", "/metrics")
+
+    # ---------------------------------------------------------------- legacy
+
+    #: Builds a legacy task dict without sending it; see :func:`create_task`.
+    create_task = staticmethod(create_task)
+
+    def send_task(self, task: Mapping[str, Any]) -> int:
+        """Sends a task built by :func:`create_task` to the legacy
+        ``/submit_task`` route and returns its id."""
+        return int(self.request("POST", "/submit_task", dict(task))["task_id"])
+
+    def request_task_status(self, task_id: int) -> str:
+        """Returns a task's legacy status text: ``"On Hold"``, ``"In Progress"``,
+        ``"Completed"``, ``"Cancelled"``, ``"Failed: <reason>"``, or
+        ``"Unknown"`` for an id the server does not know."""
+        return self.request("GET", f"/task_status/{int(task_id)}")["status"]
+
+    def request_monitoring_data(self) -> Dict[str, Any]:
+        """Returns the legacy ``/monitoring_data`` object (``"CPU"``,
+        ``"RAM Usage"``, ``"Idle Workers"``...)."""
+        return self.request("GET", "/monitoring_data")
+
+    # ------------------------------------------------------------ transport
+
+    @property
+    def connections_opened(self) -> int:
+        """How many TCP connections this client has opened so far; stays at 1
+        while the server keeps the connection alive."""
+        return self._connections_opened
+
+    def close(self) -> None:
+        """Closes the kept-alive connection; the next call opens a new one."""
+        with self._lock:
+            self._drop_connection()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """Sends one request and returns the decoded answer.
+
+        The low-level call behind every other method, for routes without a
+        method of their own. ``body`` is sent as JSON; a JSON answer is
+        decoded, any other answer is returned as text.
+
+        Raises:
+            TaskdeckError: the subclass for the server's error status, carrying
+                its message and code.
+            ConnectionFailed: the server could not be reached.
+            TaskdeckTimeout: no answer within ``timeout`` (default: the client's).
+        """
+        target = self._prefix + quote(path, safe="/-_.~")
+        if query:
+            target += "?" + urlencode(query)
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": f"taskdeck-python/{__version__}",
+        }
+        payload = None
+        if body is not None:
+            payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        limit_s = self.timeout if timeout is None else timeout
+        with self._lock:
+            status, content_type, data = self._exchange(method, target, payload, headers, limit_s)
+        return _decode(status, content_type, data, method, path)
+
+    def _exchange(
+        self,
+        method: str,
+        target: str,
+        payload: Optional[bytes],
+        headers: Dict[str, str],
+        limit_s: float,
+    ) -> Tuple[int, str, bytes]:
+        """Sends a request on the kept-alive connection; the caller holds the lock.
+
+        A request that fails because the server closed an idle connection is
+        sent once more on a fresh one. Such a request never reached the
+        server, so sending it again cannot run anything twice.
+        """
+        for attempt in (1, 2):
+            conn = self._connection()
+            reused = conn.sock is not None
+            conn.timeout = limit_s
+            if conn.sock is not None:
+                conn.sock.settimeout(limit_s)
+            try:
+                conn.request(method, target, body=payload, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except socket.timeout as error:
+                self._drop_connection()
+                raise TaskdeckTimeout(
+                    f"{method} {target}: no answer from {self.url} within {limit_s:g} s"
+                ) from error
+            except _STALE_CONNECTION_ERRORS as error:
+                self._drop_connection()
+                if reused and attempt == 1:
+                    continue
+                raise ConnectionFailed(
+                    f"{method} {target}: the connection to {self.url} broke: {error}"
+                ) from error
+            except (OSError, http.client.HTTPException) as error:
+                self._drop_connection()
+                raise ConnectionFailed(
+                    f"{method} {target}: cannot reach {self.url}: {error}"
+                ) from error
+            return response.status, response.getheader("Content-Type") or "", data
+        raise AssertionError("the loop above should return or raise")  # pragma: no cover
+
+    def _connection(self) -> http.client.HTTPConnection:
+        """The kept-alive connection, created on first use (it connects lazily)."""
+        if self._conn is None:
+            cls = _HTTPSConnection if self._https else _HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.timeout)
+            conn.on_connect = self._count_connection
+            self._conn = conn
+        return self._conn
+
+    def _count_connection(self) -> None:
+        self._connections_opened += 1
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _decode(status: int, content_type: str, data: bytes, method: str, path: str) -> Any:
+    """Decodes a success answer, or raises the error an error answer carries."""
+    is_json = "json" in content_type.lower()
+    if 200 <= status < 300:
+        if not is_json and not data.lstrip()[:1] in (b"{", b"["):
+            return data.decode("utf-8", "replace")
+        try:
+            return json.loads(data)
+        except ValueError as error:
+            raise TaskdeckError(
+                f"{method} {path}: the server's answer is not valid JSON: {error}", status=status
+            ) from error
+    message: Optional[str] = None
+    code: Optional[str] = None
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+        message = decoded["error"].get("message")
+        code = decoded["error"].get("code")
+    if not message:
+        text = data.decode("utf-8", "replace").strip()
+        message = text or f"{method} {path} failed"
+    raise error_for_status(status, message, code)

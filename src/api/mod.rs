@@ -1,0 +1,186 @@
+//! The HTTP API: a tiny_http listener in the scheduler's process that lets
+//! external programs (above all the Python client) submit and watch tasks.
+//!
+//! Threads (all bounded, all named):
+//! - `taskdeck-http-N` (default 4): take requests, parse, authorise and
+//!   answer those whose body is already in memory (tiny_http reads bodies of
+//!   up to 1 KiB with the headers);
+//! - `taskdeck-upload-N` (default 8): read larger bodies, so a slow upload
+//!   never holds up the others;
+//! - `taskdeck-longpoll`: holds waiting `/wait` requests (up to 10,000) and
+//!   answers each the moment its task finishes or its time is up, without a
+//!   thread per request.
+//!
+//! Only this module uses tiny_http. It depends on [`crate::model`] and
+//! [`crate::scheduler`].
+
+mod error;
+mod handlers;
+mod legacy;
+mod longpoll;
+mod prometheus;
+mod routes;
+mod server;
+mod views;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+pub use error::ApiError;
+pub use handlers::ResourceSource;
+pub use server::ApiServer;
+
+/// How the HTTP listener runs.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Address to listen on, e.g. `127.0.0.1:5000`.
+    pub listen: String,
+    /// Bearer token every route but `/healthz` requires; mandatory when
+    /// listening beyond loopback.
+    pub token: Option<String>,
+    /// Request threads.
+    pub threads: usize,
+    /// Threads that read large request bodies.
+    pub upload_threads: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most tasks in one batch request.
+    pub max_batch: usize,
+    /// Most `/wait` requests held at once.
+    pub max_long_polls: usize,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            listen,
+            token,
+            threads,
+            upload_threads,
+            max_body_bytes,
+            max_batch,
+            max_long_polls,
+        } = self;
+        f.debug_struct("ApiConfig")
+            .field("listen", listen)
+            .field("token", &token.as_ref().map(|_| "<redacted>"))
+            .field("threads", threads)
+            .field("upload_threads", upload_threads)
+            .field("max_body_bytes", max_body_bytes)
+            .field("max_batch", max_batch)
+            .field("max_long_polls", max_long_polls)
+            .finish()
+    }
+}
+
+/// Default listen address; the user's scripts call http://localhost:5000.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            token: None,
+            threads: 4,
+            upload_threads: 8,
+            max_body_bytes: 8 * 1024 * 1024,
+            max_batch: 10_000,
+            max_long_polls: 10_000,
+        }
+    }
+}
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiStartError {
+    /// The address does not parse or resolve.
+    #[error("cannot use listen address {addr:?}: {detail}")]
+    Address {
+        /// The address given.
+        addr: String,
+        /// Why.
+        detail: String,
+    },
+    /// Listening beyond loopback without a token.
+    #[error(
+        "refusing to listen on {addr} without a token: anyone who can reach it could run tasks; \
+         pass --token TOKEN (or set TASKDECK_TOKEN), or listen on 127.0.0.1"
+    )]
+    InsecureListen {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Binding failed (port in use, permission).
+    #[error("cannot listen on {addr}: {detail}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        detail: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start an HTTP thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Resolves the listen address and applies the loopback-or-token rule.
+pub(crate) fn resolve(config: &ApiConfig) -> Result<SocketAddr, ApiStartError> {
+    let addr_error = |detail: String| ApiStartError::Address {
+        addr: config.listen.clone(),
+        detail,
+    };
+    let addrs: Vec<SocketAddr> = config
+        .listen
+        .to_socket_addrs()
+        .map_err(|e| addr_error(e.to_string()))?
+        .collect();
+    let first = *addrs
+        .first()
+        .ok_or_else(|| addr_error("it resolves to no address".into()))?;
+    let token_missing = config.token.as_deref().is_none_or(str::is_empty);
+    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback())
+        && token_missing
+    {
+        return Err(ApiStartError::InsecureListen { addr: *open });
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_loopback_needs_a_token() {
+        let mut config = ApiConfig {
+            listen: "0.0.0.0:0".into(),
+            ..ApiConfig::default()
+        };
+        assert!(matches!(
+            resolve(&config),
+            Err(ApiStartError::InsecureListen { .. })
+        ));
+        config.token = Some(String::new());
+        assert!(matches!(
+            resolve(&config),
+            Err(ApiStartError::InsecureListen { .. })
+        ));
+        config.token = Some("secret".into());
+        assert!(resolve(&config).is_ok());
+        config.listen = "localhost:0".into();
+        config.token = None;
+        assert!(resolve(&config).is_ok());
+        config.listen = "not an address".into();
+        assert!(matches!(
+            resolve(&config),
+            Err(ApiStartError::Address { .. })
+        ));
+        let debug = format!(
+            "{:?}",
+            ApiConfig {
+                token: Some("hunter2".into()),
+                ..ApiConfig::default()
+            }
+        );
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+}

@@ -1,0 +1,372 @@
+//! Which route a request names: pure parsing of method, path and query.
+
+use std::collections::HashMap;
+
+use crate::model::{TaskId, TaskStatus};
+
+use super::error::ApiError;
+
+/// HTTP methods the API distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET (and HEAD).
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+    /// Anything else.
+    Other,
+}
+
+/// Order of a task listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Highest id first.
+    Newest,
+    /// Lowest id first.
+    Oldest,
+}
+
+/// Filters and paging of `GET /api/v1/tasks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListParams {
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only this task name.
+    pub task: Option<String>,
+    /// Page size, 1-1000.
+    pub limit: usize,
+    /// Matches skipped.
+    pub offset: usize,
+    /// Sort order.
+    pub order: Order,
+}
+
+/// Longest long poll a client may ask for.
+pub const MAX_WAIT_SECS: f64 = 300.0;
+/// Largest page of a listing.
+pub const MAX_LIMIT: usize = 1_000;
+
+/// Every route the server answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// `POST /api/v1/tasks`
+    Submit,
+    /// `POST /api/v1/tasks/batch`
+    SubmitBatch,
+    /// `GET /api/v1/tasks`
+    List(ListParams),
+    /// `GET /api/v1/tasks/{id}`
+    Get(TaskId),
+    /// `DELETE /api/v1/tasks/{id}` or `POST /api/v1/tasks/{id}/cancel`
+    Cancel(TaskId),
+    /// `POST /api/v1/tasks/{id}/retry`
+    Retry(TaskId),
+    /// `GET /api/v1/tasks/{id}/wait?timeout_s=S`
+    Wait(TaskId, f64),
+    /// `GET /api/v1/monitoring`
+    Monitoring,
+    /// `GET /api/v1/workers`
+    Workers,
+    /// `GET /api/v1/report`
+    Report,
+    /// `GET /api/v1/task-types`
+    TaskTypes,
+    /// `GET /healthz`
+    Health,
+    /// `GET /metrics`
+    Metrics,
+    /// `POST /submit_task` (legacy)
+    LegacySubmit,
+    /// `GET /task_status/<id>` (legacy; any text id is answered)
+    LegacyStatus(String),
+    /// `GET /monitoring_data` (legacy)
+    LegacyMonitoring,
+    /// `GET /get_tasks` (legacy)
+    LegacyTasks,
+    /// `DELETE /remove_task/<id>` (legacy)
+    LegacyRemove(String),
+}
+
+impl Route {
+    /// True for the one route open without a token.
+    pub fn is_public(&self) -> bool {
+        matches!(self, Route::Health)
+    }
+}
+
+/// Finds the route for a request target such as `/api/v1/tasks?limit=5`.
+pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let query = parse_query(query)?;
+    use Method::{Delete, Get, Post};
+    let (route, allowed): (Option<Route>, &'static str) = match segments.as_slice() {
+        ["api", "v1", "tasks"] => match method {
+            Post => (Some(Route::Submit), ""),
+            Get => (Some(Route::List(list_params(&query)?)), ""),
+            _ => (None, "GET, POST"),
+        },
+        ["api", "v1", "tasks", "batch"] => one(method, Post, Route::SubmitBatch, "POST"),
+        ["api", "v1", "tasks", id] => {
+            let id = task_id(id)?;
+            match method {
+                Get => (Some(Route::Get(id)), ""),
+                Delete => (Some(Route::Cancel(id)), ""),
+                _ => (None, "GET, DELETE"),
+            }
+        }
+        ["api", "v1", "tasks", id, "cancel"] => {
+            one(method, Post, Route::Cancel(task_id(id)?), "POST")
+        }
+        ["api", "v1", "tasks", id, "retry"] => {
+            one(method, Post, Route::Retry(task_id(id)?), "POST")
+        }
+        ["api", "v1", "tasks", id, "wait"] => {
+            let id = task_id(id)?;
+            one(method, Get, Route::Wait(id, wait_timeout(&query)?), "GET")
+        }
+        ["api", "v1", "monitoring"] => one(method, Get, Route::Monitoring, "GET"),
+        ["api", "v1", "workers"] => one(method, Get, Route::Workers, "GET"),
+        ["api", "v1", "report"] => one(method, Get, Route::Report, "GET"),
+        ["api", "v1", "task-types"] => one(method, Get, Route::TaskTypes, "GET"),
+        ["healthz"] => one(method, Get, Route::Health, "GET"),
+        ["metrics"] => one(method, Get, Route::Metrics, "GET"),
+        ["submit_task"] => one(method, Post, Route::LegacySubmit, "POST"),
+        ["task_status", id] => one(method, Get, Route::LegacyStatus(decode(id)?), "GET"),
+        ["monitoring_data"] => one(method, Get, Route::LegacyMonitoring, "GET"),
+        ["get_tasks"] => one(method, Get, Route::LegacyTasks, "GET"),
+        ["remove_task", id] => one(method, Delete, Route::LegacyRemove(decode(id)?), "DELETE"),
+        _ => return Err(ApiError::not_found(format!("no route {path}"))),
+    };
+    route.ok_or_else(|| ApiError::method_not_allowed(allowed))
+}
+
+fn one(
+    method: Method,
+    wanted: Method,
+    route: Route,
+    allowed: &'static str,
+) -> (Option<Route>, &'static str) {
+    if method == wanted {
+        (Some(route), "")
+    } else {
+        (None, allowed)
+    }
+}
+
+fn task_id(text: &str) -> Result<TaskId, ApiError> {
+    text.parse::<u64>().map(TaskId).map_err(|_| {
+        ApiError::bad_request(format!("task id must be a positive integer, got {text:?}"))
+    })
+}
+
+fn wait_timeout(query: &HashMap<String, String>) -> Result<f64, ApiError> {
+    let Some(text) = query.get("timeout_s") else {
+        return Ok(30.0);
+    };
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => Ok(secs),
+        _ => Err(ApiError::bad_request(format!(
+            "timeout_s must be a number of seconds from 0 to {MAX_WAIT_SECS}, got {text:?}"
+        ))),
+    }
+}
+
+fn list_params(query: &HashMap<String, String>) -> Result<ListParams, ApiError> {
+    let number = |name: &str, default: usize| -> Result<usize, ApiError> {
+        query.get(name).map_or(Ok(default), |text| {
+            text.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "{name} must be a non-negative integer, got {text:?}"
+                ))
+            })
+        })
+    };
+    let limit = number("limit", 100)?;
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let status = match query.get("status") {
+        None => None,
+        Some(text) => Some(
+            text.parse::<TaskStatus>()
+                .map_err(|error| ApiError::bad_request(error.to_string()))?,
+        ),
+    };
+    let order = match query.get("order").map(String::as_str) {
+        None | Some("newest") => Order::Newest,
+        Some("oldest") => Order::Oldest,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "order must be newest or oldest, got {other:?}"
+            )));
+        }
+    };
+    Ok(ListParams {
+        status,
+        task: query.get("task").cloned(),
+        limit,
+        offset: number("offset", 0)?,
+        order,
+    })
+}
+
+/// Splits `a=1&b=two` into decoded pairs.
+fn parse_query(query: &str) -> Result<HashMap<String, String>, ApiError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(key)?, decode(value)?))
+        })
+        .collect()
+}
+
+/// Percent-decodes one URL component (`+` means a space in queries).
+fn decode(text: &str) -> Result<String, ApiError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("bad percent-encoding in {text:?}"))
+                    })?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request(format!("{text:?} is not UTF-8 once decoded")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: Method, target: &str) -> Result<Route, u16> {
+        parse(method, target).map_err(|e| e.status)
+    }
+
+    #[test]
+    fn parses_every_route() {
+        use Method::*;
+        assert_eq!(route(Post, "/api/v1/tasks"), Ok(Route::Submit));
+        assert_eq!(route(Post, "/api/v1/tasks/"), Ok(Route::Submit));
+        assert_eq!(route(Post, "/api/v1/tasks/batch"), Ok(Route::SubmitBatch));
+        assert_eq!(route(Get, "/api/v1/tasks/7"), Ok(Route::Get(TaskId(7))));
+        assert_eq!(
+            route(Delete, "/api/v1/tasks/7"),
+            Ok(Route::Cancel(TaskId(7)))
+        );
+        assert_eq!(
+            route(Post, "/api/v1/tasks/7/cancel"),
+            Ok(Route::Cancel(TaskId(7)))
+        );
+        assert_eq!(
+            route(Post, "/api/v1/tasks/7/retry"),
+            Ok(Route::Retry(TaskId(7)))
+        );
+        assert_eq!(
+            route(Get, "/api/v1/tasks/7/wait"),
+            Ok(Route::Wait(TaskId(7), 30.0))
+        );
+        assert_eq!(
+            route(Get, "/api/v1/tasks/7/wait?timeout_s=1.5"),
+            Ok(Route::Wait(TaskId(7), 1.5))
+        );
+        assert_eq!(route(Get, "/api/v1/monitoring"), Ok(Route::Monitoring));
+        assert_eq!(route(Get, "/api/v1/workers"), Ok(Route::Workers));
+        assert_eq!(route(Get, "/api/v1/report"), Ok(Route::Report));
+        assert_eq!(route(Get, "/api/v1/task-types"), Ok(Route::TaskTypes));
+        assert_eq!(route(Get, "/healthz"), Ok(Route::Health));
+        assert_eq!(route(Get, "/metrics"), Ok(Route::Metrics));
+        assert_eq!(route(Post, "/submit_task"), Ok(Route::LegacySubmit));
+        assert_eq!(
+            route(Get, "/task_status/12"),
+            Ok(Route::LegacyStatus("12".into()))
+        );
+        assert_eq!(route(Get, "/monitoring_data"), Ok(Route::LegacyMonitoring));
+        assert_eq!(route(Get, "/get_tasks"), Ok(Route::LegacyTasks));
+        assert_eq!(
+            route(Delete, "/remove_task/3"),
+            Ok(Route::LegacyRemove("3".into()))
+        );
+    }
+
+    #[test]
+    fn list_parameters_are_decoded_and_checked() {
+        let parsed = route(
+            Method::Get,
+            "/api/v1/tasks?status=failed&task=mock%20ml&limit=5&offset=10&order=oldest",
+        );
+        assert_eq!(
+            parsed,
+            Ok(Route::List(ListParams {
+                status: Some(TaskStatus::Failed),
+                task: Some("mock ml".into()),
+                limit: 5,
+                offset: 10,
+                order: Order::Oldest,
+            }))
+        );
+        for bad in [
+            "status=done",
+            "limit=0",
+            "limit=5000",
+            "offset=-1",
+            "order=random",
+            "task=%zz",
+        ] {
+            assert_eq!(
+                route(Method::Get, &format!("/api/v1/tasks?{bad}")),
+                Err(400),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_paths_wrong_methods_and_bad_ids_are_told_apart() {
+        assert_eq!(route(Method::Get, "/nope"), Err(404));
+        assert_eq!(route(Method::Get, "/api/v2/tasks"), Err(404));
+        assert_eq!(route(Method::Put, "/api/v1/tasks"), Err(405));
+        assert_eq!(route(Method::Get, "/api/v1/tasks/batch"), Err(405));
+        assert_eq!(route(Method::Get, "/api/v1/tasks/abc"), Err(400));
+        assert_eq!(route(Method::Post, "/api/v1/tasks/1"), Err(405));
+        assert_eq!(
+            route(Method::Get, "/api/v1/tasks/1/wait?timeout_s=301"),
+            Err(400)
+        );
+        assert_eq!(
+            route(Method::Get, "/api/v1/tasks/1/wait?timeout_s=nan"),
+            Err(400)
+        );
+        assert!(Route::Health.is_public() && !Route::Metrics.is_public());
+    }
+}

@@ -1,0 +1,427 @@
+//! The listener's threads: accept, authorise, read bodies within limits,
+//! dispatch to handlers and write answers.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tiny_http::{Header, Request, Response, Server};
+
+use super::error::ApiError;
+use super::handlers::{self, Context, Handled, Reply, ResourceSource};
+use super::longpoll::{self, Poll};
+use super::routes::{self, Method, Route};
+use super::{ApiConfig, ApiStartError};
+use crate::scheduler::Scheduler;
+
+/// Bodies up to this size arrive with the headers (tiny_http reads them
+/// eagerly); larger ones are read on an upload thread.
+const INLINE_BODY_BYTES: usize = 1024;
+
+/// A running HTTP listener. Stop it with [`ApiServer::shutdown`].
+pub struct ApiServer {
+    server: Arc<Server>,
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    handlers: Vec<JoinHandle<()>>,
+    uploads: Vec<JoinHandle<()>>,
+    longpoll: Option<JoinHandle<()>>,
+    upload_tx: Sender<Upload>,
+    poll_tx: Sender<longpoll::Message>,
+    nudger: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every request thread shares.
+struct Shared {
+    ctx: Context,
+    token: Option<String>,
+    max_body_bytes: usize,
+    uploads: Sender<Upload>,
+    polls: Sender<longpoll::Message>,
+}
+
+/// Work for an upload thread.
+enum Upload {
+    /// Read this request's body and answer it.
+    Request(Box<(Request, Route)>),
+    /// Finish.
+    Stop,
+}
+
+impl ApiServer {
+    /// Binds the address and starts the threads.
+    pub fn start(
+        config: ApiConfig,
+        scheduler: Scheduler,
+        resources: ResourceSource,
+    ) -> Result<Self, ApiStartError> {
+        let addr = super::resolve(&config)?;
+        let server = Server::http(addr).map_err(|error| ApiStartError::Bind {
+            addr,
+            detail: error.to_string(),
+        })?;
+        let server = Arc::new(server);
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| ApiStartError::Bind {
+                addr,
+                detail: "not an IP listener".into(),
+            })?;
+        let (poll_tx, poll_rx) = crossbeam_channel::bounded(config.max_long_polls.max(1));
+        let (upload_tx, upload_rx) = crossbeam_channel::bounded(config.upload_threads.max(1) * 4);
+        let shared = Arc::new(Shared {
+            ctx: Context {
+                scheduler: scheduler.clone(),
+                resources,
+                max_batch: config.max_batch,
+            },
+            token: config.token.clone().filter(|t| !t.is_empty()),
+            max_body_bytes: config.max_body_bytes,
+            uploads: upload_tx.clone(),
+            polls: poll_tx.clone(),
+        });
+        let longpoll = {
+            let scheduler = scheduler.clone();
+            let max = config.max_long_polls;
+            thread::Builder::new()
+                .name("taskdeck-longpoll".into())
+                .spawn(move || longpoll::run(&scheduler, &poll_rx, max))?
+        };
+        let uploads = (0..config.upload_threads.max(1))
+            .map(|n| {
+                let shared = Arc::clone(&shared);
+                let rx: Receiver<Upload> = upload_rx.clone();
+                thread::Builder::new()
+                    .name(format!("taskdeck-upload-{n}"))
+                    .spawn(move || {
+                        while let Ok(Upload::Request(work)) = rx.recv() {
+                            let (request, route) = *work;
+                            shared.with_body(request, route);
+                        }
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let handlers = (0..config.threads.max(1))
+            .map(|n| {
+                let shared = Arc::clone(&shared);
+                let server = Arc::clone(&server);
+                let stopping = Arc::clone(&stopping);
+                thread::Builder::new()
+                    .name(format!("taskdeck-http-{n}"))
+                    .spawn(move || accept_loop(&server, &shared, &stopping))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (nudge_stop, nudge_rx) = crossbeam_channel::bounded::<()>(1);
+        let nudger = thread::Builder::new()
+            .name("taskdeck-http-nudge".into())
+            .spawn(move || nudge_loop(addr, &nudge_rx))?;
+        tracing::info!(%addr, auth = shared.token.is_some(), "HTTP API listening");
+        Ok(Self {
+            server,
+            addr,
+            stopping,
+            handlers,
+            uploads,
+            longpoll: Some(longpoll),
+            upload_tx,
+            poll_tx,
+            nudger: Some((nudge_stop, nudger)),
+        })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL clients should use.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, answers waiting long polls, and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some((stop, handle)) = self.nudger.take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        for _ in &self.handlers {
+            self.server.unblock();
+        }
+        for handle in self.handlers.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("an HTTP thread panicked");
+            }
+        }
+        // Uploads already queued are answered before each thread reads its
+        // stop; then the long-poll thread answers whatever still waits.
+        for _ in &self.uploads {
+            let _ = self.upload_tx.send(Upload::Stop);
+        }
+        for handle in self.uploads.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("an HTTP upload thread panicked");
+            }
+        }
+        let _ = self.poll_tx.send(longpoll::Message::Stop);
+        if let Some(handle) = self.longpoll.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("the HTTP long-poll thread panicked");
+        }
+        tracing::info!(addr = %self.addr, "HTTP API stopped");
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How often the nudger connects; it bounds how long a connection can sit
+/// unserved in tiny_http's queue.
+const NUDGE_EVERY: Duration = Duration::from_millis(100);
+
+/// tiny_http hands each connection to a pool thread, and when connections
+/// arrive in a burst its pool can queue one behind threads that stay busy
+/// with long-lived keep-alive connections, where it waits until one of those
+/// closes. A queued connection is taken as soon as any pool thread finishes
+/// its connection, so this thread opens and closes a connection to the
+/// listener every [`NUDGE_EVERY`]: the thread that serves it then takes the
+/// queue's oldest entry. The cost is a loopback connect ten times a second.
+fn nudge_loop(addr: SocketAddr, stop: &Receiver<()>) {
+    let target = if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(NUDGE_EVERY) {
+        // Opened and dropped at once: tiny_http sees an empty connection.
+        if let Err(error) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+            tracing::debug!(%error, "nudging the HTTP listener failed");
+        }
+    }
+}
+
+fn accept_loop(server: &Server, shared: &Arc<Shared>, stopping: &AtomicBool) {
+    loop {
+        match server.recv() {
+            Ok(request) => shared.dispatch(request),
+            Err(error) => {
+                if stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                tracing::warn!(%error, "accepting an HTTP request failed");
+            }
+        }
+        if stopping.load(Ordering::Acquire) {
+            return;
+        }
+    }
+}
+
+fn method(request: &Request) -> Method {
+    match request.method() {
+        tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
+        tiny_http::Method::Post => Method::Post,
+        tiny_http::Method::Put => Method::Put,
+        tiny_http::Method::Delete => Method::Delete,
+        _ => Method::Other,
+    }
+}
+
+fn header(name: &str, value: &str) -> Option<Header> {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+/// Compares without an early exit, so the time taken does not tell how much
+/// of a guessed token was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+impl Shared {
+    fn authorised(&self, request: &Request) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        request
+            .headers()
+            .iter()
+            .filter(|h| h.field.equiv("Authorization"))
+            .any(|h| {
+                let value = h.value.as_str().trim();
+                value
+                    .strip_prefix("Bearer ")
+                    .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
+            })
+    }
+
+    /// First stop of every request: route, authorise, and either answer or
+    /// pass it on for its body.
+    fn dispatch(&self, request: Request) {
+        let route = routes::parse(method(&request), request.url());
+        let public = route.as_ref().is_ok_and(Route::is_public);
+        if !public && !self.authorised(&request) {
+            return respond(request, Err(ApiError::unauthorized()));
+        }
+        let route = match route {
+            Ok(route) => route,
+            Err(error) => return respond(request, Err(error)),
+        };
+        // Bodies still on the wire (large, chunked, or after a 100-continue)
+        // are read on an upload thread, so a slow sender holds up no one else.
+        let streamed = request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding") || h.field.equiv("Expect"));
+        match request.body_length() {
+            Some(n) if n > self.max_body_bytes => {
+                respond(
+                    request,
+                    Err(ApiError::payload_too_large(self.max_body_bytes)),
+                );
+            }
+            Some(n) if n <= INLINE_BODY_BYTES && !streamed => self.with_body(request, route),
+            None if !streamed => self.with_body(request, route),
+            _ => match self
+                .uploads
+                .try_send(Upload::Request(Box::new((request, route))))
+            {
+                Ok(()) => {}
+                Err(
+                    TrySendError::Full(Upload::Request(work))
+                    | TrySendError::Disconnected(Upload::Request(work)),
+                ) => {
+                    respond(
+                        work.0,
+                        Err(ApiError::unavailable(
+                            "too many large uploads at once; try again",
+                        )),
+                    );
+                }
+                Err(_) => {}
+            },
+        }
+    }
+
+    /// Reads the body within the limit, runs the route and answers (or hands
+    /// a long poll over).
+    fn with_body(&self, mut request: Request, route: Route) {
+        let mut body = Vec::new();
+        let limit = self.max_body_bytes;
+        let read = request
+            .as_reader()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut body);
+        if let Err(error) = read {
+            return respond(
+                request,
+                Err(ApiError::bad_request(format!(
+                    "cannot read the body: {error}"
+                ))),
+            );
+        }
+        if body.len() > limit {
+            return respond(request, Err(ApiError::payload_too_large(limit)));
+        }
+        match handlers::handle(&self.ctx, route, &body) {
+            Ok(Handled::Reply(reply)) => respond(request, Ok(reply)),
+            Ok(Handled::LongPoll(id, wait)) => {
+                let poll = Poll {
+                    request,
+                    id,
+                    deadline: Instant::now() + wait,
+                };
+                if let Err(
+                    TrySendError::Full(longpoll::Message::Poll(poll))
+                    | TrySendError::Disconnected(longpoll::Message::Poll(poll)),
+                ) = self.polls.try_send(longpoll::Message::Poll(poll))
+                {
+                    respond(
+                        poll.request,
+                        Err(ApiError::unavailable(
+                            "too many waiting requests; try again",
+                        )),
+                    );
+                }
+            }
+            Err(error) => respond(request, Err(error)),
+        }
+    }
+}
+
+/// Writes an answer; a client that went away is not an error worth more
+/// than a debug line.
+pub(super) fn respond(request: Request, answer: Result<Reply, ApiError>) {
+    let (status, body, content_type, allow) = match answer {
+        Ok(Reply::Json(status, value)) => (status, value.to_string(), "application/json", None),
+        Ok(Reply::Metrics(text)) => (200, text, "text/plain; version=0.0.4; charset=utf-8", None),
+        Err(error) => (
+            error.status,
+            error.body().to_string(),
+            "application/json",
+            error.allow,
+        ),
+    };
+    let mut response = Response::from_data(body.into_bytes()).with_status_code(status);
+    if let Some(h) = header("Content-Type", content_type) {
+        response.add_header(h);
+    }
+    if let Some(h) = allow.and_then(|allow| header("Allow", allow)) {
+        response.add_header(h);
+    }
+    if status == 401
+        && let Some(h) = header("WWW-Authenticate", "Bearer")
+    {
+        response.add_header(h);
+    }
+    if let Err(error) = request.respond(response) {
+        tracing::debug!(%error, "client left before its answer was written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"token", b"token"));
+        assert!(!same_secret(b"tokeN", b"token"));
+        assert!(!same_secret(b"tok", b"token"));
+        assert!(!same_secret(b"", b"token"));
+    }
+}

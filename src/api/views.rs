@@ -1,0 +1,275 @@
+//! The JSON shapes the API sends and accepts.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::model::{GpuState, ResourceSample, TaskRecord, TaskSpec, TaskStatus, percent};
+use crate::scheduler::{LatencySummary, SchedulerStats, WorkerInfo};
+use crate::tasks::Registry;
+
+use super::error::ApiError;
+
+/// A task as clients submit it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    task: String,
+    #[serde(default)]
+    args: Vec<Value>,
+    #[serde(default)]
+    kwargs: Map<String, Value>,
+    priority: Option<i64>,
+    max_retries: Option<i64>,
+    timeout_s: Option<f64>,
+}
+
+impl Submission {
+    /// Checks the ranges serde cannot express and builds the spec.
+    pub fn into_spec(self) -> Result<TaskSpec, ApiError> {
+        let Self {
+            task,
+            args,
+            kwargs,
+            priority,
+            max_retries,
+            timeout_s,
+        } = self;
+        let mut spec = TaskSpec::new(task, args);
+        spec.kwargs = kwargs;
+        if let Some(priority) = priority {
+            spec.priority = u8::try_from(priority)
+                .ok()
+                .filter(|p| *p <= crate::model::PRIORITY_MAX)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("priority {priority} is out of range 0-9"))
+                })?;
+        }
+        if let Some(retries) = max_retries {
+            spec.max_retries = u32::try_from(retries)
+                .ok()
+                .filter(|r| *r <= 1_000)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("max_retries {retries} is out of range 0-1000"))
+                })?;
+        }
+        if let Some(secs) = timeout_s {
+            if !secs.is_finite() || secs <= 0.0 || secs > 365.0 * 24.0 * 3600.0 {
+                return Err(ApiError::bad_request(format!(
+                    "timeout_s must be a positive number of seconds (at most a year), got {secs}"
+                )));
+            }
+            spec.timeout_ms = Some((secs * 1000.0).ceil() as u64);
+        }
+        Ok(spec)
+    }
+}
+
+/// `POST /api/v1/tasks/batch` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The tasks, in order.
+    pub tasks: Vec<Submission>,
+}
+
+/// `POST /submit_task` body (legacy).
+#[derive(Debug, Deserialize)]
+pub struct LegacySubmission {
+    /// Task name.
+    pub function_name: String,
+    /// Positional arguments.
+    #[serde(default)]
+    pub arguments: Vec<Value>,
+}
+
+fn secs(micros: Option<i64>) -> Value {
+    micros.map_or(Value::Null, |us| json!(us as f64 / 1e6))
+}
+
+/// A task record as clients see it: times in seconds since the epoch,
+/// durations in seconds.
+pub fn task(record: &TaskRecord) -> Value {
+    let failures: Vec<Value> = record
+        .failures
+        .iter()
+        .map(|f| {
+            json!({
+                "attempt": f.attempt,
+                "kind": f.kind,
+                "message": f.message,
+                "worker": f.worker,
+                "at": f.at_us as f64 / 1e6,
+            })
+        })
+        .collect();
+    json!({
+        "id": record.id,
+        "task": record.spec.name,
+        "args": record.spec.args,
+        "kwargs": record.spec.kwargs,
+        "priority": record.spec.priority,
+        "max_retries": record.spec.max_retries,
+        "timeout_s": record.spec.timeout_ms.map(|ms| ms as f64 / 1000.0),
+        "status": record.status,
+        "attempts": record.attempts,
+        "failures": failures,
+        "submitted_at": record.submitted_at_us as f64 / 1e6,
+        "first_started_at": secs(record.first_started_at_us),
+        "started_at": secs(record.started_at_us),
+        "finished_at": secs(record.finished_at_us),
+        "retry_at": secs(record.retry_at_us),
+        "worker": record.worker,
+        "result": record.result,
+        "error": record.error,
+        "queue_wait_s": secs(record.queue_wait_us()),
+        "run_time_s": secs(record.run_time_us()),
+        "total_latency_s": secs(record.total_latency_us()),
+    })
+}
+
+/// Latency percentiles in seconds.
+pub fn latency(summary: &LatencySummary) -> Value {
+    let s = |us: u64| us as f64 / 1e6;
+    json!({
+        "count": summary.count,
+        "mean_s": summary.mean_us / 1e6,
+        "p50_s": s(summary.p50_us),
+        "p95_s": s(summary.p95_us),
+        "p99_s": s(summary.p99_us),
+        "max_s": s(summary.max_us),
+    })
+}
+
+/// Workers and their counts.
+pub fn workers(list: &[WorkerInfo], stats: &SchedulerStats) -> Value {
+    json!({
+        "workers": list,
+        "busy": stats.workers_busy,
+        "idle": stats.workers_idle,
+        "total": stats.workers_total,
+        "target": stats.workers_target,
+    })
+}
+
+/// Resources, workers, queue and latency in one object.
+pub fn monitoring(sample: Option<&ResourceSample>, stats: &SchedulerStats) -> Value {
+    let resources = sample.map_or_else(
+        || {
+            json!({
+                "cpu": { "percent": null, "per_core": [] },
+                "memory": { "used_bytes": null, "total_bytes": null, "percent": null },
+                "disks": [],
+                "gpus": { "available": false, "reason": "no resource sample yet", "devices": [] },
+                "sampled_at": null,
+            })
+        },
+        |sample| {
+            let disks: Vec<Value> = sample
+                .disks
+                .iter()
+                .map(|d| {
+                    json!({
+                        "mount": d.mount,
+                        "used_bytes": d.used_bytes,
+                        "total_bytes": d.total_bytes,
+                        "percent": percent(d.used_bytes, d.total_bytes),
+                    })
+                })
+                .collect();
+            let gpus = match &sample.gpus {
+                GpuState::Available { devices } => {
+                    json!({ "available": !devices.is_empty(), "reason": if devices.is_empty() { Some("NVML found no devices") } else { None }, "devices": devices })
+                }
+                GpuState::Unavailable { reason } => {
+                    json!({ "available": false, "reason": reason, "devices": [] })
+                }
+            };
+            json!({
+                "cpu": { "percent": sample.cpu_percent, "per_core": sample.cpu_per_core },
+                "memory": {
+                    "used_bytes": sample.memory_used_bytes,
+                    "total_bytes": sample.memory_total_bytes,
+                    "percent": sample.memory_percent(),
+                },
+                "disks": disks,
+                "gpus": gpus,
+                "sampled_at": sample.at_us as f64 / 1e6,
+            })
+        },
+    );
+    let mut object = match resources {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    object.insert(
+        "workers".into(),
+        json!({ "busy": stats.workers_busy, "idle": stats.workers_idle, "total": stats.workers_total }),
+    );
+    object.insert("queue_depth".into(), json!(stats.queue_depth));
+    object.insert(
+        "throughput_per_s".into(),
+        json!(stats.metrics.throughput_per_s),
+    );
+    object.insert("latency".into(), latency(&stats.metrics.total_latency));
+    Value::Object(object)
+}
+
+/// Counts by state and per task name.
+pub fn report(stats: &SchedulerStats) -> Value {
+    let tasks: Vec<Value> = stats
+        .metrics
+        .per_name
+        .iter()
+        .map(|n| {
+            json!({
+                "task": n.name,
+                "runs": n.runs,
+                "attempt_failures": n.attempt_failures,
+                "completed": n.completed,
+                "failed": n.failed,
+                "run_time": latency(&n.run_time),
+                "total_latency": latency(&n.total_latency),
+            })
+        })
+        .collect();
+    json!({
+        "counts": stats.counts,
+        "queue_depth": stats.queue_depth,
+        "uptime_s": stats.uptime_s,
+        "throughput_per_s": stats.metrics.throughput_per_s,
+        "finished_last_minute": stats.metrics.finished_last_minute,
+        "latency": latency(&stats.metrics.total_latency),
+        "tasks": tasks,
+    })
+}
+
+/// Registered task types with their signatures.
+pub fn task_types(registry: &Registry) -> Value {
+    let types: Vec<Value> = registry
+        .iter()
+        .map(|def| {
+            json!({
+                "name": def.name,
+                "description": def.description,
+                "params": def.signature.params,
+                "rest": def.signature.rest,
+            })
+        })
+        .collect();
+    json!({ "task_types": types })
+}
+
+/// The legacy status text: "On Hold", "In Progress", "Completed",
+/// "Cancelled" or "Failed: <reason>".
+pub fn legacy_status(record: &TaskRecord) -> String {
+    match record.status {
+        TaskStatus::Queued | TaskStatus::Retrying => "On Hold".into(),
+        TaskStatus::Running => "In Progress".into(),
+        TaskStatus::Completed => "Completed".into(),
+        TaskStatus::Cancelled => "Cancelled".into(),
+        TaskStatus::Failed => format!(
+            "Failed: {}",
+            record.error.as_deref().unwrap_or("unknown error")
+        ),
+    }
+}

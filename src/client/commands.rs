@@ -1,0 +1,304 @@
+//! The CLI commands that talk to a running server: submit, status, list,
+//! cancel, retry, wait, monitor and mock. Each prints for people (or JSON
+//! where asked) and returns an error the caller prints plainly.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value, json};
+
+use super::Client;
+use crate::tasks::{CV_OPERATIONS, ML_ALGORITHMS};
+
+/// Longest single long poll the server allows.
+const POLL_CHUNK_S: f64 = 300.0;
+
+/// Reads a command-line argument as JSON when it is JSON (`5000`, `true`,
+/// `[1,2]`, `"text"`), else as a plain string (`Random Forest`).
+pub fn parse_arg(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// Builds a submission object from the CLI's pieces.
+pub fn submission(
+    name: &str,
+    args: &[String],
+    kwargs: &[String],
+    priority: Option<u8>,
+    retries: Option<u32>,
+    timeout_s: Option<f64>,
+) -> anyhow::Result<Value> {
+    let mut named = Map::new();
+    for pair in kwargs {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--kwarg takes KEY=VALUE, got {pair:?}");
+        };
+        named.insert(key.to_owned(), parse_arg(value));
+    }
+    let mut object = json!({
+        "task": name,
+        "args": args.iter().map(|a| parse_arg(a)).collect::<Vec<_>>(),
+        "kwargs": named,
+    });
+    if let Some(p) = priority {
+        object["priority"] = json!(p);
+    }
+    if let Some(r) = retries {
+        object["max_retries"] = json!(r);
+    }
+    if let Some(t) = timeout_s {
+        object["timeout_s"] = json!(t);
+    }
+    Ok(object)
+}
+
+fn seconds(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |s| format!("{s:.3} s"))
+}
+
+/// A task record as a few readable lines.
+pub fn describe(task: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "task {} {} {}",
+        task["id"],
+        task["task"].as_str().unwrap_or("?"),
+        task["status"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(out, "  arguments:   {} {}", task["args"], task["kwargs"]);
+    let _ = writeln!(
+        out,
+        "  priority {}, attempts {} of at most {}",
+        task["priority"],
+        task["attempts"],
+        task["max_retries"].as_u64().map_or(0, |r| r + 1)
+    );
+    if let Some(worker) = task["worker"].as_str() {
+        let _ = writeln!(out, "  worker:      {worker}");
+    }
+    let _ = writeln!(
+        out,
+        "  queue wait {}, run time {}, total {}",
+        seconds(&task["queue_wait_s"]),
+        seconds(&task["run_time_s"]),
+        seconds(&task["total_latency_s"])
+    );
+    for failure in task["failures"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  attempt {} {}: {}",
+            failure["attempt"],
+            failure["kind"].as_str().unwrap_or("?"),
+            failure["message"].as_str().unwrap_or("")
+        );
+    }
+    if !task["result"].is_null() {
+        let _ = writeln!(out, "  result:      {}", task["result"]);
+    }
+    if let Some(error) = task["error"].as_str() {
+        let _ = writeln!(out, "  error:       {error}");
+    }
+    out
+}
+
+/// Waits for a task, long-polling in chunks, up to `timeout` overall (none:
+/// forever). Returns the final record.
+pub fn wait_for(client: &Client, id: u64, timeout: Option<Duration>) -> anyhow::Result<Value> {
+    let start = Instant::now();
+    loop {
+        let left = timeout.map(|t| t.saturating_sub(start.elapsed()).as_secs_f64());
+        let chunk = left.map_or(POLL_CHUNK_S, |l| l.min(POLL_CHUNK_S));
+        let answer = client.wait(id, chunk)?;
+        if answer["finished"].as_bool() == Some(true) {
+            return Ok(answer["task"].clone());
+        }
+        if left.is_some_and(|l| l <= chunk) {
+            bail!(
+                "task {id} is still {} after {:.1} s",
+                answer["task"]["status"].as_str().unwrap_or("unfinished"),
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Fails (non-zero exit) unless the task completed.
+pub fn require_completed(task: &Value) -> anyhow::Result<()> {
+    match task["status"].as_str() {
+        Some("completed") => Ok(()),
+        other => bail!(
+            "task {} ended {}: {}",
+            task["id"],
+            other.unwrap_or("unknown"),
+            task["error"].as_str().unwrap_or("no error message")
+        ),
+    }
+}
+
+/// `taskdeck list`: one line per task.
+pub fn print_list(answer: &Value) {
+    println!(
+        "{:>8}  {:<10}  {:<14}  {:>3}  {:>8}  {:<10}  {:>10}",
+        "ID", "STATUS", "TASK", "PRI", "ATTEMPTS", "WORKER", "TOTAL"
+    );
+    for task in answer["tasks"].as_array().into_iter().flatten() {
+        println!(
+            "{:>8}  {:<10}  {:<14}  {:>3}  {:>8}  {:<10}  {:>10}",
+            task["id"].to_string(),
+            task["status"].as_str().unwrap_or("?"),
+            task["task"].as_str().unwrap_or("?"),
+            task["priority"].to_string(),
+            task["attempts"].to_string(),
+            task["worker"].as_str().unwrap_or("-"),
+            seconds(&task["total_latency_s"])
+        );
+    }
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// `taskdeck monitor`: resources, workers, queue and latency for people.
+pub fn print_monitoring(m: &Value) {
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let gib = |v: &Value| num(v) / GIB;
+    println!(
+        "CPU     {:5.1} %   cores: {}",
+        num(&m["cpu"]["percent"]),
+        m["cpu"]["per_core"]
+            .as_array()
+            .map(|c| c
+                .iter()
+                .map(|x| format!("{:.0}", num(x)))
+                .collect::<Vec<_>>()
+                .join(" "))
+            .unwrap_or_default()
+    );
+    println!(
+        "Memory  {:5.1} %   {:.1} of {:.1} GiB",
+        num(&m["memory"]["percent"]),
+        gib(&m["memory"]["used_bytes"]),
+        gib(&m["memory"]["total_bytes"])
+    );
+    for disk in m["disks"].as_array().into_iter().flatten() {
+        println!(
+            "Disk    {:5.1} %   {:.1} of {:.1} GiB  {}",
+            num(&disk["percent"]),
+            gib(&disk["used_bytes"]),
+            gib(&disk["total_bytes"]),
+            disk["mount"].as_str().unwrap_or("?")
+        );
+    }
+    match m["gpus"]["devices"].as_array() {
+        Some(devices) if !devices.is_empty() => {
+            for gpu in devices {
+                println!(
+                    "GPU {}   {:5.1} %   {:.1} of {:.1} GiB  {} °C  {}",
+                    gpu["index"],
+                    num(&gpu["utilization_percent"]),
+                    gib(&gpu["memory_used_bytes"]),
+                    gib(&gpu["memory_total_bytes"]),
+                    gpu["temperature_c"],
+                    gpu["name"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        _ => println!(
+            "GPU     none: {}",
+            m["gpus"]["reason"].as_str().unwrap_or("not available")
+        ),
+    }
+    println!(
+        "Workers {} busy, {} idle, {} total; queue depth {}",
+        m["workers"]["busy"], m["workers"]["idle"], m["workers"]["total"], m["queue_depth"]
+    );
+    let ms = |v: &Value| num(v) * 1000.0;
+    println!(
+        "Tasks   {:.1}/s over the last minute; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms ({} finished)",
+        num(&m["throughput_per_s"]),
+        ms(&m["latency"]["p50_s"]),
+        ms(&m["latency"]["p95_s"]),
+        ms(&m["latency"]["p99_s"]),
+        m["latency"]["count"]
+    );
+}
+
+/// A random mock ML or CV task the way the user's old script made them:
+/// either kind, a random algorithm or operation, 1,000 ms to `max_ms`.
+pub fn random_mock(rng: &mut fastrand::Rng, max_ms: u64) -> Value {
+    let duration = rng.u64(1_000.min(max_ms)..=max_ms.max(1));
+    if rng.bool() {
+        let algorithm = ML_ALGORITHMS[rng.usize(..ML_ALGORITHMS.len())];
+        json!({ "task": "mock_ml_task", "args": [duration, algorithm] })
+    } else {
+        let operation = CV_OPERATIONS[rng.usize(..CV_OPERATIONS.len())];
+        json!({ "task": "mock_cv_task", "args": [duration, operation] })
+    }
+}
+
+/// `taskdeck mock`: submits `count` random mock tasks; prints their ids.
+pub fn mock(client: &Client, count: usize, max_ms: u64) -> anyhow::Result<()> {
+    if max_ms == 0 {
+        bail!("--max-duration-ms must be at least 1");
+    }
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..count {
+        let task = random_mock(&mut rng, max_ms);
+        let id = client
+            .submit(&task)
+            .with_context(|| format!("submitting {task}"))?;
+        println!(
+            "submitted task {id}: {} {}",
+            task["task"].as_str().unwrap_or("?"),
+            task["args"]
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_json_when_they_parse_and_text_otherwise() {
+        assert_eq!(parse_arg("5000"), json!(5000));
+        assert_eq!(parse_arg("[1, 2]"), json!([1, 2]));
+        assert_eq!(parse_arg("Random Forest"), json!("Random Forest"));
+        assert_eq!(parse_arg("\"5000\""), json!("5000"));
+    }
+
+    #[test]
+    fn submissions_carry_every_option() {
+        let s = submission(
+            "sleep",
+            &["10".into()],
+            &["x=1".into()],
+            Some(7),
+            Some(0),
+            Some(2.5),
+        )
+        .expect("valid submission");
+        assert_eq!(
+            s,
+            json!({"task": "sleep", "args": [10], "kwargs": {"x": 1}, "priority": 7, "max_retries": 0, "timeout_s": 2.5})
+        );
+        assert!(submission("sleep", &[], &["novalue".into()], None, None, None).is_err());
+    }
+
+    #[test]
+    fn random_mock_tasks_stay_in_range() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..100 {
+            let task = random_mock(&mut rng, 20_000);
+            let duration = task["args"][0].as_u64().unwrap_or(0);
+            assert!((1_000..=20_000).contains(&duration));
+            assert!(
+                ["mock_ml_task", "mock_cv_task"].contains(&task["task"].as_str().unwrap_or(""))
+            );
+        }
+    }
+}

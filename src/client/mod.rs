@@ -1,0 +1,196 @@
+//! The Rust HTTP client of the API, used by the `taskdeck` CLI commands and
+//! the HTTP load generator. It keeps connections alive between calls.
+//!
+//! It speaks the JSON of docs/openapi.yaml; `commands` uses the task
+//! registry's names for mock tasks and nothing else internal.
+
+pub mod commands;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// Errors of a call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach the Taskdeck server at {url}: {detail}")]
+    Connect {
+        /// The server.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The server answered with an error.
+    #[error("{message} (HTTP {status})")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The API's error code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The answer was not the JSON expected.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+/// Largest answer read, in bytes.
+const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A connection-reusing client of one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    auth: Option<String>,
+}
+
+impl Client {
+    /// A client of `url` (e.g. `http://127.0.0.1:5000`); `timeout` bounds
+    /// each call (long polls add their own wait to it).
+    pub fn new(url: &str, token: Option<&str>, timeout: Duration) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .max_idle_connections_per_host(64)
+            .build()
+            .into();
+        Self {
+            agent,
+            base: url.trim_end_matches('/').to_owned(),
+            auth: token
+                .filter(|t| !t.is_empty())
+                .map(|t| format!("Bearer {t}")),
+        }
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// One call: `method` is GET, POST or DELETE; `path` starts with `/`.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let connect = |error: ureq::Error| ClientError::Connect {
+            url: self.base.clone(),
+            detail: error.to_string(),
+        };
+        let response = match (method, body) {
+            ("POST", body) => {
+                let mut request = self.agent.post(&url);
+                if let Some(auth) = &self.auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.send_json(body.unwrap_or(&json!({})))
+            }
+            ("DELETE", _) => {
+                let mut request = self.agent.delete(&url);
+                if let Some(auth) = &self.auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+            _ => {
+                let mut request = self.agent.get(&url);
+                if let Some(auth) = &self.auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+        };
+        let mut response = response.map_err(connect)?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_string()
+            .map_err(connect)?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            ClientError::Decode(format!(
+                "{e} in {:?}",
+                text.chars().take(200).collect::<String>()
+            ))
+        })?;
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        let error = &value["error"];
+        Err(ClientError::Server {
+            status,
+            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+            message: error["message"]
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned),
+        })
+    }
+
+    /// Submits one task (submission object as in the API); returns its id.
+    pub fn submit(&self, submission: &Value) -> Result<u64, ClientError> {
+        let answer = self.call("POST", "/api/v1/tasks", Some(submission))?;
+        answer["id"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Decode(format!("no id in {answer}")))
+    }
+
+    /// Submits several tasks in one request; returns their ids.
+    pub fn submit_batch(&self, submissions: &[Value]) -> Result<Vec<u64>, ClientError> {
+        let answer = self.call(
+            "POST",
+            "/api/v1/tasks/batch",
+            Some(&json!({ "tasks": submissions })),
+        )?;
+        answer["ids"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+            .ok_or_else(|| ClientError::Decode(format!("no ids in {answer}")))
+    }
+
+    /// One task's record.
+    pub fn task(&self, id: u64) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/api/v1/tasks/{id}"), None)
+    }
+
+    /// Tasks, newest first; `query` is the URL query without `?`.
+    pub fn list(&self, query: &str) -> Result<Value, ClientError> {
+        self.call("GET", &format!("/api/v1/tasks?{query}"), None)
+    }
+
+    /// Cancels or stops a task.
+    pub fn cancel(&self, id: u64) -> Result<Value, ClientError> {
+        self.call("DELETE", &format!("/api/v1/tasks/{id}"), None)
+    }
+
+    /// Queues a failed or cancelled task again.
+    pub fn retry(&self, id: u64) -> Result<Value, ClientError> {
+        self.call("POST", &format!("/api/v1/tasks/{id}/retry"), None)
+    }
+
+    /// Long-polls until the task finishes or `timeout_s` passes (at most 300
+    /// per call); `{"finished", "task"}`.
+    pub fn wait(&self, id: u64, timeout_s: f64) -> Result<Value, ClientError> {
+        self.call(
+            "GET",
+            &format!("/api/v1/tasks/{id}/wait?timeout_s={timeout_s}"),
+            None,
+        )
+    }
+
+    /// Resources, workers, queue and latency.
+    pub fn monitoring(&self) -> Result<Value, ClientError> {
+        self.call("GET", "/api/v1/monitoring", None)
+    }
+
+    /// Registered task types.
+    pub fn task_types(&self) -> Result<Value, ClientError> {
+        self.call("GET", "/api/v1/task-types", None)
+    }
+}
