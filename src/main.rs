@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use taskdeck::api::{self, ApiConfig, ApiServer};
+use taskdeck::bench::http::HttpBenchOptions;
 use taskdeck::bench::{self, BenchOptions};
 use taskdeck::client::{Client, commands};
 use taskdeck::runtime::{self, DATA_DIR_ENV, DB_FILE};
@@ -206,7 +207,7 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Tasks in the throughput phase.
+    /// Tasks in each throughput phase.
     #[arg(long, default_value_t = 200_000)]
     tasks: usize,
     /// Worker threads [default: logical CPUs].
@@ -218,12 +219,25 @@ struct BenchArgs {
     /// SQLite file to use instead of a temporary one (it must be new or a Taskdeck database).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
-    /// Tasks per submit call in the throughput phase.
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
+    /// Tasks per submit call [default: 1 in-process, 1000 for the HTTP batch phase].
+    #[arg(long)]
+    batch: Option<usize>,
     /// Tasks in the closed-loop latency phase.
     #[arg(long, default_value_t = 2_000)]
     latency_tasks: usize,
+    /// Load the HTTP API instead: latency of submit + wait from one client,
+    /// then submission throughput of --clients clients, single and batched.
+    #[arg(long)]
+    http: bool,
+    /// Concurrent HTTP clients (with --http).
+    #[arg(long, default_value_t = 8, requires = "http")]
+    clients: usize,
+    /// Server to load (with --http) [default: one started in-process on a free port].
+    #[arg(long, requires = "http")]
+    url: Option<String>,
+    /// Bearer token for --url.
+    #[arg(long, env = "TASKDECK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -419,15 +433,29 @@ fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let _log_guard = runtime::init_logging(None, "warn")?;
-    let options = BenchOptions {
-        tasks: args.tasks,
-        workers: args.workers.unwrap_or_else(default_workers),
-        memory: args.memory,
-        db: args.db,
-        batch: args.batch,
-        latency_tasks: args.latency_tasks,
+    let workers = args.workers.unwrap_or_else(default_workers);
+    let line = if args.http {
+        let options = HttpBenchOptions {
+            url: args.url,
+            token: args.token,
+            tasks: args.tasks,
+            clients: args.clients,
+            batch: args.batch.unwrap_or(1_000),
+            workers,
+            latency_tasks: args.latency_tasks,
+        };
+        serde_json::to_string(&bench::http::run(&options)?)?
+    } else {
+        let options = BenchOptions {
+            tasks: args.tasks,
+            workers,
+            memory: args.memory,
+            db: args.db,
+            batch: args.batch.unwrap_or(1),
+            latency_tasks: args.latency_tasks,
+        };
+        serde_json::to_string(&bench::run(&options)?)?
     };
-    let report = bench::run(&options)?;
-    println!("{}", serde_json::to_string(&report)?);
+    println!("{line}");
     Ok(())
 }

@@ -27,6 +27,7 @@ fn serve(db: &Path, data_dir: &Path, workers: usize) -> Child {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--workers", &workers.to_string(), "--retry-delay-ms", "10"])
+        .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -230,4 +231,36 @@ fn bench_prints_one_json_line() {
     assert_eq!(report["tasks"], 2000);
     assert_eq!(report["latency"]["samples"], 200);
     assert!(report["throughput_tasks_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+}
+
+#[test]
+fn http_bench_prints_one_json_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .args([
+            "bench",
+            "--http",
+            "--tasks",
+            "2000",
+            "--workers",
+            "2",
+            "--clients",
+            "4",
+            "--batch",
+            "100",
+            "--latency-tasks",
+            "50",
+        ])
+        .output()
+        .expect("taskdeck bench --http should run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(report["clients"], 4);
+    assert_eq!(report["latency"]["samples"], 50);
+    assert!(report["single_submit_tasks_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(report["batch_submit_tasks_per_s"].as_f64().unwrap_or(0.0) > 0.0);
 }

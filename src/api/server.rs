@@ -68,10 +68,10 @@ impl ApiServer {
         resources: ResourceSource,
     ) -> Result<Self, ApiStartError> {
         let addr = super::resolve(&config)?;
-        let server = Server::http(addr).map_err(|error| ApiStartError::Bind {
-            addr,
-            detail: error.to_string(),
-        })?;
+        let bind_error = |detail: String| ApiStartError::Bind { addr, detail };
+        let listener = listen(addr).map_err(|e| bind_error(e.to_string()))?;
+        let server =
+            Server::from_listener(listener, None).map_err(|e| bind_error(e.to_string()))?;
         let server = Arc::new(server);
         let addr = server
             .server_addr()
@@ -198,6 +198,21 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Binds the listening socket with `TCP_NODELAY`, which accepted
+/// connections inherit: tiny_http writes a large answer in several pieces,
+/// and with Nagle's algorithm the last piece would wait for the client's
+/// delayed acknowledgement (40 ms on Linux).
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// How often the nudger connects; it bounds how long a connection can sit

@@ -411,13 +411,13 @@ impl Scheduler {
             .lock()
             .tasks
             .get(&id)
-            .map(|entry| entry.record.clone())
+            .map(|entry| TaskRecord::clone(&entry.record))
     }
 
     /// Tasks matching a query.
     pub fn list(&self, query: &TaskQuery) -> Vec<TaskRecord> {
         let core = self.inner.core.lock();
-        query.select(core.tasks.values().map(|entry| &entry.record))
+        query.select(core.tasks.values().map(|entry| &*entry.record))
     }
 
     /// Queued task ids in the order they will run.

@@ -5,6 +5,7 @@
 //! after unlocking (log, persist, publish, wake somebody).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -35,8 +36,9 @@ pub struct RunState {
 /// A task and, while it runs, its attempt.
 #[derive(Debug)]
 pub struct Entry {
-    /// The task's record.
-    pub record: TaskRecord,
+    /// The task's record, shared with transitions still being published
+    /// (changed copy-on-write, so publishing never copies it).
+    pub record: Arc<TaskRecord>,
     /// Set while an attempt runs.
     pub run: Option<RunState>,
 }
@@ -60,7 +62,7 @@ pub struct Change {
     /// What happened.
     pub kind: EventKind,
     /// The record right after it.
-    pub record: TaskRecord,
+    pub record: Arc<TaskRecord>,
 }
 
 /// An attempt handed to a worker.
@@ -214,7 +216,13 @@ impl Core {
         for record in records {
             self.counts[TaskStatus::Queued.index()] += 1;
             self.queue.push(record.spec.priority, record.id);
-            self.tasks.insert(record.id, Entry { record, run: None });
+            self.tasks.insert(
+                record.id,
+                Entry {
+                    record: Arc::new(record),
+                    run: None,
+                },
+            );
         }
     }
 
@@ -226,6 +234,7 @@ impl Core {
         for mut record in records {
             let rule = policy::recovery(record.status, record.attempts, record.spec.max_retries);
             self.counts[record.status.index()] += 1;
+            let mut changed = None;
             match rule {
                 Recovery::Keep => {
                     finished.push((record.id, record.finished_at_us.unwrap_or(0)));
@@ -238,10 +247,7 @@ impl Core {
                         }
                         record.retry_at_us = None;
                         Self::set_status(&mut self.counts, &mut record, TaskStatus::Queued);
-                        changes.push(Change {
-                            kind: EventKind::Requeued,
-                            record: record.clone(),
-                        });
+                        changed = Some(EventKind::Requeued);
                     }
                 }
                 Recovery::LostThenFail => {
@@ -251,11 +257,15 @@ impl Core {
                     record.finished_at_us = Some(now_us);
                     Self::set_status(&mut self.counts, &mut record, TaskStatus::Failed);
                     finished.push((record.id, now_us));
-                    changes.push(Change {
-                        kind: EventKind::Failed,
-                        record: record.clone(),
-                    });
+                    changed = Some(EventKind::Failed);
                 }
+            }
+            let record = Arc::new(record);
+            if let Some(kind) = changed {
+                changes.push(Change {
+                    kind,
+                    record: Arc::clone(&record),
+                });
             }
             self.tasks.insert(record.id, Entry { record, run: None });
         }
@@ -308,7 +318,7 @@ impl Core {
             if entry.record.status != TaskStatus::Queued {
                 continue;
             }
-            let record = &mut entry.record;
+            let record = Arc::make_mut(&mut entry.record);
             Self::set_status(&mut self.counts, record, TaskStatus::Running);
             record.attempts += 1;
             record.started_at_us = Some(now_us);
@@ -327,7 +337,7 @@ impl Core {
                 timeout: record.spec.timeout_ms.map(Duration::from_millis),
                 started: Change {
                     kind: EventKind::Started,
-                    record: record.clone(),
+                    record: Arc::clone(&entry.record),
                 },
                 cancel,
             });
@@ -351,7 +361,7 @@ impl Core {
     /// change, then calls [`Core::enqueue_if_queued`].
     pub fn retry_due(&mut self, id: TaskId, retry_at_us: i64) -> Option<Change> {
         let entry = self.tasks.get_mut(&id)?;
-        let record = &mut entry.record;
+        let record = Arc::make_mut(&mut entry.record);
         if record.status != TaskStatus::Retrying || record.retry_at_us != Some(retry_at_us) {
             return None;
         }
@@ -359,7 +369,7 @@ impl Core {
         Self::set_status(&mut self.counts, record, TaskStatus::Queued);
         Some(Change {
             kind: EventKind::Requeued,
-            record: record.clone(),
+            record: Arc::clone(&entry.record),
         })
     }
 
@@ -423,7 +433,7 @@ impl Core {
             return Err(RequestError::ShuttingDown);
         }
         let entry = self.tasks.get_mut(&id).ok_or(RequestError::NotFound(id))?;
-        let record = &mut entry.record;
+        let record = Arc::make_mut(&mut entry.record);
         if !matches!(record.status, TaskStatus::Failed | TaskStatus::Cancelled) {
             return Err(RequestError::NotRetryable {
                 id,
@@ -437,7 +447,7 @@ impl Core {
         Self::set_status(&mut self.counts, record, TaskStatus::Queued);
         Ok(Change {
             kind: EventKind::Requeued,
-            record: record.clone(),
+            record: Arc::clone(&entry.record),
         })
     }
 
@@ -450,7 +460,7 @@ impl Core {
     ) -> Option<Result<TaskRecord, ()>> {
         let entry = self.tasks.get(&id)?;
         if entry.record.status.is_final() {
-            return Some(Ok(entry.record.clone()));
+            return Some(Ok(TaskRecord::clone(&entry.record)));
         }
         self.waiters.entry(id).or_default().push(waiter);
         Some(Err(()))

@@ -1,6 +1,7 @@
 //! How attempts end: completion, failure with retry or not, timeout, a
 //! dying worker, shutdown put-back, and the retention of finished tasks.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{AttemptResult, Change, Core, Settled, WorkerId};
@@ -38,7 +39,7 @@ impl Core {
         let stop = run.cancel.reason();
         let (failure, succeeded) = match result {
             AttemptResult::Completed(value) => {
-                entry.record.result = Some(value);
+                Arc::make_mut(&mut entry.record).result = Some(value);
                 (None, true)
             }
             AttemptResult::Error(error) => {
@@ -165,7 +166,7 @@ impl Core {
         let Some(entry) = self.tasks.get_mut(&id) else {
             return;
         };
-        let record = &mut entry.record;
+        let record = Arc::make_mut(&mut entry.record);
         record.failures.push(AttemptFailure {
             attempt: record.attempts,
             kind,
@@ -181,7 +182,7 @@ impl Core {
             settled.retry_at = Some((now + delay, retry_at_us));
             settled.change = Some(Change {
                 kind: EventKind::Retrying,
-                record: record.clone(),
+                record: Arc::clone(&entry.record),
             });
         } else {
             self.finalize(id, TaskStatus::Failed, Some(message), now_us, settled);
@@ -194,14 +195,14 @@ impl Core {
             return;
         };
         entry.run = None;
-        let record = &mut entry.record;
+        let record = Arc::make_mut(&mut entry.record);
         record.attempts = record.attempts.saturating_sub(1);
         Self::set_status(&mut self.counts, record, TaskStatus::Queued);
         self.queue.push(record.spec.priority, id);
         settled.requeued = true;
         settled.change = Some(Change {
             kind: EventKind::Requeued,
-            record: record.clone(),
+            record: Arc::clone(&entry.record),
         });
     }
 
@@ -243,7 +244,7 @@ impl Core {
         let Some(entry) = self.tasks.get_mut(&id) else {
             return;
         };
-        let record = &mut entry.record;
+        let record = Arc::make_mut(&mut entry.record);
         record.finished_at_us = Some(now_us);
         record.retry_at_us = None;
         record.error = error;
@@ -259,7 +260,7 @@ impl Core {
         };
         settled.change = Some(Change {
             kind,
-            record: record.clone(),
+            record: Arc::clone(&entry.record),
         });
         settled.waiters = self.waiters.remove(&id).unwrap_or_default();
         self.finished.push_back((id, now_us));

@@ -1,5 +1,9 @@
 //! `taskdeck bench`: throughput and closed-loop latency of no-op tasks
-//! through the real scheduler, in-process.
+//! through the real scheduler, in-process, and (`http`) through the HTTP
+//! API.
+
+pub mod http;
+mod wire;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

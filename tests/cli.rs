@@ -1,0 +1,218 @@
+//! The `taskdeck` client commands against a real `taskdeck serve`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{WAIT, wait_until};
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+            .args([
+                "serve",
+                "--memory",
+                "--workers",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("taskdeck serve should start");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let url = line
+            .trim()
+            .strip_prefix("taskdeck listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+            .args(args)
+            .args(["--url", &self.url])
+            .env_remove("TASKDECK_TOKEN")
+            .output()
+            .expect("taskdeck should run")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn client_commands_drive_a_running_server() {
+    let server = Server::start(&[]);
+
+    let done = server.run(&[
+        "submit",
+        "mock_ml_task",
+        "300",
+        "Random Forest",
+        "--priority",
+        "7",
+        "--wait",
+    ]);
+    assert!(done.status.success(), "{}", text(&done));
+    let out = text(&done);
+    assert!(
+        out.contains("mock_ml_task completed") && out.contains("accuracy"),
+        "{out}"
+    );
+
+    let failed = server.run(&["submit", "fail", "3", "--retries", "0", "--wait"]);
+    assert!(!failed.status.success(), "a failed task fails the command");
+    assert!(
+        text(&failed).contains("planned failure 1 of 3"),
+        "{}",
+        text(&failed)
+    );
+
+    let submitted = server.run(&["submit", "sleep", "60000"]);
+    assert!(submitted.status.success(), "{}", text(&submitted));
+    let id = text(&submitted)
+        .trim()
+        .strip_prefix("submitted task ")
+        .expect("id line")
+        .to_owned();
+    assert!(wait_until(WAIT, || text(&server.run(&["status", &id]))
+        .contains("running")));
+    let cancelled = server.run(&["cancel", &id]);
+    assert!(
+        text(&cancelled).contains("asked it to stop"),
+        "{}",
+        text(&cancelled)
+    );
+    let waited = server.run(&["wait", &id, "--timeout", "20"]);
+    assert!(!waited.status.success());
+    assert!(text(&waited).contains("cancelled"), "{}", text(&waited));
+
+    let listed = server.run(&["list", "--status", "completed"]);
+    assert!(listed.status.success());
+    assert!(text(&listed).contains("mock_ml_task"), "{}", text(&listed));
+    let json_list = server.run(&["list", "--json", "--limit", "1"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json_list.stdout).expect("list --json");
+    assert_eq!(parsed["tasks"].as_array().map(Vec::len), Some(1));
+
+    let monitor = server.run(&["monitor"]);
+    assert!(monitor.status.success(), "{}", text(&monitor));
+    assert!(
+        text(&monitor).contains("Workers") && text(&monitor).contains("GPU"),
+        "{}",
+        text(&monitor)
+    );
+    let monitor_json = server.run(&["monitor", "--json"]);
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&monitor_json.stdout).expect("monitor --json");
+    assert_eq!(parsed["workers"]["total"], 2);
+
+    let mock = server.run(&["mock", "--count", "3", "--max-duration-ms", "1200"]);
+    assert!(mock.status.success(), "{}", text(&mock));
+    assert_eq!(text(&mock).matches("submitted task").count(), 3);
+
+    let retried = server.run(&["retry", "2"]);
+    assert!(retried.status.success(), "{}", text(&retried));
+}
+
+#[test]
+fn bad_input_is_a_plain_message_and_a_non_zero_exit() {
+    let server = Server::start(&[]);
+    for args in [
+        vec!["submit", "no_such_task"],
+        vec!["submit", "sleep", "soon"],
+        vec!["submit", "noop", "--priority", "12"],
+        vec!["status", "999"],
+        vec!["cancel", "999"],
+        vec!["submit", "noop", "--kwarg", "novalue"],
+    ] {
+        let output = server.run(&args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        let message = text(&output);
+        assert!(
+            message.contains("taskdeck: ") || message.contains("error:"),
+            "{args:?}: {message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+    }
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .args(["status", "1", "--url", "http://127.0.0.1:9"])
+        .output()
+        .expect("run");
+    assert!(!unreachable.status.success());
+    assert!(
+        text(&unreachable).contains("cannot reach the Taskdeck server"),
+        "{}",
+        text(&unreachable)
+    );
+}
+
+#[test]
+fn a_token_protected_server_needs_the_token_from_the_cli() {
+    let server = Server::start(&["--token", "hunter2"]);
+    let denied = server.run(&["list"]);
+    assert!(!denied.status.success());
+    assert!(text(&denied).contains("401"), "{}", text(&denied));
+    let allowed = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .args(["list", "--url", &server.url])
+        .env("TASKDECK_TOKEN", "hunter2")
+        .output()
+        .expect("run");
+    assert!(allowed.status.success(), "{}", text(&allowed));
+}
+
+#[test]
+fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .args(["serve", "--memory", "--listen", "0.0.0.0:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("TASKDECK_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("refusing to listen on 0.0.0.0"),
+        "{}",
+        text(&output)
+    );
+}
