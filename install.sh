@@ -110,9 +110,23 @@ build() {
     say "built $(pwd)/target/release/taskdeck"
 }
 
+# The Python client's tests need Python 3.9 or newer (standard library only).
+ensure_python() {
+    if ! command -v python3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        apt_install python3
+    fi
+    command -v python3 >/dev/null 2>&1 \
+        || die "python3 is missing; install Python 3.9 or newer and run ./install.sh again"
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' \
+        || die "python3 is $(python3 -V 2>&1); the Python client needs 3.9 or newer"
+}
+
 run_tests() {
-    say "running the tests"
+    say "running the Rust tests"
     cargo test --locked
+    say "running the Python client's tests against the real server"
+    local target="${CARGO_TARGET_DIR:-target}"
+    TASKDECK_BIN="$(cd "$target" && pwd)/debug/taskdeck" python3 -m unittest discover -s clients/python/tests -v
 }
 
 main() {
@@ -125,6 +139,7 @@ main() {
     esac
     ensure_build_tools
     ensure_rust
+    [ "$command" = test ] && ensure_python
     case "$command" in
         "") build ;;
         run) build; exec ./target/release/taskdeck serve "$@" ;;
