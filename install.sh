@@ -2,7 +2,8 @@
 # Sets up Taskdeck on Linux or macOS without asking questions, then builds it.
 #
 #   ./install.sh          install what is missing and build the release binary
-#   ./install.sh run      ... then start `taskdeck serve` (extra arguments are passed on)
+#   ./install.sh run      ... then open the Taskdeck window (`taskdeck serve` without a display;
+#                         extra arguments are passed on)
 #   ./install.sh test     ... then run the whole test suite
 #
 # Safe to run again: each step checks first and does nothing when already done.
@@ -41,6 +42,15 @@ apt_install() {
     fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
         || die "installing packages failed; run: sudo apt-get install -y ${missing[*]}"
+}
+
+# The window loads X11/Wayland, OpenGL and fontconfig at run time (no -dev
+# packages are needed to build); Xvfb, ImageMagick and xwininfo serve
+# scripts/screenshot.sh.
+ensure_window_libraries() {
+    [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null 2>&1 || return 0
+    apt_install libgl1-mesa-dri libegl1 libgl1 libxkbcommon-x11-0 libxcursor1 libxi6 \
+        libx11-xcb1 libfontconfig1 xvfb imagemagick x11-utils
 }
 
 # A C compiler builds the bundled SQLite.
@@ -134,15 +144,23 @@ main() {
     [ $# -gt 0 ] && shift
     case "$command" in
         ""|run|test) ;;
-        -h|--help|help) sed -n '2,8p' "$0"; exit 0 ;;
+        -h|--help|help) sed -n '2,9p' "$0"; exit 0 ;;
         *) die "unknown command '$command'; use: ./install.sh [run|test]" ;;
     esac
     ensure_build_tools
+    ensure_window_libraries
     ensure_rust
     [ "$command" = test ] && ensure_python
     case "$command" in
         "") build ;;
-        run) build; exec ./target/release/taskdeck serve "$@" ;;
+        run)
+            build
+            if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] || [ "$(uname -s)" = Darwin ]; then
+                exec ./target/release/taskdeck "$@"
+            fi
+            say "no display found; running headless (taskdeck serve)"
+            exec ./target/release/taskdeck serve "$@"
+            ;;
         test) run_tests ;;
     esac
 }

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod client;
 pub mod model;

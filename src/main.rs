@@ -5,28 +5,34 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use taskdeck::api::{self, ApiConfig, ApiServer};
+use taskdeck::api::{self, ApiConfig};
+use taskdeck::app::{self, Services};
 use taskdeck::bench::http::HttpBenchOptions;
 use taskdeck::bench::{self, BenchOptions};
 use taskdeck::client::{Client, commands};
-use taskdeck::runtime::{self, DATA_DIR_ENV, DB_FILE};
-use taskdeck::scheduler::{Backoff, Scheduler, SchedulerConfig, StoreMode, default_workers};
+use taskdeck::runtime::{self, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
+use taskdeck::scheduler::{Backoff, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
 use taskdeck::tasks::Registry;
-use taskdeck::telemetry::{Telemetry, TelemetryConfig};
 
 /// Taskdeck: a task scheduler with a durable queue, parallel workers,
 /// retries and timeouts.
+/// Without a command, `taskdeck` opens the desktop window, which runs the
+/// scheduler, its workers and the HTTP API in one process (same flags as
+/// `serve`).
 #[derive(Debug, Parser)]
-#[command(name = "taskdeck", version, arg_required_else_help = true)]
+#[command(name = "taskdeck", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    window: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +249,20 @@ struct BenchArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        None => window(cli.window),
+        Some(command) => run_command(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("taskdeck: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => serve(args),
         Command::Submit(args) => submit(args),
         Command::Status(args) => {
@@ -264,17 +284,17 @@ fn main() -> ExitCode {
             commands::mock(&args.remote.client(), args.count, args.max_duration_ms)
         }
         Command::Bench(args) => bench(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("taskdeck: {error:#}");
-            ExitCode::FAILURE
-        }
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Everything `serve` and the window share, from their flags.
+struct Prepared {
+    stack: StackConfig,
+    data_dir: PathBuf,
+    grace: Duration,
+}
+
+fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
     let ServeArgs {
         store,
         listen,
@@ -290,7 +310,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("--grace must be a number of seconds, zero or more");
     }
     let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
-    let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
     let mode = if store.memory {
         StoreMode::Memory
     } else {
@@ -307,55 +326,103 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         base: Duration::from_millis(retry_delay_ms),
         ..Backoff::default()
     };
-    let signals = runtime::stop_signals()?;
-    let telemetry = Arc::new(
-        Telemetry::start(TelemetryConfig::default()).context("cannot start resource sampling")?,
-    );
-    let scheduler = Scheduler::start(config, Registry::with_builtins())
-        .context("cannot start the scheduler")?;
-    let api_config = ApiConfig {
+    let api = ApiConfig {
         listen,
         token,
         threads: usize::from(http_threads),
         ..ApiConfig::default()
     };
-    let resources = {
-        let telemetry = Arc::clone(&telemetry);
-        Arc::new(move || telemetry.latest())
-    };
-    let server = match ApiServer::start(api_config, scheduler.clone(), resources) {
-        Ok(server) => server,
-        Err(error) => {
-            // Nothing ran yet; give the database back before reporting.
-            let _ = scheduler.shutdown();
-            return Err(error.into());
-        }
-    };
+    Ok(Prepared {
+        stack: StackConfig {
+            scheduler: config,
+            api: Some(api),
+        },
+        grace: Duration::from_secs_f64(grace),
+        data_dir,
+    })
+}
+
+fn exit_now() {
+    eprintln!(
+        "taskdeck: second stop signal; exiting now (unfinished tasks run again at the next start)"
+    );
+    std::process::exit(130);
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let Prepared {
+        stack,
+        data_dir,
+        grace,
+    } = prepare(args)?;
+    let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
+    let signals = runtime::stop_signals()?;
+    let stack = Stack::start(stack, Registry::with_builtins())?;
+    let url = stack.url().unwrap_or_default();
     // The one line on stdout: scripts and tests read the address from it.
-    println!("taskdeck listening on {}", server.url());
+    println!("taskdeck listening on {url}");
     std::io::stdout().flush().ok();
     tracing::info!(
-        workers = scheduler.config().workers,
-        db = %scheduler.db_path().map_or("(memory)".into(), |p| p.display().to_string()),
+        workers = stack.scheduler.config().workers,
+        db = %stack.scheduler.db_path().map_or("(memory)".into(), |p| p.display().to_string()),
         data_dir = %data_dir.display(),
-        url = %server.url(),
+        %url,
         "taskdeck serving; press Ctrl-C to stop"
     );
-    let report = runtime::serve_until_stopped(&scheduler, &signals, || {
-        eprintln!(
-            "taskdeck: second stop signal; exiting now (unfinished tasks run again at the next start)"
-        );
-        std::process::exit(130);
-    });
-    server.shutdown();
-    telemetry.stop();
-    let report = report?;
+    runtime::wait_for_stop(&signals, grace, exit_now);
+    let report = stack.shutdown()?;
     tracing::info!(
         put_back = report.put_back,
         left_queued = report.left_queued,
         "taskdeck stopped"
     );
     Ok(())
+}
+
+fn window(args: ServeArgs) -> anyhow::Result<()> {
+    let Prepared {
+        stack, data_dir, ..
+    } = prepare(args)?;
+    let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
+    let signals = runtime::stop_signals()?;
+    let stack = Stack::start(stack, Registry::with_builtins())?;
+    let close = Arc::new(AtomicBool::new(false));
+    {
+        // The first Ctrl-C closes the window gracefully, a second exits.
+        let close = Arc::clone(&close);
+        let signals_for_second = signals.clone();
+        std::thread::Builder::new()
+            .name("taskdeck-signal-first".into())
+            .spawn(move || {
+                if signals.recv().is_ok() {
+                    close.store(true, Ordering::Release);
+                    runtime::watch_second_signal(&signals_for_second, exit_now);
+                }
+            })
+            .context("cannot watch for stop signals")?;
+    }
+    let services = Services {
+        scheduler: stack.scheduler.clone(),
+        samples: Some(stack.telemetry.subscribe()),
+        past_samples: stack.scheduler.take_past_resource_samples(),
+        http_url: stack.url(),
+        data_dir: Some(data_dir),
+    };
+    if let Some(url) = stack.url() {
+        // As with `serve`, one line on stdout tells scripts where the API is.
+        println!("taskdeck listening on {url}");
+        std::io::stdout().flush().ok();
+    }
+    tracing::info!(url = ?stack.url(), "taskdeck window open");
+    let shown = app::run(services, close);
+    // Closing the window stops like Ctrl-C on `taskdeck serve`.
+    let report = stack.shutdown()?;
+    tracing::info!(
+        put_back = report.put_back,
+        left_queued = report.left_queued,
+        "taskdeck stopped"
+    );
+    shown.map_err(Into::into)
 }
 
 fn submit(args: SubmitArgs) -> anyhow::Result<()> {

@@ -10,7 +10,12 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::scheduler::{Scheduler, ShutdownReport};
+use std::sync::Arc;
+
+use crate::api::{ApiConfig, ApiServer, ApiStartError};
+use crate::scheduler::{Scheduler, SchedulerConfig, ShutdownReport, StartError};
+use crate::tasks::Registry;
+use crate::telemetry::{Telemetry, TelemetryConfig, TelemetryError};
 
 /// Environment variable that overrides the data directory.
 pub const DATA_DIR_ENV: &str = "TASKDECK_DATA_DIR";
@@ -44,6 +49,94 @@ pub enum RuntimeError {
     /// Ctrl-C/SIGTERM handling cannot be installed.
     #[error("cannot install the signal handler: {0}")]
     Signal(#[from] ctrlc::Error),
+    /// The scheduler did not start.
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(#[from] StartError),
+    /// The HTTP listener did not start.
+    #[error(transparent)]
+    Api(#[from] ApiStartError),
+    /// Resource sampling did not start.
+    #[error("cannot start resource sampling: {0}")]
+    Telemetry(#[from] TelemetryError),
+}
+
+/// What [`Stack::start`] starts.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The engine.
+    pub scheduler: SchedulerConfig,
+    /// The HTTP listener; none runs without one.
+    pub api: Option<ApiConfig>,
+}
+
+/// The running parts of a Taskdeck process: scheduler, resource sampling
+/// and the HTTP listener. `taskdeck serve` and the window both run one.
+pub struct Stack {
+    /// The engine.
+    pub scheduler: Scheduler,
+    /// Resource sampling.
+    pub telemetry: Arc<Telemetry>,
+    /// The HTTP listener, when running.
+    pub server: Option<ApiServer>,
+}
+
+impl Stack {
+    /// Starts telemetry, the scheduler (recovering its store) and the
+    /// listener, in that order; on failure, stops what started.
+    pub fn start(config: StackConfig, registry: Registry) -> Result<Self, RuntimeError> {
+        let telemetry = Arc::new(Telemetry::start(TelemetryConfig::default())?);
+        let scheduler = match Scheduler::start(config.scheduler, registry) {
+            Ok(scheduler) => scheduler,
+            Err(error) => {
+                telemetry.stop();
+                return Err(error.into());
+            }
+        };
+        let server = match config.api {
+            None => None,
+            Some(api) => {
+                let source = {
+                    let telemetry = Arc::clone(&telemetry);
+                    Arc::new(move || telemetry.latest())
+                };
+                match ApiServer::start(api, scheduler.clone(), source) {
+                    Ok(server) => Some(server),
+                    Err(error) => {
+                        // Nothing ran yet; give the database back before reporting.
+                        let _ = scheduler.shutdown();
+                        telemetry.stop();
+                        return Err(error.into());
+                    }
+                }
+            }
+        };
+        Ok(Self {
+            scheduler,
+            telemetry,
+            server,
+        })
+    }
+
+    /// The URL HTTP clients should use, when the listener runs.
+    pub fn url(&self) -> Option<String> {
+        self.server.as_ref().map(ApiServer::url)
+    }
+
+    /// Stops in reverse order: the listener (answering waiting long polls),
+    /// the scheduler (graceful, see [`Scheduler::shutdown`]), telemetry.
+    pub fn shutdown(self) -> Result<ShutdownReport, crate::store::StoreError> {
+        let Self {
+            scheduler,
+            telemetry,
+            server,
+        } = self;
+        if let Some(server) = server {
+            server.shutdown();
+        }
+        let report = scheduler.shutdown();
+        telemetry.stop();
+        report
+    }
 }
 
 /// The data directory: the override if given, else the platform's user data
@@ -114,27 +207,34 @@ pub fn stop_signals() -> Result<Receiver<()>, RuntimeError> {
     Ok(rx)
 }
 
-/// Runs until the first stop signal, then shuts the scheduler down
-/// gracefully. A second signal during shutdown is reported by `on_second`.
-pub fn serve_until_stopped(
-    scheduler: &Scheduler,
+/// Blocks until the first stop signal, then watches for a second one in the
+/// background and calls `on_second` if it comes (the caller then exits at
+/// once). `grace` is only reported.
+pub fn wait_for_stop(
     signals: &Receiver<()>,
+    grace: std::time::Duration,
     on_second: impl FnOnce() + Send + 'static,
-) -> Result<ShutdownReport, crate::store::StoreError> {
+) {
     // Only a dropped sender ends the wait without a signal; stop then too.
     let _ = signals.recv();
     tracing::info!(
-        grace_secs = scheduler.config().shutdown_grace.as_secs_f64(),
+        grace_secs = grace.as_secs_f64(),
         "stop requested; finishing running tasks (press Ctrl-C again to exit at once)"
     );
+    watch_second_signal(signals, on_second);
+}
+
+/// Calls `on_second` when another stop signal arrives.
+pub fn watch_second_signal(signals: &Receiver<()>, on_second: impl FnOnce() + Send + 'static) {
     let second = signals.clone();
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("taskdeck-signal".into())
         .spawn(move || {
             if second.recv().is_ok() {
                 on_second();
             }
-        })
-        .ok();
-    scheduler.shutdown()
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot watch for a second stop signal");
+    }
 }

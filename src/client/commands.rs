@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 
 use super::Client;
-use crate::tasks::{CV_OPERATIONS, ML_ALGORITHMS};
+use crate::tasks::random_mock_spec;
 
 /// Longest single long poll the server allows.
 const POLL_CHUNK_S: f64 = 300.0;
@@ -226,17 +226,10 @@ pub fn print_monitoring(m: &Value) {
     );
 }
 
-/// A random mock ML or CV task the way the user's old script made them:
-/// either kind, a random algorithm or operation, 1,000 ms to `max_ms`.
+/// A random mock ML or CV task (see [`random_mock_spec`]) as a submission.
 pub fn random_mock(rng: &mut fastrand::Rng, max_ms: u64) -> Value {
-    let duration = rng.u64(1_000.min(max_ms)..=max_ms.max(1));
-    if rng.bool() {
-        let algorithm = ML_ALGORITHMS[rng.usize(..ML_ALGORITHMS.len())];
-        json!({ "task": "mock_ml_task", "args": [duration, algorithm] })
-    } else {
-        let operation = CV_OPERATIONS[rng.usize(..CV_OPERATIONS.len())];
-        json!({ "task": "mock_cv_task", "args": [duration, operation] })
-    }
+    let spec = random_mock_spec(rng, max_ms);
+    json!({ "task": spec.name, "args": spec.args })
 }
 
 /// `taskdeck mock`: submits `count` random mock tasks; prints their ids.

@@ -1,10 +1,10 @@
 //! Samples of the machine's resources, as the telemetry thread produces
 //! them and the window, the HTTP API and reports read them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One reading of the machine's resources.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceSample {
     /// When it was taken, microseconds since the epoch.
     pub at_us: i64,
@@ -39,7 +39,7 @@ pub fn percent(used: u64, total: u64) -> f64 {
 }
 
 /// Space on one mounted disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskSample {
     /// Mount point, e.g. `/`.
     pub mount: String,
@@ -50,7 +50,7 @@ pub struct DiskSample {
 }
 
 /// What is known of the GPUs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum GpuState {
     /// NVML answered; one entry per device (possibly none).
@@ -66,7 +66,7 @@ pub enum GpuState {
 }
 
 /// One GPU's reading.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuSample {
     /// Device index as NVML numbers it.
     pub index: u32,

@@ -33,10 +33,11 @@ pub use policy::Backoff;
 pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerState};
 
 use self::core::{Change, Core, Settled, WorkerId};
-use crate::model::{Event, EventKind, TaskId, TaskRecord, TaskSpec, now_us};
+use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskRecord, TaskSpec, now_us};
 use crate::store::{Recovered, Retention, Store, StoreError};
 use crate::tasks::{Registry, SpecError};
 use events::EventBus;
+pub use events::Waker;
 use metrics::Metrics;
 use timer::Timer;
 
@@ -157,6 +158,8 @@ struct Inner {
     exited: (Sender<WorkerId>, Receiver<WorkerId>),
     started: Instant,
     config: SchedulerConfig,
+    /// Resource samples the store held at start, handed out once.
+    past_samples: Mutex<Vec<ResourceSample>>,
 }
 
 impl Inner {
@@ -293,7 +296,7 @@ impl Scheduler {
                 None,
                 Recovered {
                     next_id: 1,
-                    tasks: Vec::new(),
+                    ..Recovered::default()
                 },
             ),
             StoreMode::File(path) => {
@@ -301,7 +304,11 @@ impl Scheduler {
                 (Some(store), recovered)
             }
         };
-        let Recovered { next_id, tasks } = recovered;
+        let Recovered {
+            next_id,
+            tasks,
+            samples,
+        } = recovered;
         let recovered_count = tasks.len();
         let mut core = Core::new(config.workers, config.retention, config.backoff);
         let changes = core.recover(tasks, now_us());
@@ -326,6 +333,7 @@ impl Scheduler {
             exited: crossbeam_channel::unbounded(),
             started: Instant::now(),
             config,
+            past_samples: Mutex::new(samples),
         });
         let changed = changes.len();
         for change in changes {
@@ -517,7 +525,13 @@ impl Scheduler {
 
     /// A receiver of every lifecycle event from now on.
     pub fn subscribe(&self) -> Receiver<Event> {
-        self.inner.events.subscribe()
+        self.inner.events.subscribe(None)
+    }
+
+    /// Like [`Scheduler::subscribe`], calling `waker` after each event sent
+    /// (cheap and non-blocking, e.g. a flag plus a repaint request).
+    pub fn subscribe_with_waker(&self, waker: Waker) -> Receiver<Event> {
+        self.inner.events.subscribe(Some(waker))
     }
 
     /// Changes the number of workers while running. Surplus workers finish
@@ -569,6 +583,20 @@ impl Scheduler {
     /// counts at each bound (microseconds).
     pub fn latency_buckets(&self, bounds_us: &[u64]) -> LatencyBuckets {
         self.inner.metrics.lock().latency_buckets(bounds_us)
+    }
+
+    /// Persists a resource sample (with a durable store), so the window's
+    /// history survives a restart; written in the next group commit.
+    pub fn save_resource_sample(&self, sample: &ResourceSample) {
+        if let Some(store) = &self.inner.store {
+            store.save_sample(sample);
+        }
+    }
+
+    /// The resource samples of the last hour that the store held at start,
+    /// oldest first; the first call takes them, later calls get none.
+    pub fn take_past_resource_samples(&self) -> Vec<ResourceSample> {
+        std::mem::take(&mut *self.inner.past_samples.lock())
     }
 
     /// The database file, when persisting.

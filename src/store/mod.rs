@@ -4,7 +4,9 @@
 //! ([`Store::insert`]) wait for their rows to be committed; status changes
 //! ([`Store::save`]) are written asynchronously, and the newest version of a
 //! task always wins, whatever order the writes arrive in. Concurrent callers
-//! share commits (group commit, see the `writer` submodule).
+//! share commits (group commit, see the `writer` submodule). Resource samples
+//! ([`Store::save_sample`]) are written the same way and kept for
+//! [`SAMPLE_RETENTION`], so the window's plots survive a restart.
 //!
 //! Durability: the database runs in WAL mode with `synchronous=FULL`, so a
 //! commit is on disk when it returns. A task whose [`Store::insert`] returned
@@ -17,14 +19,18 @@
 //! neither empty nor marked with [`APPLICATION_ID`].
 //!
 //! Layout: `schema` opens and migrates, `rows` maps records to rows,
-//! `writer` runs the writer thread, `retention` purges old history.
+//! `samples` maps resource samples to rows, `writer` runs the writer thread,
+//! `retention` purges old history.
 //! Depends only on [`crate::model`].
 
 mod retention;
 mod rows;
+mod samples;
 mod schema;
 mod writer;
 
+#[cfg(test)]
+mod sample_tests;
 #[cfg(test)]
 mod tests;
 
@@ -40,9 +46,12 @@ use parking_lot::{Mutex, RwLock};
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
-use crate::model::{TaskRecord, now_us};
+use crate::model::{ResourceSample, TaskRecord, now_us};
 use rows::TaskUpdate;
 use writer::{Op, Writer};
+
+/// How long resource samples are kept: the window plots at most an hour.
+pub const SAMPLE_RETENTION: Duration = Duration::from_secs(60 * 60);
 
 /// How much finished-task history to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +133,8 @@ pub struct Recovered {
     pub next_id: u64,
     /// Every unfinished task and the retained finished ones, by id.
     pub tasks: Vec<TaskRecord>,
+    /// The resource samples of the last [`SAMPLE_RETENTION`], oldest first.
+    pub samples: Vec<ResourceSample>,
 }
 
 /// Handle to the store's writer thread.
@@ -148,7 +159,8 @@ pub struct Store {
 
 impl Store {
     /// Opens or creates the database at `path` (and its parent directories),
-    /// purges finished tasks beyond `retention` and returns what is stored.
+    /// purges finished tasks beyond `retention` and samples older than
+    /// [`SAMPLE_RETENTION`], and returns what is stored.
     ///
     /// Fails with [`StoreError::Locked`] when another store holds the file,
     /// [`StoreError::NotTaskdeck`] when it holds something else, and
@@ -171,16 +183,21 @@ impl Store {
         };
         let now = now_us();
         let purged = retention::purge(&mut conn, &retention, now).map_err(open_error)?;
+        let sample_cutoff_us = samples::cutoff_us(SAMPLE_RETENTION, now);
+        let purged_samples = samples::purge(&conn, sample_cutoff_us).map_err(open_error)?;
         let rows::Loaded {
             mut records,
             next_id,
         } = rows::load(&conn).map_err(open_error)?;
         retention::retain(&mut records, &retention, now);
+        let recent_samples = samples::load(&conn, sample_cutoff_us).map_err(open_error)?;
         tracing::info!(
             path = %path.display(),
             tasks = records.len(),
             next_id,
             purged,
+            samples = recent_samples.len(),
+            purged_samples,
             "opened the task database"
         );
         let (ops, receiver) = crossbeam_channel::unbounded();
@@ -202,6 +219,7 @@ impl Store {
         let recovered = Recovered {
             next_id,
             tasks: records,
+            samples: recent_samples,
         };
         Ok((store, recovered))
     }
@@ -235,6 +253,19 @@ impl Store {
             && !self.closed_logged.swap(true, Ordering::Relaxed)
         {
             tracing::error!(id = %record.id, "the store's writer has stopped; task updates are lost");
+        }
+    }
+
+    /// Queues a resource sample, written with the next group commit and kept
+    /// for [`SAMPLE_RETENTION`].
+    ///
+    /// Fire-and-forget like [`Store::save`]: the sample is copied here and
+    /// encoded on the writer thread; write errors are logged, not returned.
+    pub fn save_sample(&self, sample: &ResourceSample) {
+        if self.send(Op::Sample(sample.clone())).is_err()
+            && !self.closed_logged.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!("the store's writer has stopped; resource samples are lost");
         }
     }
 

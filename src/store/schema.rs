@@ -20,14 +20,14 @@ use super::StoreError;
 pub const APPLICATION_ID: i32 = 0x5444_4B31;
 
 /// The schema version this build writes, kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another connection (a
 /// reader such as the `sqlite3` shell) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations; entry `n` takes a database from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // Version 1: one row per task, one column per record field. JSON columns
     // hold the spec's arguments, the failure list and the result. There are
     // no secondary indexes: recovery reads every row in id order (the rowid),
@@ -52,6 +52,13 @@ const MIGRATIONS: [&str; 1] = [
         result TEXT,
         error TEXT,
         version INTEGER NOT NULL
+    ) STRICT;",
+    // Version 2: the last hour of resource samples, so the window's plots
+    // survive a restart. One JSON document per sample, keyed by its time;
+    // the purge deletes by a range of that key.
+    "CREATE TABLE resource_samples (
+        at_us INTEGER PRIMARY KEY,
+        sample TEXT NOT NULL
     ) STRICT;",
 ];
 

@@ -5,7 +5,8 @@
 //! that are already waiting, writes them all in one transaction and only
 //! then answers the waiters, so concurrent submitters share one commit (and
 //! one fsync). Within a batch inserts go first, in arrival order; updates
-//! follow, coalesced per task to the highest version.
+//! follow, coalesced per task to the highest version; resource samples come
+//! last. Updates and samples are one unit: nobody waits for either.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -16,8 +17,8 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::rows::{self, INSERT_SQL, TaskUpdate, UPDATE_SQL};
-use super::{Retention, StoreError, retention};
-use crate::model::{TaskId, TaskRecord, now_us};
+use super::{Retention, SAMPLE_RETENTION, StoreError, retention, samples};
+use crate::model::{ResourceSample, TaskId, TaskRecord, now_us};
 
 /// Most operations drained into one batch after the one that woke the writer.
 const MAX_BATCH_OPS: usize = 8192;
@@ -40,6 +41,8 @@ pub(super) enum Op {
     },
     /// Changed fields of a stored task; nobody waits for it.
     Update(TaskUpdate),
+    /// A resource sample to keep for an hour; nobody waits for it.
+    Sample(ResourceSample),
     /// A request to answer once everything sent before it is committed.
     Flush(Reply),
 }
@@ -91,12 +94,19 @@ impl Writer {
         }
     }
 
-    /// Deletes finished tasks beyond the retention.
+    /// Deletes finished tasks beyond the retention and resource samples
+    /// older than [`SAMPLE_RETENTION`].
     fn purge(&mut self) {
-        match retention::purge(&mut self.conn, &self.retention, now_us()) {
+        let now = now_us();
+        match retention::purge(&mut self.conn, &self.retention, now) {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "purged finished tasks beyond the retention"),
             Err(error) => tracing::error!(%error, "purging finished tasks failed"),
+        }
+        match samples::purge(&self.conn, samples::cutoff_us(SAMPLE_RETENTION, now)) {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "purged resource samples older than an hour"),
+            Err(error) => tracing::error!(%error, "purging old resource samples failed"),
         }
     }
 }
@@ -116,6 +126,8 @@ struct Batch {
     inserts: Vec<InsertGroup>,
     /// The newest update per task.
     updates: HashMap<TaskId, TaskUpdate>,
+    /// Resource samples in arrival order.
+    samples: Vec<ResourceSample>,
     /// Flush callers waiting for this commit.
     flushes: Vec<Reply>,
 }
@@ -135,6 +147,7 @@ impl Batch {
                     slot.insert(update);
                 }
             },
+            Op::Sample(sample) => self.samples.push(sample),
             Op::Flush(reply) => self.flushes.push(reply),
         }
     }
@@ -145,21 +158,26 @@ impl Batch {
     /// in it, each insert call and then the updates are retried in their own
     /// transactions, so that one bad insert (a duplicate id, say) fails only
     /// its own caller. Insert failures go to their callers alone. Update
-    /// failures are logged here, once per failed transaction, since nobody
-    /// waits for updates, and flush callers in the batch get them as an
-    /// error, since what they waited for was not written.
+    /// (and sample) failures are logged here, once per failed transaction,
+    /// since nobody waits for them, and flush callers in the batch get them
+    /// as an error, since what they waited for was not written.
     fn commit(self, conn: &mut Connection) {
         let Self {
             inserts,
             updates,
+            samples,
             flushes,
         } = self;
         let mut updates: Vec<TaskUpdate> = updates.into_values().collect();
         updates.sort_unstable_by_key(|update| update.id);
         let groups: Vec<&[TaskRecord]> = inserts.iter().map(|group| &group.records[..]).collect();
-        let units = inserts.len() + usize::from(!updates.is_empty());
+        let unattended = Unattended {
+            updates: &updates,
+            samples: &samples,
+        };
+        let units = inserts.len() + usize::from(!unattended.is_empty());
         let mut lost_updates: Option<Arc<rusqlite::Error>> = None;
-        match write(conn, &groups, &updates) {
+        match write(conn, &groups, unattended) {
             Ok(()) => {
                 for group in &inserts {
                     answer(&group.reply, Ok(()));
@@ -170,23 +188,23 @@ impl Batch {
                 for group in &inserts {
                     answer(&group.reply, Err(StoreError::Write(Arc::clone(&error))));
                 }
-                if !updates.is_empty() {
-                    log_update_failure(updates.len(), &error);
+                if !unattended.is_empty() {
+                    unattended.log_failure(&error);
                     lost_updates = Some(error);
                 }
             }
             Err(error) => {
                 tracing::debug!(%error, units, "group commit failed; retrying each caller's writes alone");
                 for group in &inserts {
-                    let result = write(conn, &[&group.records], &[])
+                    let result = write(conn, &[&group.records], Unattended::NONE)
                         .map_err(|error| StoreError::Write(Arc::new(error)));
                     answer(&group.reply, result);
                 }
-                if !updates.is_empty()
-                    && let Err(error) = write(conn, &[], &updates)
+                if !unattended.is_empty()
+                    && let Err(error) = write(conn, &[], unattended)
                 {
                     let error = Arc::new(error);
-                    log_update_failure(updates.len(), &error);
+                    unattended.log_failure(&error);
                     lost_updates = Some(error);
                 }
             }
@@ -201,13 +219,49 @@ impl Batch {
     }
 }
 
-/// Writes insert groups, then updates, in one transaction; on error the
-/// transaction rolls back and nothing of it is stored.
+/// The writes of a batch that nobody waits for: task updates and samples.
+#[derive(Clone, Copy)]
+struct Unattended<'a> {
+    /// Task updates, by id.
+    updates: &'a [TaskUpdate],
+    /// Resource samples, in arrival order.
+    samples: &'a [ResourceSample],
+}
+
+impl Unattended<'_> {
+    /// Nothing to write.
+    const NONE: Unattended<'static> = Unattended {
+        updates: &[],
+        samples: &[],
+    };
+
+    /// Whether there is nothing to write.
+    fn is_empty(self) -> bool {
+        self.updates.is_empty() && self.samples.is_empty()
+    }
+
+    /// Reports writes that failed; nobody waits for them.
+    fn log_failure(self, error: &rusqlite::Error) {
+        tracing::error!(
+            %error,
+            updates = self.updates.len(),
+            samples = self.samples.len(),
+            "writing task updates and resource samples to the database failed; they are lost"
+        );
+    }
+}
+
+/// Writes insert groups, then updates, then samples, in one transaction; on
+/// error the transaction rolls back and nothing of it is stored.
 fn write(
     conn: &mut Connection,
     groups: &[&[TaskRecord]],
-    updates: &[TaskUpdate],
+    unattended: Unattended<'_>,
 ) -> rusqlite::Result<()> {
+    let Unattended {
+        updates,
+        samples: new_samples,
+    } = unattended;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if groups.iter().any(|group| !group.is_empty()) {
         let mut stmt = tx.prepare_cached(INSERT_SQL)?;
@@ -221,6 +275,12 @@ fn write(
             rows::update(&mut stmt, update)?;
         }
     }
+    if !new_samples.is_empty() {
+        let mut stmt = tx.prepare_cached(samples::INSERT_SQL)?;
+        for sample in new_samples {
+            samples::insert(&mut stmt, sample)?;
+        }
+    }
     tx.commit()
 }
 
@@ -229,11 +289,6 @@ fn answer(reply: &Reply, result: Result<(), StoreError>) {
     // The caller blocks on this reply; it can only be gone if its thread
     // died, and then nobody is left to tell.
     let _ = reply.send(result);
-}
-
-/// Reports updates that could not be written; nobody waits for them.
-fn log_update_failure(count: usize, error: &rusqlite::Error) {
-    tracing::error!(%error, count, "writing task updates to the database failed; they are lost");
 }
 
 #[cfg(test)]

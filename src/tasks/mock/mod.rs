@@ -46,6 +46,25 @@ pub const CV_OPERATIONS: &[&str] = &[
     "Gender and Age Prediction",
 ];
 
+/// Shortest duration of a random mock task, in ms.
+pub const RANDOM_MIN_MS: u64 = 1_000;
+/// Longest duration of a random mock task by default, in ms.
+pub const RANDOM_MAX_MS: u64 = 20_000;
+
+/// A random mock task the way the user's old demo script made them: either
+/// kind, a random algorithm or operation, `RANDOM_MIN_MS` to `max_ms` long.
+pub fn random_mock_spec(rng: &mut fastrand::Rng, max_ms: u64) -> crate::model::TaskSpec {
+    let max_ms = max_ms.max(1);
+    let duration = rng.u64(RANDOM_MIN_MS.min(max_ms)..=max_ms);
+    if rng.bool() {
+        let algorithm = ML_ALGORITHMS[rng.usize(..ML_ALGORITHMS.len())];
+        crate::model::TaskSpec::new("mock_ml_task", vec![duration.into(), algorithm.into()])
+    } else {
+        let operation = CV_OPERATIONS[rng.usize(..CV_OPERATIONS.len())];
+        crate::model::TaskSpec::new("mock_cv_task", vec![duration.into(), operation.into()])
+    }
+}
+
 /// Runs the mock ML job: trains a small model on synthetic data for about
 /// `duration` and summarises the fit. Unknown algorithm names train the
 /// classifier kernel; the result's `kernel` field says which kernel ran.

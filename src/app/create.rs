@@ -1,0 +1,296 @@
+//! The "Create task" form: a registered task type, its arguments, priority,
+//! retries and timeout, validated before it is submitted.
+
+use eframe::egui::{self, RichText, Ui};
+
+use super::state::Action;
+use super::theme::Theme;
+use crate::client::commands::parse_arg;
+use crate::model::{PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskSpec};
+use crate::tasks::Registry;
+
+/// The form's fields; the app owns it and keeps it between openings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateForm {
+    /// Shown?
+    pub is_open: bool,
+    /// Chosen task type.
+    pub task: String,
+    /// One text per parameter of the chosen type (JSON, or plain text).
+    pub params: Vec<String>,
+    /// Extra positional arguments as a JSON array, for types that take them.
+    pub extra: String,
+    /// 0-9.
+    pub priority: u8,
+    /// Retries after a failed attempt.
+    pub retries: u32,
+    /// Whether an attempt has a time limit.
+    pub timeout_enabled: bool,
+    /// The limit in seconds.
+    pub timeout_s: f64,
+    /// Why the last submit was refused.
+    pub error: Option<String>,
+}
+
+impl Default for CreateForm {
+    fn default() -> Self {
+        Self {
+            is_open: false,
+            task: String::new(),
+            params: Vec::new(),
+            extra: String::new(),
+            priority: PRIORITY_DEFAULT,
+            retries: RETRIES_DEFAULT,
+            timeout_enabled: false,
+            timeout_s: 60.0,
+            error: None,
+        }
+    }
+}
+
+impl CreateForm {
+    /// Opens the form with the last values.
+    pub fn open(&mut self) {
+        self.is_open = true;
+        self.error = None;
+    }
+
+    /// Closes it after a successful submit and clears the arguments.
+    pub fn submitted(&mut self) {
+        self.is_open = false;
+        self.error = None;
+        self.params.iter_mut().for_each(String::clear);
+        self.extra.clear();
+    }
+
+    /// Builds and validates the spec the fields describe.
+    ///
+    /// Rules:
+    /// - a task type must be chosen;
+    /// - an empty parameter field leaves the parameter out (its default
+    ///   applies, or the registry reports it missing);
+    /// - a field is read as JSON when it is JSON, else as text;
+    /// - the registry checks types and arity, exactly as for any submit.
+    pub fn build(&self, registry: &Registry) -> Result<TaskSpec, String> {
+        let def = registry
+            .get(&self.task)
+            .ok_or_else(|| "choose a task type".to_owned())?;
+        let mut spec = TaskSpec::new(self.task.clone(), Vec::new())
+            .priority(self.priority)
+            .max_retries(self.retries);
+        let mut positional = true;
+        for (param, text) in def.signature.params.iter().zip(&self.params) {
+            let text = text.trim();
+            if text.is_empty() {
+                positional = false;
+                continue;
+            }
+            if positional {
+                spec.args.push(parse_arg(text));
+            } else {
+                spec.kwargs.insert(param.name.clone(), parse_arg(text));
+            }
+        }
+        if def.signature.rest.is_some() && !self.extra.trim().is_empty() {
+            match serde_json::from_str::<serde_json::Value>(&self.extra) {
+                Ok(serde_json::Value::Array(values)) if positional => spec.args.extend(values),
+                Ok(serde_json::Value::Array(_)) => {
+                    return Err("fill every parameter before adding extra arguments".into());
+                }
+                _ => return Err("extra arguments must be a JSON array, e.g. [1, \"two\"]".into()),
+            }
+        }
+        if self.timeout_enabled {
+            if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
+                return Err("the timeout must be more than 0 seconds".into());
+            }
+            spec.timeout_ms = Some((self.timeout_s * 1000.0).ceil() as u64);
+        }
+        registry.validate(&spec).map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+
+    fn choose(&mut self, registry: &Registry, name: &str) {
+        if self.task != name {
+            self.task = name.to_owned();
+            let count = registry.get(name).map_or(0, |d| d.signature.params.len());
+            self.params = vec![String::new(); count];
+            self.error = None;
+        }
+    }
+
+    /// Shows the form when open; returns the submit it asks for.
+    pub fn ui(&mut self, ui: &mut Ui, registry: &Registry, theme: Theme) -> Option<Action> {
+        if !self.is_open {
+            return None;
+        }
+        if self.task.is_empty()
+            && let Some(first) = registry.iter().next()
+        {
+            let name = first.name.clone();
+            self.choose(registry, &name);
+        }
+        let mut open = true;
+        let mut action = None;
+        egui::Window::new("Create task")
+            .open(&mut open)
+            .collapsible(false)
+            .resizable(false)
+            .default_width(420.0)
+            .show(ui.ctx(), |ui| {
+                action = self.form_ui(ui, registry, theme);
+            });
+        if !open {
+            self.is_open = false;
+        }
+        action
+    }
+
+    fn form_ui(&mut self, ui: &mut Ui, registry: &Registry, theme: Theme) -> Option<Action> {
+        let mut chosen = None;
+        egui::ComboBox::from_label("Task type")
+            .selected_text(self.task.clone())
+            .show_ui(ui, |ui| {
+                for def in registry.iter() {
+                    if ui
+                        .selectable_label(def.name == self.task, &def.name)
+                        .clicked()
+                    {
+                        chosen = Some(def.name.clone());
+                    }
+                }
+            });
+        if let Some(name) = chosen {
+            self.choose(registry, &name);
+        }
+        let def = registry.get(&self.task)?.clone();
+        ui.label(RichText::new(&def.description).color(theme.weak()));
+        egui::Grid::new("create_params")
+            .num_columns(2)
+            .show(ui, |ui| {
+                for (param, text) in def.signature.params.iter().zip(self.params.iter_mut()) {
+                    let kind = serde_json::to_value(param.ty).unwrap_or_default();
+                    let label = ui.label(format!(
+                        "{} ({})",
+                        param.name,
+                        kind.as_str().unwrap_or("any")
+                    ));
+                    let hint = param
+                        .default
+                        .as_ref()
+                        .map_or_else(|| "required".to_owned(), |d| format!("default {d}"));
+                    ui.add(
+                        egui::TextEdit::singleline(text)
+                            .hint_text(hint)
+                            .desired_width(220.0),
+                    )
+                    .labelled_by(label.id);
+                    ui.end_row();
+                }
+                if let Some(rest) = &def.signature.rest {
+                    let label = ui.label(format!("{rest} (JSON array)"));
+                    ui.add(egui::TextEdit::singleline(&mut self.extra).hint_text("[1, \"two\"]"))
+                        .labelled_by(label.id);
+                    ui.end_row();
+                }
+                let label = ui.label("Priority");
+                ui.add(
+                    egui::Slider::new(&mut self.priority, 0..=PRIORITY_MAX)
+                        .text("higher runs first"),
+                )
+                .labelled_by(label.id);
+                ui.end_row();
+                let label = ui.label("Retries");
+                ui.add(egui::DragValue::new(&mut self.retries).range(0..=1_000))
+                    .labelled_by(label.id);
+                ui.end_row();
+                let label = ui.checkbox(&mut self.timeout_enabled, "Timeout (s)");
+                ui.add_enabled(
+                    self.timeout_enabled,
+                    egui::DragValue::new(&mut self.timeout_s)
+                        .range(0.001..=86_400.0 * 365.0)
+                        .speed(1.0),
+                )
+                .labelled_by(label.id);
+                ui.end_row();
+            });
+        if let Some(error) = &self.error {
+            ui.label(RichText::new(error).color(theme.error()));
+        }
+        let mut action = None;
+        ui.horizontal(|ui| {
+            if ui.button("Submit").clicked() {
+                match self.build(registry) {
+                    Ok(spec) => action = Some(Action::Submit(spec)),
+                    Err(error) => self.error = Some(error),
+                }
+            }
+            if ui.button("Close").clicked() {
+                self.is_open = false;
+            }
+        });
+        action
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn form(task: &str, params: &[&str]) -> CreateForm {
+        CreateForm {
+            task: task.into(),
+            params: params.iter().map(|p| (*p).to_owned()).collect(),
+            ..CreateForm::default()
+        }
+    }
+
+    #[test]
+    fn fields_become_a_validated_spec() {
+        let registry = Registry::with_builtins();
+        let spec = form("mock_ml_task", &["1500", "Random Forest"])
+            .build(&registry)
+            .expect("valid form");
+        assert_eq!(spec.args, vec![json!(1500), json!("Random Forest")]);
+        let mut timed = form("sleep", &["10"]);
+        timed.timeout_enabled = true;
+        timed.timeout_s = 2.5;
+        timed.priority = 9;
+        let spec = timed.build(&registry).expect("valid form");
+        assert_eq!((spec.timeout_ms, spec.priority), (Some(2_500), 9));
+        let mut noop = form("noop", &[]);
+        noop.extra = "[1, \"two\"]".into();
+        assert_eq!(
+            noop.build(&registry).map(|s| s.args),
+            Ok(vec![json!(1), json!("two")])
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_explained() {
+        let registry = Registry::with_builtins();
+        let missing = form("mock_cv_task", &["100", ""]).build(&registry);
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.contains("missing argument")),
+            "{missing:?}"
+        );
+        let wrong = form("sleep", &["soon"]).build(&registry);
+        assert!(
+            wrong
+                .as_ref()
+                .is_err_and(|e| e.contains("non-negative integer")),
+            "{wrong:?}"
+        );
+        assert!(form("", &[]).build(&registry).is_err());
+        let mut zero = form("sleep", &["1"]);
+        zero.timeout_enabled = true;
+        zero.timeout_s = 0.0;
+        assert!(zero.build(&registry).is_err());
+        let mut extra = form("noop", &[]);
+        extra.extra = "{}".into();
+        assert!(extra.build(&registry).is_err());
+    }
+}

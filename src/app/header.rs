@@ -1,0 +1,60 @@
+//! The status bar at the top: queue, running, finished counts, throughput,
+//! latency, the HTTP address and the data directory.
+
+use eframe::egui::{RichText, Ui};
+
+use super::state::AppState;
+use super::theme::Theme;
+use crate::model::TaskStatus;
+
+fn ms(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+/// Lays out the header; it changes nothing.
+pub fn header_ui(ui: &mut Ui, state: &AppState, theme: Theme) {
+    let stats = &state.stats;
+    let counts = &stats.counts;
+    ui.horizontal_wrapped(|ui| {
+        ui.strong("Taskdeck");
+        ui.separator();
+        let count = |ui: &mut Ui, label: &str, n: usize, status: TaskStatus| {
+            ui.label(RichText::new(format!("{label} {n}")).color(theme.status(status)));
+        };
+        count(
+            ui,
+            "Queued",
+            stats.queue_depth + counts.retrying,
+            TaskStatus::Queued,
+        );
+        count(ui, "Running", counts.running, TaskStatus::Running);
+        count(ui, "Completed", counts.completed, TaskStatus::Completed);
+        count(ui, "Failed", counts.failed, TaskStatus::Failed);
+        ui.separator();
+        ui.label(format!("{:.1} tasks/s", stats.metrics.throughput_per_s))
+            .on_hover_text("Tasks finished per second over the last minute");
+        let latency = &stats.metrics.total_latency;
+        ui.label(format!(
+            "p50 {} · p95 {}",
+            ms(latency.p50_us),
+            ms(latency.p95_us)
+        ))
+        .on_hover_text("Submission-to-completion latency of finished tasks");
+        ui.separator();
+        let services = state.services();
+        match &services.http_url {
+            Some(url) => {
+                ui.label("API");
+                ui.code(url.as_str())
+                    .on_hover_text("Point HTTP clients and the Python client here");
+            }
+            None => {
+                ui.label(RichText::new("API off").color(theme.weak()));
+            }
+        }
+        if let Some(dir) = &services.data_dir {
+            ui.separator();
+            ui.label(RichText::new(format!("Data {}", dir.display())).color(theme.weak()));
+        }
+    });
+}

@@ -1,0 +1,356 @@
+//! The window's state and logic: what it shows, fed from scheduler events
+//! and telemetry samples, and the actions the panels return, applied once
+//! per frame through the scheduler's public handle.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::create::CreateForm;
+use super::resources::{ResourcesPanel, TaskMarker};
+use super::task_view::{SelectMode, TaskView, ViewSettings};
+use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskSpec, TaskStatus, now_us};
+use crate::scheduler::{CancelOutcome, Scheduler, SchedulerStats, TaskQuery, WorkerInfo};
+use crate::telemetry::History;
+
+/// What the window drives and shows, handed in by the program.
+#[derive(Clone)]
+pub struct Services {
+    /// The engine.
+    pub scheduler: Scheduler,
+    /// Resource samples, when telemetry runs.
+    pub samples: Option<Receiver<Arc<ResourceSample>>>,
+    /// Samples from before the start (from the store), oldest first.
+    pub past_samples: Vec<ResourceSample>,
+    /// The address HTTP clients should use, when the listener runs.
+    pub http_url: Option<String>,
+    /// Where data and logs live.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Something a panel asks for; applied at the end of the frame.
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Submit a task (from the create form).
+    Submit(TaskSpec),
+    /// Submit this many random mock tasks.
+    SubmitRandom(usize),
+    /// Remove waiting tasks from the queue.
+    Remove(Vec<TaskId>),
+    /// Ask running tasks to stop.
+    Stop(Vec<TaskId>),
+    /// Queue failed or cancelled tasks again.
+    Retry(Vec<TaskId>),
+    /// Drop finished rows from the table.
+    ClearFinished,
+    /// Resize the worker pool.
+    SetWorkers(usize),
+    /// A click on a row.
+    Select(TaskId, SelectMode),
+    /// Forget the selection.
+    ClearSelection,
+    /// New sort or filter.
+    SetView(ViewSettings),
+    /// Open the create form.
+    OpenCreate,
+}
+
+/// A message in the status bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The text.
+    pub text: String,
+    /// An error (shown in the error colour) or a confirmation.
+    pub error: bool,
+}
+
+/// Most task markers kept for the plots.
+const MARKERS_KEPT: usize = 2_000;
+/// How often counts and worker states are re-read from the scheduler.
+const STATS_EVERY: Duration = Duration::from_millis(250);
+/// Longest time one frame spends taking events.
+const RECEIVE_BUDGET: Duration = Duration::from_millis(4);
+
+/// Everything the window shows.
+pub struct AppState {
+    services: Services,
+    events: Receiver<Event>,
+    /// The task table.
+    pub tasks: TaskView,
+    /// Resource history for the plots.
+    pub history: History,
+    /// Task starts and finishes for the plots, oldest first.
+    pub markers: VecDeque<TaskMarker>,
+    /// Counts and latency as last read.
+    pub stats: SchedulerStats,
+    /// Workers as last read.
+    pub workers: Vec<WorkerInfo>,
+    /// The worker count being edited.
+    pub worker_target: usize,
+    /// The create form.
+    pub create: CreateForm,
+    /// The resource panel's settings.
+    pub resources: ResourcesPanel,
+    /// Status-bar message.
+    pub notice: Option<Notice>,
+    stats_at: Option<Instant>,
+    rng: fastrand::Rng,
+    /// Set by the event waker, cleared when the frame takes the events.
+    pub wake_pending: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Subscribes to the scheduler, then loads the tasks it holds (an event
+    /// arriving twice is harmless: versions decide). `waker` is called by
+    /// core threads after events; it should set `wake_pending` and ask for
+    /// a repaint.
+    pub fn new(
+        services: Services,
+        view: ViewSettings,
+        resources: ResourcesPanel,
+        waker: Option<crate::scheduler::Waker>,
+        wake_pending: Arc<AtomicBool>,
+    ) -> Self {
+        let events = match waker {
+            Some(waker) => services.scheduler.subscribe_with_waker(waker),
+            None => services.scheduler.subscribe(),
+        };
+        let mut tasks = TaskView::new(view);
+        let all = services.scheduler.list(&TaskQuery {
+            limit: usize::MAX,
+            oldest_first: true,
+            ..TaskQuery::default()
+        });
+        for record in all {
+            tasks.upsert(record);
+        }
+        tasks.refresh(Instant::now(), true);
+        let mut history = History::default();
+        for sample in &services.past_samples {
+            history.push(sample.clone());
+        }
+        let stats = services.scheduler.stats();
+        let workers = services.scheduler.workers();
+        Self {
+            worker_target: stats.workers_target,
+            events,
+            tasks,
+            history,
+            markers: VecDeque::new(),
+            stats,
+            workers,
+            create: CreateForm::default(),
+            resources,
+            notice: None,
+            stats_at: Some(Instant::now()),
+            rng: fastrand::Rng::new(),
+            wake_pending,
+            services,
+        }
+    }
+
+    /// The services the window was given.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Takes waiting events and samples within the frame's budget, and
+    /// re-reads counts when due. Returns true when anything changed.
+    pub fn receive(&mut self, now: Instant) -> bool {
+        self.wake_pending.store(false, Ordering::Release);
+        let deadline = now + RECEIVE_BUDGET;
+        let mut changed = false;
+        let mut taken = 0usize;
+        while let Ok(event) = self.events.try_recv() {
+            self.take_event(event);
+            changed = true;
+            taken += 1;
+            if taken.is_multiple_of(256) && Instant::now() >= deadline {
+                // More next frame; ask for it.
+                self.wake_pending.store(true, Ordering::Release);
+                break;
+            }
+        }
+        if let Some(samples) = &self.services.samples {
+            while let Ok(sample) = samples.try_recv() {
+                self.services.scheduler.save_resource_sample(&sample);
+                self.history.push(sample);
+                changed = true;
+            }
+        }
+        if self
+            .stats_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= STATS_EVERY)
+        {
+            self.stats = self.services.scheduler.stats();
+            self.workers = self.services.scheduler.workers();
+            self.stats_at = Some(now);
+            changed = true;
+        }
+        self.tasks.refresh(now, false);
+        changed
+    }
+
+    /// True when events are still waiting (the frame ran out of budget).
+    pub fn more_pending(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire) || !self.events.is_empty()
+    }
+
+    fn take_event(&mut self, event: Event) {
+        let Event { kind, task, .. } = event;
+        let marker = match kind {
+            EventKind::Started => task.started_at_us.map(|at| (at, false)),
+            EventKind::Completed | EventKind::Failed => task.finished_at_us.map(|at| (at, true)),
+            _ => None,
+        };
+        if let Some((at_us, finished)) = marker {
+            self.markers.push_back(TaskMarker {
+                at_us,
+                finished,
+                task_id: task.id.0,
+                name: task.spec.name.clone(),
+            });
+            while self.markers.len() > MARKERS_KEPT {
+                self.markers.pop_front();
+            }
+        }
+        self.tasks.upsert(task);
+    }
+
+    fn say(&mut self, text: impl Into<String>, error: bool) {
+        self.notice = Some(Notice {
+            text: text.into(),
+            error,
+        });
+    }
+
+    /// Applies the frame's actions through the scheduler.
+    pub fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            self.apply_one(action);
+        }
+        self.tasks.refresh(Instant::now(), true);
+    }
+
+    fn apply_one(&mut self, action: Action) {
+        let scheduler = self.services.scheduler.clone();
+        match action {
+            Action::Submit(spec) => match scheduler.submit(spec) {
+                Ok(id) => {
+                    self.create.submitted();
+                    self.say(format!("Task {id} queued"), false);
+                }
+                Err(error) => self.create.error = Some(error.to_string()),
+            },
+            Action::SubmitRandom(count) => {
+                let specs = (0..count)
+                    .map(|_| {
+                        crate::tasks::random_mock_spec(&mut self.rng, crate::tasks::RANDOM_MAX_MS)
+                    })
+                    .collect();
+                match scheduler.submit_batch(specs) {
+                    Ok(ids) => {
+                        let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                        self.say(
+                            format!("Queued random mock task(s) {}", list.join(", ")),
+                            false,
+                        );
+                    }
+                    Err(error) => self.say(error.to_string(), true),
+                }
+            }
+            Action::Remove(ids) => {
+                let (mut done, mut errors) = (0, Vec::new());
+                for id in ids {
+                    match scheduler.remove(id) {
+                        Ok(()) => done += 1,
+                        Err(error) => errors.push(error.to_string()),
+                    }
+                }
+                self.report(done, "removed from the queue", errors);
+            }
+            Action::Stop(ids) => {
+                let (mut done, mut errors) = (0, Vec::new());
+                for id in ids {
+                    match scheduler.cancel(id) {
+                        Ok(CancelOutcome::StopRequested | CancelOutcome::Removed) => done += 1,
+                        Err(error) => errors.push(error.to_string()),
+                    }
+                }
+                self.report(done, "asked to stop", errors);
+            }
+            Action::Retry(ids) => {
+                let (mut done, mut errors) = (0, Vec::new());
+                for id in ids {
+                    match scheduler.retry(id) {
+                        Ok(()) => done += 1,
+                        Err(error) => errors.push(error.to_string()),
+                    }
+                }
+                self.report(done, "queued again", errors);
+            }
+            Action::ClearFinished => {
+                let gone = self.tasks.clear_finished();
+                self.say(
+                    format!("Cleared {gone} finished task(s) from the table"),
+                    false,
+                );
+            }
+            Action::SetWorkers(count) => {
+                scheduler.set_workers(count);
+                self.worker_target = count;
+                self.stats_at = None;
+                self.say(format!("Worker pool set to {count}"), false);
+            }
+            Action::Select(id, mode) => self.tasks.select(id, mode),
+            Action::ClearSelection => self.tasks.clear_selection(),
+            Action::SetView(settings) => self.tasks.set_settings(settings),
+            Action::OpenCreate => self.create.open(),
+        }
+    }
+
+    fn report(&mut self, done: usize, what: &str, errors: Vec<String>) {
+        match errors.first() {
+            None => self.say(format!("{done} task(s) {what}"), false),
+            Some(first) => self.say(
+                format!("{done} task(s) {what}; {} refused: {first}", errors.len()),
+                true,
+            ),
+        }
+    }
+
+    /// The one selected task, for the details panel.
+    pub fn focused(&self) -> Option<TaskId> {
+        match self.tasks.selected().as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        }
+    }
+
+    /// Selected tasks that can be removed from the queue.
+    pub fn removable(&self) -> Vec<TaskId> {
+        self.tasks
+            .selected_where(|s| matches!(s, TaskStatus::Queued | TaskStatus::Retrying))
+    }
+
+    /// Selected tasks that run.
+    pub fn stoppable(&self) -> Vec<TaskId> {
+        self.tasks.selected_where(|s| s == TaskStatus::Running)
+    }
+
+    /// Selected tasks that can be retried.
+    pub fn retryable(&self) -> Vec<TaskId> {
+        self.tasks
+            .selected_where(|s| matches!(s, TaskStatus::Failed | TaskStatus::Cancelled))
+    }
+
+    /// Microseconds since the epoch, for relative times in the panels.
+    pub fn now_us(&self) -> i64 {
+        now_us()
+    }
+}

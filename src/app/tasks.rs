@@ -1,0 +1,236 @@
+//! The task table with its toolbar: create, remove, stop, retry, clear,
+//! filters, sortable columns and selection by task id.
+
+use eframe::egui::{self, Key, Label, RichText, Sense, Ui};
+use egui_extras::{Column, TableBuilder};
+
+use super::state::{Action, AppState};
+use super::task_view::{SelectMode, SortColumn, ViewSettings};
+use super::theme::Theme;
+use crate::model::{TaskRecord, TaskStatus};
+
+/// Height of one table row.
+const ROW_HEIGHT: f32 = 20.0;
+
+fn duration(micros: Option<i64>) -> String {
+    micros.map_or_else(String::new, |us| {
+        let secs = us as f64 / 1e6;
+        if secs < 1.0 {
+            format!("{:.1} ms", secs * 1000.0)
+        } else {
+            format!("{secs:.2} s")
+        }
+    })
+}
+
+fn ago(at_us: i64, now_us: i64) -> String {
+    let secs = (now_us - at_us).max(0) / 1_000_000;
+    match secs {
+        0..60 => format!("{secs} s ago"),
+        60..3600 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+/// Lays out the toolbar and the table; returns the actions asked for.
+pub fn tasks_ui(ui: &mut Ui, state: &AppState, theme: Theme) -> Vec<Action> {
+    let mut actions = Vec::new();
+    toolbar_ui(ui, state, &mut actions);
+    ui.separator();
+    table_ui(ui, state, theme, &mut actions);
+    actions
+}
+
+fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
+    let removable = state.removable();
+    let stoppable = state.stoppable();
+    let retryable = state.retryable();
+    ui.horizontal_wrapped(|ui| {
+        if ui.button("Create task").clicked() {
+            actions.push(Action::OpenCreate);
+        }
+        if ui.button("Random mock task").clicked() {
+            actions.push(Action::SubmitRandom(1));
+        }
+        if ui.button("Add 5 random").clicked() {
+            actions.push(Action::SubmitRandom(5));
+        }
+        ui.separator();
+        if ui
+            .add_enabled(
+                !removable.is_empty(),
+                egui::Button::new("Remove from queue"),
+            )
+            .on_disabled_hover_text("Select queued or retrying tasks to remove them")
+            .clicked()
+        {
+            actions.push(Action::Remove(removable.clone()));
+        }
+        if ui
+            .add_enabled(!stoppable.is_empty(), egui::Button::new("Stop"))
+            .on_disabled_hover_text("Select running tasks to stop them")
+            .clicked()
+        {
+            actions.push(Action::Stop(stoppable));
+        }
+        if ui
+            .add_enabled(!retryable.is_empty(), egui::Button::new("Retry"))
+            .on_disabled_hover_text("Select failed or cancelled tasks to retry them")
+            .clicked()
+        {
+            actions.push(Action::Retry(retryable));
+        }
+        if ui
+            .button("Clear finished")
+            .on_hover_text("Remove finished tasks from this table (their history stays)")
+            .clicked()
+        {
+            actions.push(Action::ClearFinished);
+        }
+        ui.separator();
+        let mut settings = state.tasks.settings().clone();
+        egui::ComboBox::from_label("Status")
+            .selected_text(settings.status.map_or("All statuses", TaskStatus::as_str))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut settings.status, None, "All statuses");
+                for status in TaskStatus::ALL {
+                    ui.selectable_value(&mut settings.status, Some(status), status.as_str());
+                }
+            });
+        let filter = ui.label("Filter");
+        ui.add(
+            egui::TextEdit::singleline(&mut settings.text)
+                .hint_text("name, argument or id")
+                .desired_width(180.0),
+        )
+        .labelled_by(filter.id);
+        if &settings != state.tasks.settings() {
+            actions.push(Action::SetView(settings));
+        }
+        ui.label(format!(
+            "{} of {} tasks",
+            state.tasks.order().len(),
+            state.tasks.len()
+        ));
+    });
+    let typing = ui.ctx().egui_wants_keyboard_input();
+    if !typing && !removable.is_empty() && ui.input(|i| i.key_pressed(Key::Delete)) {
+        actions.push(Action::Remove(removable));
+    }
+}
+
+/// Column titles and the sort key each stands for.
+const COLUMNS: [(&str, Option<SortColumn>); 11] = [
+    ("ID", Some(SortColumn::Id)),
+    ("Task", Some(SortColumn::Name)),
+    ("Arguments", None),
+    ("Pri", Some(SortColumn::Priority)),
+    ("Status", Some(SortColumn::Status)),
+    ("Tries", Some(SortColumn::Attempts)),
+    ("Worker", Some(SortColumn::Worker)),
+    ("Submitted", Some(SortColumn::Submitted)),
+    ("Wait", Some(SortColumn::QueueWait)),
+    ("Run", Some(SortColumn::RunTime)),
+    ("Total", Some(SortColumn::Total)),
+];
+
+fn table_ui(ui: &mut Ui, state: &AppState, theme: Theme, actions: &mut Vec<Action>) {
+    let view = &state.tasks;
+    let settings = view.settings().clone();
+    let now_us = state.now_us();
+    let modifiers = ui.input(|i| i.modifiers);
+    let mode = if modifiers.shift {
+        SelectMode::Range
+    } else if modifiers.command {
+        SelectMode::Toggle
+    } else {
+        SelectMode::Only
+    };
+    TableBuilder::new(ui)
+        .id_salt("task_table")
+        .striped(true)
+        .sense(Sense::click())
+        .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+        .column(Column::exact(60.0))
+        .column(Column::initial(110.0).at_least(60.0).clip(true))
+        .column(Column::initial(200.0).at_least(60.0).clip(true))
+        .column(Column::exact(30.0))
+        .column(Column::exact(74.0))
+        .column(Column::exact(40.0))
+        .column(Column::initial(70.0).clip(true))
+        .column(Column::initial(80.0))
+        .column(Column::initial(70.0))
+        .column(Column::initial(70.0))
+        .column(Column::remainder().at_least(70.0))
+        .header(ROW_HEIGHT, |mut header| {
+            for (title, column) in COLUMNS {
+                header.col(|ui| {
+                    let Some(column) = column else {
+                        ui.strong(title);
+                        return;
+                    };
+                    let active = settings.sort == column;
+                    let arrow = match (active, settings.ascending) {
+                        (false, _) => "",
+                        (true, true) => " ^",
+                        (true, false) => " v",
+                    };
+                    if ui
+                        .selectable_label(active, format!("{title}{arrow}"))
+                        .clicked()
+                    {
+                        actions.push(Action::SetView(ViewSettings {
+                            sort: column,
+                            ascending: if active {
+                                !settings.ascending
+                            } else {
+                                column != SortColumn::Id
+                            },
+                            ..settings.clone()
+                        }));
+                    }
+                });
+            }
+        })
+        .body(|body| {
+            let order = view.order();
+            body.rows(ROW_HEIGHT, order.len(), |mut row| {
+                let Some(record) = order.get(row.index()).and_then(|id| view.get(*id)) else {
+                    return;
+                };
+                row.set_selected(view.is_selected(record.id));
+                row_cells(&mut row, record, now_us, theme);
+                if row.response().clicked() {
+                    actions.push(Action::Select(record.id, mode));
+                }
+            });
+        });
+}
+
+fn cell(row: &mut egui_extras::TableRow<'_, '_>, text: impl Into<egui::WidgetText>) {
+    row.col(|ui| {
+        ui.add(Label::new(text).selectable(false).truncate());
+    });
+}
+
+fn row_cells(row: &mut egui_extras::TableRow<'_, '_>, r: &TaskRecord, now_us: i64, theme: Theme) {
+    cell(row, format!("#{}", r.id));
+    cell(row, r.spec.name.as_str());
+    let mut args = serde_json::Value::Array(r.spec.args.clone()).to_string();
+    if !r.spec.kwargs.is_empty() {
+        args.push(' ');
+        args.push_str(&serde_json::Value::Object(r.spec.kwargs.clone()).to_string());
+    }
+    cell(row, args);
+    cell(row, r.spec.priority.to_string());
+    cell(
+        row,
+        RichText::new(r.status.as_str()).color(theme.status(r.status)),
+    );
+    cell(row, r.attempts.to_string());
+    cell(row, r.worker.as_deref().unwrap_or(""));
+    cell(row, ago(r.submitted_at_us, now_us));
+    cell(row, duration(r.queue_wait_us()));
+    cell(row, duration(r.run_time_us()));
+    cell(row, duration(r.total_latency_us()));
+}

@@ -1,0 +1,274 @@
+//! The window's real app state driven through egui_kittest (no display, no
+//! GPU): create, validation, remove, stop, total times, the GPU panel and
+//! the worker control.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use serde_json::json;
+
+use common::{WAIT, config};
+use taskdeck::app::{Services, TaskdeckApp};
+use taskdeck::model::{TaskId, TaskSpec, TaskStatus};
+use taskdeck::scheduler::{Scheduler, StoreMode};
+use taskdeck::tasks::Registry;
+use taskdeck::telemetry::{Telemetry, TelemetryConfig};
+
+fn scheduler(workers: usize) -> Scheduler {
+    Scheduler::start(
+        config(StoreMode::Memory, workers),
+        Registry::with_builtins(),
+    )
+    .expect("scheduler should start")
+}
+
+fn services(scheduler: &Scheduler) -> Services {
+    Services {
+        scheduler: scheduler.clone(),
+        samples: None,
+        past_samples: Vec::new(),
+        http_url: Some("http://127.0.0.1:5000".into()),
+        data_dir: None,
+    }
+}
+
+fn harness(services: Services) -> Harness<'static, TaskdeckApp> {
+    let app = TaskdeckApp::new(services, None, None);
+    Harness::builder()
+        .with_size([1500.0, 900.0])
+        .build_ui_state(
+            |ui, app: &mut TaskdeckApp| {
+                app.step(ui.ctx());
+                app.show(ui);
+            },
+            app,
+        )
+}
+
+/// Runs frames until `done` holds (with a timeout), as a user would wait.
+fn run_until(
+    harness: &mut Harness<'_, TaskdeckApp>,
+    mut done: impl FnMut(&mut Harness<'_, TaskdeckApp>) -> bool,
+) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        harness.step();
+        if done(harness) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn status(scheduler: &Scheduler, id: u64) -> Option<TaskStatus> {
+    scheduler.task(TaskId(id)).map(|r| r.status)
+}
+
+#[test]
+fn create_with_valid_input_queues_a_task() {
+    let scheduler = scheduler(0);
+    let mut harness = harness(services(&scheduler));
+    harness.get_by_label("Create task").click();
+    assert!(
+        run_until(&mut harness, |h| h.query_by_label("Submit").is_some()),
+        "the form opened"
+    );
+    {
+        let form = &mut harness.state_mut().state_mut().create;
+        form.task = "sleep".into();
+        form.params = vec!["60000".into()];
+        form.priority = 8;
+    }
+    harness.run_steps(2);
+    harness.get_by_label("Submit").click();
+    harness.run_steps(3);
+    let record = scheduler.task(TaskId(1)).expect("the task was submitted");
+    assert_eq!(
+        (record.status, record.spec.priority),
+        (TaskStatus::Queued, 8)
+    );
+    assert_eq!(record.spec.args, vec![json!(60000)]);
+    assert!(
+        run_until(&mut harness, |h| h.query_by_label("#1").is_some()),
+        "the row shows"
+    );
+    assert!(!harness.state().state().create.is_open, "the form closed");
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn invalid_input_shows_the_error_and_adds_nothing() {
+    let scheduler = scheduler(0);
+    let mut harness = harness(services(&scheduler));
+    harness.get_by_label("Create task").click();
+    harness.run_steps(2);
+    {
+        let form = &mut harness.state_mut().state_mut().create;
+        form.task = "mock_ml_task".into();
+        form.params = vec!["soon".into(), "Random Forest".into()];
+    }
+    harness.run_steps(2);
+    harness.get_by_label("Submit").click();
+    harness.run_steps(3);
+    assert!(
+        harness
+            .query_by_label_contains("must be a non-negative integer")
+            .is_some(),
+        "the error shows inline"
+    );
+    assert!(
+        harness.state().state().create.is_open,
+        "the form stays open"
+    );
+    assert_eq!(
+        scheduler.stats().counts,
+        Default::default(),
+        "nothing was submitted"
+    );
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn removing_a_selected_queued_task_cancels_it_and_it_never_runs() {
+    let scheduler = scheduler(0);
+    let queued = scheduler
+        .submit(TaskSpec::new("noop", vec![]))
+        .expect("submit");
+    let kept = scheduler
+        .submit(TaskSpec::new("noop", vec![]))
+        .expect("submit");
+    let mut harness = harness(services(&scheduler));
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label(&format!("#{queued}"))
+        .is_some()));
+    harness.get_by_label(&format!("#{queued}")).click();
+    harness.run_steps(2);
+    let remove = harness.get_by_label("Remove from queue");
+    assert!(!remove.accesskit_node().is_disabled());
+    remove.click();
+    harness.run_steps(2);
+    assert_eq!(status(&scheduler, queued.0), Some(TaskStatus::Cancelled));
+
+    // The Delete key removes selected queued tasks too.
+    harness.get_by_label(&format!("#{kept}")).click();
+    harness.run_steps(2);
+    harness.key_press(eframe::egui::Key::Delete);
+    harness.run_steps(2);
+    assert_eq!(status(&scheduler, kept.0), Some(TaskStatus::Cancelled));
+
+    scheduler.set_workers(2);
+    assert!(scheduler.wait_idle(WAIT));
+    let record = scheduler.task(queued).expect("task");
+    assert_eq!(
+        (record.status, record.attempts),
+        (TaskStatus::Cancelled, 0),
+        "it never ran"
+    );
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn remove_is_disabled_for_a_running_task_which_can_be_stopped() {
+    let scheduler = scheduler(1);
+    let running = scheduler
+        .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
+        .expect("submit");
+    assert!(common::wait_until(WAIT, || status(&scheduler, running.0)
+        == Some(TaskStatus::Running)));
+    let mut harness = harness(services(&scheduler));
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label(&format!("#{running}"))
+        .is_some()));
+    harness.get_by_label(&format!("#{running}")).click();
+    harness.run_steps(2);
+    assert!(
+        harness
+            .get_by_label("Remove from queue")
+            .accesskit_node()
+            .is_disabled()
+    );
+    harness.key_press(eframe::egui::Key::Delete);
+    harness.run_steps(2);
+    assert_eq!(
+        status(&scheduler, running.0),
+        Some(TaskStatus::Running),
+        "Delete left it alone"
+    );
+    harness.get_by_label("Stop").click();
+    harness.run_steps(2);
+    let record = scheduler.wait(running, WAIT).expect("task");
+    assert_eq!(record.status, TaskStatus::Cancelled);
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn finished_rows_show_their_total_time_and_details() {
+    let scheduler = scheduler(1);
+    let id = scheduler
+        .submit(TaskSpec::new("sleep", vec![json!(40)]))
+        .expect("submit");
+    let record = scheduler.wait(id, WAIT).expect("task");
+    assert_eq!(record.status, TaskStatus::Completed);
+    let total_ms = record.total_latency_us().expect("a total") as f64 / 1000.0;
+    let mut harness = harness(services(&scheduler));
+    let text = format!("{total_ms:.1} ms");
+    assert!(
+        run_until(&mut harness, |h| h.query_by_label(&text).is_some()),
+        "the row shows its total time {text}"
+    );
+    harness.get_by_label(&format!("#{id}")).click();
+    harness.run_steps(2);
+    assert!(
+        harness.query_by_label_contains("slept_ms").is_some(),
+        "the details show the result"
+    );
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn the_gpu_panel_says_plainly_when_there_is_no_gpu() {
+    let scheduler = scheduler(1);
+    let telemetry = Arc::new(Telemetry::start(TelemetryConfig::default()).expect("telemetry"));
+    let mut services = services(&scheduler);
+    services.samples = Some(telemetry.subscribe());
+    let mut harness = harness(services);
+    assert!(
+        run_until(&mut harness, |h| h
+            .query_by_label_contains("No GPU:")
+            .is_some()),
+        "without an NVIDIA driver the GPU panel says so"
+    );
+    assert!(harness.query_by_label_contains("CPU").is_some());
+    telemetry.stop();
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn the_worker_control_resizes_the_pool() {
+    let scheduler = scheduler(2);
+    let mut harness = harness(services(&scheduler));
+    harness.run_steps(2);
+    assert!(
+        harness.get_by_label("Apply").accesskit_node().is_disabled(),
+        "nothing to apply yet"
+    );
+    harness.state_mut().state_mut().worker_target = 4;
+    harness.run_steps(2);
+    harness.get_by_label("Apply").click();
+    harness.run_steps(2);
+    assert!(common::wait_until(WAIT, || scheduler.workers().len() == 4));
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label_contains("4 total")
+        .is_some()));
+    harness.state_mut().state_mut().worker_target = 1;
+    harness.run_steps(2);
+    harness.get_by_label("Apply").click();
+    harness.run_steps(2);
+    assert!(common::wait_until(WAIT, || scheduler.workers().len() == 1));
+    scheduler.shutdown().expect("shutdown");
+}
