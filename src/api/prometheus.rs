@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::model::{GpuState, ResourceSample, TaskStatus};
+use crate::model::{DiskSample, GpuSample, GpuState, ResourceSample, TaskStatus};
 use crate::scheduler::Scheduler;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -113,116 +113,107 @@ pub fn render(scheduler: &Scheduler, sample: Option<&ResourceSample>) -> String 
     out
 }
 
+/// Writes one gauge family: a header, then one line per item with its
+/// labels (already rendered, `a="b",c="d"`; empty for none) and value.
+fn gauge<T>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    items: &[T],
+    labels: impl Fn(&T) -> String,
+    value: impl Fn(&T) -> String,
+) {
+    header(out, name, "gauge", help);
+    for item in items {
+        let labels = labels(item);
+        let value = value(item);
+        let _ = if labels.is_empty() {
+            writeln!(out, "{name} {value}")
+        } else {
+            writeln!(out, "{name}{{{labels}}} {value}")
+        };
+    }
+}
+
 fn resources(out: &mut String, sample: &ResourceSample) {
-    header(
+    let one = [sample];
+    let none = |_: &&ResourceSample| String::new();
+    gauge(
         out,
         "taskdeck_cpu_percent",
-        "gauge",
         "CPU use of the machine, 0-100.",
+        &one,
+        none,
+        |s| s.cpu_percent.to_string(),
     );
-    let _ = writeln!(out, "taskdeck_cpu_percent {}", sample.cpu_percent);
-    header(out, "taskdeck_memory_used_bytes", "gauge", "Memory in use.");
-    let _ = writeln!(
+    gauge(
         out,
-        "taskdeck_memory_used_bytes {}",
-        sample.memory_used_bytes
+        "taskdeck_memory_used_bytes",
+        "Memory in use.",
+        &one,
+        none,
+        |s| s.memory_used_bytes.to_string(),
     );
-    header(
+    gauge(
         out,
         "taskdeck_memory_total_bytes",
-        "gauge",
         "Installed memory.",
+        &one,
+        none,
+        |s| s.memory_total_bytes.to_string(),
     );
-    let _ = writeln!(
-        out,
-        "taskdeck_memory_total_bytes {}",
-        sample.memory_total_bytes
-    );
-    header(
+    let mount = |d: &DiskSample| format!("mount=\"{}\"", label(&d.mount));
+    gauge(
         out,
         "taskdeck_disk_used_bytes",
-        "gauge",
         "Disk space in use per mount.",
+        &sample.disks,
+        mount,
+        |d| d.used_bytes.to_string(),
     );
-    for disk in &sample.disks {
-        let _ = writeln!(
-            out,
-            "taskdeck_disk_used_bytes{{mount=\"{}\"}} {}",
-            label(&disk.mount),
-            disk.used_bytes
-        );
-    }
-    header(
+    gauge(
         out,
         "taskdeck_disk_total_bytes",
-        "gauge",
         "Disk capacity per mount.",
-    );
-    for disk in &sample.disks {
-        let _ = writeln!(
-            out,
-            "taskdeck_disk_total_bytes{{mount=\"{}\"}} {}",
-            label(&disk.mount),
-            disk.total_bytes
-        );
-    }
-    header(
-        out,
-        "taskdeck_gpus",
-        "gauge",
-        "NVIDIA GPUs visible through NVML (0 without a driver).",
+        &sample.disks,
+        mount,
+        |d| d.total_bytes.to_string(),
     );
     let devices = match &sample.gpus {
         GpuState::Available { devices } => devices.as_slice(),
         GpuState::Unavailable { .. } => &[],
     };
-    let _ = writeln!(out, "taskdeck_gpus {}", devices.len());
-    if devices.is_empty() {
-        return;
-    }
-    header(
+    gauge(
+        out,
+        "taskdeck_gpus",
+        "NVIDIA GPUs visible through NVML (0 without a driver).",
+        &one,
+        none,
+        |_| devices.len().to_string(),
+    );
+    let gpu = |d: &GpuSample| format!("gpu=\"{}\",name=\"{}\"", d.index, label(&d.name));
+    gauge(
         out,
         "taskdeck_gpu_utilization_percent",
-        "gauge",
         "GPU utilisation, 0-100.",
+        devices,
+        gpu,
+        |d| d.utilization_percent.to_string(),
     );
-    for d in devices {
-        let _ = writeln!(
-            out,
-            "taskdeck_gpu_utilization_percent{{gpu=\"{}\",name=\"{}\"}} {}",
-            d.index,
-            label(&d.name),
-            d.utilization_percent
-        );
-    }
-    header(
+    gauge(
         out,
         "taskdeck_gpu_memory_used_bytes",
-        "gauge",
         "GPU memory in use.",
+        devices,
+        gpu,
+        |d| d.memory_used_bytes.to_string(),
     );
-    for d in devices {
-        let _ = writeln!(
-            out,
-            "taskdeck_gpu_memory_used_bytes{{gpu=\"{}\",name=\"{}\"}} {}",
-            d.index,
-            label(&d.name),
-            d.memory_used_bytes
-        );
-    }
-    header(
+    gauge(
         out,
         "taskdeck_gpu_memory_total_bytes",
-        "gauge",
         "GPU memory on the device.",
+        devices,
+        gpu,
+        |d| d.memory_total_bytes.to_string(),
     );
-    for d in devices {
-        let _ = writeln!(
-            out,
-            "taskdeck_gpu_memory_total_bytes{{gpu=\"{}\",name=\"{}\"}} {}",
-            d.index,
-            label(&d.name),
-            d.memory_total_bytes
-        );
-    }
 }

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::wire::{Wire, WireError};
-use super::{BenchError, LatencyReport};
+use super::{BenchError, Latencies, LatencyReport};
 use crate::api::{ApiConfig, ApiServer};
 use crate::client::{Client, ClientError};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -124,8 +123,7 @@ fn measure(url: &str, options: &HttpBenchOptions) -> Result<HttpBenchReport, Ben
     let noop = br#"{"task":"noop"}"#;
 
     let mut one = Wire::connect(url, token)?;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .expect("constant histogram bounds should be valid");
+    let mut latencies = Latencies::new();
     for _ in 0..options.latency_tasks {
         let begun = Instant::now();
         let submitted = json_call(&mut one, "POST", "/api/v1/tasks", noop)?;
@@ -142,11 +140,7 @@ fn measure(url: &str, options: &HttpBenchOptions) -> Result<HttpBenchReport, Ben
                 "latency task {id} did not complete: {answer}"
             )));
         }
-        histogram.saturating_record(
-            u64::try_from(elapsed.as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        );
+        latencies.record(elapsed);
     }
 
     let clients = options.clients.max(1);
@@ -188,13 +182,7 @@ fn measure(url: &str, options: &HttpBenchOptions) -> Result<HttpBenchReport, Ben
         single_submit_tasks_per_s: (options.tasks as f64 / single.as_secs_f64().max(1e-9)).round(),
         batch_submit_tasks_per_s: (options.tasks as f64 / batched.as_secs_f64().max(1e-9)).round(),
         batch,
-        latency: LatencyReport {
-            samples: histogram.len(),
-            p50_us: histogram.value_at_quantile(0.50),
-            p95_us: histogram.value_at_quantile(0.95),
-            p99_us: histogram.value_at_quantile(0.99),
-            max_us: histogram.max(),
-        },
+        latency: latencies.report(),
     })
 }
 

@@ -51,6 +51,34 @@ pub struct LatencyReport {
     pub max_us: u64,
 }
 
+/// Closed-loop latency samples, shared by both benchmarks.
+pub(crate) struct Latencies(Histogram<u64>);
+
+impl Latencies {
+    pub(crate) fn new() -> Self {
+        Self(
+            Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("constant histogram bounds should be valid"),
+        )
+    }
+
+    pub(crate) fn record(&mut self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(micros.max(1));
+    }
+
+    pub(crate) fn report(&self) -> LatencyReport {
+        let h = &self.0;
+        LatencyReport {
+            samples: h.len(),
+            p50_us: h.value_at_quantile(0.50),
+            p95_us: h.value_at_quantile(0.95),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+        }
+    }
+}
+
 /// One benchmark run's results; printed as one JSON line.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -152,8 +180,7 @@ fn measure(scheduler: &Scheduler, options: &BenchOptions) -> Result<BenchReport,
     }
     let finished = started.elapsed();
 
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .expect("constant histogram bounds should be valid");
+    let mut latencies = Latencies::new();
     for _ in 0..options.latency_tasks {
         let begun = Instant::now();
         let id = scheduler.submit(noop())?;
@@ -164,11 +191,7 @@ fn measure(scheduler: &Scheduler, options: &BenchOptions) -> Result<BenchReport,
                 "latency task {id} did not complete"
             )));
         }
-        histogram.saturating_record(
-            u64::try_from(elapsed.as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        );
+        latencies.record(elapsed);
     }
 
     let per_second = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
@@ -179,12 +202,6 @@ fn measure(scheduler: &Scheduler, options: &BenchOptions) -> Result<BenchReport,
         batch,
         throughput_tasks_per_s: per_second(options.tasks, finished).round(),
         submit_tasks_per_s: per_second(options.tasks, submitted).round(),
-        latency: LatencyReport {
-            samples: histogram.len(),
-            p50_us: histogram.value_at_quantile(0.50),
-            p95_us: histogram.value_at_quantile(0.95),
-            p99_us: histogram.value_at_quantile(0.99),
-            max_us: histogram.max(),
-        },
+        latency: latencies.report(),
     })
 }
