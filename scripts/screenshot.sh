@@ -29,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-Xvfb "$DISPLAY" -screen 0 1600x960x24 -nolisten tcp >/dev/null 2>&1 &
+Xvfb "$DISPLAY" -screen 0 1400x860x24 -nolisten tcp >/dev/null 2>&1 &
 xvfb_pid=$!
 for _ in $(seq 1 50); do xwininfo -root >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -50,7 +50,7 @@ for _ in $(seq 1 100); do xwininfo -root -tree | grep -q '"Taskdeck"' && break; 
 "$bin" mock --url "$url" --count 14 --max-duration-ms 14000 >/dev/null
 "$bin" submit --url "$url" mock_ml_task 12000 "Gradient Boosting" --priority 9 >/dev/null
 # Let the plots collect some history and a few tasks finish.
-sleep 8
+sleep 20
 mkdir -p "$(dirname "$out")"
 import -window root "$out"
 echo "saved $out"
