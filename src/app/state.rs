@@ -231,9 +231,13 @@ impl AppState {
 
     /// Applies the frame's actions through the scheduler.
     pub fn apply(&mut self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
         for action in actions {
             self.apply_one(action);
         }
+        // What the user just did shows at once, not at the next re-sort.
         self.tasks.refresh(Instant::now(), true);
     }
 

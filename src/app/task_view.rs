@@ -140,21 +140,29 @@ impl TaskView {
         }
         let needle = self.settings.text.to_lowercase();
         let status = self.settings.status;
-        let mut order: Vec<TaskId> = self
+        let mut visible: Vec<&TaskRecord> = self
             .rows
             .values()
             .filter(|r| status.is_none_or(|s| r.status == s))
             .filter(|r| needle.is_empty() || matches_text(r, &needle))
-            .map(|r| r.id)
             .collect();
         let column = self.settings.sort;
-        if column != SortColumn::Id {
-            let rows = &self.rows;
-            order.sort_by(|a, b| match (rows.get(a), rows.get(b)) {
-                (Some(a), Some(b)) => compare(column, a, b).then(a.id.cmp(&b.id)),
-                _ => Ordering::Equal,
-            });
-        }
+        let mut order: Vec<TaskId> = match numeric_key(column) {
+            // Rows come in id order already.
+            _ if column == SortColumn::Id => visible.into_iter().map(|r| r.id).collect(),
+            // Numbers sort as plain (key, id) pairs: a few milliseconds for
+            // 100,000 rows. Ties keep id order.
+            Some(key) => {
+                let mut keyed: Vec<(i64, TaskId)> =
+                    visible.into_iter().map(|r| (key(r), r.id)).collect();
+                keyed.sort_unstable();
+                keyed.into_iter().map(|(_, id)| id).collect()
+            }
+            None => {
+                visible.sort_unstable_by(|a, b| compare(column, a, b).then(a.id.cmp(&b.id)));
+                visible.into_iter().map(|r| r.id).collect()
+            }
+        };
         if !self.settings.ascending {
             order.reverse();
         }
@@ -252,6 +260,21 @@ fn matches_text(record: &TaskRecord, needle: &str) -> bool {
             .to_string()
             .to_lowercase()
             .contains(needle)
+}
+
+/// The sort key of numeric columns (missing durations sort first).
+fn numeric_key(column: SortColumn) -> Option<fn(&TaskRecord) -> i64> {
+    let key: fn(&TaskRecord) -> i64 = match column {
+        SortColumn::Priority => |r| i64::from(r.spec.priority),
+        SortColumn::Status => |r| r.status.index() as i64,
+        SortColumn::Attempts => |r| i64::from(r.attempts),
+        SortColumn::Submitted => |r| r.submitted_at_us,
+        SortColumn::QueueWait => |r| r.queue_wait_us().unwrap_or(i64::MIN),
+        SortColumn::RunTime => |r| r.run_time_us().unwrap_or(i64::MIN),
+        SortColumn::Total => |r| r.total_latency_us().unwrap_or(i64::MIN),
+        SortColumn::Id | SortColumn::Name | SortColumn::Worker => return None,
+    };
+    Some(key)
 }
 
 fn compare(column: SortColumn, a: &TaskRecord, b: &TaskRecord) -> Ordering {
