@@ -104,3 +104,39 @@ fn two_schedulers_cannot_share_a_database() {
     );
     first.shutdown().expect("shutdown should succeed");
 }
+
+#[test]
+fn resource_history_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tasks.db");
+    let scheduler = start(&db, 0);
+    let now = taskdeck::model::now_us();
+    for i in 0..3 {
+        scheduler.save_resource_sample(&taskdeck::model::ResourceSample {
+            at_us: now - (3 - i) * 1_000_000,
+            cpu_percent: 10.0 * i as f32,
+            cpu_per_core: vec![10.0 * i as f32],
+            memory_used_bytes: 1 << 30,
+            memory_total_bytes: 8 << 30,
+            disks: Vec::new(),
+            gpus: taskdeck::model::GpuState::Unavailable {
+                reason: "no NVIDIA driver found".into(),
+            },
+        });
+    }
+    scheduler.shutdown().expect("shutdown should succeed");
+
+    let scheduler = start(&db, 0);
+    let samples = scheduler.take_past_resource_samples();
+    let cpu: Vec<f32> = samples.iter().map(|s| s.cpu_percent).collect();
+    assert_eq!(
+        cpu,
+        vec![0.0, 10.0, 20.0],
+        "the last hour comes back, oldest first"
+    );
+    assert!(
+        scheduler.take_past_resource_samples().is_empty(),
+        "handed out once"
+    );
+    scheduler.shutdown().expect("shutdown should succeed");
+}
