@@ -60,6 +60,9 @@ pub enum RuntimeError {
     Telemetry(#[from] TelemetryError),
 }
 
+/// Longest wait for the first resource sample at start.
+const FIRST_SAMPLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What [`Stack::start`] starts.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -85,6 +88,12 @@ impl Stack {
     /// listener, in that order; on failure, stops what started.
     pub fn start(config: StackConfig, registry: Registry) -> Result<Self, RuntimeError> {
         let telemetry = Arc::new(Telemetry::start(TelemetryConfig::default())?);
+        // The first sample comes after a short CPU warm-up; waiting for it
+        // means the API never answers a monitoring call without numbers.
+        let first = telemetry.subscribe();
+        if first.recv_timeout(FIRST_SAMPLE_WAIT).is_err() {
+            tracing::warn!("no resource sample yet; monitoring reports none until the first");
+        }
         let scheduler = match Scheduler::start(config.scheduler, registry) {
             Ok(scheduler) => scheduler,
             Err(error) => {
