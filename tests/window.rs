@@ -78,12 +78,20 @@ fn create_with_valid_input_queues_a_task() {
         run_until(&mut harness, |h| h.query_by_label("Submit").is_some()),
         "the form opened"
     );
-    {
-        let form = &mut harness.state_mut().state_mut().create;
-        form.task = "sleep".into();
-        form.params = vec!["60000".into()];
-        form.priority = 8;
-    }
+    // Choose the task type and type its argument as a user would.
+    harness.get_by_label("Task type").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("sleep")
+        .is_some()));
+    harness.get_by_label("sleep").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("ms (u_int)")
+        .is_some()));
+    let field = harness.get_by_label("ms (u_int)");
+    field.focus();
+    field.type_text("60000");
+    harness.run_steps(2);
+    harness.state_mut().state_mut().create.priority = 8;
     harness.run_steps(2);
     harness.get_by_label("Submit").click();
     harness.run_steps(3);
@@ -106,13 +114,26 @@ fn invalid_input_shows_the_error_and_adds_nothing() {
     let scheduler = scheduler(0);
     let mut harness = harness(services(&scheduler));
     harness.get_by_label("Create task").click();
-    harness.run_steps(2);
-    {
-        let form = &mut harness.state_mut().state_mut().create;
-        form.task = "mock_ml_task".into();
-        form.params = vec!["soon".into(), "Random Forest".into()];
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("Submit")
+        .is_some()));
+    harness.get_by_label("Task type").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("mock_ml_task")
+        .is_some()));
+    harness.get_by_label("mock_ml_task").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("duration_ms (u_int)")
+        .is_some()));
+    for (label, text) in [
+        ("duration_ms (u_int)", "soon"),
+        ("algorithm (string)", "Random Forest"),
+    ] {
+        let field = harness.get_by_label(label);
+        field.focus();
+        field.type_text(text);
+        harness.run_steps(2);
     }
-    harness.run_steps(2);
     harness.get_by_label("Submit").click();
     harness.run_steps(3);
     assert!(
