@@ -217,7 +217,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// How often the nudger connects; it bounds how long a connection can sit
 /// unserved in tiny_http's queue.
-const NUDGE_EVERY: Duration = Duration::from_millis(100);
+const NUDGE_EVERY: Duration = Duration::from_millis(250);
 
 /// tiny_http hands each connection to a pool thread, and when connections
 /// arrive in a burst its pool can queue one behind threads that stay busy
@@ -225,7 +225,7 @@ const NUDGE_EVERY: Duration = Duration::from_millis(100);
 /// closes. A queued connection is taken as soon as any pool thread finishes
 /// its connection, so this thread opens and closes a connection to the
 /// listener every [`NUDGE_EVERY`]: the thread that serves it then takes the
-/// queue's oldest entry. The cost is a loopback connect ten times a second.
+/// queue's oldest entry. The cost is a loopback connect four times a second.
 fn nudge_loop(addr: SocketAddr, stop: &Receiver<()>) {
     let target = if addr.ip().is_unspecified() {
         let loopback: std::net::IpAddr = if addr.is_ipv4() {
