@@ -345,6 +345,7 @@ fn plot_ui(
         .allow_boxed_zoom(false)
         .allow_axis_zoom_drag(false)
         .allow_double_click_reset(false)
+        .show_grid([false, true])
         .x_axis_formatter(|mark, _range| format!("{:.0} s", mark.value))
         .label_formatter(move |position| hover_text(position, unit))
         .show(ui, |plot_ui| {
