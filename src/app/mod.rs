@@ -156,10 +156,7 @@ impl TaskdeckApp {
         egui::CentralPanel::default().show(ui, |ui| {
             actions.extend(tasks::tasks_ui(ui, state, theme));
         });
-        let registry = state.services().scheduler.registry().clone();
-        if let Some(action) = state.create.ui(ui, &registry, theme) {
-            actions.push(action);
-        }
+        actions.extend(state.create_ui(ui, theme));
         self.state.apply(actions);
     }
 }

@@ -328,6 +328,17 @@ impl AppState {
         }
     }
 
+    /// Shows the create form against the scheduler's registry (borrowed,
+    /// not copied: this runs every frame).
+    pub fn create_ui(
+        &mut self,
+        ui: &mut eframe::egui::Ui,
+        theme: super::theme::Theme,
+    ) -> Option<Action> {
+        self.create
+            .ui(ui, self.services.scheduler.registry(), theme)
+    }
+
     /// The one selected task, for the details panel.
     pub fn focused(&self) -> Option<TaskId> {
         match self.tasks.selected().as_slice() {
