@@ -206,19 +206,11 @@ fn serve_refuses_a_file_that_is_not_a_taskdeck_database() {
     assert_eq!(std::fs::read_to_string(&db).expect("read"), "chapter one\n");
 }
 
-#[test]
-fn bench_prints_one_json_line() {
+/// Runs `taskdeck` with `args`, insists on success, and parses the one JSON
+/// line it prints.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
-        .args([
-            "bench",
-            "--tasks",
-            "2000",
-            "--workers",
-            "2",
-            "--memory",
-            "--latency-tasks",
-            "200",
-        ])
+        .args(args)
         .output()
         .expect("taskdeck bench should run");
     assert!(
@@ -227,7 +219,21 @@ fn bench_prints_one_json_line() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+#[test]
+fn bench_prints_one_json_line() {
+    let report = bench_json(&[
+        "bench",
+        "--tasks",
+        "2000",
+        "--workers",
+        "2",
+        "--memory",
+        "--latency-tasks",
+        "200",
+    ]);
     assert_eq!(report["tasks"], 2000);
     assert_eq!(report["latency"]["samples"], 200);
     assert!(report["throughput_tasks_per_s"].as_f64().unwrap_or(0.0) > 0.0);
@@ -235,30 +241,20 @@ fn bench_prints_one_json_line() {
 
 #[test]
 fn http_bench_prints_one_json_line() {
-    let output = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
-        .args([
-            "bench",
-            "--http",
-            "--tasks",
-            "2000",
-            "--workers",
-            "2",
-            "--clients",
-            "4",
-            "--batch",
-            "100",
-            "--latency-tasks",
-            "50",
-        ])
-        .output()
-        .expect("taskdeck bench --http should run");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let report = bench_json(&[
+        "bench",
+        "--http",
+        "--tasks",
+        "2000",
+        "--workers",
+        "2",
+        "--clients",
+        "4",
+        "--batch",
+        "100",
+        "--latency-tasks",
+        "50",
+    ]);
     assert_eq!(report["clients"], 4);
     assert_eq!(report["latency"]["samples"], 50);
     assert!(report["single_submit_tasks_per_s"].as_f64().unwrap_or(0.0) > 0.0);
