@@ -19,6 +19,7 @@ pub mod app;
 pub mod bench;
 pub mod client;
 pub mod model;
+pub mod remote;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;

@@ -16,7 +16,8 @@ use taskdeck::app::{self, Services};
 use taskdeck::bench::http::HttpBenchOptions;
 use taskdeck::bench::{self, BenchOptions};
 use taskdeck::client::{Client, commands};
-use taskdeck::runtime::{self, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
+use taskdeck::remote::{self, BrokerUrl, Names, WorkerConfig, WorkerHandle};
+use taskdeck::runtime::{self, BrokerSettings, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
 use taskdeck::scheduler::{Backoff, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
 use taskdeck::tasks::Registry;
@@ -57,6 +58,49 @@ enum Command {
     Mock(MockArgs),
     /// Measure throughput and latency of no-op tasks; prints one JSON line.
     Bench(BenchArgs),
+    /// Run a worker process that takes tasks from RabbitMQ until Ctrl-C or SIGTERM.
+    Worker(WorkerArgs),
+}
+
+/// Where the broker is, for the scheduler and for workers.
+#[derive(Debug, Args)]
+struct BrokerArgs {
+    /// Queue-name prefix; the scheduler and its workers must use the same.
+    #[arg(
+        long,
+        env = "TASKDECK_BROKER_NAMESPACE",
+        default_value = remote::DEFAULT_NAMESPACE,
+        value_name = "NAME"
+    )]
+    broker_namespace: String,
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// RabbitMQ URL, amqp://USER:PASS@HOST:5672/VHOST or amqps://... (the
+    /// %2f vhost is "/"). Credentials only ever come from here or the
+    /// environment, and are never logged.
+    #[arg(
+        long,
+        env = "TASKDECK_BROKER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    broker: String,
+    #[command(flatten)]
+    names: BrokerArgs,
+    /// Tasks run at once [default: logical CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: Option<u16>,
+    /// Unique worker name [default: HOST-PID].
+    #[arg(long)]
+    name: Option<String>,
+    /// Seconds between heartbeats; keep it well under the scheduler's --lease.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    heartbeat: f64,
+    /// Seconds running tasks get to finish at shutdown before they are stopped and handed back.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    grace: f64,
 }
 
 /// Where the server is.
@@ -209,6 +253,22 @@ struct ServeArgs {
     /// Delay after a task's first failed attempt; it doubles with each further one.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     retry_delay_ms: u64,
+    /// RabbitMQ URL (amqp:// or amqps://): publish tasks to the broker for
+    /// `taskdeck worker` processes instead of the in-process queue; this
+    /// process's own workers then take tasks from the broker too.
+    #[arg(
+        long,
+        env = "TASKDECK_BROKER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    broker: Option<String>,
+    #[command(flatten)]
+    names: BrokerArgs,
+    /// Seconds an attempt stays with a worker process that stopped sending
+    /// heartbeats before it counts as lost and runs again (with --broker).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    lease: f64,
 }
 
 #[derive(Debug, Args)]
@@ -284,7 +344,59 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             commands::mock(&args.remote.client(), args.count, args.max_duration_ms)
         }
         Command::Bench(args) => bench(args),
+        Command::Worker(args) => worker(args),
     }
+}
+
+fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let WorkerArgs {
+        broker,
+        names,
+        concurrency,
+        name,
+        heartbeat,
+        grace,
+    } = args;
+    if !heartbeat.is_finite() || heartbeat < 0.05 {
+        bail!("--heartbeat must be a number of seconds, 0.05 or more");
+    }
+    if !grace.is_finite() || grace < 0.0 {
+        bail!("--grace must be a number of seconds, zero or more");
+    }
+    let url: BrokerUrl = broker.parse()?;
+    let names = Names::new(&names.broker_namespace)?;
+    let host = taskdeck::telemetry::host_name();
+    let name = name.unwrap_or_else(|| remote::default_worker_name(&host));
+    remote::check_name("the worker name", &name)?;
+    let _log_guard = runtime::init_logging(None, "info")?;
+    let signals = runtime::stop_signals()?;
+    let telemetry = Arc::new(taskdeck::telemetry::Telemetry::start(
+        taskdeck::telemetry::TelemetryConfig::default(),
+    )?);
+    let resources: remote::ResourceSource = {
+        let telemetry = Arc::clone(&telemetry);
+        Arc::new(move || telemetry.latest())
+    };
+    let concurrency = concurrency.map_or_else(default_workers, usize::from);
+    let config = WorkerConfig {
+        url: url.clone(),
+        names,
+        name: name.clone(),
+        host,
+        concurrency,
+        heartbeat: Duration::from_secs_f64(heartbeat),
+        stop_grace: Duration::from_secs_f64(grace),
+        registry: Arc::new(Registry::with_builtins()),
+        resources: Some(resources),
+    };
+    let handle = WorkerHandle::start(config, None).context("cannot start the worker")?;
+    // The one line on stdout, for scripts and tests.
+    println!("taskdeck worker {name} ({concurrency} slots) using the broker at {url}");
+    std::io::stdout().flush().ok();
+    runtime::wait_for_stop(&signals, Duration::from_secs_f64(grace), exit_now);
+    handle.stop();
+    telemetry.stop();
+    Ok(())
 }
 
 /// Everything `serve` and the window share, from their flags.
@@ -294,7 +406,7 @@ struct Prepared {
     grace: Duration,
 }
 
-fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
+fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
     let ServeArgs {
         store,
         listen,
@@ -305,10 +417,30 @@ fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
         keep_finished,
         keep_days,
         retry_delay_ms,
+        broker,
+        names,
+        lease,
     } = args;
     if !grace.is_finite() || grace < 0.0 {
         bail!("--grace must be a number of seconds, zero or more");
     }
+    let broker = match broker {
+        None => None,
+        Some(url) => {
+            if !lease.is_finite() || lease < 0.1 {
+                bail!("--lease must be a number of seconds, 0.1 or more");
+            }
+            let lease = Duration::from_secs_f64(lease);
+            Some(BrokerSettings {
+                url: url.parse()?,
+                names: Names::new(&names.broker_namespace)?,
+                lease,
+                publish_wait: remote::DEFAULT_PUBLISH_WAIT,
+                local_worker: window || workers != Some(0),
+                worker_name: remote::default_worker_name(&taskdeck::telemetry::host_name()),
+            })
+        }
+    };
     let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
     let mode = if store.memory {
         StoreMode::Memory
@@ -336,6 +468,7 @@ fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
         stack: StackConfig {
             scheduler: config,
             api: Some(api),
+            broker,
         },
         grace: Duration::from_secs_f64(grace),
         data_dir,
@@ -354,7 +487,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stack,
         data_dir,
         grace,
-    } = prepare(args)?;
+    } = prepare(args, false)?;
     let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
     let signals = runtime::stop_signals()?;
     let stack = Stack::start(stack, Registry::with_builtins())?;
@@ -382,7 +515,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn window(args: ServeArgs) -> anyhow::Result<()> {
     let Prepared {
         stack, data_dir, ..
-    } = prepare(args)?;
+    } = prepare(args, true)?;
     let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
     let signals = runtime::stop_signals()?;
     let stack = Stack::start(stack, Registry::with_builtins())?;

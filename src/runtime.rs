@@ -13,7 +13,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use std::sync::Arc;
 
 use crate::api::{ApiConfig, ApiServer, ApiStartError};
-use crate::scheduler::{Scheduler, SchedulerConfig, ShutdownReport, StartError};
+use crate::remote::{
+    Bridge, BridgeConfig, BridgeLink, BrokerUrl, Names, ResourceSource, WorkerConfig, WorkerHandle,
+};
+use crate::scheduler::{Dispatch, Scheduler, SchedulerConfig, ShutdownReport, StartError};
 use crate::tasks::Registry;
 use crate::telemetry::{Telemetry, TelemetryConfig, TelemetryError};
 
@@ -58,6 +61,9 @@ pub enum RuntimeError {
     /// Resource sampling did not start.
     #[error("cannot start resource sampling: {0}")]
     Telemetry(#[from] TelemetryError),
+    /// A thread of the broker bridge or the local worker did not start.
+    #[error("cannot start the broker connection: {0}")]
+    Broker(std::io::Error),
 }
 
 /// Longest wait for the first resource sample at start.
@@ -70,6 +76,28 @@ pub struct StackConfig {
     pub scheduler: SchedulerConfig,
     /// The HTTP listener; none runs without one.
     pub api: Option<ApiConfig>,
+    /// Dispatch through RabbitMQ instead of the pool's threads.
+    pub broker: Option<BrokerSettings>,
+}
+
+/// Distributed mode: the scheduler publishes to the broker, and a worker
+/// process embedded in this one (sized by the scheduler's `workers`) keeps
+/// the local machine working.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// The broker.
+    pub url: BrokerUrl,
+    /// Queue names.
+    pub names: Names,
+    /// How long an attempt stays with a worker that stopped sending heartbeats.
+    pub lease: std::time::Duration,
+    /// How long a submit waits for the broker's confirm.
+    pub publish_wait: std::time::Duration,
+    /// Whether to run the embedded worker (the window always does, so its
+    /// pool control can grow it from zero).
+    pub local_worker: bool,
+    /// The embedded worker's name.
+    pub worker_name: String,
 }
 
 /// The running parts of a Taskdeck process: scheduler, resource sampling
@@ -81,6 +109,10 @@ pub struct Stack {
     pub telemetry: Arc<Telemetry>,
     /// The HTTP listener, when running.
     pub server: Option<ApiServer>,
+    /// The broker bridge, in distributed mode.
+    pub bridge: Option<Bridge>,
+    /// The embedded worker process, in distributed mode.
+    pub local_worker: Option<WorkerHandle>,
 }
 
 impl Stack {
@@ -94,14 +126,50 @@ impl Stack {
         if first.recv_timeout(FIRST_SAMPLE_WAIT).is_err() {
             tracing::warn!("no resource sample yet; monitoring reports none until the first");
         }
-        let scheduler = match Scheduler::start(config.scheduler, registry) {
+        let StackConfig {
+            scheduler: mut scheduler_config,
+            api,
+            broker,
+        } = config;
+        let local_workers = scheduler_config.workers;
+        let link = broker.as_ref().map(|broker| {
+            let link = BridgeLink::new(
+                BridgeConfig {
+                    url: broker.url.clone(),
+                    names: broker.names.clone(),
+                    lease: broker.lease,
+                    publish_wait: broker.publish_wait,
+                },
+                if broker.local_worker {
+                    local_workers
+                } else {
+                    0
+                },
+            );
+            scheduler_config.dispatch = Dispatch::External(link.dispatch());
+            link
+        });
+        let scheduler = match Scheduler::start(scheduler_config, registry) {
             Ok(scheduler) => scheduler,
             Err(error) => {
                 telemetry.stop();
                 return Err(error.into());
             }
         };
-        let server = match config.api {
+        let (bridge, local_worker) = match (link, broker) {
+            (Some(link), Some(broker)) => {
+                match start_distributed(link, &broker, &scheduler, &telemetry, local_workers) {
+                    Ok(started) => started,
+                    Err(error) => {
+                        let _ = scheduler.shutdown();
+                        telemetry.stop();
+                        return Err(RuntimeError::Broker(error));
+                    }
+                }
+            }
+            _ => (None, None),
+        };
+        let server = match api {
             None => None,
             Some(api) => {
                 let source = {
@@ -112,6 +180,7 @@ impl Stack {
                     Ok(server) => Some(server),
                     Err(error) => {
                         // Nothing ran yet; give the database back before reporting.
+                        stop_distributed(local_worker, bridge);
                         let _ = scheduler.shutdown();
                         telemetry.stop();
                         return Err(error.into());
@@ -123,6 +192,8 @@ impl Stack {
             scheduler,
             telemetry,
             server,
+            bridge,
+            local_worker,
         })
     }
 
@@ -138,13 +209,65 @@ impl Stack {
             scheduler,
             telemetry,
             server,
+            bridge,
+            local_worker,
         } = self;
         if let Some(server) = server {
             server.shutdown();
         }
+        // The local worker hands back what it cannot finish through the
+        // bridge, so the bridge stops after it and before the scheduler.
+        stop_distributed(local_worker, bridge);
         let report = scheduler.shutdown();
         telemetry.stop();
         report
+    }
+}
+
+/// Starts the bridge and, when asked for, the embedded worker.
+fn start_distributed(
+    link: BridgeLink,
+    broker: &BrokerSettings,
+    scheduler: &Scheduler,
+    telemetry: &Arc<Telemetry>,
+    local_workers: usize,
+) -> std::io::Result<(Option<Bridge>, Option<WorkerHandle>)> {
+    let size = link.local_size();
+    let bridge = link.start(scheduler.clone())?;
+    if !broker.local_worker {
+        return Ok((Some(bridge), None));
+    }
+    let resources: ResourceSource = {
+        let telemetry = Arc::clone(telemetry);
+        Arc::new(move || telemetry.latest())
+    };
+    let config = WorkerConfig {
+        url: broker.url.clone(),
+        names: broker.names.clone(),
+        name: broker.worker_name.clone(),
+        host: crate::telemetry::host_name(),
+        concurrency: local_workers,
+        heartbeat: crate::remote::heartbeat_for(broker.lease),
+        stop_grace: scheduler.config().shutdown_grace,
+        registry: scheduler.registry_handle(),
+        resources: Some(resources),
+    };
+    match WorkerHandle::start(config, Some(size)) {
+        Ok(worker) => Ok((Some(bridge), Some(worker))),
+        Err(error) => {
+            bridge.stop();
+            Err(error)
+        }
+    }
+}
+
+/// Stops the embedded worker, then the bridge.
+fn stop_distributed(local_worker: Option<WorkerHandle>, bridge: Option<Bridge>) {
+    if let Some(worker) = local_worker {
+        worker.stop();
+    }
+    if let Some(bridge) = bridge {
+        bridge.stop();
     }
 }
 

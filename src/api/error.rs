@@ -93,8 +93,13 @@ impl From<SubmitError> for ApiError {
     fn from(error: SubmitError) -> Self {
         match error {
             SubmitError::Invalid { .. } => Self::bad_request(error.to_string()),
-            SubmitError::ShuttingDown => Self::unavailable(error.to_string()),
+            SubmitError::ShuttingDown | SubmitError::Unavailable(_) => {
+                Self::unavailable(error.to_string())
+            }
             SubmitError::Store(_) => Self::internal(error.to_string()),
+            // The tasks are accepted and will run; only the broker's
+            // confirmation is missing.
+            SubmitError::Unconfirmed { .. } => Self::new(504, "unconfirmed", error.to_string()),
         }
     }
 }

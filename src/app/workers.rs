@@ -5,8 +5,8 @@ use eframe::egui::{self, RichText, Ui};
 
 use super::state::{Action, AppState};
 use super::theme::Theme;
-use crate::model::TaskStatus;
-use crate::scheduler::WorkerState;
+use crate::model::{GpuState, TaskStatus, percent};
+use crate::scheduler::{WorkerInfo, WorkerKind, WorkerState};
 
 /// Largest pool the control offers.
 const MAX_WORKERS: usize = 256;
@@ -38,22 +38,69 @@ pub fn workers_ui(ui: &mut Ui, state: &mut AppState, theme: Theme) -> Option<Act
         .striped(true)
         .show(ui, |ui| {
             for worker in &state.workers {
-                ui.label(&worker.name);
-                match (worker.state, worker.current_task) {
-                    (WorkerState::Busy, Some(task)) => {
-                        ui.label(
-                            RichText::new(format!("task {task}"))
-                                .color(theme.status(TaskStatus::Running)),
-                        );
-                    }
-                    _ => {
-                        ui.label(RichText::new("idle").color(theme.weak()));
-                    }
-                }
-                ui.label(format!("{} run", worker.tasks_run))
-                    .on_hover_text(format!("{} of them failed", worker.tasks_failed));
+                worker_row_ui(ui, worker, theme);
                 ui.end_row();
             }
         });
     action
+}
+
+/// One worker: its name (and host), what it runs, and its tally; a worker
+/// process also shows its slots and its host's load.
+fn worker_row_ui(ui: &mut Ui, worker: &WorkerInfo, theme: Theme) {
+    let name = match &worker.host {
+        Some(host) => format!("{} @ {host}", worker.name),
+        None => worker.name.clone(),
+    };
+    ui.label(name);
+    match worker.state {
+        WorkerState::Busy => {
+            let tasks: Vec<String> = worker.running.iter().map(|id| id.to_string()).collect();
+            let text = if worker.kind == WorkerKind::Process {
+                format!(
+                    "{}/{} busy: task {}",
+                    worker.running.len(),
+                    worker.concurrency,
+                    tasks.join(", ")
+                )
+            } else {
+                format!("task {}", tasks.join(", "))
+            };
+            ui.label(RichText::new(text).color(theme.status(TaskStatus::Running)));
+        }
+        WorkerState::Idle if worker.kind == WorkerKind::Process => {
+            ui.label(
+                RichText::new(format!("idle, {} slots", worker.concurrency)).color(theme.weak()),
+            );
+        }
+        WorkerState::Idle => {
+            ui.label(RichText::new("idle").color(theme.weak()));
+        }
+        WorkerState::Silent => {
+            ui.label(RichText::new("not heard from").color(theme.error()))
+                .on_hover_text("No heartbeat for a lease period; its tasks run again elsewhere");
+        }
+        WorkerState::Stopped => {
+            ui.label(RichText::new("stopped").color(theme.weak()));
+        }
+    }
+    let tally = ui
+        .label(format!("{} run", worker.tasks_run))
+        .on_hover_text(format!("{} of them failed", worker.tasks_failed));
+    if let Some(resources) = &worker.resources {
+        let gpus = match &resources.gpus {
+            GpuState::Available { devices } if !devices.is_empty() => devices
+                .iter()
+                .map(|gpu| format!("GPU {} {:.0} %", gpu.index, gpu.utilization_percent))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => "no GPU".to_owned(),
+        };
+        tally.on_hover_text(format!(
+            "CPU {:.0} % of {} cores · RAM {:.0} % · {gpus}",
+            resources.cpu_percent,
+            resources.cpu_count,
+            percent(resources.memory_used_bytes, resources.memory_total_bytes),
+        ));
+    }
 }

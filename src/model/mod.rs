@@ -9,7 +9,7 @@ mod resources;
 mod task;
 
 pub use event::{Event, EventKind};
-pub use resources::{DiskSample, GpuSample, GpuState, ResourceSample, percent};
+pub use resources::{DiskSample, GpuSample, GpuState, HostSummary, ResourceSample, percent};
 pub use task::{
     AttemptFailure, FailureKind, PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskId,
     TaskRecord, TaskSpec, TaskStatus, UnknownStatus, now_us,

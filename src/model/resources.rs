@@ -81,3 +81,32 @@ pub struct GpuSample {
     /// Temperature in °C, when the device reports it.
     pub temperature_c: Option<u32>,
 }
+
+/// A host's load in brief, as remote workers report it with their
+/// heartbeats: CPU, memory and GPUs, without per-core or disk detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSummary {
+    /// Overall CPU use, 0-100.
+    pub cpu_percent: f32,
+    /// Logical CPUs.
+    pub cpu_count: usize,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+    /// Installed memory, bytes.
+    pub memory_total_bytes: u64,
+    /// NVIDIA GPUs, or why there are none to show.
+    pub gpus: GpuState,
+}
+
+impl HostSummary {
+    /// The brief form of a full sample.
+    pub fn from_sample(sample: &ResourceSample) -> Self {
+        Self {
+            cpu_percent: sample.cpu_percent,
+            cpu_count: sample.cpu_per_core.len(),
+            memory_used_bytes: sample.memory_used_bytes,
+            memory_total_bytes: sample.memory_total_bytes,
+            gpus: sample.gpus.clone(),
+        }
+    }
+}

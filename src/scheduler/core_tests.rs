@@ -158,7 +158,7 @@ fn recovery_requeues_in_order_and_counts_lost_attempts() {
     let mut lost = TaskRecord::new(TaskId(4), TaskSpec::new("noop", vec![]), 0);
     lost.status = TaskStatus::Running;
     lost.attempts = 1;
-    let changes = core.recover(vec![queued, retrying, running, lost], 100);
+    let changes = core.recover(vec![queued, retrying, running, lost], 100, None);
     let kinds: Vec<(u64, EventKind)> = changes.iter().map(|c| (c.record.id.0, c.kind)).collect();
     assert_eq!(
         kinds,

@@ -10,6 +10,7 @@ mod core;
 #[cfg(test)]
 mod core_tests;
 mod events;
+mod external;
 mod metrics;
 pub mod policy;
 pub mod queue;
@@ -28,9 +29,13 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use self::core::{CancelOutcome, RequestError};
+pub use external::{
+    Denial, Dispatch, ExternalDispatch, ExternalHooks, Grant, Heartbeat, RemoteOutcome,
+    StopRequest, run_attempt,
+};
 pub use metrics::{LatencyBuckets, LatencySummary, MetricsReport, NameReport};
 pub use policy::Backoff;
-pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerState};
+pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerKind, WorkerState};
 
 use self::core::{Change, Core, Settled, WorkerId};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskRecord, TaskSpec, now_us};
@@ -63,6 +68,8 @@ pub struct SchedulerConfig {
     pub backoff: Backoff,
     /// How long shutdown lets running tasks finish before asking them to stop.
     pub shutdown_grace: Duration,
+    /// Who runs queued tasks: the pool's threads or worker processes.
+    pub dispatch: Dispatch,
 }
 
 impl SchedulerConfig {
@@ -74,6 +81,7 @@ impl SchedulerConfig {
             retention: Retention::default(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(10),
+            dispatch: Dispatch::Local,
         }
     }
 
@@ -116,6 +124,27 @@ pub enum SubmitError {
     /// The scheduler is shutting down.
     #[error("the scheduler is shutting down")]
     ShuttingDown,
+    /// The transport to worker processes cannot take tasks now; nothing
+    /// was accepted.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The tasks are stored and will run, but the transport did not confirm
+    /// them in time (they are published once it is back).
+    #[error("tasks {} are stored, but the broker did not confirm them within {} s; they are published when it is back", format_ids(ids), waited.as_secs())]
+    Unconfirmed {
+        /// The accepted tasks.
+        ids: Vec<TaskId>,
+        /// How long the submit waited.
+        waited: Duration,
+    },
+}
+
+fn format_ids(ids: &[TaskId]) -> String {
+    match ids {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, .., last] => format!("{first}-{last}"),
+    }
 }
 
 /// What shutdown did.
@@ -160,6 +189,8 @@ struct Inner {
     config: SchedulerConfig,
     /// Resource samples the store held at start, handed out once.
     past_samples: Mutex<Vec<ResourceSample>>,
+    /// Submits waiting for the transport to confirm their tasks.
+    publish_waits: Mutex<std::collections::HashMap<TaskId, Arc<external::PublishWait>>>,
 }
 
 impl Inner {
@@ -229,7 +260,11 @@ impl Inner {
             waiters,
             attempt,
             finished,
+            stop,
         } = settled;
+        if let Some(stop) = stop {
+            self.request_stop(stop);
+        }
         let Some(change) = change else {
             return;
         };
@@ -310,8 +345,12 @@ impl Scheduler {
             samples,
         } = recovered;
         let recovered_count = tasks.len();
-        let mut core = Core::new(config.workers, config.retention, config.backoff);
-        let changes = core.recover(tasks, now_us());
+        let (target_workers, remote_lease_until) = match &config.dispatch {
+            Dispatch::Local => (config.workers, None),
+            Dispatch::External(external) => (0, Some(Instant::now() + external.lease)),
+        };
+        let mut core = Core::new(target_workers, config.retention, config.backoff);
+        let changes = core.recover(tasks, now_us(), remote_lease_until);
         let queued = core.queue.len();
         let (timer, timer_rx) = Timer::new();
         let inner = Arc::new(Inner {
@@ -334,6 +373,7 @@ impl Scheduler {
             started: Instant::now(),
             config,
             past_samples: Mutex::new(samples),
+            publish_waits: Mutex::new(std::collections::HashMap::new()),
         });
         let changed = changes.len();
         for change in changes {
@@ -361,6 +401,11 @@ impl Scheduler {
         &self.inner.registry
     }
 
+    /// The registry, shared (for a worker embedded in this process).
+    pub fn registry_handle(&self) -> Arc<Registry> {
+        Arc::clone(&self.inner.registry)
+    }
+
     /// The configuration it was started with.
     pub fn config(&self) -> &SchedulerConfig {
         &self.inner.config
@@ -382,6 +427,9 @@ impl Scheduler {
         if specs.is_empty() {
             return Ok(Vec::new());
         }
+        self.inner
+            .transport_ready()
+            .map_err(SubmitError::Unavailable)?;
         let batch = specs.len() > 1;
         for (index, spec) in specs.iter().enumerate() {
             self.inner
@@ -407,8 +455,19 @@ impl Scheduler {
             self.inner.announce(EventKind::Submitted, record);
         }
         let ids: Vec<TaskId> = records.iter().map(|r| r.id).collect();
+        let published = self.inner.publish_wait(&ids);
         self.inner.core.lock().insert_queued(records);
         self.inner.signal_work(batch);
+        if let (Some(published), Dispatch::External(external)) =
+            (published, &self.inner.config.dispatch)
+            && published.recv_timeout(external.publish_wait).is_err()
+        {
+            self.published(&ids);
+            return Err(SubmitError::Unconfirmed {
+                ids,
+                waited: external.publish_wait,
+            });
+        }
         Ok(ids)
     }
 
@@ -458,6 +517,10 @@ impl Scheduler {
                     None
                 }
             });
+        if matches!(outcome, Ok(CancelOutcome::Removed)) {
+            // A submit still waiting for this task's publishing need not.
+            self.published(&[id]);
+        }
         outcome
     }
 
@@ -540,6 +603,10 @@ impl Scheduler {
         if self.inner.is_shut_down() {
             return;
         }
+        if let Dispatch::External(external) = &self.inner.config.dispatch {
+            external.hooks.resize(workers);
+            return;
+        }
         self.inner.core.lock().target_workers = workers;
         worker::ensure_workers(&self.inner);
         self.inner.signal_work(true);
@@ -548,9 +615,19 @@ impl Scheduler {
     /// Each live worker's state and counts.
     pub fn workers(&self) -> Vec<WorkerInfo> {
         let core = self.inner.core.lock();
+        let now = Instant::now();
+        let lease = match &self.inner.config.dispatch {
+            Dispatch::External(external) => external.lease,
+            Dispatch::Local => Duration::MAX,
+        };
         core.workers
             .iter()
             .map(|(id, slot)| WorkerInfo::from_slot(*id, slot))
+            .chain(
+                core.remote
+                    .iter()
+                    .map(|(id, remote)| WorkerInfo::from_remote(*id, remote, now, lease)),
+            )
             .collect()
     }
 
@@ -558,13 +635,25 @@ impl Scheduler {
     pub fn stats(&self) -> SchedulerStats {
         let (counts, queue_depth, workers_total, workers_busy, workers_target) = {
             let core = self.inner.core.lock();
-            (
-                core.counts(),
-                core.queue.len(),
-                core.workers.len(),
-                core.busy(),
-                core.target_workers,
-            )
+            let (remote_total, remote_busy) = core.remote_load();
+            let counts = core.counts();
+            match &self.inner.config.dispatch {
+                Dispatch::Local => (
+                    counts,
+                    core.queue.len(),
+                    core.workers.len(),
+                    core.busy(),
+                    core.target_workers,
+                ),
+                // The broker holds the queue; every worker is a process.
+                Dispatch::External(external) => (
+                    counts,
+                    counts[crate::model::TaskStatus::Queued.index()],
+                    remote_total,
+                    remote_busy,
+                    external.hooks.local_workers(),
+                ),
+            }
         };
         let metrics = self.inner.metrics.lock().report(Instant::now());
         SchedulerStats {

@@ -3,9 +3,11 @@
 
 use serde::Serialize;
 
-use super::core::{WorkerId, WorkerSlot};
+use std::time::{Duration, Instant};
+
+use super::core::{RemoteWorker, WorkerId, WorkerSlot};
 use super::metrics::MetricsReport;
-use crate::model::{EventKind, TaskId, TaskRecord, TaskStatus};
+use crate::model::{EventKind, HostSummary, TaskId, TaskRecord, TaskStatus};
 
 /// Selects and pages tasks; newest first unless `oldest_first`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +73,24 @@ pub enum WorkerState {
     Idle,
     /// Running a task.
     Busy,
+    /// A worker process not heard from for a lease period.
+    Silent,
+    /// A worker process that said goodbye.
+    Stopped,
+}
+
+/// Where a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerKind {
+    /// A thread of this process's pool.
+    Thread,
+    /// A worker process reached through the broker.
+    Process,
 }
 
 /// One worker as readers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkerInfo {
     /// Worker number.
     pub id: u64,
@@ -88,6 +104,18 @@ pub struct WorkerInfo {
     pub tasks_run: u64,
     /// Attempts of those that failed.
     pub tasks_failed: u64,
+    /// Thread of the pool or worker process.
+    pub kind: WorkerKind,
+    /// Host of a worker process.
+    pub host: Option<String>,
+    /// Attempts it runs at once.
+    pub concurrency: usize,
+    /// Every task it runs (a worker process may run several).
+    pub running: Vec<TaskId>,
+    /// Its host's load, from a worker process's last heartbeat.
+    pub resources: Option<HostSummary>,
+    /// Milliseconds since a worker process was last heard from.
+    pub last_heard_ms: Option<u64>,
 }
 
 impl WorkerInfo {
@@ -103,6 +131,46 @@ impl WorkerInfo {
             current_task: slot.current,
             tasks_run: slot.tasks_run,
             tasks_failed: slot.tasks_failed,
+            kind: WorkerKind::Thread,
+            host: None,
+            concurrency: 1,
+            running: slot.current.into_iter().collect(),
+            resources: None,
+            last_heard_ms: None,
+        }
+    }
+
+    pub(super) fn from_remote(
+        id: WorkerId,
+        remote: &RemoteWorker,
+        now: Instant,
+        lease: Duration,
+    ) -> Self {
+        let since = remote
+            .last_heard
+            .map(|at| now.saturating_duration_since(at));
+        let state = if remote.gone {
+            WorkerState::Stopped
+        } else if since.is_none_or(|since| since > lease) {
+            WorkerState::Silent
+        } else if remote.running.is_empty() {
+            WorkerState::Idle
+        } else {
+            WorkerState::Busy
+        };
+        Self {
+            id,
+            name: remote.name.clone(),
+            state,
+            current_task: remote.running.first().copied(),
+            tasks_run: remote.tasks_run,
+            tasks_failed: remote.tasks_failed,
+            kind: WorkerKind::Process,
+            host: (!remote.host.is_empty()).then(|| remote.host.clone()),
+            concurrency: remote.concurrency,
+            running: remote.running.iter().copied().collect(),
+            resources: remote.resources.clone(),
+            last_heard_ms: since.map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }

@@ -145,7 +145,7 @@ fn run_job(inner: &Arc<Inner>, worker: WorkerId, worker_name: &str, job: Job) {
 }
 
 /// Runs one attempt, turning a panic into its result.
-fn run_attempt(
+pub(super) fn run_attempt(
     registry: &Registry,
     ctx: &TaskContext,
     name: &str,

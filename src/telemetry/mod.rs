@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use history::{History, Point, Window};
-pub use sampler::sample_once;
+pub use sampler::{host_name, sample_once};
 pub use service::Telemetry;
 
 /// The shortest sampling interval: CPU use cannot be measured over less.

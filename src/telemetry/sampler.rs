@@ -209,6 +209,15 @@ fn clamp_percent(value: f32) -> f32 {
     }
 }
 
+/// This machine's host name, as the operating system reports it; `unknown`
+/// when it cannot tell.
+pub fn host_name() -> String {
+    sysinfo::System::host_name()
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

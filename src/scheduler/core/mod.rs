@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use serde_json::Value;
 
+mod remote;
+#[cfg(test)]
+mod remote_tests;
 mod settle;
+
+pub use remote::{Denial, Grant, Heartbeat, RemoteWorker, StopRequest};
 
 use super::policy::{self, Backoff, Recovery};
 use super::queue::ReadyQueue;
@@ -31,6 +36,9 @@ pub struct RunState {
     pub attempt: u32,
     /// Its cancellation token.
     pub cancel: CancelToken,
+    /// For a worker process: when the attempt counts as lost unless a
+    /// heartbeat renews it.
+    pub lease_until: Option<Instant>,
 }
 
 /// A task and, while it runs, its attempt.
@@ -102,6 +110,8 @@ pub struct Settled {
     pub attempt: Option<(bool, i64)>,
     /// Set when the task finished by running: completed?, total latency.
     pub finished: Option<(bool, i64)>,
+    /// An attempt on a worker process to stop.
+    pub stop: Option<StopRequest>,
 }
 
 /// Outcome of a cancel request.
@@ -155,6 +165,9 @@ pub struct Core {
     finished: VecDeque<(TaskId, i64)>,
     /// Live workers (abandoned ones are removed).
     pub workers: BTreeMap<WorkerId, WorkerSlot>,
+    /// Worker processes reached through a broker, by id.
+    pub remote: BTreeMap<WorkerId, RemoteWorker>,
+    remote_ids: HashMap<String, WorkerId>,
     /// Workers wanted.
     pub target_workers: usize,
     next_worker: WorkerId,
@@ -177,6 +190,8 @@ impl Core {
             busy: 0,
             finished: VecDeque::new(),
             workers: BTreeMap::new(),
+            remote: BTreeMap::new(),
+            remote_ids: HashMap::new(),
             target_workers,
             next_worker: 0,
             waiters: HashMap::new(),
@@ -228,12 +243,45 @@ impl Core {
 
     /// Takes stored tasks back after a restart, applying [`policy::recovery`].
     /// Returns the transitions that changed a record.
-    pub fn recover(&mut self, records: Vec<TaskRecord>, now_us: i64) -> Vec<Change> {
+    ///
+    /// With `remote_lease_until` (tasks run on worker processes), a task
+    /// that was running stays running on its worker with a fresh lease: the
+    /// worker may still be at it, and its result may be waiting in the
+    /// broker. If it is not, the lease runs out and the attempt is lost then.
+    pub fn recover(
+        &mut self,
+        records: Vec<TaskRecord>,
+        now_us: i64,
+        remote_lease_until: Option<Instant>,
+    ) -> Vec<Change> {
         let mut changes = Vec::new();
         let mut finished = Vec::new();
         for mut record in records {
             let rule = policy::recovery(record.status, record.attempts, record.spec.max_retries);
             self.counts[record.status.index()] += 1;
+            if record.status == TaskStatus::Running
+                && let (Some(lease_until), Some(worker)) = (remote_lease_until, &record.worker)
+            {
+                let worker = self.remote_id(worker);
+                if let Some(remote) = self.remote.get_mut(&worker) {
+                    remote.running.insert(record.id);
+                }
+                let run = RunState {
+                    worker,
+                    attempt: record.attempts,
+                    cancel: CancelToken::new(),
+                    lease_until: Some(lease_until),
+                };
+                let record = Arc::new(record);
+                self.tasks.insert(
+                    record.id,
+                    Entry {
+                        record,
+                        run: Some(run),
+                    },
+                );
+                continue;
+            }
             let mut changed = None;
             match rule {
                 Recovery::Keep => {
@@ -330,6 +378,7 @@ impl Core {
                 worker,
                 attempt: record.attempts,
                 cancel: cancel.clone(),
+                lease_until: None,
             });
             slot.current = Some(id);
             self.busy += 1;
@@ -345,15 +394,30 @@ impl Core {
         None
     }
 
-    fn release_worker(&mut self, worker: WorkerId, failed: bool) {
+    /// Frees the worker (thread or process) that ran `id`; `counted` when
+    /// the attempt counts towards its tally.
+    fn release_runner(&mut self, worker: WorkerId, id: TaskId, counted: bool, failed: bool) {
+        if let Some(remote) = self.remote.get_mut(&worker) {
+            remote.running.remove(&id);
+            if counted {
+                remote.tasks_run += 1;
+                remote.tasks_failed += u64::from(failed);
+            }
+            return;
+        }
         if let Some(slot) = self.workers.get_mut(&worker) {
             slot.current = None;
-            slot.tasks_run += 1;
-            if failed {
-                slot.tasks_failed += 1;
+            if counted {
+                slot.tasks_run += 1;
+                slot.tasks_failed += u64::from(failed);
             }
         }
         self.busy = self.busy.saturating_sub(1);
+    }
+
+    /// Whether `worker` is a worker process rather than a thread of the pool.
+    pub fn is_remote(&self, worker: WorkerId) -> bool {
+        self.remote.contains_key(&worker)
     }
 
     /// Marks a task whose backoff ended as queued; none when it is no longer
@@ -417,7 +481,11 @@ impl Core {
                 if let Some(run) = &entry.run {
                     run.cancel.cancel(StopReason::Cancelled);
                 }
-                Ok((CancelOutcome::StopRequested, Settled::default()))
+                let settled = Settled {
+                    stop: self.remote_stop(id, StopReason::Cancelled),
+                    ..Settled::default()
+                };
+                Ok((CancelOutcome::StopRequested, settled))
             }
             TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
                 Err(RequestError::AlreadyFinished { id, status })

@@ -59,7 +59,7 @@ impl Core {
                 false,
             ),
         };
-        self.release_worker(worker, !succeeded);
+        self.release_runner(worker, id, true, !succeeded);
         let mut settled = Settled {
             attempt: Some((succeeded, run_time_us)),
             ..Settled::default()
@@ -103,14 +103,19 @@ impl Core {
         {
             return None;
         }
+        let stop = self.remote_stop(id, StopReason::TimedOut);
+        let entry = self.tasks.get_mut(&id)?;
         let run = entry.run.take()?;
         run.cancel.cancel(StopReason::TimedOut);
         let timeout_ms = entry.record.spec.timeout_ms.unwrap_or(0);
         let run_time_us = now_us - entry.record.started_at_us.unwrap_or(now_us);
-        self.release_worker(run.worker, true);
+        self.release_runner(run.worker, id, true, true);
+        // A thread stuck in the task is abandoned; a worker process is asked
+        // to stop the attempt and keeps its other slots.
         self.workers.remove(&run.worker);
         let mut settled = Settled {
             attempt: Some((false, run_time_us)),
+            stop,
             ..Settled::default()
         };
         let message = format!("timed out after {timeout_ms} ms");
@@ -213,10 +218,11 @@ impl Core {
             .tasks
             .iter()
             .filter_map(|(id, entry)| entry.run.as_ref().map(|run| (*id, run.worker)))
+            .filter(|(_, worker)| !self.is_remote(*worker))
             .collect();
         let mut changes = Vec::new();
         for (id, worker) in running {
-            self.release_worker(worker, false);
+            self.release_runner(worker, id, false, false);
             self.workers.remove(&worker);
             let mut settled = Settled::default();
             self.put_back(id, &mut settled);
@@ -225,11 +231,14 @@ impl Core {
         changes
     }
 
-    /// Cancellation tokens of every running attempt.
+    /// Cancellation tokens of every attempt running on a thread of the pool
+    /// (worker processes keep theirs running across a scheduler restart).
     pub fn running_tokens(&self) -> Vec<CancelToken> {
         self.tasks
             .values()
-            .filter_map(|entry| entry.run.as_ref().map(|run| run.cancel.clone()))
+            .filter_map(|entry| entry.run.as_ref())
+            .filter(|run| !self.is_remote(run.worker))
+            .map(|run| run.cancel.clone())
             .collect()
     }
 

@@ -1,0 +1,188 @@
+//! Connecting to RabbitMQ and declaring the queues, shared by the scheduler's
+//! bridge and the worker process.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde::Serialize;
+
+use super::protocol::{CONTROL_QUEUE_EXPIRES_MS, MAX_PRIORITY, Names};
+use super::url::BrokerUrl;
+
+/// How long connecting may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why talking to the broker failed. Messages carry the redacted URL only.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Connecting failed or timed out.
+    #[error("cannot reach the broker at {url}: {reason}")]
+    Connect {
+        /// The redacted URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The broker refused or dropped an operation or the connection.
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The broker did not confirm a publish.
+    #[error("the broker refused a message (negative confirm)")]
+    Nacked,
+    /// A message could not be encoded.
+    #[error("cannot encode a message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Opens a connection named `name` (shown in RabbitMQ's management UI).
+pub async fn connect(url: &BrokerUrl, name: &str) -> Result<Connection, LinkError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let connecting = Connection::connect(url.secret(), properties);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(LinkError::Connect {
+            url: url.to_string(),
+            reason: scrub(&error.to_string(), url),
+        }),
+        Err(_) => Err(LinkError::Connect {
+            url: url.to_string(),
+            reason: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        }),
+    }
+}
+
+/// An error text with the URL's secret form replaced by its shown form.
+pub fn scrub(text: &str, url: &BrokerUrl) -> String {
+    text.replace(url.secret(), &url.to_string())
+}
+
+/// Declares the task queue (durable, priorities 0-9) and the event queue
+/// (durable). Declaring is idempotent.
+pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), LinkError> {
+    let mut task_args = FieldTable::default();
+    task_args.insert(
+        "x-max-priority".into(),
+        AMQPValue::ShortShortUInt(MAX_PRIORITY + 1),
+    );
+    channel
+        .queue_declare(names.tasks().into(), durable(), task_args)
+        .await?;
+    channel
+        .queue_declare(names.events().into(), durable(), FieldTable::default())
+        .await?;
+    Ok(())
+}
+
+/// Declares one worker's answer queue (durable; removed after an hour
+/// without a consumer).
+pub async fn declare_control(
+    channel: &Channel,
+    names: &Names,
+    worker: &str,
+) -> Result<String, LinkError> {
+    let queue = names.control(worker);
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-expires".into(),
+        AMQPValue::LongUInt(CONTROL_QUEUE_EXPIRES_MS),
+    );
+    channel
+        .queue_declare(queue.as_str().into(), durable(), args)
+        .await?;
+    Ok(queue)
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Properties of a message that survives a broker restart.
+pub fn persistent(priority: u8) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_priority(priority.min(MAX_PRIORITY))
+        .with_content_type("application/json".into())
+}
+
+/// Publishes `message` as JSON to `queue` through the default exchange and
+/// waits for the broker's confirm (the channel must be in confirm mode).
+pub async fn publish_confirmed<T: Serialize>(
+    channel: &Channel,
+    queue: &str,
+    message: &T,
+    priority: u8,
+) -> Result<(), LinkError> {
+    let confirm = publish(channel, queue, message, priority).await?;
+    let confirmation = confirm.await?;
+    if confirmation.is_nack() {
+        return Err(LinkError::Nacked);
+    }
+    Ok(())
+}
+
+/// Publishes `message` as JSON to `queue`; returns the pending confirm.
+pub async fn publish<T: Serialize>(
+    channel: &Channel,
+    queue: &str,
+    message: &T,
+    priority: u8,
+) -> Result<lapin::PublisherConfirm, LinkError> {
+    let payload = serde_json::to_vec(message)?;
+    Ok(channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &payload,
+            persistent(priority),
+        )
+        .await?)
+}
+
+/// Delays between connection attempts: 0.5 s doubling up to 5 s.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    next: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Reconnect {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(5);
+
+    /// The delay before the next attempt; each call doubles the next one.
+    pub fn delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+
+    /// Connected: the next failure starts from the shortest delay again.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_double_up_to_the_cap_and_reset() {
+        let mut reconnect = Reconnect::default();
+        let delays: Vec<u128> = (0..6).map(|_| reconnect.delay().as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000]);
+        reconnect.reset();
+        assert_eq!(reconnect.delay(), Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,539 @@
+//! The scheduler's side of the broker: publishes queued tasks (with
+//! publisher confirms), applies what workers report, answers their claims,
+//! sends stop requests and expires leases.
+//!
+//! Threads: `taskdeck-broker` runs the AMQP connection on a one-thread
+//! tokio runtime; `taskdeck-broker-pump` takes queued tasks from the
+//! scheduler and hands them over in batches. The scheduler learns of the
+//! bridge only through [`ExternalHooks`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::amqp::{self, LinkError, Reconnect};
+use super::protocol::{Control, Names, TaskMessage, WireOutcome, WorkerEvent};
+use super::url::BrokerUrl;
+use crate::model::{TaskId, TaskRecord};
+use crate::scheduler::{
+    Denial, ExternalDispatch, ExternalHooks, Heartbeat, RemoteOutcome, Scheduler, StopRequest,
+};
+use crate::tasks::TaskError;
+
+/// Most tasks published per confirm round.
+const PUBLISH_BATCH: usize = 1_000;
+/// Most worker reports applied per store commit.
+const EVENT_BATCH: usize = 1_000;
+/// How often leases are checked.
+const LEASE_CHECK: Duration = Duration::from_millis(250);
+
+/// How the scheduler reaches the broker.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// The broker.
+    pub url: BrokerUrl,
+    /// Queue names.
+    pub names: Names,
+    /// How long an attempt stays with a silent worker.
+    pub lease: Duration,
+    /// How long a submit waits for the broker's confirm.
+    pub publish_wait: Duration,
+}
+
+/// The hooks the scheduler calls, and what the bridge tells it.
+struct Hooks {
+    url: String,
+    status: Mutex<Result<(), String>>,
+    stops: mpsc::UnboundedSender<StopRequest>,
+    local_workers: AtomicUsize,
+    resize: watch::Sender<usize>,
+}
+
+impl ExternalHooks for Hooks {
+    fn ready(&self) -> Result<(), String> {
+        self.status.lock().clone()
+    }
+
+    fn stop(&self, request: StopRequest) {
+        // The receiver lives as long as the bridge; after it stopped, stop
+        // requests have nowhere to go and the worker's lease settles it.
+        let _ = self.stops.send(request);
+    }
+
+    fn resize(&self, workers: usize) {
+        self.local_workers.store(workers, Ordering::Relaxed);
+        self.resize.send_replace(workers);
+    }
+
+    fn local_workers(&self) -> usize {
+        self.local_workers.load(Ordering::Relaxed)
+    }
+}
+
+/// The bridge before the scheduler exists: it gives the scheduler its
+/// dispatch settings, then starts with the scheduler's handle.
+pub struct BridgeLink {
+    config: BridgeConfig,
+    hooks: Arc<Hooks>,
+    stops: mpsc::UnboundedReceiver<StopRequest>,
+    resize: watch::Receiver<usize>,
+}
+
+impl BridgeLink {
+    /// Prepares a bridge; `local_workers` is the size of the worker process
+    /// embedded in this one (0 for none).
+    pub fn new(config: BridgeConfig, local_workers: usize) -> Self {
+        let (stops_tx, stops) = mpsc::unbounded_channel();
+        let (resize_tx, resize) = watch::channel(local_workers);
+        let hooks = Arc::new(Hooks {
+            url: config.url.to_string(),
+            status: Mutex::new(Err(format!(
+                "not yet connected to the broker at {}",
+                config.url
+            ))),
+            stops: stops_tx,
+            local_workers: AtomicUsize::new(local_workers),
+            resize: resize_tx,
+        });
+        Self {
+            config,
+            hooks,
+            stops,
+            resize,
+        }
+    }
+
+    /// The scheduler's dispatch settings.
+    pub fn dispatch(&self) -> ExternalDispatch {
+        ExternalDispatch {
+            lease: self.config.lease,
+            publish_wait: self.config.publish_wait,
+            hooks: Arc::clone(&self.hooks) as Arc<dyn ExternalHooks>,
+        }
+    }
+
+    /// Changes of the embedded worker's size asked for in the window.
+    pub fn local_size(&self) -> watch::Receiver<usize> {
+        self.resize.clone()
+    }
+
+    /// Starts the bridge's threads.
+    pub fn start(self, scheduler: Scheduler) -> std::io::Result<Bridge> {
+        let Self {
+            config,
+            hooks,
+            stops,
+            resize: _,
+        } = self;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (batches_tx, batches_rx) = mpsc::channel::<Batch>(1);
+        let connected = Arc::new(AtomicBool::new(false));
+        let pump_stop = Arc::new(AtomicBool::new(false));
+        let link = Link {
+            scheduler: scheduler.clone(),
+            config,
+            hooks: Arc::clone(&hooks),
+            connected: Arc::clone(&connected),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let io = thread::Builder::new()
+            .name("taskdeck-broker".into())
+            .spawn(move || runtime.block_on(link.run(stops, batches_rx, shutdown_rx)))?;
+        let pump = {
+            let stop = Arc::clone(&pump_stop);
+            thread::Builder::new()
+                .name("taskdeck-broker-pump".into())
+                .spawn(move || pump_main(&scheduler, &connected, &stop, &batches_tx))?
+        };
+        Ok(Bridge {
+            shutdown: shutdown_tx,
+            pump_stop,
+            threads: vec![pump, io],
+            url: hooks.url.clone(),
+        })
+    }
+}
+
+/// The running bridge.
+pub struct Bridge {
+    shutdown: watch::Sender<bool>,
+    pump_stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    url: String,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge").field("url", &self.url).finish()
+    }
+}
+
+impl Bridge {
+    /// Stops publishing and consuming and closes the connection. Reports not
+    /// yet applied stay in the broker for the next start.
+    pub fn stop(mut self) {
+        self.pump_stop.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a broker thread panicked");
+            }
+        }
+    }
+}
+
+/// Tasks to publish, and where to say whether they were.
+type Batch = (Vec<Arc<TaskRecord>>, oneshot::Sender<bool>);
+
+fn pump_main(
+    scheduler: &Scheduler,
+    connected: &AtomicBool,
+    stop: &AtomicBool,
+    batches: &mpsc::Sender<Batch>,
+) {
+    while !stop.load(Ordering::Acquire) {
+        if !connected.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let tasks = scheduler.take_for_publishing(PUBLISH_BATCH, Duration::from_millis(200));
+        if tasks.is_empty() {
+            continue;
+        }
+        let ids: Vec<TaskId> = tasks.iter().map(|task| task.id).collect();
+        let (reply_tx, reply) = oneshot::channel();
+        let delivered = batches.blocking_send((tasks, reply_tx)).is_ok();
+        if !delivered || !reply.blocking_recv().unwrap_or(false) {
+            scheduler.unpublish(&ids);
+        }
+    }
+}
+
+struct Link {
+    scheduler: Scheduler,
+    config: BridgeConfig,
+    hooks: Arc<Hooks>,
+    connected: Arc<AtomicBool>,
+}
+
+impl Link {
+    async fn run(
+        self,
+        mut stops: mpsc::UnboundedReceiver<StopRequest>,
+        mut batches: mpsc::Receiver<Batch>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut reconnect = Reconnect::default();
+        let mut first = true;
+        loop {
+            let outcome = self
+                .session(
+                    first,
+                    &mut stops,
+                    &mut batches,
+                    &mut shutdown,
+                    &mut reconnect,
+                )
+                .await;
+            self.connected.store(false, Ordering::Release);
+            match outcome {
+                Ok(()) => return,
+                Err((error, connected_once)) => {
+                    first &= !connected_once;
+                    let message = error.to_string();
+                    *self.hooks.status.lock() = Err(format!(
+                        "the broker at {} is unavailable: {message}",
+                        self.config.url
+                    ));
+                    let delay = reconnect.delay();
+                    tracing::warn!(
+                        error = %message,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "broker connection failed; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's life; `Err` carries whether it got connected.
+    async fn session(
+        &self,
+        first: bool,
+        stops: &mut mpsc::UnboundedReceiver<StopRequest>,
+        batches: &mut mpsc::Receiver<Batch>,
+        shutdown: &mut watch::Receiver<bool>,
+        reconnect: &mut Reconnect,
+    ) -> Result<(), (LinkError, bool)> {
+        let not_connected = |error: LinkError| (error, false);
+        let connection = amqp::connect(&self.config.url, "taskdeck scheduler")
+            .await
+            .map_err(not_connected)?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(|e| not_connected(e.into()))?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| not_connected(e.into()))?;
+        amqp::declare_shared(&publisher, &self.config.names)
+            .await
+            .map_err(not_connected)?;
+        let names = &self.config.names;
+        if first {
+            // The store is the truth about what is queued: messages left from
+            // before this start are replaced by a fresh publish of every
+            // queued task (duplicates would only be denied anyway).
+            let purged = publisher
+                .queue_purge(names.tasks().into(), QueuePurgeOptions::default())
+                .await
+                .map_err(|e| not_connected(e.into()))?;
+            if purged > 0 {
+                tracing::info!(purged, "replaced the task messages left in the broker");
+            }
+        }
+        let consumer_channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| not_connected(e.into()))?;
+        consumer_channel
+            .basic_qos(EVENT_BATCH as u16, BasicQosOptions::default())
+            .await
+            .map_err(|e| not_connected(e.into()))?;
+        let mut events = consumer_channel
+            .basic_consume(
+                names.events().into(),
+                "taskdeck-scheduler".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| not_connected(e.into()))?;
+        reconnect.reset();
+        *self.hooks.status.lock() = Ok(());
+        self.connected.store(true, Ordering::Release);
+        tracing::info!(broker = %self.config.url, namespace = names.namespace(), "connected to the broker");
+        let mut lease_check = tokio::time::interval(LEASE_CHECK);
+        let failed = |error: LinkError| (error, true);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    let _ = connection.close(200, "taskdeck scheduler stopping".into()).await;
+                    return Ok(());
+                }
+                Some((tasks, reply)) = batches.recv() => {
+                    let outcome = self.publish_tasks(&publisher, &tasks).await;
+                    let ok = outcome.is_ok();
+                    if ok {
+                        let ids: Vec<TaskId> = tasks.iter().map(|task| task.id).collect();
+                        self.scheduler.published(&ids);
+                    }
+                    let _ = reply.send(ok);
+                    outcome.map_err(failed)?;
+                }
+                Some(stop) = stops.recv() => {
+                    let control = Control::Stop {
+                        task: stop.task,
+                        attempt: stop.attempt,
+                        reason: stop.reason.into(),
+                    };
+                    amqp::publish(&publisher, &names.control(&stop.worker), &control, 0)
+                        .await
+                        .map_err(failed)?;
+                }
+                delivery = events.next() => {
+                    let Some(delivery) = delivery else {
+                        return Err(failed(LinkError::Connect {
+                            url: self.config.url.to_string(),
+                            reason: "the broker cancelled the event consumer".into(),
+                        }));
+                    };
+                    let mut batch = vec![delivery.map_err(|e| failed(e.into()))?];
+                    while batch.len() < EVENT_BATCH {
+                        match futures_lite::future::poll_once(events.next()).await {
+                            Some(Some(next)) => batch.push(next.map_err(|e| failed(e.into()))?),
+                            _ => break,
+                        }
+                    }
+                    self.apply_events(&publisher, batch).await.map_err(failed)?;
+                }
+                _ = lease_check.tick() => {
+                    let lost = self.scheduler.expire_leases();
+                    if lost > 0 {
+                        tracing::warn!(lost, "attempts lost: their workers stopped sending heartbeats");
+                    }
+                    if !connection.status().connected() {
+                        return Err(failed(LinkError::Connect {
+                            url: self.config.url.to_string(),
+                            reason: "the connection closed".into(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn publish_tasks(
+        &self,
+        channel: &lapin::Channel,
+        tasks: &[Arc<TaskRecord>],
+    ) -> Result<(), LinkError> {
+        let queue = self.config.names.tasks();
+        let mut confirms = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let message = TaskMessage {
+                task: task.id,
+                spec: task.spec.clone(),
+            };
+            confirms.push(amqp::publish(channel, &queue, &message, task.spec.priority).await?);
+        }
+        for confirm in confirms {
+            if confirm.await?.is_nack() {
+                return Err(LinkError::Nacked);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch of worker reports, commits them, answers, and only
+    /// then acknowledges them: a report is never lost, and a grant is sent
+    /// only once the task's running state is on disk.
+    async fn apply_events(
+        &self,
+        channel: &lapin::Channel,
+        batch: Vec<Delivery>,
+    ) -> Result<(), LinkError> {
+        let mut answers: Vec<(String, Control)> = Vec::new();
+        for delivery in &batch {
+            match serde_json::from_slice::<WorkerEvent>(&delivery.data) {
+                Ok(event) => self.apply(event, &mut answers),
+                Err(error) => {
+                    tracing::warn!(%error, "dropping a malformed worker report");
+                }
+            }
+        }
+        if let Err(error) = self.scheduler.flush() {
+            tracing::error!(%error, "cannot commit worker reports; they stay in the broker");
+            return Err(LinkError::Connect {
+                url: self.config.url.to_string(),
+                reason: format!("the store failed: {error}"),
+            });
+        }
+        let mut confirms = Vec::with_capacity(answers.len());
+        for (worker, control) in &answers {
+            let queue = self.config.names.control(worker);
+            confirms.push(amqp::publish(channel, &queue, control, 0).await?);
+        }
+        for confirm in confirms {
+            confirm.await?;
+        }
+        if let Some(last) = batch.last() {
+            last.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, event: WorkerEvent, answers: &mut Vec<(String, Control)>) {
+        let scheduler = &self.scheduler;
+        match event {
+            WorkerEvent::Claim { worker, task } => {
+                let answer = match scheduler.claim_remote(&worker, task) {
+                    Ok(grant) => Control::Grant {
+                        task,
+                        attempt: grant.attempt,
+                        timeout_ms: grant
+                            .timeout
+                            .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+                    },
+                    Err(denial) => Control::Deny {
+                        task,
+                        reason: describe(denial),
+                    },
+                };
+                answers.push((worker, answer));
+            }
+            WorkerEvent::Heartbeat {
+                worker,
+                host,
+                concurrency,
+                running,
+                resources,
+            } => {
+                let beat = Heartbeat {
+                    worker,
+                    host,
+                    concurrency,
+                    running,
+                    resources,
+                };
+                for stop in scheduler.remote_heartbeat(&beat) {
+                    answers.push((
+                        stop.worker,
+                        Control::Stop {
+                            task: stop.task,
+                            attempt: stop.attempt,
+                            reason: stop.reason.into(),
+                        },
+                    ));
+                }
+            }
+            WorkerEvent::Finished {
+                worker,
+                task,
+                attempt,
+                outcome,
+                run_time_us,
+                ..
+            } => {
+                let outcome = match outcome {
+                    WireOutcome::Completed { value } => RemoteOutcome::Completed(value),
+                    WireOutcome::Error {
+                        message,
+                        retryable,
+                        stop,
+                    } => RemoteOutcome::Error(TaskError {
+                        retryable,
+                        stop: stop.map(Into::into),
+                        message,
+                    }),
+                    WireOutcome::Panicked { message } => RemoteOutcome::Panicked(message),
+                };
+                scheduler.finish_remote(&worker, task, attempt, outcome, run_time_us);
+            }
+            WorkerEvent::Release {
+                worker,
+                task,
+                attempt,
+            } => scheduler.release_remote(&worker, task, attempt),
+            WorkerEvent::Goodbye { worker } => {
+                tracing::info!(%worker, "worker stopped");
+                scheduler.remote_gone(&worker);
+            }
+        }
+    }
+}
+
+fn describe(denial: Denial) -> String {
+    match denial {
+        Denial::Unknown => "unknown task".to_owned(),
+        Denial::RunningElsewhere => "another worker runs it".to_owned(),
+        Denial::NotQueued(status) => format!("it is {status}"),
+    }
+}

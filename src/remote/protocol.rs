@@ -1,0 +1,289 @@
+//! What travels through the broker: queue names and the JSON messages
+//! between the scheduler and worker processes. Pure data; no I/O.
+//!
+//! - `NS.tasks` (durable, priorities 0-9): one message per queued task,
+//!   published by the scheduler, consumed by workers.
+//! - `NS.events` (durable): what workers report (claims, heartbeats, ends
+//!   of attempts, goodbyes), consumed by the scheduler.
+//! - `NS.worker.NAME` (durable, expires when unused for an hour): what the
+//!   scheduler answers one worker (grants, denials, stop requests).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{HostSummary, TaskId, TaskSpec};
+use crate::tasks::StopReason;
+
+/// Highest priority the task queue keeps apart (`x-max-priority`).
+pub const MAX_PRIORITY: u8 = 9;
+
+/// The default namespace of queue names.
+pub const DEFAULT_NAMESPACE: &str = "taskdeck";
+
+/// How long a worker's answer queue outlives its last consumer.
+pub const CONTROL_QUEUE_EXPIRES_MS: u32 = 3_600_000;
+
+/// Queue names of one Taskdeck installation on a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    namespace: String,
+}
+
+/// A namespace or worker name that cannot be part of a queue name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value:?} must be 1 to 100 letters, digits, '.', '_' or '-'")]
+pub struct NameError {
+    what: &'static str,
+    value: String,
+}
+
+/// Checks a name used inside queue names.
+pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
+    let ok = !value.is_empty()
+        && value.len() <= 100
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            what,
+            value: value.to_owned(),
+        })
+    }
+}
+
+impl Names {
+    /// Names under `namespace` (see [`check_name`]).
+    pub fn new(namespace: &str) -> Result<Self, NameError> {
+        check_name("the broker namespace", namespace)?;
+        Ok(Self {
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    /// The task queue.
+    pub fn tasks(&self) -> String {
+        format!("{}.tasks", self.namespace)
+    }
+
+    /// The queue of worker reports.
+    pub fn events(&self) -> String {
+        format!("{}.events", self.namespace)
+    }
+
+    /// The answer queue of one worker.
+    pub fn control(&self, worker: &str) -> String {
+        format!("{}.worker.{worker}", self.namespace)
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+/// One queued task on the task queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    /// The task.
+    pub task: TaskId,
+    /// What to run.
+    pub spec: TaskSpec,
+}
+
+/// Why an attempt was asked to stop, on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireStop {
+    /// A user cancelled it.
+    Cancelled,
+    /// It ran past its timeout.
+    TimedOut,
+    /// Its worker is shutting down.
+    Shutdown,
+}
+
+impl From<StopReason> for WireStop {
+    fn from(reason: StopReason) -> Self {
+        match reason {
+            StopReason::Cancelled => Self::Cancelled,
+            StopReason::TimedOut => Self::TimedOut,
+            StopReason::Shutdown => Self::Shutdown,
+        }
+    }
+}
+
+impl From<WireStop> for StopReason {
+    fn from(reason: WireStop) -> Self {
+        match reason {
+            WireStop::Cancelled => Self::Cancelled,
+            WireStop::TimedOut => Self::TimedOut,
+            WireStop::Shutdown => Self::Shutdown,
+        }
+    }
+}
+
+/// How an attempt ended, on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireOutcome {
+    /// The task returned a value.
+    Completed {
+        /// The result.
+        value: Value,
+    },
+    /// The task returned an error.
+    Error {
+        /// What went wrong.
+        message: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+        /// Set when it ended because it was asked to stop.
+        stop: Option<WireStop>,
+    },
+    /// The task panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// What a worker reports to the scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerEvent {
+    /// The worker got a task's message and asks to run it.
+    Claim {
+        /// Worker name.
+        worker: String,
+        /// The task.
+        task: TaskId,
+    },
+    /// Sent periodically: the worker is alive and runs these attempts.
+    Heartbeat {
+        /// Worker name.
+        worker: String,
+        /// Its host.
+        host: String,
+        /// Attempts it runs at once.
+        concurrency: usize,
+        /// Task and attempt of each attempt it runs.
+        running: Vec<(TaskId, u32)>,
+        /// Its host's load.
+        resources: Option<HostSummary>,
+    },
+    /// An attempt ended.
+    Finished {
+        /// Worker name.
+        worker: String,
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// How it ended.
+        outcome: WireOutcome,
+        /// When it started and ended on the worker, microseconds since the
+        /// epoch (the worker's clock).
+        started_at_us: i64,
+        /// See `started_at_us`.
+        finished_at_us: i64,
+        /// Its run time by the worker's monotonic clock.
+        run_time_us: i64,
+    },
+    /// The worker gives back a granted attempt it will not run to its end.
+    Release {
+        /// Worker name.
+        worker: String,
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// The worker stops.
+    Goodbye {
+        /// Worker name.
+        worker: String,
+    },
+}
+
+/// What the scheduler answers one worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// Run the claimed task as this attempt.
+    Grant {
+        /// The task.
+        task: TaskId,
+        /// The attempt number to report.
+        attempt: u32,
+        /// Time allowed.
+        timeout_ms: Option<u64>,
+    },
+    /// Do not run it; drop the message.
+    Deny {
+        /// The task.
+        task: TaskId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Stop this attempt.
+    Stop {
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        reason: WireStop,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_composed() {
+        let names = Names::new("prod-1").expect("a valid namespace");
+        assert_eq!(names.tasks(), "prod-1.tasks");
+        assert_eq!(names.events(), "prod-1.events");
+        assert_eq!(names.control("gpu-box.7"), "prod-1.worker.gpu-box.7");
+        assert!(Names::new("").is_err());
+        assert!(Names::new("a b").is_err());
+        assert!(check_name("worker name", &"x".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn messages_round_trip_as_tagged_json() {
+        let event = WorkerEvent::Finished {
+            worker: "w1".into(),
+            task: TaskId(7),
+            attempt: 2,
+            outcome: WireOutcome::Error {
+                message: "boom".into(),
+                retryable: true,
+                stop: Some(WireStop::TimedOut),
+            },
+            started_at_us: 1,
+            finished_at_us: 2,
+            run_time_us: 1,
+        };
+        let text = serde_json::to_string(&event).expect("serialisable");
+        assert!(text.contains(r#""type":"finished""#), "{text}");
+        assert!(text.contains(r#""stop":"timed_out""#), "{text}");
+        let back: WorkerEvent = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, event);
+        let control: Control =
+            serde_json::from_str(r#"{"type":"grant","task":3,"attempt":1,"timeout_ms":null}"#)
+                .expect("parses");
+        assert_eq!(
+            control,
+            Control::Grant {
+                task: TaskId(3),
+                attempt: 1,
+                timeout_ms: None
+            }
+        );
+    }
+}

@@ -1,0 +1,774 @@
+//! The worker process: consumes tasks from the broker, claims each one from
+//! the scheduler before running it, runs granted attempts on threads,
+//! reports heartbeats (with the host's resources) and results, and follows
+//! stop requests. `taskdeck worker` runs it alone; the window and `serve`
+//! embed one so the local machine keeps working.
+//!
+//! Load balancing: each free slot is one consumer with a prefetch of one,
+//! under a channel-wide prefetch equal to the concurrency. A granted
+//! delivery's consumer is cancelled before the delivery is acknowledged, so
+//! the broker never pushes a task to a worker without a free slot, and a
+//! running task holds no unacknowledged delivery (the broker's consumer
+//! timeout never applies to it; the scheduler's lease does).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Acker, Channel, Consumer};
+use tokio::sync::{mpsc, watch};
+
+use super::amqp::{self, LinkError, Reconnect};
+use super::protocol::{Control, Names, TaskMessage, WireOutcome, WireStop, WorkerEvent};
+use super::url::BrokerUrl;
+use crate::model::{HostSummary, ResourceSample, TaskId, TaskSpec, now_us};
+use crate::scheduler::{RemoteOutcome, run_attempt};
+use crate::tasks::{CancelToken, Registry, StopReason, TaskContext};
+
+/// How long an attempt asked to stop may take before its thread is left
+/// behind and its slot freed.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How often deadlines and the connection are checked.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Reads the host's latest resource sample.
+pub type ResourceSource = Arc<dyn Fn() -> Option<Arc<ResourceSample>> + Send + Sync>;
+
+/// How a worker process runs.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// The broker.
+    pub url: BrokerUrl,
+    /// Queue names.
+    pub names: Names,
+    /// Unique name among the workers of this broker namespace.
+    pub name: String,
+    /// The host name reported with heartbeats.
+    pub host: String,
+    /// Attempts run at once.
+    pub concurrency: usize,
+    /// Time between heartbeats (keep it well under the scheduler's lease).
+    pub heartbeat: Duration,
+    /// How long stopping lets running attempts finish before asking them to
+    /// stop (they are then handed back and run again elsewhere).
+    pub stop_grace: Duration,
+    /// The tasks this worker can run.
+    pub registry: Arc<Registry>,
+    /// The host's resources, for heartbeats.
+    pub resources: Option<ResourceSource>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("url", &self.url)
+            .field("names", &self.names)
+            .field("name", &self.name)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running worker process (or the embedded one).
+pub struct WorkerHandle {
+    shutdown: watch::Sender<bool>,
+    thread: JoinHandle<()>,
+    name: String,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// Starts the worker on its own thread; `size` changes its concurrency
+    /// while it runs.
+    pub fn start(
+        config: WorkerConfig,
+        size: Option<watch::Receiver<usize>>,
+    ) -> std::io::Result<Self> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let name = config.name.clone();
+        let thread = thread::Builder::new()
+            .name("taskdeck-remote-worker".into())
+            .spawn(move || {
+                let worker = Worker::new(config);
+                runtime.block_on(worker.run(shutdown_rx, size));
+            })?;
+        Ok(Self {
+            shutdown,
+            thread,
+            name,
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops gracefully: takes no new tasks, lets running ones finish within
+    /// the grace period, hands back the rest, says goodbye, disconnects.
+    pub fn stop(self) {
+        self.shutdown.send_replace(true);
+        if self.thread.join().is_err() {
+            tracing::error!("the worker thread panicked");
+        }
+    }
+
+    /// Whether it stopped by itself (it only does when its thread failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+}
+
+struct Running {
+    attempt: u32,
+    cancel: CancelToken,
+    deadline: Option<Instant>,
+    stop_asked: Option<(Instant, StopReason)>,
+}
+
+struct Ended {
+    task: TaskId,
+    attempt: u32,
+    outcome: RemoteOutcome,
+    started_at_us: i64,
+    finished_at_us: i64,
+    run_time_us: i64,
+}
+
+/// A delivery claimed and waiting for the scheduler's answer.
+struct Claim {
+    task: TaskId,
+    spec: TaskSpec,
+    acker: Acker,
+}
+
+struct Worker {
+    config: WorkerConfig,
+    concurrency: usize,
+    running: HashMap<TaskId, Running>,
+    /// Reports waiting for the broker's confirm, oldest first.
+    outbox: VecDeque<WorkerEvent>,
+    ended_tx: mpsc::UnboundedSender<Ended>,
+    ended_rx: mpsc::UnboundedReceiver<Ended>,
+    stopping: Option<Instant>,
+    next_tag: u64,
+}
+
+/// One connection's channels and consumers.
+struct Session {
+    consume: Channel,
+    publish: Channel,
+    consumers: HashMap<String, Option<Claim>>,
+    deliveries_tx: mpsc::UnboundedSender<(String, Result<Delivery, lapin::Error>)>,
+}
+
+enum End {
+    Stopped,
+}
+
+impl Worker {
+    fn new(config: WorkerConfig) -> Self {
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        Self {
+            concurrency: config.concurrency,
+            config,
+            running: HashMap::new(),
+            outbox: VecDeque::new(),
+            ended_tx,
+            ended_rx,
+            stopping: None,
+            next_tag: 0,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut size: Option<watch::Receiver<usize>>,
+    ) {
+        let mut reconnect = Reconnect::default();
+        loop {
+            match self.session(&mut shutdown, &mut size, &mut reconnect).await {
+                Ok(End::Stopped) => return,
+                Err(error) => {
+                    if self.stopping.is_some() || *shutdown.borrow() {
+                        tracing::warn!(%error, "broker unavailable while stopping; leaving without saying goodbye");
+                        self.abandon_all();
+                        return;
+                    }
+                    let delay = reconnect.delay();
+                    tracing::warn!(
+                        %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        running = self.running.len(),
+                        "worker lost the broker; retrying (running tasks go on)"
+                    );
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            _ = shutdown.changed() => break,
+                            Some(ended) = self.ended_rx.recv() => self.ended(ended),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        size: &mut Option<watch::Receiver<usize>>,
+        reconnect: &mut Reconnect,
+    ) -> Result<End, LinkError> {
+        let names = self.config.names.clone();
+        let connection = amqp::connect(
+            &self.config.url,
+            &format!("taskdeck worker {}", self.config.name),
+        )
+        .await?;
+        let publish = connection.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        amqp::declare_shared(&publish, &names).await?;
+        let control_queue = amqp::declare_control(&publish, &names, &self.config.name).await?;
+        let consume = connection.create_channel().await?;
+        let limit = u16::try_from(self.concurrency.max(1)).unwrap_or(u16::MAX);
+        consume
+            .basic_qos(1, BasicQosOptions { global: false })
+            .await?;
+        consume
+            .basic_qos(limit, BasicQosOptions { global: true })
+            .await?;
+        let control_channel = connection.create_channel().await?;
+        let mut control = control_channel
+            .basic_consume(
+                control_queue.as_str().into(),
+                format!("{}-control", self.config.name).as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let (deliveries_tx, mut deliveries) = mpsc::unbounded_channel();
+        let mut session = Session {
+            consume,
+            publish,
+            consumers: HashMap::new(),
+            deliveries_tx,
+        };
+        reconnect.reset();
+        tracing::info!(
+            worker = %self.config.name,
+            broker = %self.config.url,
+            concurrency = self.concurrency,
+            "worker connected"
+        );
+        self.flush_outbox(&session).await?;
+        self.heartbeat(&session).await?;
+        if self.stopping.is_none() && !*shutdown.borrow() {
+            self.top_up(&mut session).await?;
+        }
+        let mut tick = tokio::time::interval(TICK);
+        let mut last_beat = Instant::now();
+        loop {
+            tokio::select! {
+                changed = shutdown.changed(), if self.stopping.is_none() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        self.begin_stop(&mut session).await?;
+                    }
+                }
+                Some(changed) = next_size(size) => {
+                    self.concurrency = changed;
+                    tracing::info!(concurrency = changed, "worker resized");
+                    let limit = u16::try_from(changed.max(1)).unwrap_or(u16::MAX);
+                    session.consume.basic_qos(limit, BasicQosOptions { global: true }).await?;
+                    self.top_up(&mut session).await?;
+                    self.heartbeat(&session).await?;
+                }
+                Some((tag, delivery)) = deliveries.recv() => {
+                    self.delivered(&mut session, tag, delivery?).await?;
+                }
+                message = control.next() => {
+                    let Some(message) = message else {
+                        return Err(closed(&self.config.url, "the broker cancelled the control consumer"));
+                    };
+                    self.control(&mut session, &message?.data).await?;
+                }
+                Some(ended) = self.ended_rx.recv() => {
+                    self.ended(ended);
+                    self.flush_outbox(&session).await?;
+                    self.top_up(&mut session).await?;
+                }
+                _ = tick.tick() => {
+                    if !connection.status().connected() {
+                        return Err(closed(&self.config.url, "the connection closed"));
+                    }
+                    self.check_deadlines();
+                    self.flush_outbox(&session).await?;
+                    if self.stopping.is_none() {
+                        self.top_up(&mut session).await?;
+                    }
+                    if last_beat.elapsed() >= self.config.heartbeat {
+                        last_beat = Instant::now();
+                        self.heartbeat(&session).await?;
+                    }
+                    if self.stopping.is_some() && self.running.is_empty() {
+                        let goodbye = WorkerEvent::Goodbye { worker: self.config.name.clone() };
+                        self.outbox.push_back(goodbye);
+                        self.flush_outbox(&session).await?;
+                        let _ = connection.close(200, "taskdeck worker stopping".into()).await;
+                        tracing::info!(worker = %self.config.name, "worker stopped");
+                        return Ok(End::Stopped);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops taking tasks: cancels the consumers and gives back deliveries
+    /// still waiting for an answer.
+    async fn begin_stop(&mut self, session: &mut Session) -> Result<(), LinkError> {
+        self.stopping = Some(Instant::now());
+        tracing::info!(
+            running = self.running.len(),
+            grace_secs = self.config.stop_grace.as_secs_f64(),
+            "worker stopping; letting running tasks finish"
+        );
+        let tags: Vec<String> = session.consumers.keys().cloned().collect();
+        for tag in tags {
+            session
+                .consume
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+            if let Some(Some(claim)) = session.consumers.remove(&tag) {
+                claim
+                    .acker
+                    .reject(BasicRejectOptions { requeue: true })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens consumers for free slots, or closes idle ones beyond the size.
+    async fn top_up(&mut self, session: &mut Session) -> Result<(), LinkError> {
+        if self.stopping.is_some() {
+            return Ok(());
+        }
+        while session.consumers.len() + self.running.len() < self.concurrency {
+            self.next_tag += 1;
+            let tag = format!("{}-slot-{}", self.config.name, self.next_tag);
+            let consumer = session
+                .consume
+                .basic_consume(
+                    self.config.names.tasks().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            session.consumers.insert(tag.clone(), None);
+            tokio::spawn(forward(consumer, tag, session.deliveries_tx.clone()));
+        }
+        while session.consumers.len() + self.running.len() > self.concurrency {
+            let idle = session
+                .consumers
+                .iter()
+                .find(|(_, claim)| claim.is_none())
+                .map(|(tag, _)| tag.clone());
+            let Some(tag) = idle else {
+                break;
+            };
+            session.consumers.remove(&tag);
+            session
+                .consume
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delivered(
+        &mut self,
+        session: &mut Session,
+        tag: String,
+        delivery: Delivery,
+    ) -> Result<(), LinkError> {
+        let Some(slot) = session.consumers.get_mut(&tag) else {
+            // A consumer cancelled meanwhile (stopping or shrinking).
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: true })
+                .await?;
+            return Ok(());
+        };
+        let message = match serde_json::from_slice::<TaskMessage>(&delivery.data) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "dropping a malformed task message");
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                return Ok(());
+            }
+        };
+        if self.running.contains_key(&message.task) {
+            // A duplicate of what this worker already runs.
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
+        let task = message.task;
+        *slot = Some(Claim {
+            task,
+            spec: message.spec,
+            acker: delivery.acker,
+        });
+        let claim = WorkerEvent::Claim {
+            worker: self.config.name.clone(),
+            task,
+        };
+        // Not waited for: the answer comes back on the control queue, and a
+        // claim lost with the connection is dropped with its delivery.
+        amqp::publish(&session.publish, &self.config.names.events(), &claim, 0).await?;
+        Ok(())
+    }
+
+    async fn control(&mut self, session: &mut Session, data: &[u8]) -> Result<(), LinkError> {
+        let message = match serde_json::from_slice::<Control>(data) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "dropping a malformed message from the scheduler");
+                return Ok(());
+            }
+        };
+        match message {
+            Control::Grant {
+                task,
+                attempt,
+                timeout_ms,
+            } => self.granted(session, task, attempt, timeout_ms).await?,
+            Control::Deny { task, reason } => {
+                if let Some((tag, claim)) = take_claim(session, task) {
+                    tracing::debug!(%task, %reason, "claim denied; dropping the message");
+                    session.consumers.insert(tag, None);
+                    claim.acker.ack(BasicAckOptions::default()).await?;
+                }
+            }
+            Control::Stop {
+                task,
+                attempt,
+                reason,
+            } => {
+                if let Some(run) = self.running.get_mut(&task)
+                    && run.attempt == attempt
+                {
+                    let reason = StopReason::from(reason);
+                    tracing::info!(%task, attempt, ?reason, "stopping an attempt as asked");
+                    run.cancel.cancel(reason);
+                    run.stop_asked.get_or_insert((Instant::now(), reason));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn granted(
+        &mut self,
+        session: &mut Session,
+        task: TaskId,
+        attempt: u32,
+        timeout_ms: Option<u64>,
+    ) -> Result<(), LinkError> {
+        let Some((tag, claim)) = take_claim(session, task) else {
+            if self
+                .running
+                .get(&task)
+                .is_none_or(|run| run.attempt != attempt)
+            {
+                // Granted after this worker lost the delivery (reconnect or
+                // stop): hand it back so it is queued again at once.
+                self.outbox.push_back(WorkerEvent::Release {
+                    worker: self.config.name.clone(),
+                    task,
+                    attempt,
+                });
+                self.flush_outbox(session).await?;
+            }
+            return Ok(());
+        };
+        // Cancel first, then acknowledge: the broker must not push another
+        // task into the slot this attempt now takes.
+        session
+            .consume
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await?;
+        session.consumers.remove(&tag);
+        let Claim { spec, acker, .. } = claim;
+        acker.ack(BasicAckOptions::default()).await?;
+        self.start_attempt(task, attempt, timeout_ms, spec);
+        Ok(())
+    }
+
+    fn start_attempt(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        timeout_ms: Option<u64>,
+        spec: TaskSpec,
+    ) {
+        let cancel = CancelToken::new();
+        let ctx = TaskContext::new(task, attempt, self.config.name.clone(), cancel.clone());
+        let registry = Arc::clone(&self.config.registry);
+        let ended = self.ended_tx.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("taskdeck-task-{task}"))
+            .spawn(move || {
+                let started_at_us = now_us();
+                let begun = Instant::now();
+                let outcome = run_attempt(&registry, &ctx, &spec);
+                let run_time_us = i64::try_from(begun.elapsed().as_micros()).unwrap_or(i64::MAX);
+                // The worker may have gone; nothing to report to then.
+                let _ = ended.send(Ended {
+                    task,
+                    attempt,
+                    outcome,
+                    started_at_us,
+                    finished_at_us: now_us(),
+                    run_time_us,
+                });
+            });
+        self.running.insert(
+            task,
+            Running {
+                attempt,
+                cancel,
+                deadline: timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+                stop_asked: None,
+            },
+        );
+        if let Err(error) = spawned {
+            tracing::error!(%error, %task, "cannot start a thread for the task");
+            self.running.remove(&task);
+            self.outbox.push_back(finished(
+                &self.config.name,
+                task,
+                attempt,
+                WireOutcome::Error {
+                    message: format!("the worker cannot start a thread: {error}"),
+                    retryable: true,
+                    stop: None,
+                },
+                0,
+            ));
+        }
+    }
+
+    /// Records an attempt's end for reporting, when it still counts here.
+    fn ended(&mut self, ended: Ended) {
+        let current = self
+            .running
+            .get(&ended.task)
+            .is_some_and(|run| run.attempt == ended.attempt);
+        if !current {
+            return;
+        }
+        self.running.remove(&ended.task);
+        let outcome = match ended.outcome {
+            RemoteOutcome::Completed(value) => WireOutcome::Completed { value },
+            RemoteOutcome::Error(error) => WireOutcome::Error {
+                message: error.message,
+                retryable: error.retryable,
+                stop: error.stop.map(WireStop::from),
+            },
+            RemoteOutcome::Panicked(message) => WireOutcome::Panicked { message },
+        };
+        self.outbox.push_back(WorkerEvent::Finished {
+            worker: self.config.name.clone(),
+            task: ended.task,
+            attempt: ended.attempt,
+            outcome,
+            started_at_us: ended.started_at_us,
+            finished_at_us: ended.finished_at_us,
+            run_time_us: ended.run_time_us,
+        });
+    }
+
+    /// Enforces timeouts, the stop grace, and the wait for stopped attempts.
+    fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        let grace_over = self
+            .stopping
+            .is_some_and(|since| now >= since + self.config.stop_grace);
+        let mut abandoned = Vec::new();
+        for (task, run) in &mut self.running {
+            if run.stop_asked.is_none() {
+                let reason = if run.deadline.is_some_and(|deadline| now >= deadline) {
+                    Some(StopReason::TimedOut)
+                } else if grace_over {
+                    Some(StopReason::Shutdown)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    run.cancel.cancel(reason);
+                    run.stop_asked = Some((now, reason));
+                }
+            }
+            if let Some((asked, reason)) = run.stop_asked
+                && now >= asked + STOP_WAIT
+            {
+                abandoned.push((*task, run.attempt, reason));
+            }
+        }
+        for (task, attempt, reason) in abandoned {
+            tracing::warn!(%task, attempt, "attempt did not stop when asked; leaving its thread behind");
+            self.running.remove(&task);
+            let event = if reason == StopReason::Shutdown {
+                WorkerEvent::Release {
+                    worker: self.config.name.clone(),
+                    task,
+                    attempt,
+                }
+            } else {
+                finished(
+                    &self.config.name,
+                    task,
+                    attempt,
+                    WireOutcome::Error {
+                        message: format!(
+                            "did not stop within {} s of being asked; its thread was left behind",
+                            STOP_WAIT.as_secs()
+                        ),
+                        retryable: true,
+                        stop: Some(reason.into()),
+                    },
+                    0,
+                )
+            };
+            self.outbox.push_back(event);
+        }
+    }
+
+    /// Asks every running attempt to stop (the broker is gone while the
+    /// worker stops); their leases settle them on the scheduler's side.
+    fn abandon_all(&mut self) {
+        for run in self.running.values() {
+            run.cancel.cancel(StopReason::Shutdown);
+        }
+    }
+
+    async fn heartbeat(&self, session: &Session) -> Result<(), LinkError> {
+        let resources = self
+            .config
+            .resources
+            .as_ref()
+            .and_then(|source| source())
+            .map(|sample| HostSummary::from_sample(&sample));
+        let mut running: Vec<(TaskId, u32)> = self
+            .running
+            .iter()
+            .map(|(task, run)| (*task, run.attempt))
+            .collect();
+        running.sort_unstable();
+        let beat = WorkerEvent::Heartbeat {
+            worker: self.config.name.clone(),
+            host: self.config.host.clone(),
+            concurrency: self.concurrency,
+            running,
+            resources,
+        };
+        amqp::publish(&session.publish, &self.config.names.events(), &beat, 0).await?;
+        Ok(())
+    }
+
+    /// Publishes queued reports in order, each confirmed before it leaves
+    /// the outbox; on error the rest wait for the next connection.
+    async fn flush_outbox(&mut self, session: &Session) -> Result<(), LinkError> {
+        let queue = self.config.names.events();
+        while let Some(event) = self.outbox.front() {
+            amqp::publish_confirmed(&session.publish, &queue, event, 0).await?;
+            self.outbox.pop_front();
+        }
+        Ok(())
+    }
+}
+
+fn finished(
+    worker: &str,
+    task: TaskId,
+    attempt: u32,
+    outcome: WireOutcome,
+    run_time_us: i64,
+) -> WorkerEvent {
+    let now = now_us();
+    WorkerEvent::Finished {
+        worker: worker.to_owned(),
+        task,
+        attempt,
+        outcome,
+        started_at_us: now - run_time_us,
+        finished_at_us: now,
+        run_time_us,
+    }
+}
+
+fn take_claim(session: &mut Session, task: TaskId) -> Option<(String, Claim)> {
+    let tag = session
+        .consumers
+        .iter()
+        .find(|(_, claim)| claim.as_ref().is_some_and(|claim| claim.task == task))
+        .map(|(tag, _)| tag.clone())?;
+    let claim = session.consumers.get_mut(&tag)?.take()?;
+    Some((tag, claim))
+}
+
+async fn next_size(size: &mut Option<watch::Receiver<usize>>) -> Option<usize> {
+    match size {
+        Some(receiver) => match receiver.changed().await {
+            Ok(()) => Some(*receiver.borrow_and_update()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn forward(
+    mut consumer: Consumer,
+    tag: String,
+    deliveries: mpsc::UnboundedSender<(String, Result<Delivery, lapin::Error>)>,
+) {
+    while let Some(delivery) = consumer.next().await {
+        if deliveries.send((tag.clone(), delivery)).is_err() {
+            return;
+        }
+    }
+}
+
+fn closed(url: &BrokerUrl, reason: &str) -> LinkError {
+    LinkError::Connect {
+        url: url.to_string(),
+        reason: reason.to_owned(),
+    }
+}

@@ -1,0 +1,383 @@
+//! Attempts that run on worker processes reached through a broker: claims,
+//! leases renewed by heartbeats, results, and the workers themselves.
+//!
+//! The scheduler keeps ownership of every task: a worker runs an attempt
+//! only after its claim was granted here, and an attempt whose lease is not
+//! renewed is counted as lost and retried like any other failure.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{AttemptResult, Change, Core, RunState, Settled, WorkerId};
+use crate::model::{EventKind, FailureKind, HostSummary, TaskId, TaskRecord, TaskStatus};
+use crate::tasks::{CancelToken, StopReason};
+
+/// A worker process as the scheduler knows it.
+#[derive(Debug, Clone)]
+pub struct RemoteWorker {
+    /// Its unique name.
+    pub name: String,
+    /// The host it runs on (empty until it was heard from).
+    pub host: String,
+    /// Attempts it runs at once.
+    pub concurrency: usize,
+    /// Tasks it runs now.
+    pub running: BTreeSet<TaskId>,
+    /// Attempts it has finished.
+    pub tasks_run: u64,
+    /// Attempts of those that failed.
+    pub tasks_failed: u64,
+    /// When its last message arrived (none: only known from the store).
+    pub last_heard: Option<Instant>,
+    /// Its host's load, from its last heartbeat.
+    pub resources: Option<HostSummary>,
+    /// It said goodbye.
+    pub gone: bool,
+}
+
+/// A request to stop an attempt on a worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRequest {
+    /// The worker running it.
+    pub worker: String,
+    /// The task.
+    pub task: TaskId,
+    /// The attempt to stop (a later one is left alone).
+    pub attempt: u32,
+    /// Why.
+    pub reason: StopReason,
+}
+
+/// A granted claim: the worker may run this attempt.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Attempt number to report back.
+    pub attempt: u32,
+    /// Time allowed, counted by the worker from when it starts.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a claim was refused; the worker drops the delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The scheduler does not know the task (a message left from an
+    /// earlier run, or a task dropped by the retention).
+    Unknown,
+    /// Another worker runs it.
+    RunningElsewhere,
+    /// It is cancelled, finished or waiting for a retry.
+    NotQueued(TaskStatus),
+}
+
+impl Core {
+    /// The id of the worker process with this name, registering it when new.
+    pub fn remote_id(&mut self, name: &str) -> WorkerId {
+        if let Some(id) = self.remote_ids.get(name) {
+            return *id;
+        }
+        self.next_worker += 1;
+        let id = self.next_worker;
+        self.remote_ids.insert(name.to_owned(), id);
+        self.remote.insert(
+            id,
+            RemoteWorker {
+                name: name.to_owned(),
+                host: String::new(),
+                concurrency: 0,
+                running: BTreeSet::new(),
+                tasks_run: 0,
+                tasks_failed: 0,
+                last_heard: None,
+                resources: None,
+                gone: false,
+            },
+        );
+        id
+    }
+
+    fn heard_from(&mut self, worker: WorkerId, now: Instant) {
+        if let Some(remote) = self.remote.get_mut(&worker) {
+            remote.last_heard = Some(now);
+            remote.gone = false;
+        }
+    }
+
+    /// Pops up to `max` queued tasks for publishing, in run order. They stay
+    /// queued until a worker's claim is granted.
+    pub fn take_for_publishing(&mut self, max: usize) -> Vec<Arc<TaskRecord>> {
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let Some(id) = self.queue.pop() else {
+                break;
+            };
+            if let Some(entry) = self.tasks.get(&id)
+                && entry.record.status == TaskStatus::Queued
+                && entry.run.is_none()
+            {
+                taken.push(Arc::clone(&entry.record));
+            }
+        }
+        taken
+    }
+
+    /// Puts tasks whose publishing failed back in the ready queue (those
+    /// still queued).
+    pub fn unpublish(&mut self, ids: &[TaskId]) -> usize {
+        ids.iter().filter(|id| self.enqueue_if_queued(**id)).count()
+    }
+
+    /// Decides a worker's claim of a delivered task.
+    ///
+    /// Rules:
+    /// - a queued task is granted: it becomes running on that worker with a
+    ///   lease until `now + lease` (also when its message was an older
+    ///   duplicate: one attempt runs per queued state);
+    /// - a claim by the worker already running that attempt is granted again
+    ///   (claims are resent after reconnecting);
+    /// - anything else is denied, and the worker drops the message.
+    pub fn claim(
+        &mut self,
+        worker_name: &str,
+        id: TaskId,
+        lease: Duration,
+        now: Instant,
+        now_us: i64,
+    ) -> Result<(Grant, Option<Change>), Denial> {
+        let worker = self.remote_id(worker_name);
+        self.heard_from(worker, now);
+        let entry = self.tasks.get_mut(&id).ok_or(Denial::Unknown)?;
+        let timeout = entry.record.spec.timeout_ms.map(Duration::from_millis);
+        if let Some(run) = &mut entry.run {
+            if run.worker == worker {
+                run.lease_until = Some(now + lease);
+                let grant = Grant {
+                    attempt: run.attempt,
+                    timeout,
+                };
+                return Ok((grant, None));
+            }
+            return Err(Denial::RunningElsewhere);
+        }
+        if entry.record.status != TaskStatus::Queued {
+            return Err(Denial::NotQueued(entry.record.status));
+        }
+        self.queue.remove(entry.record.spec.priority, id);
+        let record = Arc::make_mut(&mut entry.record);
+        Self::set_status(&mut self.counts, record, TaskStatus::Running);
+        record.attempts += 1;
+        record.started_at_us = Some(now_us);
+        record.first_started_at_us.get_or_insert(now_us);
+        record.worker = Some(worker_name.to_owned());
+        record.retry_at_us = None;
+        entry.run = Some(RunState {
+            worker,
+            attempt: record.attempts,
+            cancel: CancelToken::new(),
+            lease_until: Some(now + lease),
+        });
+        if let Some(remote) = self.remote.get_mut(&worker) {
+            remote.running.insert(id);
+        }
+        let grant = Grant {
+            attempt: record.attempts,
+            timeout,
+        };
+        let change = Change {
+            kind: EventKind::Started,
+            record: Arc::clone(&entry.record),
+        };
+        Ok((grant, Some(change)))
+    }
+
+    /// Takes a worker's heartbeat: renews the leases of the attempts it
+    /// lists that are still its own, and returns those it lists that are not
+    /// (they were settled here meanwhile; the worker should stop them).
+    pub fn heartbeat(
+        &mut self,
+        beat: &Heartbeat,
+        lease: Duration,
+        now: Instant,
+    ) -> Vec<StopRequest> {
+        let worker = self.remote_id(&beat.worker);
+        self.heard_from(worker, now);
+        if let Some(remote) = self.remote.get_mut(&worker) {
+            remote.host.clone_from(&beat.host);
+            remote.concurrency = beat.concurrency;
+            remote.resources.clone_from(&beat.resources);
+        }
+        let mut stale = Vec::new();
+        for &(id, attempt) in &beat.running {
+            let run = self
+                .tasks
+                .get_mut(&id)
+                .and_then(|entry| entry.run.as_mut())
+                .filter(|run| run.worker == worker && run.attempt == attempt);
+            match run {
+                Some(run) => run.lease_until = Some(now + lease),
+                None => stale.push(StopRequest {
+                    worker: beat.worker.clone(),
+                    task: id,
+                    attempt,
+                    reason: StopReason::Cancelled,
+                }),
+            }
+        }
+        stale
+    }
+
+    /// Applies the end of an attempt a worker process reports; see
+    /// [`Core::finish_attempt`]. `run_time_us` is the worker's own measure.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_remote(
+        &mut self,
+        worker_name: &str,
+        id: TaskId,
+        attempt: u32,
+        result: AttemptResult,
+        run_time_us: i64,
+        now: Instant,
+        now_us: i64,
+    ) -> Settled {
+        let worker = self.remote_id(worker_name);
+        self.heard_from(worker, now);
+        let mut settled = self.finish_attempt(worker, id, attempt, result, now, now_us);
+        if let Some((succeeded, _)) = settled.attempt {
+            settled.attempt = Some((succeeded, run_time_us.max(0)));
+        }
+        settled
+    }
+
+    /// A worker hands an attempt back without running it to its end (it is
+    /// shutting down, or it lost the delivery before the grant arrived): the
+    /// task is queued again and the attempt does not count.
+    pub fn release_remote(&mut self, worker_name: &str, id: TaskId, attempt: u32) -> Settled {
+        let worker = self.remote_id(worker_name);
+        let mut settled = Settled::default();
+        let current = self
+            .tasks
+            .get(&id)
+            .and_then(|entry| entry.run.as_ref())
+            .is_some_and(|run| run.worker == worker && run.attempt == attempt);
+        if current {
+            self.release_runner(worker, id, false, false);
+            self.put_back(id, &mut settled);
+        }
+        settled
+    }
+
+    /// A worker process says it is stopping. Attempts it still holds are
+    /// lost (it hands back what it can before saying goodbye).
+    pub fn remote_gone(&mut self, worker_name: &str, now: Instant, now_us: i64) -> Vec<Settled> {
+        let worker = self.remote_id(worker_name);
+        let held: Vec<TaskId> = self
+            .remote
+            .get_mut(&worker)
+            .map(|remote| {
+                remote.gone = true;
+                remote.last_heard = Some(now);
+                remote.running.iter().copied().collect()
+            })
+            .unwrap_or_default();
+        held.into_iter()
+            .filter_map(|id| self.lose_remote(id, worker, "stopped", now, now_us))
+            .collect()
+    }
+
+    /// Attempts whose lease ran out are lost: counted as failed and retried
+    /// by the retry policy. The caller also asks their workers to stop them.
+    pub fn expire_leases(&mut self, now: Instant, now_us: i64) -> Vec<Settled> {
+        let expired: Vec<(TaskId, WorkerId)> = self
+            .tasks
+            .iter()
+            .filter_map(|(id, entry)| {
+                let run = entry.run.as_ref()?;
+                run.lease_until
+                    .is_some_and(|until| until <= now)
+                    .then_some((*id, run.worker))
+            })
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|(id, worker)| {
+                self.lose_remote(id, worker, "stopped sending heartbeats", now, now_us)
+            })
+            .collect()
+    }
+
+    fn lose_remote(
+        &mut self,
+        id: TaskId,
+        worker: WorkerId,
+        why: &str,
+        now: Instant,
+        now_us: i64,
+    ) -> Option<Settled> {
+        let entry = self.tasks.get_mut(&id)?;
+        let run = entry.run.take_if(|run| run.worker == worker)?;
+        let name = self
+            .remote
+            .get(&worker)
+            .map(|remote| remote.name.clone())
+            .unwrap_or_default();
+        self.release_runner(worker, id, false, true);
+        let mut settled = Settled {
+            stop: Some(StopRequest {
+                worker: name.clone(),
+                task: id,
+                attempt: run.attempt,
+                reason: StopReason::Cancelled,
+            }),
+            ..Settled::default()
+        };
+        let message = format!("worker {name} {why}; attempt {} was lost", run.attempt);
+        self.record_failure(
+            id,
+            FailureKind::Lost,
+            message,
+            true,
+            now,
+            now_us,
+            &mut settled,
+        );
+        Some(settled)
+    }
+
+    /// Slots of worker processes that are heard from, and how many of them
+    /// run an attempt.
+    pub fn remote_load(&self) -> (usize, usize) {
+        self.remote
+            .values()
+            .filter(|remote| !remote.gone && remote.last_heard.is_some())
+            .fold((0, 0), |(total, busy), remote| {
+                (total + remote.concurrency, busy + remote.running.len())
+            })
+    }
+
+    /// The stop request for a running attempt, when a worker process runs it.
+    pub(super) fn remote_stop(&self, id: TaskId, reason: StopReason) -> Option<StopRequest> {
+        let run = self.tasks.get(&id)?.run.as_ref()?;
+        let remote = self.remote.get(&run.worker)?;
+        Some(StopRequest {
+            worker: remote.name.clone(),
+            task: id,
+            attempt: run.attempt,
+            reason,
+        })
+    }
+}
+
+/// A worker process's periodic report.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// Its unique name.
+    pub worker: String,
+    /// Its host name.
+    pub host: String,
+    /// Attempts it runs at once.
+    pub concurrency: usize,
+    /// The attempts it runs: task and attempt number.
+    pub running: Vec<(TaskId, u32)>,
+    /// Its host's load.
+    pub resources: Option<HostSummary>,
+}

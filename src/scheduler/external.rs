@@ -1,0 +1,318 @@
+//! Dispatch through an external transport (the RabbitMQ bridge): instead of
+//! the pool's threads taking queued tasks, the transport takes them for
+//! publishing, and worker processes claim, report and finish attempts
+//! through these methods. The scheduler stays the one owner of task state.
+//!
+//! This module knows nothing of the transport; it defines the hooks the
+//! transport gives the scheduler ([`ExternalHooks`]) and the calls it makes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::core::{AttemptResult, Settled};
+pub use super::core::{Denial, Grant, Heartbeat, StopRequest};
+use super::{Inner, Scheduler};
+use crate::model::TaskSpec;
+use crate::model::{TaskId, TaskRecord, now_us};
+use crate::tasks::{Registry, TaskContext, TaskError};
+
+/// How the scheduler hands tasks to workers.
+#[derive(Clone, Default)]
+pub enum Dispatch {
+    /// The pool's threads take queued tasks (the embedded default).
+    #[default]
+    Local,
+    /// A transport publishes queued tasks to worker processes.
+    External(ExternalDispatch),
+}
+
+impl std::fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local => f.write_str("Local"),
+            Self::External(external) => f
+                .debug_struct("External")
+                .field("lease", &external.lease)
+                .field("publish_wait", &external.publish_wait)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Settings and hooks of external dispatch.
+#[derive(Clone)]
+pub struct ExternalDispatch {
+    /// How long an attempt stays owned by its worker without a heartbeat.
+    pub lease: Duration,
+    /// How long a submit waits for the transport to confirm its tasks.
+    pub publish_wait: Duration,
+    /// The transport's side.
+    pub hooks: Arc<dyn ExternalHooks>,
+}
+
+/// What the scheduler asks of the transport. Calls must not block: they are
+/// made from the scheduler's threads and the callers of its handle.
+pub trait ExternalHooks: Send + Sync {
+    /// Whether submits can be confirmed now; the error says why not (with
+    /// no credentials in it).
+    fn ready(&self) -> Result<(), String>;
+    /// Asks the worker running an attempt to stop it.
+    fn stop(&self, request: StopRequest);
+    /// The pool size was changed (the transport may run a local worker).
+    fn resize(&self, workers: usize);
+    /// Slots of the local worker process (0 when there is none).
+    fn local_workers(&self) -> usize;
+}
+
+/// How an attempt on a worker process ended, as it reports it.
+#[derive(Debug, Clone)]
+pub enum RemoteOutcome {
+    /// The task returned this value.
+    Completed(serde_json::Value),
+    /// The task returned an error.
+    Error(TaskError),
+    /// The task panicked with this message.
+    Panicked(String),
+}
+
+impl From<RemoteOutcome> for AttemptResult {
+    fn from(outcome: RemoteOutcome) -> Self {
+        match outcome {
+            RemoteOutcome::Completed(value) => Self::Completed(value),
+            RemoteOutcome::Error(error) => Self::Error(error),
+            RemoteOutcome::Panicked(message) => Self::Panicked(message),
+        }
+    }
+}
+
+/// Waits of submits for their tasks to be published, shared with the core.
+#[derive(Debug)]
+pub(super) struct PublishWait {
+    remaining: std::sync::atomic::AtomicUsize,
+    done: crossbeam_channel::Sender<()>,
+}
+
+impl PublishWait {
+    pub(super) fn new(count: usize) -> (Arc<Self>, crossbeam_channel::Receiver<()>) {
+        let (done, rx) = crossbeam_channel::bounded(1);
+        let wait = Arc::new(Self {
+            remaining: std::sync::atomic::AtomicUsize::new(count),
+            done,
+        });
+        (wait, rx)
+    }
+
+    fn one_done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.done.try_send(());
+        }
+    }
+}
+
+impl Scheduler {
+    fn external(&self) -> Option<&ExternalDispatch> {
+        match &self.inner.config.dispatch {
+            Dispatch::External(external) => Some(external),
+            Dispatch::Local => None,
+        }
+    }
+
+    fn lease(&self) -> Duration {
+        self.external()
+            .map_or(Duration::from_secs(30), |external| external.lease)
+    }
+
+    /// Takes up to `max` queued tasks for publishing, in run order, waiting
+    /// up to `timeout` for one. Each stays queued until a claim is granted;
+    /// report the outcome with [`Scheduler::published`] or
+    /// [`Scheduler::unpublish`].
+    pub fn take_for_publishing(&self, max: usize, timeout: Duration) -> Vec<Arc<TaskRecord>> {
+        let deadline = Instant::now() + timeout;
+        let mut core = self.inner.core.lock();
+        loop {
+            let taken = core.take_for_publishing(max);
+            if !taken.is_empty() || self.inner.is_shut_down() {
+                return taken;
+            }
+            if self
+                .inner
+                .work_available
+                .wait_until(&mut core, deadline)
+                .timed_out()
+            {
+                return core.take_for_publishing(max);
+            }
+        }
+    }
+
+    /// The transport confirmed these tasks: their submits may return.
+    pub fn published(&self, ids: &[TaskId]) {
+        let waits: Vec<Arc<PublishWait>> = {
+            let mut all = self.inner.publish_waits.lock();
+            if all.is_empty() {
+                return;
+            }
+            ids.iter().filter_map(|id| all.remove(id)).collect()
+        };
+        for wait in waits {
+            wait.one_done();
+        }
+    }
+
+    /// Publishing failed: the tasks go back to the ready queue, to be taken
+    /// again once the transport is back.
+    pub fn unpublish(&self, ids: &[TaskId]) {
+        let requeued = self.inner.core.lock().unpublish(ids);
+        if requeued > 0 {
+            tracing::debug!(requeued, "tasks wait for the broker to come back");
+        }
+    }
+
+    /// Decides a worker's claim of a delivered task; see the core's rules.
+    pub fn claim_remote(&self, worker: &str, id: TaskId) -> Result<Grant, Denial> {
+        let lease = self.lease();
+        let claimed = self
+            .inner
+            .core
+            .lock()
+            .claim(worker, id, lease, Instant::now(), now_us());
+        let (grant, started) = claimed?;
+        if let Some(started) = started {
+            if let Some(timeout) = grant.timeout {
+                self.inner
+                    .timer
+                    .deadline(id, grant.attempt, Instant::now() + timeout);
+            }
+            self.inner.emit(started);
+        }
+        Ok(grant)
+    }
+
+    /// Takes a worker's heartbeat; returns attempts it runs that are no
+    /// longer its own (the transport asks it to stop them).
+    pub fn remote_heartbeat(&self, beat: &Heartbeat) -> Vec<StopRequest> {
+        let lease = self.lease();
+        self.inner
+            .core
+            .lock()
+            .heartbeat(beat, lease, Instant::now())
+    }
+
+    /// Applies the end of an attempt a worker reports. A report of an
+    /// attempt that no longer counts (lost, timed out, stopped) changes
+    /// nothing.
+    pub fn finish_remote(
+        &self,
+        worker: &str,
+        id: TaskId,
+        attempt: u32,
+        outcome: RemoteOutcome,
+        run_time_us: i64,
+    ) {
+        self.inner.settle(|core| {
+            Some(core.finish_remote(
+                worker,
+                id,
+                attempt,
+                outcome.into(),
+                run_time_us,
+                Instant::now(),
+                now_us(),
+            ))
+        });
+    }
+
+    /// A worker hands back an attempt it will not run to its end; the task
+    /// is queued again without counting the attempt.
+    pub fn release_remote(&self, worker: &str, id: TaskId, attempt: u32) {
+        self.inner
+            .settle(|core| Some(core.release_remote(worker, id, attempt)));
+    }
+
+    /// A worker process is stopping; attempts it still holds are lost.
+    pub fn remote_gone(&self, worker: &str) {
+        let settled = self
+            .inner
+            .core
+            .lock()
+            .remote_gone(worker, Instant::now(), now_us());
+        self.apply_all(settled);
+    }
+
+    /// Counts attempts whose lease ran out as lost (retried by the retry
+    /// policy) and asks their workers to stop them; returns how many.
+    pub fn expire_leases(&self) -> usize {
+        let settled = self
+            .inner
+            .core
+            .lock()
+            .expire_leases(Instant::now(), now_us());
+        let count = settled.len();
+        self.apply_all(settled);
+        count
+    }
+
+    fn apply_all(&self, settled: Vec<Settled>) {
+        for one in settled {
+            self.inner.apply(one);
+        }
+        self.inner.state_changed.notify_all();
+    }
+
+    /// Commits every change made so far to the store (a no-op in memory);
+    /// the transport calls it before acknowledging the messages it applied.
+    pub fn flush(&self) -> Result<(), crate::store::StoreError> {
+        match &self.inner.store {
+            Some(store) => store.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether tasks are dispatched to worker processes.
+    pub fn is_external(&self) -> bool {
+        self.external().is_some()
+    }
+}
+
+impl Inner {
+    /// Sends a stop request to the transport, if there is one.
+    pub(super) fn request_stop(&self, request: StopRequest) {
+        if let Dispatch::External(external) = &self.config.dispatch {
+            tracing::debug!(task = %request.task, worker = %request.worker, "asking the worker to stop the attempt");
+            external.hooks.stop(request);
+        }
+    }
+
+    /// Registers a submit's wait for its tasks to be published; none in
+    /// local dispatch.
+    pub(super) fn publish_wait(&self, ids: &[TaskId]) -> Option<crossbeam_channel::Receiver<()>> {
+        if !matches!(self.config.dispatch, Dispatch::External(_)) {
+            return None;
+        }
+        let (wait, rx) = PublishWait::new(ids.len());
+        let mut all = self.publish_waits.lock();
+        for id in ids {
+            all.insert(*id, Arc::clone(&wait));
+        }
+        Some(rx)
+    }
+
+    /// Checks that the transport can take submits now.
+    pub(super) fn transport_ready(&self) -> Result<(), String> {
+        match &self.config.dispatch {
+            Dispatch::External(external) => external.hooks.ready(),
+            Dispatch::Local => Ok(()),
+        }
+    }
+}
+
+/// Runs one attempt of `spec` in the calling thread, as the pool's threads
+/// do (a panic becomes [`RemoteOutcome::Panicked`]); for worker processes.
+pub fn run_attempt(registry: &Registry, ctx: &TaskContext, spec: &TaskSpec) -> RemoteOutcome {
+    match super::worker::run_attempt(registry, ctx, &spec.name, &spec.args, &spec.kwargs) {
+        AttemptResult::Completed(value) => RemoteOutcome::Completed(value),
+        AttemptResult::Error(error) => RemoteOutcome::Error(error),
+        AttemptResult::Panicked(message) => RemoteOutcome::Panicked(message),
+    }
+}
