@@ -131,7 +131,13 @@ pub fn handle(ctx: &Context, route: Route, body: &[u8]) -> Result<Handled, ApiEr
         Route::Workers => ok(views::workers(&scheduler.workers(), &scheduler.stats())),
         Route::Report => ok(views::report(&scheduler.stats())),
         Route::TaskTypes => ok(views::task_types(scheduler.registry())),
-        Route::Health => ok(json!({ "status": "ok" })),
+        Route::Health => ok(match scheduler.transport_status() {
+            None => json!({ "status": "ok" }),
+            Some(Ok(())) => json!({ "status": "ok", "broker": { "connected": true } }),
+            Some(Err(error)) => {
+                json!({ "status": "ok", "broker": { "connected": false, "error": error } })
+            }
+        }),
         Route::Metrics => {
             let sample = (ctx.resources)();
             Ok(Handled::Reply(Reply::Metrics(prometheus::render(

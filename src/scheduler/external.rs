@@ -269,6 +269,12 @@ impl Scheduler {
         }
     }
 
+    /// In distributed mode, whether the transport takes submits now (the
+    /// error says why not); none with local dispatch.
+    pub fn transport_status(&self) -> Option<Result<(), String>> {
+        self.external().map(|external| external.hooks.ready())
+    }
+
     /// Whether tasks are dispatched to worker processes.
     pub fn is_external(&self) -> bool {
         self.external().is_some()

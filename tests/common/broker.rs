@@ -1,0 +1,317 @@
+//! Real RabbitMQ, real `taskdeck serve` and `taskdeck worker` processes for
+//! the distributed-mode tests.
+//!
+//! The tests need RabbitMQ at 127.0.0.1:5672 (guest/guest), or the URL in
+//! `TASKDECK_TEST_BROKER`. Without one they print how to enable them and
+//! pass, unless `TASKDECK_REQUIRE_BROKER=1` (set by CI), where a missing
+//! broker fails them.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use taskdeck::client::Client;
+
+use super::wait_until;
+
+/// The broker the tests use.
+pub fn broker_url() -> String {
+    std::env::var("TASKDECK_TEST_BROKER")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Whether the broker answers; prints a notice (or fails, when required)
+/// when it does not.
+pub fn broker_available(test: &str) -> bool {
+    let url = broker_url();
+    let host_port = url
+        .split_once('@')
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .trim_start_matches("amqp://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5672")
+        .to_owned();
+    let reachable = host_port.to_socket_addrs().ok().is_some_and(|mut addrs| {
+        addrs.any(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+    });
+    if reachable {
+        return true;
+    }
+    assert!(
+        std::env::var("TASKDECK_REQUIRE_BROKER").as_deref() != Ok("1"),
+        "RabbitMQ does not answer at {host_port}, and TASKDECK_REQUIRE_BROKER=1 requires it"
+    );
+    eprintln!(
+        "skipping {test}: RabbitMQ does not answer at {host_port}. Start it \
+         (rabbitmq-server -detached, guest/guest) or point TASKDECK_TEST_BROKER \
+         at one to run the distributed-mode tests."
+    );
+    false
+}
+
+/// A queue-name prefix no other test uses.
+pub fn namespace(test: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "tdtest-{test}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `rabbitmqctl` with these arguments; panics when it fails.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl should run (it ships with RabbitMQ)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Deletes a test's queues (best effort; they hold nothing of value).
+pub fn delete_queues(namespace: &str, workers: &[&str]) {
+    let mut queues = vec![format!("{namespace}.tasks"), format!("{namespace}.events")];
+    queues.extend(workers.iter().map(|w| format!("{namespace}.worker.{w}")));
+    for queue in queues {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_queue", &queue])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A child process killed when dropped, with its stderr collected.
+pub struct Proc {
+    pub child: Child,
+    stderr: Arc<Mutex<String>>,
+    pub first_line: String,
+}
+
+impl Proc {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("taskdeck should start");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut text) = sink.lock() {
+                        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                    }
+                }
+            });
+        }
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut first_line = String::new();
+        reader.read_line(&mut first_line).expect("first line");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+        });
+        Self {
+            child,
+            stderr,
+            first_line,
+        }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit; true when it exited with 0.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let mut code = None;
+        wait_until(timeout, || {
+            code = self.child.try_wait().ok().flatten();
+            code.is_some()
+        });
+        code.is_some_and(|status| status.success())
+    }
+
+    /// Still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `taskdeck serve --broker` with its HTTP client.
+pub struct Serve {
+    pub proc: Proc,
+    pub client: Client,
+}
+
+/// Starts `taskdeck serve` in distributed mode and waits until it is
+/// connected; `db` none keeps tasks in memory. Extra flags go last.
+pub fn serve(
+    broker: &str,
+    namespace: &str,
+    db: Option<&Path>,
+    data_dir: &Path,
+    extra: &[&str],
+) -> Serve {
+    let server = spawn_serve(broker, namespace, db, data_dir, extra);
+    wait_connected(&server);
+    server
+}
+
+/// Starts `taskdeck serve` in distributed mode without waiting for the
+/// broker.
+pub fn spawn_serve(
+    broker: &str,
+    namespace: &str,
+    db: Option<&Path>,
+    data_dir: &Path,
+    extra: &[&str],
+) -> Serve {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
+    command
+        .arg("serve")
+        .args(["--broker", broker, "--broker-namespace", namespace])
+        .args(["--listen", "127.0.0.1:0", "--retry-delay-ms", "10"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info");
+    match db {
+        Some(db) => command.arg("--db").arg(db),
+        None => command.arg("--memory"),
+    };
+    command.args(extra);
+    let proc = Proc::spawn(command);
+    let url = proc
+        .first_line
+        .trim()
+        .strip_prefix("taskdeck listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {:?}", proc.first_line))
+        .to_owned();
+    let client = Client::new(&url, None, Duration::from_secs(30));
+    Serve { proc, client }
+}
+
+/// Waits until the server says it is connected to the broker.
+pub fn wait_connected(server: &Serve) {
+    let connected = wait_until(Duration::from_secs(60), || {
+        server
+            .client
+            .call("GET", "/healthz", None)
+            .is_ok_and(|health| health["broker"]["connected"] == true)
+    });
+    assert!(
+        connected,
+        "the server should connect to the broker: {}",
+        server.proc.stderr()
+    );
+}
+
+/// Starts `taskdeck worker`.
+pub fn worker(broker: &str, namespace: &str, name: &str, concurrency: usize) -> Proc {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
+    command
+        .arg("worker")
+        .args(["--broker", broker, "--broker-namespace", namespace])
+        .args(["--name", name, "--concurrency", &concurrency.to_string()])
+        .args(["--heartbeat", "0.2", "--grace", "2"])
+        .env("RUST_LOG", "info");
+    let proc = Proc::spawn(command);
+    assert!(
+        proc.first_line
+            .starts_with(&format!("taskdeck worker {name}")),
+        "unexpected first line {:?}",
+        proc.first_line
+    );
+    proc
+}
+
+/// Submits `task` with these arguments and options; returns its id.
+pub fn submit(client: &Client, task: &str, args: Value, options: Value) -> u64 {
+    let mut body = json!({ "task": task, "args": args });
+    if let (Some(body), Some(options)) = (body.as_object_mut(), options.as_object()) {
+        body.extend(options.clone());
+    }
+    client.submit(&body).expect("submit should be accepted")
+}
+
+/// The task's record, or null while the server does not answer.
+pub fn task(client: &Client, id: u64) -> Value {
+    client.task(id).unwrap_or(Value::Null)
+}
+
+/// Waits until every task is in a final status; panics with the stragglers
+/// otherwise.
+pub fn wait_final(client: &Client, ids: &[u64], timeout: Duration) -> Vec<Value> {
+    let mut records = Vec::new();
+    let done = wait_until(timeout, || {
+        records = ids.iter().map(|id| task(client, *id)).collect();
+        records.iter().all(|r| {
+            matches!(
+                r["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        })
+    });
+    assert!(
+        done,
+        "tasks not final in time: {:?}",
+        records
+            .iter()
+            .filter(|r| !matches!(
+                r["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ))
+            .map(|r| (r["id"].clone(), r["status"].clone(), r["worker"].clone()))
+            .collect::<Vec<_>>()
+    );
+    records
+}
+
+/// The workers route's entries.
+pub fn workers(client: &Client) -> Vec<Value> {
+    client
+        .call("GET", "/api/v1/workers", None)
+        .ok()
+        .and_then(|answer| answer["workers"].as_array().cloned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,511 @@
+//! Distributed mode against a real RabbitMQ: real `taskdeck serve --broker`
+//! and `taskdeck worker` processes, killed and restarted, with the broker
+//! itself restarted; every task must reach exactly one final state.
+//!
+//! Skipped with a notice when RabbitMQ does not answer (see
+//! `common/broker.rs`); CI requires it.
+
+#[path = "common/broker.rs"]
+mod broker;
+mod common;
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use broker::{
+    broker_available, broker_url, delete_queues, namespace, rabbitmqctl, serve, spawn_serve,
+    submit, task, wait_final, worker, workers,
+};
+use common::wait_until;
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// Tests that restart the broker or change its settings run alone.
+static BROKER: RwLock<()> = RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    BROKER
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    BROKER
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn status(record: &Value) -> &str {
+    record["status"].as_str().unwrap_or("?")
+}
+
+#[test]
+fn two_worker_processes_share_the_queue_and_report_back() {
+    if !broker_available("two_worker_processes_share_the_queue_and_report_back") {
+        return;
+    }
+    let _guard = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ns = namespace("share");
+    let url = broker_url();
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0", "--lease", "3"],
+    );
+    let _a = worker(&url, &ns, "wa", 2);
+    let _b = worker(&url, &ns, "wb", 2);
+    assert!(
+        wait_until(LONG, || workers(&server.client).len() == 2),
+        "both workers should be known"
+    );
+    let mut ids: Vec<u64> = (0..24)
+        .map(|i| submit(&server.client, "sleep", json!([60 + i % 3 * 20]), json!({})))
+        .collect();
+    let flaky = submit(
+        &server.client,
+        "fail",
+        json!([2]),
+        json!({ "max_retries": 3 }),
+    );
+    let hopeless = submit(
+        &server.client,
+        "fail",
+        json!([5]),
+        json!({ "max_retries": 1 }),
+    );
+    ids.push(flaky);
+    let records = wait_final(&server.client, &ids, LONG);
+    let mut used = HashSet::new();
+    for record in &records {
+        assert_eq!(status(record), "completed", "{record}");
+        used.insert(record["worker"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        used,
+        HashSet::from(["wa".to_owned(), "wb".to_owned()]),
+        "pull-based load balancing uses both workers"
+    );
+    let flaky = task(&server.client, flaky);
+    assert_eq!(
+        flaky["attempts"], 3,
+        "fail(2) completes on its third attempt: {flaky}"
+    );
+    let hopeless = &wait_final(&server.client, &[hopeless], LONG)[0];
+    assert_eq!(status(hopeless), "failed");
+    assert_eq!(hopeless["attempts"], 2, "one retry allowed: {hopeless}");
+    let sleeps = &records[..24];
+    assert!(
+        sleeps
+            .iter()
+            .all(|r| r["attempts"] == 1 && r["failures"] == json!([]))
+    );
+
+    // The workers route shows each process with its host, slots and load.
+    let listed = workers(&server.client);
+    for entry in &listed {
+        assert_eq!(entry["kind"], "process", "{entry}");
+        assert_eq!(entry["concurrency"], 2, "{entry}");
+        assert!(
+            entry["host"].as_str().is_some_and(|h| !h.is_empty()),
+            "{entry}"
+        );
+        assert!(
+            entry["resources"]["cpu_count"]
+                .as_u64()
+                .is_some_and(|n| n > 0),
+            "{entry}"
+        );
+        assert!(
+            entry["resources"]["memory_total_bytes"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+        );
+        assert!(entry["resources"]["gpus"]["state"].is_string(), "{entry}");
+    }
+    let run: u64 = listed.iter().filter_map(|e| e["tasks_run"].as_u64()).sum();
+    assert_eq!(run, 24 + 3 + 2, "every attempt is counted on its worker");
+    drop(server);
+    delete_queues(&ns, &["wa", "wb"]);
+}
+
+#[test]
+fn priorities_hold_through_the_broker() {
+    if !broker_available("priorities_hold_through_the_broker") {
+        return;
+    }
+    let _guard = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ns = namespace("prio");
+    let url = broker_url();
+    let server = serve(&url, &ns, None, dir.path(), &["--workers", "0"]);
+    // Queued while no worker runs: the broker orders them.
+    let low: Vec<u64> = (0..4)
+        .map(|_| submit(&server.client, "noop", json!([]), json!({ "priority": 1 })))
+        .collect();
+    let high: Vec<u64> = (0..4)
+        .map(|_| submit(&server.client, "noop", json!([]), json!({ "priority": 9 })))
+        .collect();
+    let _w = worker(&url, &ns, "single", 1);
+    let all: Vec<u64> = low.iter().chain(&high).copied().collect();
+    let records = wait_final(&server.client, &all, LONG);
+    let started = |r: &Value| r["first_started_at"].as_f64().unwrap_or(f64::MAX);
+    let last_high = records[4..].iter().map(started).fold(0.0, f64::max);
+    let first_low = records[..4].iter().map(started).fold(f64::MAX, f64::min);
+    assert!(last_high <= first_low, "priority 9 runs before priority 1");
+    let order = |part: &[Value]| part.iter().map(started).collect::<Vec<_>>();
+    let low_order = order(&records[..4]);
+    assert!(
+        low_order.windows(2).all(|w| w[0] <= w[1]),
+        "FIFO within a priority"
+    );
+    drop(server);
+    delete_queues(&ns, &["single"]);
+}
+
+#[test]
+fn cancel_removes_queued_tasks_and_stops_running_ones_on_workers() {
+    if !broker_available("cancel_removes_queued_tasks_and_stops_running_ones_on_workers") {
+        return;
+    }
+    let _guard = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ns = namespace("cancel");
+    let url = broker_url();
+    let server = serve(&url, &ns, None, dir.path(), &["--workers", "0"]);
+    // Removed while its message waits in the broker: it must never run.
+    let removed = submit(&server.client, "sleep", json!([100]), json!({}));
+    server.client.cancel(removed).expect("removed");
+    let _w = worker(&url, &ns, "cw", 1);
+    let long = submit(&server.client, "sleep", json!([60_000]), json!({}));
+    assert!(wait_until(LONG, || status(&task(&server.client, long)) == "running"));
+    let asked = Instant::now();
+    server.client.cancel(long).expect("stop requested");
+    let record = &wait_final(&server.client, &[long], LONG)[0];
+    assert_eq!(status(record), "cancelled", "{record}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the stop reached the worker"
+    );
+    // A timeout on the worker: the attempt is stopped and fails.
+    let slow = submit(
+        &server.client,
+        "sleep",
+        json!([60_000]),
+        json!({ "timeout_s": 0.5, "max_retries": 0 }),
+    );
+    let record = &wait_final(&server.client, &[slow], LONG)[0];
+    assert_eq!(status(record), "failed");
+    assert_eq!(record["failures"][0]["kind"], "timed_out", "{record}");
+    // The slot is free again, and the removed task never ran.
+    let after = submit(&server.client, "noop", json!([]), json!({}));
+    assert_eq!(
+        status(&wait_final(&server.client, &[after], LONG)[0]),
+        "completed"
+    );
+    let removed = task(&server.client, removed);
+    assert_eq!(status(&removed), "cancelled");
+    assert_eq!(removed["attempts"], 0, "{removed}");
+    assert!(removed["first_started_at"].is_null());
+    drop(server);
+    delete_queues(&ns, &["cw"]);
+}
+
+#[test]
+fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
+    if !broker_available("a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it") {
+        return;
+    }
+    let _guard = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ns = namespace("kill");
+    let url = broker_url();
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0", "--lease", "2"],
+    );
+    let mut doomed = worker(&url, &ns, "doomed", 1);
+    let id = submit(&server.client, "sleep", json!([1_500]), json!({}));
+    assert!(wait_until(LONG, || {
+        let record = task(&server.client, id);
+        status(&record) == "running" && record["worker"] == "doomed"
+    }));
+    doomed.kill9();
+    let _survivor = worker(&url, &ns, "survivor", 1);
+    let record = &wait_final(&server.client, &[id], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}");
+    assert_eq!(record["worker"], "survivor");
+    assert_eq!(record["attempts"], 2);
+    let failures = record["failures"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        failures.len(),
+        1,
+        "one lost attempt, one completion: {record}"
+    );
+    assert_eq!(failures[0]["kind"], "lost");
+    assert_eq!(failures[0]["worker"], "doomed");
+    let entry = workers(&server.client)
+        .into_iter()
+        .find(|w| w["name"] == "doomed")
+        .expect("the dead worker is still listed");
+    assert_eq!(entry["state"], "silent", "{entry}");
+    drop(server);
+    delete_queues(&ns, &["doomed", "survivor"]);
+}
+
+#[test]
+fn the_scheduler_killed_and_restarted_loses_nothing_and_applies_what_arrived() {
+    if !broker_available(
+        "the_scheduler_killed_and_restarted_loses_nothing_and_applies_what_arrived",
+    ) {
+        return;
+    }
+    let _guard = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("t.db");
+    let ns = namespace("restart");
+    let url = broker_url();
+    let extra = ["--workers", "0", "--lease", "5"];
+    let mut first = serve(&url, &ns, Some(&db), dir.path(), &extra);
+    let _w = worker(&url, &ns, "steady", 2);
+    let ids: Vec<u64> = (0..16)
+        .map(|_| submit(&first.client, "sleep", json!([400]), json!({})))
+        .collect();
+    assert!(wait_until(LONG, || {
+        let records: Vec<Value> = ids.iter().map(|id| task(&first.client, *id)).collect();
+        records.iter().filter(|r| status(r) == "completed").count() >= 2
+            && records.iter().any(|r| status(r) == "running")
+    }));
+    first.proc.kill9();
+    // Running attempts finish while the scheduler is down; their results
+    // wait in the broker.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let second = serve(&url, &ns, Some(&db), dir.path(), &extra);
+    let records = wait_final(&second.client, &ids, LONG);
+    for record in &records {
+        assert_eq!(status(record), "completed", "{record}");
+        assert_eq!(record["attempts"], 1, "no task ran twice: {record}");
+        assert_eq!(record["failures"], json!([]), "{record}");
+    }
+    drop(second);
+    delete_queues(&ns, &["steady"]);
+}
+
+#[test]
+fn serve_with_a_broker_runs_tasks_on_its_own_worker_too() {
+    if !broker_available("serve_with_a_broker_runs_tasks_on_its_own_worker_too") {
+        return;
+    }
+    let _guard = shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ns = namespace("local");
+    let url = broker_url();
+    let mut server = serve(&url, &ns, None, dir.path(), &["--workers", "2"]);
+    let ids: Vec<u64> = (0..6)
+        .map(|_| submit(&server.client, "noop", json!([]), json!({})))
+        .collect();
+    for record in wait_final(&server.client, &ids, LONG) {
+        assert_eq!(status(&record), "completed");
+    }
+    let listed = workers(&server.client);
+    assert_eq!(listed.len(), 1, "the embedded worker: {listed:?}");
+    assert_eq!(listed[0]["concurrency"], 2);
+    assert!(server.proc.terminate(LONG), "SIGTERM stops it cleanly");
+    assert!(
+        !server.proc.stderr().contains("guest:guest"),
+        "credentials never logged"
+    );
+    let worker_name = listed[0]["name"].as_str().unwrap_or_default().to_owned();
+    delete_queues(&ns, &[&worker_name]);
+}
+
+#[test]
+fn an_unreachable_broker_is_reported_and_retried_without_the_password() {
+    // Needs no broker: the address is a closed port.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let closed = "amqp://guest:hunter2@127.0.0.1:1/%2f";
+    let mut server = spawn_serve(
+        closed,
+        &namespace("down"),
+        None,
+        dir.path(),
+        &["--workers", "0"],
+    );
+    let mut lonely = worker(closed, "down", "lonely", 1);
+    assert!(wait_until(LONG, || server
+        .proc
+        .stderr()
+        .matches("retrying")
+        .count()
+        >= 2));
+    assert!(wait_until(LONG, || lonely
+        .stderr()
+        .matches("retrying")
+        .count()
+        >= 2));
+    let answer = server.client.submit(&json!({ "task": "noop" }));
+    let error = answer.expect_err("no broker, no submit");
+    let text = error.to_string();
+    assert!(text.contains("503"), "{text}");
+    assert!(text.contains("amqp://guest:***@127.0.0.1:1"), "{text}");
+    assert!(server.client.list("limit=10").expect("list")["tasks"] == json!([]));
+    assert!(server.proc.alive() && lonely.alive(), "no crash, no exit");
+    for output in [server.proc.stderr(), lonely.stderr()] {
+        assert!(
+            output.contains("cannot reach the broker at amqp://guest:***@127.0.0.1:1"),
+            "{output}"
+        );
+        assert!(!output.contains("hunter2"), "the password leaked: {output}");
+    }
+}
+
+/// Sets RabbitMQ's consumer timeout (ms) for new channels; restores the
+/// default when dropped.
+struct ConsumerTimeout;
+
+impl ConsumerTimeout {
+    fn set(ms: u64) -> Self {
+        rabbitmqctl(&[
+            "eval",
+            &format!("application:set_env(rabbit, consumer_timeout, {ms})."),
+        ]);
+        Self
+    }
+}
+
+impl Drop for ConsumerTimeout {
+    fn drop(&mut self) {
+        rabbitmqctl(&[
+            "eval",
+            "application:set_env(rabbit, consumer_timeout, 1800000).",
+        ]);
+    }
+}
+
+#[test]
+fn a_task_far_longer_than_the_consumer_timeout_runs_once_and_completes_once() {
+    if !broker_available("a_task_far_longer_than_the_consumer_timeout_runs_once_and_completes_once")
+    {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ns = namespace("long");
+    let url = broker_url();
+    // RabbitMQ checks the timeout about once a minute; a delivery held
+    // unacknowledged past it closes its channel.
+    let _timeout = ConsumerTimeout::set(1_000);
+    let server = serve(
+        &url,
+        &ns,
+        None,
+        dir.path(),
+        &["--workers", "0", "--lease", "3"],
+    );
+    let mut a = worker(&url, &ns, "long-a", 1);
+    let mut b = worker(&url, &ns, "long-b", 1);
+    let id = submit(
+        &server.client,
+        "sleep",
+        json!([75_000]),
+        json!({ "max_retries": 0 }),
+    );
+
+    // The control: a delivery held unacknowledged (a claim its dead
+    // scheduler never answers) does get its channel closed meanwhile.
+    let control_ns = namespace("long-control");
+    let mut dead = serve(&url, &control_ns, None, dir.path(), &["--workers", "0"]);
+    submit(&dead.client, "noop", json!([]), json!({}));
+    dead.proc.kill9();
+    let held = worker(&url, &control_ns, "held", 1);
+
+    let record = &wait_final(&server.client, &[id], Duration::from_secs(150))[0];
+    assert_eq!(status(record), "completed", "{record}");
+    assert_eq!(record["attempts"], 1, "{record}");
+    assert_eq!(record["failures"], json!([]));
+    assert!(record["run_time_s"].as_f64().is_some_and(|s| s >= 75.0));
+    for worker in [&mut a, &mut b] {
+        let log = worker.stderr();
+        assert!(
+            !log.contains("PRECONDITION_FAILED"),
+            "a channel was closed: {log}"
+        );
+        assert!(!log.contains("lost the broker"), "{log}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || held
+            .stderr()
+            .contains("PRECONDITION_FAILED")),
+        "the consumer timeout was in force: {}",
+        held.stderr()
+    );
+    drop(held);
+    delete_queues(&control_ns, &["held"]);
+    drop(server);
+    delete_queues(&ns, &["long-a", "long-b"]);
+}
+
+#[test]
+fn a_broker_restart_is_survived_and_accepted_tasks_complete() {
+    if !broker_available("a_broker_restart_is_survived_and_accepted_tasks_complete") {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ns = namespace("bounce");
+    let url = broker_url();
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0", "--lease", "10"],
+    );
+    let mut w = worker(&url, &ns, "bouncer", 2);
+    let before: Vec<u64> = (0..10)
+        .map(|_| submit(&server.client, "sleep", json!([700]), json!({})))
+        .collect();
+    assert!(wait_until(LONG, || before
+        .iter()
+        .any(|id| status(&task(&server.client, *id)) == "running")));
+    rabbitmqctl(&["stop_app"]);
+    // Down for a moment; start_app runs even if the wait panics.
+    struct StartAgain;
+    impl Drop for StartAgain {
+        fn drop(&mut self) {
+            rabbitmqctl(&["start_app"]);
+            rabbitmqctl(&["await_startup"]);
+        }
+    }
+    {
+        let _start_again = StartAgain;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        wait_until(LONG, || server
+            .client
+            .submit(&json!({ "task": "noop" }))
+            .is_ok()),
+        "the scheduler reconnects by itself"
+    );
+    let after = submit(&server.client, "noop", json!([]), json!({}));
+    let all: Vec<u64> = before.iter().copied().chain([after]).collect();
+    for record in wait_final(&server.client, &all, LONG) {
+        assert_eq!(status(&record), "completed", "{record}");
+    }
+    assert!(w.alive(), "the worker reconnected instead of exiting");
+    assert!(
+        w.stderr().contains("lost the broker"),
+        "it did notice the restart"
+    );
+    drop(server);
+    delete_queues(&ns, &["bouncer"]);
+}
