@@ -304,6 +304,17 @@ struct BenchArgs {
     /// Bearer token for --url.
     #[arg(long, env = "TASKDECK_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Run the tasks through RabbitMQ at this URL on --processes fresh
+    /// `taskdeck worker` processes (queues under a namespace of their own,
+    /// removed afterwards).
+    #[arg(long, value_name = "URL", conflicts_with = "http")]
+    broker: Option<String>,
+    /// Worker processes (with --broker).
+    #[arg(long, default_value_t = 2, requires = "broker")]
+    processes: usize,
+    /// Slots of each worker process (with --broker) [default: logical CPUs].
+    #[arg(long, requires = "broker")]
+    concurrency: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -654,7 +665,18 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             batch: args.batch.unwrap_or(1),
             latency_tasks: args.latency_tasks,
         };
-        serde_json::to_string(&bench::run(&options)?)?
+        match args.broker {
+            None => serde_json::to_string(&bench::run(&options)?)?,
+            Some(url) => {
+                let options = bench::remote::RemoteBenchOptions {
+                    url: url.parse()?,
+                    processes: args.processes.max(1),
+                    concurrency: args.concurrency.unwrap_or_else(default_workers).max(1),
+                    phases: options,
+                };
+                serde_json::to_string(&bench::remote::run(&options)?)?
+            }
+        }
     };
     println!("{line}");
     Ok(())

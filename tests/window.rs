@@ -14,7 +14,9 @@ use serde_json::json;
 use common::{WAIT, config};
 use taskdeck::app::{Services, TaskdeckApp};
 use taskdeck::model::{TaskId, TaskSpec, TaskStatus};
-use taskdeck::scheduler::{Scheduler, StoreMode};
+use taskdeck::scheduler::{
+    Dispatch, ExternalDispatch, ExternalHooks, Heartbeat, Scheduler, StopRequest, StoreMode,
+};
 use taskdeck::tasks::Registry;
 use taskdeck::telemetry::{Telemetry, TelemetryConfig};
 
@@ -291,5 +293,92 @@ fn the_worker_control_resizes_the_pool() {
     harness.get_by_label("Apply").click();
     harness.run_steps(2);
     assert!(common::wait_until(WAIT, || scheduler.workers().len() == 1));
+    scheduler.shutdown().expect("shutdown");
+}
+
+/// The transport's side of distributed mode, recording what the scheduler
+/// asks of it.
+#[derive(Default)]
+struct RecordingHooks {
+    stops: std::sync::Mutex<Vec<StopRequest>>,
+    sizes: std::sync::Mutex<Vec<usize>>,
+}
+
+impl ExternalHooks for RecordingHooks {
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn stop(&self, request: StopRequest) {
+        self.stops.lock().expect("lock").push(request);
+    }
+    fn resize(&self, workers: usize) {
+        self.sizes.lock().expect("lock").push(workers);
+    }
+    fn local_workers(&self) -> usize {
+        self.sizes
+            .lock()
+            .expect("lock")
+            .last()
+            .copied()
+            .unwrap_or(2)
+    }
+}
+
+#[test]
+fn worker_processes_show_with_their_host_and_stop_reaches_them() {
+    let hooks = Arc::new(RecordingHooks::default());
+    let mut config = config(StoreMode::Memory, 2);
+    config.dispatch = Dispatch::External(ExternalDispatch {
+        lease: Duration::from_secs(30),
+        publish_wait: WAIT,
+        hooks: Arc::clone(&hooks) as Arc<dyn ExternalHooks>,
+    });
+    let scheduler = Scheduler::start(config, Registry::with_builtins()).expect("scheduler");
+    // Stands in for the bridge: confirms whatever is queued for publishing.
+    let publisher = {
+        let scheduler = scheduler.clone();
+        std::thread::spawn(move || {
+            let tasks = scheduler.take_for_publishing(10, WAIT);
+            let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+            scheduler.published(&ids);
+        })
+    };
+    let id = scheduler
+        .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
+        .expect("submit");
+    publisher.join().expect("publisher");
+    scheduler.claim_remote("gpu-box-1", id).expect("granted");
+    scheduler.remote_heartbeat(&Heartbeat {
+        worker: "gpu-box-1".into(),
+        host: "gpu-box".into(),
+        concurrency: 2,
+        running: vec![(id, 1)],
+        resources: None,
+    });
+    let mut harness = harness(services(&scheduler));
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("gpu-box-1 @ gpu-box")
+        .is_some()));
+    assert!(
+        harness
+            .query_by_label(&format!("1/2 busy: task {id}"))
+            .is_some()
+    );
+    harness.get_by_label(&format!("#{id}")).click();
+    harness.run_steps(2);
+    harness.get_by_label("Stop").click();
+    harness.run_steps(2);
+    let stops = hooks.stops.lock().expect("lock").clone();
+    assert_eq!(stops.len(), 1, "the stop went to the transport");
+    assert_eq!(
+        (stops[0].worker.as_str(), stops[0].task, stops[0].attempt),
+        ("gpu-box-1", id, 1)
+    );
+    // The pool control sizes the local worker process.
+    harness.state_mut().state_mut().worker_target = 3;
+    harness.run_steps(2);
+    harness.get_by_label("Apply").click();
+    harness.run_steps(2);
+    assert_eq!(hooks.sizes.lock().expect("lock").last(), Some(&3));
     scheduler.shutdown().expect("shutdown");
 }

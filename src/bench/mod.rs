@@ -3,6 +3,7 @@
 //! API.
 
 pub mod http;
+pub mod remote;
 mod wire;
 
 use std::path::PathBuf;
@@ -117,6 +118,21 @@ pub enum BenchError {
 
 /// Runs both phases on one scheduler and reports.
 pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let (store, temp_db) = store_for(options);
+    let mut config = SchedulerConfig::new(store);
+    config.workers = options.workers;
+    config.retention = retention_for(options);
+    let scheduler = Scheduler::start(config, Registry::with_builtins())?;
+    let result = measure(&scheduler, options);
+    let shutdown = scheduler.shutdown();
+    remove_temp_db(temp_db.as_deref());
+    let report = result?;
+    shutdown?;
+    Ok(report)
+}
+
+/// The store a run uses, and the temporary file to remove afterwards.
+pub(crate) fn store_for(options: &BenchOptions) -> (StoreMode, Option<PathBuf>) {
     let temp_db = (!options.memory && options.db.is_none()).then(|| {
         std::env::temp_dir().join(format!(
             "taskdeck-bench-{}-{}.db",
@@ -135,29 +151,34 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                 .unwrap_or_default(),
         )
     };
-    let mut config = SchedulerConfig::new(store);
-    config.workers = options.workers;
-    config.retention = Retention {
-        max_finished: options.tasks.max(options.latency_tasks).max(1),
-        max_age: None,
-    };
-    let scheduler = Scheduler::start(config, Registry::with_builtins())?;
-    let result = measure(&scheduler, options);
-    let shutdown = scheduler.shutdown();
-    if let Some(path) = &temp_db {
-        for suffix in ["", "-wal", "-shm", ".lock"] {
-            let mut file = path.clone().into_os_string();
-            file.push(suffix);
-            // A leftover temporary file is harmless.
-            let _ = std::fs::remove_file(file);
-        }
-    }
-    let report = result?;
-    shutdown?;
-    Ok(report)
+    (store, temp_db)
 }
 
-fn measure(scheduler: &Scheduler, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+/// Keeps every task of a run queryable until it ends.
+pub(crate) fn retention_for(options: &BenchOptions) -> Retention {
+    Retention {
+        max_finished: options.tasks.max(options.latency_tasks).max(1),
+        max_age: None,
+    }
+}
+
+/// Removes a temporary database and its side files.
+pub(crate) fn remove_temp_db(path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        return;
+    };
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut file = path.to_owned().into_os_string();
+        file.push(suffix);
+        // A leftover temporary file is harmless.
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+pub(crate) fn measure(
+    scheduler: &Scheduler,
+    options: &BenchOptions,
+) -> Result<BenchReport, BenchError> {
     let batch = options.batch.max(1);
     let noop = || TaskSpec::new("noop", Vec::new());
 

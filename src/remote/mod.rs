@@ -50,3 +50,32 @@ pub fn default_worker_name(host: &str) -> String {
         .collect();
     format!("{host}-{}", std::process::id())
 }
+
+/// Deletes a namespace's queues: the task and event queues and the answer
+/// queues of the named workers, with whatever they hold. For tearing down
+/// benchmarks and test installations, never a live one.
+pub fn delete_queues(url: &BrokerUrl, names: &Names, workers: &[String]) -> Result<(), LinkError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| LinkError::Connect {
+            url: url.to_string(),
+            reason: format!("cannot start the async runtime: {error}"),
+        })?;
+    runtime.block_on(async {
+        let connection = amqp::connect(url, "taskdeck cleanup").await?;
+        let channel = connection.create_channel().await?;
+        let mut queues = vec![names.tasks(), names.events()];
+        queues.extend(workers.iter().map(|worker| names.control(worker)));
+        for queue in queues {
+            channel
+                .queue_delete(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await?;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(())
+    })
+}

@@ -35,6 +35,12 @@ impl BrokerUrl {
         &self.full
     }
 
+    /// The full URL for a child process's environment (not its command
+    /// line, which other users can read); never for display.
+    pub fn secret_for_child_env(&self) -> &str {
+        &self.full
+    }
+
     /// Whether the connection uses TLS.
     pub fn is_tls(&self) -> bool {
         self.full.starts_with("amqps://")

@@ -230,13 +230,10 @@ impl Scheduler {
             .settle(|core| Some(core.release_remote(worker, id, attempt)));
     }
 
-    /// A worker process is stopping; attempts it still holds are lost.
+    /// A worker process is stopping; attempts it still holds (granted after
+    /// it stopped taking tasks) are queued again without counting.
     pub fn remote_gone(&self, worker: &str) {
-        let settled = self
-            .inner
-            .core
-            .lock()
-            .remote_gone(worker, Instant::now(), now_us());
+        let settled = self.inner.core.lock().remote_gone(worker, Instant::now());
         self.apply_all(settled);
     }
 

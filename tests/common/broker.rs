@@ -207,7 +207,20 @@ pub fn spawn_serve(
     data_dir: &Path,
     extra: &[&str],
 ) -> Serve {
+    spawn_serve_env(broker, namespace, db, data_dir, extra, &[])
+}
+
+/// [`spawn_serve`] with extra environment variables.
+pub fn spawn_serve_env(
+    broker: &str,
+    namespace: &str,
+    db: Option<&Path>,
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Serve {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
+    command.envs(env.iter().copied());
     command
         .arg("serve")
         .args(["--broker", broker, "--broker-namespace", namespace])
@@ -248,7 +261,19 @@ pub fn wait_connected(server: &Serve) {
 
 /// Starts `taskdeck worker`.
 pub fn worker(broker: &str, namespace: &str, name: &str, concurrency: usize) -> Proc {
+    worker_env(broker, namespace, name, concurrency, &[])
+}
+
+/// [`worker`] with extra environment variables.
+pub fn worker_env(
+    broker: &str,
+    namespace: &str,
+    name: &str,
+    concurrency: usize,
+    env: &[(&str, &str)],
+) -> Proc {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
+    command.envs(env.iter().copied());
     command
         .arg("worker")
         .args(["--broker", broker, "--broker-namespace", namespace])
@@ -314,4 +339,23 @@ pub fn workers(client: &Client) -> Vec<Value> {
         .ok()
         .and_then(|answer| answer["workers"].as_array().cloned())
         .unwrap_or_default()
+}
+
+/// Whether a command-line tool is installed; prints a notice (or fails, when
+/// the broker tests are required) when it is not.
+pub fn tool_available(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var("TASKDECK_REQUIRE_BROKER").as_deref() != Ok("1"),
+        "{tool} is missing, and TASKDECK_REQUIRE_BROKER=1 requires {test} to run"
+    );
+    eprintln!("skipping {test}: {tool} is not installed");
+    false
 }

@@ -266,9 +266,11 @@ impl Core {
         settled
     }
 
-    /// A worker process says it is stopping. Attempts it still holds are
-    /// lost (it hands back what it can before saying goodbye).
-    pub fn remote_gone(&mut self, worker_name: &str, now: Instant, now_us: i64) -> Vec<Settled> {
+    /// A worker process says it is stopping. It has reported or handed back
+    /// every attempt it ran, so one it still holds here is a grant that
+    /// reached it after it stopped taking tasks: it never ran, and goes back
+    /// to the queue without counting.
+    pub fn remote_gone(&mut self, worker_name: &str, now: Instant) -> Vec<Settled> {
         let worker = self.remote_id(worker_name);
         let held: Vec<TaskId> = self
             .remote
@@ -280,7 +282,11 @@ impl Core {
             })
             .unwrap_or_default();
         held.into_iter()
-            .filter_map(|id| self.lose_remote(id, worker, "stopped", now, now_us))
+            .filter_map(|id| {
+                let attempt = self.tasks.get(&id)?.run.as_ref()?.attempt;
+                let settled = self.release_remote(worker_name, id, attempt);
+                settled.change.is_some().then_some(settled)
+            })
             .collect()
     }
 

@@ -201,3 +201,17 @@ fn recovery_keeps_remote_attempts_running_under_a_fresh_lease() {
     );
     assert_eq!(late.change.expect("applied").kind, EventKind::Completed);
 }
+
+#[test]
+fn a_goodbye_hands_back_grants_the_worker_never_saw_without_counting() {
+    let mut core = core_with(&[1]);
+    let now = Instant::now();
+    core.claim("a", TaskId(1), LEASE, now, 0).expect("granted");
+    let settled = core.remote_gone("a", now);
+    assert_eq!(settled.len(), 1);
+    let change = settled[0].change.as_ref().expect("requeued");
+    assert_eq!(change.kind, EventKind::Requeued);
+    assert_eq!(change.record.attempts, 0);
+    assert!(change.record.failures.is_empty());
+    assert!(core.remote.values().all(|w| w.gone && w.running.is_empty()));
+}

@@ -1,0 +1,143 @@
+//! `taskdeck bench --broker`: the same no-op phases as the in-process
+//! benchmark, with tasks going through RabbitMQ to real `taskdeck worker`
+//! processes started for the run.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{
+    BenchError, BenchOptions, BenchReport, measure, remove_temp_db, retention_for, store_for,
+};
+use crate::remote::{self, BridgeConfig, BridgeLink, BrokerUrl, Names};
+use crate::scheduler::{Dispatch, Scheduler, SchedulerConfig};
+use crate::tasks::Registry;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct RemoteBenchOptions {
+    /// The broker.
+    pub url: BrokerUrl,
+    /// Worker processes to start.
+    pub processes: usize,
+    /// Slots of each.
+    pub concurrency: usize,
+    /// The in-process phases' settings (`workers` is ignored).
+    pub phases: BenchOptions,
+}
+
+/// Results, printed as one JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteBenchReport {
+    /// Worker processes.
+    pub processes: usize,
+    /// Slots of each.
+    pub concurrency: usize,
+    /// Throughput and latency through the broker.
+    #[serde(flatten)]
+    pub phases: BenchReport,
+}
+
+/// Worker processes, stopped when dropped.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the scheduler with its bridge and the worker processes, measures,
+/// and removes the run's queues.
+pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError> {
+    let namespace = format!("taskdeck-bench-{}", std::process::id());
+    let names = Names::new(&namespace).map_err(|e| BenchError::Stuck(e.to_string()))?;
+    let (store, temp_db) = store_for(&options.phases);
+    let link = BridgeLink::new(
+        BridgeConfig {
+            url: options.url.clone(),
+            names: names.clone(),
+            lease: remote::DEFAULT_LEASE,
+            publish_wait: remote::DEFAULT_PUBLISH_WAIT,
+        },
+        0,
+    );
+    let mut config = SchedulerConfig::new(store);
+    config.retention = retention_for(&options.phases);
+    config.dispatch = Dispatch::External(link.dispatch());
+    let scheduler = Scheduler::start(config, Registry::with_builtins())?;
+    let outcome = link
+        .start(scheduler.clone())
+        .map_err(|e| BenchError::Stuck(format!("cannot start the bridge: {e}")))
+        .and_then(|bridge| {
+            let measured = with_workers(&scheduler, options, &namespace);
+            bridge.stop();
+            measured
+        });
+    let shutdown = scheduler.shutdown();
+    remove_temp_db(temp_db.as_deref());
+    let workers: Vec<String> = (0..options.processes).map(worker_name).collect();
+    if let Err(error) = remote::delete_queues(&options.url, &names, &workers) {
+        tracing::warn!(%error, "could not remove the benchmark's queues");
+    }
+    let phases = outcome?;
+    shutdown?;
+    Ok(RemoteBenchReport {
+        processes: options.processes,
+        concurrency: options.concurrency,
+        phases,
+    })
+}
+
+fn worker_name(index: usize) -> String {
+    format!("bench-{}-{index}", std::process::id())
+}
+
+fn with_workers(
+    scheduler: &Scheduler,
+    options: &RemoteBenchOptions,
+    namespace: &str,
+) -> Result<BenchReport, BenchError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Stuck(format!("cannot find the taskdeck binary: {e}")))?;
+    let mut workers = Workers(Vec::new());
+    for index in 0..options.processes {
+        let child = Command::new(&exe)
+            .arg("worker")
+            .env("TASKDECK_BROKER", options.url.secret_for_child_env())
+            .args(["--broker-namespace", namespace])
+            .args(["--name", &worker_name(index)])
+            .args(["--concurrency", &options.concurrency.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| BenchError::Stuck(format!("cannot start a worker process: {e}")))?;
+        workers.0.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scheduler.stats().workers_total < options.processes * options.concurrency {
+        if Instant::now() >= deadline {
+            return Err(BenchError::Stuck(
+                "the worker processes did not report within 60 s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let phases = BenchOptions {
+        workers: options.processes * options.concurrency,
+        ..options.phases.clone()
+    };
+    let report = measure(scheduler, &phases);
+    drop(workers);
+    report
+}
