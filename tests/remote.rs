@@ -10,7 +10,7 @@ mod broker;
 mod common;
 
 use std::collections::HashSet;
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -27,16 +27,51 @@ const LONG: Duration = Duration::from_secs(90);
 /// Tests that restart the broker or change its settings run alone.
 static BROKER: RwLock<()> = RwLock::new(());
 
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    BROKER
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Holds the broker for a test: shared, or alone.
+#[allow(dead_code)]
+enum Hold {
+    Shared(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
 }
 
-fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
-    BROKER
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// What every broker test starts with: a temporary directory, a queue
+/// namespace of its own, the broker URL, and its hold on the broker. None
+/// (after a printed notice) when no broker answers.
+struct Case {
+    dir: tempfile::TempDir,
+    ns: String,
+    url: String,
+    _guard: Hold,
+}
+
+impl Case {
+    fn start(prefix: &str, alone: bool) -> Option<Self> {
+        let test = std::thread::current().name().unwrap_or(prefix).to_owned();
+        if !broker_available(&test) {
+            return None;
+        }
+        let hold = if alone {
+            Hold::Alone(BROKER.write().unwrap_or_else(PoisonError::into_inner))
+        } else {
+            Hold::Shared(BROKER.read().unwrap_or_else(PoisonError::into_inner))
+        };
+        Some(Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            ns: namespace(prefix),
+            url: broker_url(),
+            _guard: hold,
+        })
+    }
+
+    /// A test that runs beside the other shared ones.
+    fn shared(prefix: &str) -> Option<Self> {
+        Self::start(prefix, false)
+    }
+
+    /// A test that restarts the broker or changes its settings.
+    fn exclusive(prefix: &str) -> Option<Self> {
+        Self::start(prefix, true)
+    }
 }
 
 fn status(record: &Value) -> &str {
@@ -45,13 +80,15 @@ fn status(record: &Value) -> &str {
 
 #[test]
 fn two_worker_processes_share_the_queue_and_report_back() {
-    if !broker_available("two_worker_processes_share_the_queue_and_report_back") {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("share")
+    else {
         return;
-    }
-    let _guard = shared();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ns = namespace("share");
-    let url = broker_url();
+    };
     let server = serve(
         &url,
         &ns,
@@ -137,13 +174,15 @@ fn two_worker_processes_share_the_queue_and_report_back() {
 
 #[test]
 fn priorities_hold_through_the_broker() {
-    if !broker_available("priorities_hold_through_the_broker") {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("prio")
+    else {
         return;
-    }
-    let _guard = shared();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ns = namespace("prio");
-    let url = broker_url();
+    };
     let server = serve(&url, &ns, None, dir.path(), &["--workers", "0"]);
     // Queued while no worker runs: the broker orders them.
     let low: Vec<u64> = (0..4)
@@ -171,13 +210,15 @@ fn priorities_hold_through_the_broker() {
 
 #[test]
 fn cancel_removes_queued_tasks_and_stops_running_ones_on_workers() {
-    if !broker_available("cancel_removes_queued_tasks_and_stops_running_ones_on_workers") {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("cancel")
+    else {
         return;
-    }
-    let _guard = shared();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ns = namespace("cancel");
-    let url = broker_url();
+    };
     let server = serve(&url, &ns, None, dir.path(), &["--workers", "0"]);
     // Removed while its message waits in the broker: it must never run.
     let removed = submit(&server.client, "sleep", json!([100]), json!({}));
@@ -219,13 +260,15 @@ fn cancel_removes_queued_tasks_and_stops_running_ones_on_workers() {
 
 #[test]
 fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
-    if !broker_available("a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it") {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("kill")
+    else {
         return;
-    }
-    let _guard = shared();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ns = namespace("kill");
-    let url = broker_url();
+    };
     let server = serve(
         &url,
         &ns,
@@ -264,16 +307,16 @@ fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
 
 #[test]
 fn the_scheduler_killed_and_restarted_loses_nothing_and_applies_what_arrived() {
-    if !broker_available(
-        "the_scheduler_killed_and_restarted_loses_nothing_and_applies_what_arrived",
-    ) {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("restart")
+    else {
         return;
-    }
-    let _guard = shared();
-    let dir = tempfile::tempdir().expect("temp dir");
+    };
     let db = dir.path().join("t.db");
-    let ns = namespace("restart");
-    let url = broker_url();
     let extra = ["--workers", "0", "--lease", "5"];
     let mut first = serve(&url, &ns, Some(&db), dir.path(), &extra);
     let _w = worker(&url, &ns, "steady", 2);
@@ -302,13 +345,15 @@ fn the_scheduler_killed_and_restarted_loses_nothing_and_applies_what_arrived() {
 
 #[test]
 fn serve_with_a_broker_runs_tasks_on_its_own_worker_too() {
-    if !broker_available("serve_with_a_broker_runs_tasks_on_its_own_worker_too") {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("local")
+    else {
         return;
-    }
-    let _guard = shared();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ns = namespace("local");
-    let url = broker_url();
+    };
     let mut server = serve(&url, &ns, None, dir.path(), &["--workers", "2"]);
     let ids: Vec<u64> = (0..6)
         .map(|_| submit(&server.client, "noop", json!([]), json!({})))
@@ -393,14 +438,15 @@ impl Drop for ConsumerTimeout {
 
 #[test]
 fn a_task_far_longer_than_the_consumer_timeout_runs_once_and_completes_once() {
-    if !broker_available("a_task_far_longer_than_the_consumer_timeout_runs_once_and_completes_once")
-    {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::exclusive("long")
+    else {
         return;
-    }
-    let _guard = exclusive();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ns = namespace("long");
-    let url = broker_url();
+    };
     // RabbitMQ checks the timeout about once a minute; a delivery held
     // unacknowledged past it closes its channel.
     let _timeout = ConsumerTimeout::set(1_000);
@@ -456,13 +502,15 @@ fn a_task_far_longer_than_the_consumer_timeout_runs_once_and_completes_once() {
 
 #[test]
 fn a_broker_restart_is_survived_and_accepted_tasks_complete() {
-    if !broker_available("a_broker_restart_is_survived_and_accepted_tasks_complete") {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::exclusive("bounce")
+    else {
         return;
-    }
-    let _guard = exclusive();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ns = namespace("bounce");
-    let url = broker_url();
+    };
     let server = serve(
         &url,
         &ns,
@@ -528,12 +576,15 @@ fn run(program: &str, args: &[&str], dir: &std::path::Path) {
 #[test]
 fn amqps_connects_through_tls_and_checks_the_certificate() {
     let test = "amqps_connects_through_tls_and_checks_the_certificate";
-    if !broker_available(test) || !tool_available("openssl", test) || !tool_available("socat", test)
-    {
+    if !tool_available("openssl", test) || !tool_available("socat", test) {
         return;
     }
-    let _guard = shared();
-    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(Case {
+        dir, ns, _guard, ..
+    }) = Case::shared("tls")
+    else {
+        return;
+    };
     let path = dir.path();
     // A test CA and a certificate for localhost signed by it.
     run(
@@ -626,7 +677,6 @@ fn amqps_connects_through_tls_and_checks_the_certificate() {
     let ca = path.join("ca.pem");
     let ca = ca.to_str().expect("utf-8 path");
     let trusted = [("SSL_CERT_FILE", ca)];
-    let ns = namespace("tls");
     let server = spawn_serve_env(&url, &ns, None, path, &["--workers", "0"], &trusted);
     wait_connected(&server);
     let _w = worker_env(&url, &ns, "tls-w", 1, &trusted);

@@ -327,6 +327,8 @@ impl Link {
             .await
             .map_err(|e| not_connected(e.into()))?;
         reconnect.reset();
+        // Leases were not renewed while the broker was away.
+        self.scheduler.renew_all_leases();
         *self.hooks.status.lock() = Ok(());
         self.connected.store(true, Ordering::Release);
         tracing::info!(broker = %self.config.url, namespace = names.namespace(), "connected to the broker");
@@ -436,13 +438,11 @@ impl Link {
                 reason: format!("the store failed: {error}"),
             });
         }
-        let mut confirms = Vec::with_capacity(answers.len());
+        // Answers are not waited for: a worker sends an unanswered claim
+        // again, and an attempt whose grant was lost runs out its lease.
         for (worker, control) in &answers {
             let queue = self.config.names.control(worker);
-            confirms.push(amqp::publish(channel, &queue, control, 0).await?);
-        }
-        for confirm in confirms {
-            confirm.await?;
+            amqp::publish(channel, &queue, control, 0).await?;
         }
         if let Some(last) = batch.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;

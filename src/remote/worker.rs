@@ -38,6 +38,9 @@ use crate::tasks::{CancelToken, Registry, StopReason, TaskContext};
 const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How often deadlines and the connection are checked.
 const TICK: Duration = Duration::from_millis(250);
+/// A claim not answered for this long is sent again (the scheduler answers
+/// repeated claims the same way).
+const CLAIM_RESEND: Duration = Duration::from_secs(10);
 
 /// Reads the host's latest resource sample.
 pub type ResourceSource = Arc<dyn Fn() -> Option<Arc<ResourceSample>> + Send + Sync>;
@@ -158,6 +161,7 @@ struct Claim {
     task: TaskId,
     spec: TaskSpec,
     acker: Acker,
+    sent_at: Instant,
 }
 
 struct Worker {
@@ -320,14 +324,17 @@ impl Worker {
                 }
                 Some(ended) = self.ended_rx.recv() => {
                     self.ended(ended);
-                    self.flush_outbox(&session).await?;
+                    // Free the slot first, so the next task is on its way
+                    // while the report is confirmed.
                     self.top_up(&mut session).await?;
+                    self.flush_outbox(&session).await?;
                 }
                 _ = tick.tick() => {
                     if !connection.status().connected() {
                         return Err(closed(&self.config.url, "the connection closed"));
                     }
                     self.check_deadlines();
+                    self.resend_claims(&mut session).await?;
                     self.flush_outbox(&session).await?;
                     if self.stopping.is_none() {
                         self.top_up(&mut session).await?;
@@ -444,14 +451,37 @@ impl Worker {
             task,
             spec: message.spec,
             acker: delivery.acker,
+            sent_at: Instant::now(),
         });
+        self.send_claim(session, task).await
+    }
+
+    /// Asks the scheduler for a task. Not waited for: the answer comes back
+    /// on the control queue; a claim or answer lost on the way is sent again
+    /// after [`CLAIM_RESEND`].
+    async fn send_claim(&self, session: &Session, task: TaskId) -> Result<(), LinkError> {
         let claim = WorkerEvent::Claim {
             worker: self.config.name.clone(),
             task,
         };
-        // Not waited for: the answer comes back on the control queue, and a
-        // claim lost with the connection is dropped with its delivery.
         amqp::publish(&session.publish, &self.config.names.events(), &claim, 0).await?;
+        Ok(())
+    }
+
+    /// Sends again the claims that got no answer in time.
+    async fn resend_claims(&self, session: &mut Session) -> Result<(), LinkError> {
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        for claim in session.consumers.values_mut().flatten() {
+            if now >= claim.sent_at + CLAIM_RESEND {
+                claim.sent_at = now;
+                stale.push(claim.task);
+            }
+        }
+        for task in stale {
+            tracing::debug!(%task, "no answer to a claim yet; asking again");
+            self.send_claim(session, task).await?;
+        }
         Ok(())
     }
 

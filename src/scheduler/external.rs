@@ -237,6 +237,13 @@ impl Scheduler {
         self.apply_all(settled);
     }
 
+    /// Restarts every running attempt's lease from now; the transport calls
+    /// it when it (re)connects, as heartbeats could not arrive before.
+    pub fn renew_all_leases(&self) {
+        let until = Instant::now() + self.lease();
+        self.inner.core.lock().renew_all_leases(until);
+    }
+
     /// Counts attempts whose lease ran out as lost (retried by the retry
     /// policy) and asks their workers to stop them; returns how many.
     pub fn expire_leases(&self) -> usize {

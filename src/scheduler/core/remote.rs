@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{AttemptResult, Change, Core, RunState, Settled, WorkerId};
-use crate::model::{EventKind, FailureKind, HostSummary, TaskId, TaskRecord, TaskStatus};
+use crate::model::{EventKind, HostSummary, TaskId, TaskRecord, TaskStatus};
 use crate::tasks::{CancelToken, StopReason};
 
 /// A worker process as the scheduler knows it.
@@ -290,6 +290,21 @@ impl Core {
             .collect()
     }
 
+    /// Gives every attempt on a worker process a lease until `until`: the
+    /// broker was away, so no heartbeat could arrive, and silence then says
+    /// nothing about the workers.
+    pub fn renew_all_leases(&mut self, until: Instant) {
+        for run in self
+            .tasks
+            .values_mut()
+            .filter_map(|entry| entry.run.as_mut())
+        {
+            if run.lease_until.is_some() {
+                run.lease_until = Some(until);
+            }
+        }
+    }
+
     /// Attempts whose lease ran out are lost: counted as failed and retried
     /// by the retry policy. The caller also asks their workers to stop them.
     pub fn expire_leases(&mut self, now: Instant, now_us: i64) -> Vec<Settled> {
@@ -337,15 +352,7 @@ impl Core {
             ..Settled::default()
         };
         let message = format!("worker {name} {why}; attempt {} was lost", run.attempt);
-        self.record_failure(
-            id,
-            FailureKind::Lost,
-            message,
-            true,
-            now,
-            now_us,
-            &mut settled,
-        );
+        self.record_lost(id, message, now, now_us, &mut settled);
         Some(settled)
     }
 

@@ -215,3 +215,15 @@ fn a_goodbye_hands_back_grants_the_worker_never_saw_without_counting() {
     assert!(change.record.failures.is_empty());
     assert!(core.remote.values().all(|w| w.gone && w.running.is_empty()));
 }
+
+#[test]
+fn leases_restart_after_the_broker_was_away() {
+    let mut core = core_with(&[1]);
+    let start = Instant::now();
+    core.claim("a", TaskId(1), LEASE, start, 0)
+        .expect("granted");
+    let back = start + LEASE * 2;
+    core.renew_all_leases(back + LEASE);
+    assert!(core.expire_leases(back, 10).is_empty());
+    assert_eq!(core.expire_leases(back + LEASE, 20).len(), 1);
+}

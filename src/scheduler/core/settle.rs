@@ -145,16 +145,21 @@ impl Core {
         self.busy = self.busy.saturating_sub(1);
         let mut settled = Settled::default();
         let message = format!("worker {} died during attempt {attempt}", slot.name);
-        self.record_failure(
-            id,
-            FailureKind::Lost,
-            message,
-            true,
-            now,
-            now_us,
-            &mut settled,
-        );
+        self.record_lost(id, message, now, now_us, &mut settled);
         Some(settled)
+    }
+
+    /// Counts the attempt of `id` as lost (its worker died or went silent);
+    /// retried like any retryable failure.
+    pub(super) fn record_lost(
+        &mut self,
+        id: TaskId,
+        message: String,
+        now: Instant,
+        now_us: i64,
+        settled: &mut Settled,
+    ) {
+        self.record_failure(id, FailureKind::Lost, message, true, now, now_us, settled);
     }
 
     #[allow(clippy::too_many_arguments)]
