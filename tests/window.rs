@@ -359,6 +359,7 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
     assert!(run_until(&mut harness, |h| h
         .query_by_label("gpu-box-1 @ gpu-box")
         .is_some()));
+    assert!(harness.query_by_label("Broker connected").is_some());
     assert!(
         harness
             .query_by_label(&format!("1/2 busy: task {id}"))

@@ -1,5 +1,5 @@
 //! The status bar at the top: queue, running, finished counts, throughput,
-//! latency, the HTTP address and the data directory.
+//! latency, the HTTP address, the broker connection and the data directory.
 
 use eframe::egui::{RichText, Ui};
 
@@ -50,6 +50,19 @@ pub fn header_ui(ui: &mut Ui, state: &AppState, theme: Theme) {
             }
             None => {
                 ui.label(RichText::new("API off").color(theme.weak()));
+            }
+        }
+        match &state.broker {
+            None => {}
+            Some(Ok(())) => {
+                ui.separator();
+                ui.label(RichText::new("Broker connected").color(theme.success()))
+                    .on_hover_text("Tasks go through RabbitMQ to worker processes");
+            }
+            Some(Err(error)) => {
+                ui.separator();
+                ui.label(RichText::new("Broker unavailable").color(theme.error()))
+                    .on_hover_text(format!("{error}\nSubmits are refused until it is back"));
             }
         }
         if let Some(dir) = &services.data_dir {

@@ -90,6 +90,8 @@ pub struct AppState {
     pub stats: SchedulerStats,
     /// Workers as last read.
     pub workers: Vec<WorkerInfo>,
+    /// With a broker: whether the scheduler is connected to it, as last read.
+    pub broker: Option<Result<(), String>>,
     /// The worker count being edited.
     pub worker_target: usize,
     /// The create form.
@@ -136,7 +138,9 @@ impl AppState {
         }
         let stats = services.scheduler.stats();
         let workers = services.scheduler.workers();
+        let broker = services.scheduler.transport_status();
         Self {
+            broker,
             worker_target: stats.workers_target,
             events,
             tasks,
@@ -189,6 +193,7 @@ impl AppState {
         {
             self.stats = self.services.scheduler.stats();
             self.workers = self.services.scheduler.workers();
+            self.broker = self.services.scheduler.transport_status();
             self.stats_at = Some(now);
             changed = true;
         }
