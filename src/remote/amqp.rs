@@ -101,36 +101,36 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
-/// Properties of a message that survives a broker restart.
-pub fn persistent(priority: u8) -> BasicProperties {
+/// Whether a message must survive a broker restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Written to disk (tasks, results, hand-backs, goodbyes).
+    Durable,
+    /// Kept in memory only: claims, answers, stop requests and heartbeats,
+    /// which their sender repeats when they are lost.
+    Transient,
+}
+
+/// Message properties: JSON, a priority, and persistence.
+pub fn properties(priority: u8, keep: Keep) -> BasicProperties {
+    let mode = match keep {
+        Keep::Durable => 2,
+        Keep::Transient => 1,
+    };
     BasicProperties::default()
-        .with_delivery_mode(2)
+        .with_delivery_mode(mode)
         .with_priority(priority.min(MAX_PRIORITY))
         .with_content_type("application/json".into())
 }
 
-/// Publishes `message` as JSON to `queue` through the default exchange and
-/// waits for the broker's confirm (the channel must be in confirm mode).
-pub async fn publish_confirmed<T: Serialize>(
-    channel: &Channel,
-    queue: &str,
-    message: &T,
-    priority: u8,
-) -> Result<(), LinkError> {
-    let confirm = publish(channel, queue, message, priority).await?;
-    let confirmation = confirm.await?;
-    if confirmation.is_nack() {
-        return Err(LinkError::Nacked);
-    }
-    Ok(())
-}
-
-/// Publishes `message` as JSON to `queue`; returns the pending confirm.
+/// Publishes `message` as JSON to `queue` through the default exchange;
+/// returns the pending confirm (the channel must be in confirm mode).
 pub async fn publish<T: Serialize>(
     channel: &Channel,
     queue: &str,
     message: &T,
     priority: u8,
+    keep: Keep,
 ) -> Result<lapin::PublisherConfirm, LinkError> {
     let payload = serde_json::to_vec(message)?;
     Ok(channel
@@ -139,7 +139,7 @@ pub async fn publish<T: Serialize>(
             queue.into(),
             BasicPublishOptions::default(),
             &payload,
-            persistent(priority),
+            properties(priority, keep),
         )
         .await?)
 }

@@ -21,7 +21,7 @@ use lapin::types::FieldTable;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::amqp::{self, LinkError, Reconnect};
+use super::amqp::{self, Keep, LinkError, Reconnect};
 use super::protocol::{Control, Names, TaskMessage, WireOutcome, WorkerEvent};
 use super::url::BrokerUrl;
 use crate::model::{TaskId, TaskRecord};
@@ -333,6 +333,7 @@ impl Link {
         self.connected.store(true, Ordering::Release);
         tracing::info!(broker = %self.config.url, namespace = names.namespace(), "connected to the broker");
         let mut lease_check = tokio::time::interval(LEASE_CHECK);
+        let (failures_tx, mut failures) = mpsc::unbounded_channel::<LinkError>();
         let failed = |error: LinkError| (error, true);
         loop {
             tokio::select! {
@@ -341,22 +342,38 @@ impl Link {
                     return Ok(());
                 }
                 Some((tasks, reply)) = batches.recv() => {
-                    let outcome = self.publish_tasks(&publisher, &tasks).await;
-                    let ok = outcome.is_ok();
-                    if ok {
-                        let ids: Vec<TaskId> = tasks.iter().map(|task| task.id).collect();
-                        self.scheduler.published(&ids);
+                    // The confirms are awaited beside the loop, so reports
+                    // keep flowing meanwhile; the pump waits for the reply.
+                    match self.publish_tasks(&publisher, &tasks).await {
+                        Ok(confirms) => {
+                            let scheduler = self.scheduler.clone();
+                            let failures = failures_tx.clone();
+                            tokio::spawn(async move {
+                                let outcome = await_confirms(confirms).await;
+                                if outcome.is_ok() {
+                                    let ids: Vec<TaskId> = tasks.iter().map(|task| task.id).collect();
+                                    scheduler.published(&ids);
+                                }
+                                let _ = reply.send(outcome.is_ok());
+                                if let Err(error) = outcome {
+                                    let _ = failures.send(error);
+                                }
+                            });
+                        }
+                        Err(error) => {
+                            let _ = reply.send(false);
+                            return Err(failed(error));
+                        }
                     }
-                    let _ = reply.send(ok);
-                    outcome.map_err(failed)?;
                 }
+                Some(error) = failures.recv() => return Err(failed(error)),
                 Some(stop) = stops.recv() => {
                     let control = Control::Stop {
                         task: stop.task,
                         attempt: stop.attempt,
                         reason: stop.reason.into(),
                     };
-                    amqp::publish(&publisher, &names.control(&stop.worker), &control, 0)
+                    amqp::publish(&publisher, &names.control(&stop.worker), &control, 0, Keep::Transient)
                         .await
                         .map_err(failed)?;
                 }
@@ -392,11 +409,12 @@ impl Link {
         }
     }
 
+    /// Publishes tasks; returns their pending confirms.
     async fn publish_tasks(
         &self,
         channel: &lapin::Channel,
         tasks: &[Arc<TaskRecord>],
-    ) -> Result<(), LinkError> {
+    ) -> Result<Vec<lapin::PublisherConfirm>, LinkError> {
         let queue = self.config.names.tasks();
         let mut confirms = Vec::with_capacity(tasks.len());
         for task in tasks {
@@ -404,14 +422,11 @@ impl Link {
                 task: task.id,
                 spec: task.spec.clone(),
             };
-            confirms.push(amqp::publish(channel, &queue, &message, task.spec.priority).await?);
+            confirms.push(
+                amqp::publish(channel, &queue, &message, task.spec.priority, Keep::Durable).await?,
+            );
         }
-        for confirm in confirms {
-            if confirm.await?.is_nack() {
-                return Err(LinkError::Nacked);
-            }
-        }
-        Ok(())
+        Ok(confirms)
     }
 
     /// Applies a batch of worker reports, commits them, answers, and only
@@ -442,7 +457,7 @@ impl Link {
         // again, and an attempt whose grant was lost runs out its lease.
         for (worker, control) in &answers {
             let queue = self.config.names.control(worker);
-            amqp::publish(channel, &queue, control, 0).await?;
+            amqp::publish(channel, &queue, control, 0, Keep::Transient).await?;
         }
         if let Some(last) = batch.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
@@ -528,6 +543,16 @@ impl Link {
             }
         }
     }
+}
+
+/// Waits for every confirm; a negative one is an error.
+async fn await_confirms(confirms: Vec<lapin::PublisherConfirm>) -> Result<(), LinkError> {
+    for confirm in confirms {
+        if confirm.await?.is_nack() {
+            return Err(LinkError::Nacked);
+        }
+    }
+    Ok(())
 }
 
 fn describe(denial: Denial) -> String {

@@ -11,7 +11,7 @@
 //! running task holds no unacknowledged delivery (the broker's consumer
 //! timeout never applies to it; the scheduler's lease does).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Consumer};
 use tokio::sync::{mpsc, watch};
 
-use super::amqp::{self, LinkError, Reconnect};
+use super::amqp::{self, Keep, LinkError, Reconnect};
 use super::protocol::{Control, Names, TaskMessage, WireOutcome, WireStop, WorkerEvent};
 use super::url::BrokerUrl;
 use crate::model::{HostSummary, ResourceSample, TaskId, TaskSpec, now_us};
@@ -168,8 +168,11 @@ struct Worker {
     config: WorkerConfig,
     concurrency: usize,
     running: HashMap<TaskId, Running>,
-    /// Reports waiting for the broker's confirm, oldest first.
-    outbox: VecDeque<WorkerEvent>,
+    /// Reports waiting for the broker's confirm, oldest first, by number.
+    outbox: VecDeque<(u64, WorkerEvent)>,
+    next_report: u64,
+    /// Said goodbye while stopping; waiting for its confirm.
+    goodbye_sent: bool,
     ended_tx: mpsc::UnboundedSender<Ended>,
     ended_rx: mpsc::UnboundedReceiver<Ended>,
     stopping: Option<Instant>,
@@ -182,6 +185,28 @@ struct Session {
     publish: Channel,
     consumers: HashMap<String, Option<Claim>>,
     deliveries_tx: mpsc::UnboundedSender<(String, Result<Delivery, lapin::Error>)>,
+    /// Reports published on this connection, waiting for their confirm.
+    unconfirmed: HashSet<u64>,
+    /// Confirmed report numbers, from the tasks that wait for confirms.
+    confirmed_tx: mpsc::UnboundedSender<u64>,
+    /// Failures of operations that run beside the loop.
+    failures_tx: mpsc::UnboundedSender<LinkError>,
+}
+
+impl Session {
+    /// Runs a broker operation beside the loop; its failure ends the session.
+    fn beside(
+        &self,
+        operation: impl std::future::Future<Output = Result<(), LinkError>> + Send + 'static,
+    ) {
+        let failures = self.failures_tx.clone();
+        tokio::spawn(async move {
+            if let Err(error) = operation.await {
+                // The session may be over already; then nobody needs to know.
+                let _ = failures.send(error);
+            }
+        });
+    }
 }
 
 enum End {
@@ -196,6 +221,8 @@ impl Worker {
             config,
             running: HashMap::new(),
             outbox: VecDeque::new(),
+            next_report: 0,
+            goodbye_sent: false,
             ended_tx,
             ended_rx,
             stopping: None,
@@ -278,11 +305,16 @@ impl Worker {
             )
             .await?;
         let (deliveries_tx, mut deliveries) = mpsc::unbounded_channel();
+        let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
+        let (failures_tx, mut failures) = mpsc::unbounded_channel();
         let mut session = Session {
             consume,
             publish,
             consumers: HashMap::new(),
             deliveries_tx,
+            unconfirmed: HashSet::new(),
+            confirmed_tx,
+            failures_tx,
         };
         reconnect.reset();
         tracing::info!(
@@ -291,7 +323,7 @@ impl Worker {
             concurrency = self.concurrency,
             "worker connected"
         );
-        self.flush_outbox(&session).await?;
+        self.flush_outbox(&mut session).await?;
         self.heartbeat(&session).await?;
         if self.stopping.is_none() && !*shutdown.borrow() {
             self.top_up(&mut session).await?;
@@ -316,6 +348,11 @@ impl Worker {
                 Some((tag, delivery)) = deliveries.recv() => {
                     self.delivered(&mut session, tag, delivery?).await?;
                 }
+                Some(report) = confirmed.recv() => {
+                    session.unconfirmed.remove(&report);
+                    self.outbox.retain(|(number, _)| *number != report);
+                }
+                Some(error) = failures.recv() => return Err(error),
                 message = control.next() => {
                     let Some(message) = message else {
                         return Err(closed(&self.config.url, "the broker cancelled the control consumer"));
@@ -327,7 +364,7 @@ impl Worker {
                     // Free the slot first, so the next task is on its way
                     // while the report is confirmed.
                     self.top_up(&mut session).await?;
-                    self.flush_outbox(&session).await?;
+                    self.flush_outbox(&mut session).await?;
                 }
                 _ = tick.tick() => {
                     if !connection.status().connected() {
@@ -335,7 +372,7 @@ impl Worker {
                     }
                     self.check_deadlines();
                     self.resend_claims(&mut session).await?;
-                    self.flush_outbox(&session).await?;
+                    self.flush_outbox(&mut session).await?;
                     if self.stopping.is_none() {
                         self.top_up(&mut session).await?;
                     }
@@ -344,12 +381,15 @@ impl Worker {
                         self.heartbeat(&session).await?;
                     }
                     if self.stopping.is_some() && self.running.is_empty() {
-                        let goodbye = WorkerEvent::Goodbye { worker: self.config.name.clone() };
-                        self.outbox.push_back(goodbye);
-                        self.flush_outbox(&session).await?;
-                        let _ = connection.close(200, "taskdeck worker stopping".into()).await;
-                        tracing::info!(worker = %self.config.name, "worker stopped");
-                        return Ok(End::Stopped);
+                        if !self.goodbye_sent {
+                            self.goodbye_sent = true;
+                            self.report(WorkerEvent::Goodbye { worker: self.config.name.clone() });
+                            self.flush_outbox(&mut session).await?;
+                        } else if self.outbox.is_empty() {
+                            let _ = connection.close(200, "taskdeck worker stopping".into()).await;
+                            tracing::info!(worker = %self.config.name, "worker stopped");
+                            return Ok(End::Stopped);
+                        }
                     }
                 }
             }
@@ -464,7 +504,14 @@ impl Worker {
             worker: self.config.name.clone(),
             task,
         };
-        amqp::publish(&session.publish, &self.config.names.events(), &claim, 0).await?;
+        amqp::publish(
+            &session.publish,
+            &self.config.names.events(),
+            &claim,
+            0,
+            Keep::Transient,
+        )
+        .await?;
         Ok(())
     }
 
@@ -503,7 +550,10 @@ impl Worker {
                 if let Some((tag, claim)) = take_claim(session, task) {
                     tracing::debug!(%task, %reason, "claim denied; dropping the message");
                     session.consumers.insert(tag, None);
-                    claim.acker.ack(BasicAckOptions::default()).await?;
+                    session.beside(async move {
+                        claim.acker.ack(BasicAckOptions::default()).await?;
+                        Ok(())
+                    });
                 }
             }
             Control::Stop {
@@ -539,7 +589,7 @@ impl Worker {
             {
                 // Granted after this worker lost the delivery (reconnect or
                 // stop): hand it back so it is queued again at once.
-                self.outbox.push_back(WorkerEvent::Release {
+                self.report(WorkerEvent::Release {
                     worker: self.config.name.clone(),
                     task,
                     attempt,
@@ -549,14 +599,18 @@ impl Worker {
             return Ok(());
         };
         // Cancel first, then acknowledge: the broker must not push another
-        // task into the slot this attempt now takes.
-        session
-            .consume
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await?;
+        // task into the slot this attempt now takes. Both run beside the
+        // loop; the attempt starts at once (the grant is what counts).
         session.consumers.remove(&tag);
         let Claim { spec, acker, .. } = claim;
-        acker.ack(BasicAckOptions::default()).await?;
+        let channel = session.consume.clone();
+        session.beside(async move {
+            channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+            acker.ack(BasicAckOptions::default()).await?;
+            Ok(())
+        });
         self.start_attempt(task, attempt, timeout_ms, spec);
         Ok(())
     }
@@ -601,7 +655,7 @@ impl Worker {
         if let Err(error) = spawned {
             tracing::error!(%error, %task, "cannot start a thread for the task");
             self.running.remove(&task);
-            self.outbox.push_back(finished(
+            self.report(finished(
                 &self.config.name,
                 task,
                 attempt,
@@ -634,7 +688,7 @@ impl Worker {
             },
             RemoteOutcome::Panicked(message) => WireOutcome::Panicked { message },
         };
-        self.outbox.push_back(WorkerEvent::Finished {
+        self.report(WorkerEvent::Finished {
             worker: self.config.name.clone(),
             task: ended.task,
             attempt: ended.attempt,
@@ -697,7 +751,7 @@ impl Worker {
                     0,
                 )
             };
-            self.outbox.push_back(event);
+            self.report(event);
         }
     }
 
@@ -729,17 +783,45 @@ impl Worker {
             running,
             resources,
         };
-        amqp::publish(&session.publish, &self.config.names.events(), &beat, 0).await?;
+        amqp::publish(
+            &session.publish,
+            &self.config.names.events(),
+            &beat,
+            0,
+            Keep::Transient,
+        )
+        .await?;
         Ok(())
     }
 
-    /// Publishes queued reports in order, each confirmed before it leaves
-    /// the outbox; on error the rest wait for the next connection.
-    async fn flush_outbox(&mut self, session: &Session) -> Result<(), LinkError> {
+    /// Queues a report; it stays queued until the broker confirmed it.
+    fn report(&mut self, event: WorkerEvent) {
+        self.next_report += 1;
+        self.outbox.push_back((self.next_report, event));
+    }
+
+    /// Publishes the reports not yet published on this connection, in
+    /// order. Their confirms are awaited beside the loop; a report leaves
+    /// the outbox once confirmed, and one unconfirmed when the connection
+    /// drops is published again on the next (the scheduler ignores a report
+    /// it already applied).
+    async fn flush_outbox(&mut self, session: &mut Session) -> Result<(), LinkError> {
         let queue = self.config.names.events();
-        while let Some(event) = self.outbox.front() {
-            amqp::publish_confirmed(&session.publish, &queue, event, 0).await?;
-            self.outbox.pop_front();
+        for (number, event) in &self.outbox {
+            if session.unconfirmed.contains(number) {
+                continue;
+            }
+            let confirm = amqp::publish(&session.publish, &queue, event, 0, Keep::Durable).await?;
+            session.unconfirmed.insert(*number);
+            let number = *number;
+            let confirmed = session.confirmed_tx.clone();
+            session.beside(async move {
+                if confirm.await?.is_nack() {
+                    return Err(LinkError::Nacked);
+                }
+                let _ = confirmed.send(number);
+                Ok(())
+            });
         }
         Ok(())
     }
