@@ -121,6 +121,7 @@ pub fn task(record: &TaskRecord) -> Value {
         "worker": record.worker,
         "result": record.result,
         "error": record.error,
+        "log": record.log,
         "queue_wait_s": secs(record.queue_wait_us()),
         "run_time_s": secs(record.run_time_us()),
         "total_latency_s": secs(record.total_latency_us()),

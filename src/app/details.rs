@@ -112,6 +112,31 @@ pub fn details_ui(ui: &mut Ui, record: Option<&TaskRecord>, theme: Theme) {
                     );
                 }
             }
-            ui.label(RichText::new("Log output: this task kind writes none.").color(theme.weak()));
+            match &r.log {
+                Some(log) => {
+                    ui.label(format!(
+                        "Output: {} ({} bytes{})",
+                        log.path,
+                        log.bytes,
+                        if log.truncated {
+                            ", cut at the limit"
+                        } else {
+                            ""
+                        }
+                    ))
+                    .on_hover_text(
+                        "stdout and stderr of the latest attempt, on the machine that ran it",
+                    );
+                    if log.tail.is_empty() {
+                        ui.label(RichText::new("(no output)").color(theme.weak()));
+                    } else {
+                        ui.code(log.tail.as_str());
+                    }
+                }
+                None => {
+                    ui.label(RichText::new("Output: none recorded").color(theme.weak()))
+                        .on_hover_text("Only command and python tasks write an output log");
+                }
+            }
         });
 }

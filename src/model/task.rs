@@ -217,6 +217,20 @@ pub struct AttemptFailure {
     pub at_us: i64,
 }
 
+/// Where an attempt's output went: a log file with the process's stdout
+/// and stderr, and its last lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLog {
+    /// The log file, on the machine that ran the attempt.
+    pub path: String,
+    /// Bytes written to it (output beyond the cap is dropped).
+    pub bytes: u64,
+    /// Whether output was dropped at the cap.
+    pub truncated: bool,
+    /// The last lines of the output.
+    pub tail: String,
+}
+
 /// Everything known about one task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
@@ -246,6 +260,9 @@ pub struct TaskRecord {
     pub result: Option<Value>,
     /// The final error of a failed or cancelled task.
     pub error: Option<String>,
+    /// The output log of the latest attempt, for tasks that run a process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<TaskLog>,
     /// Grows with every change to the record; newer versions win in the store
     /// and in subscribers' views.
     pub version: u64,
@@ -268,6 +285,7 @@ impl TaskRecord {
             worker: None,
             result: None,
             error: None,
+            log: None,
             version: 1,
         }
     }

@@ -515,6 +515,7 @@ impl Link {
                 attempt,
                 outcome,
                 run_time_us,
+                log,
                 ..
             } => {
                 let outcome = match outcome {
@@ -530,7 +531,7 @@ impl Link {
                     }),
                     WireOutcome::Panicked { message } => RemoteOutcome::Panicked(message),
                 };
-                scheduler.finish_remote(&worker, task, attempt, outcome, run_time_us);
+                scheduler.finish_remote(&worker, task, attempt, outcome, log, run_time_us);
             }
             WorkerEvent::Release {
                 worker,

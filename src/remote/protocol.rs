@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{HostSummary, TaskId, TaskSpec};
+use crate::model::{HostSummary, TaskId, TaskLog, TaskSpec};
 use crate::tasks::StopReason;
 
 /// Highest priority the task queue keeps apart (`x-max-priority`).
@@ -191,6 +191,10 @@ pub enum WorkerEvent {
         finished_at_us: i64,
         /// Its run time by the worker's monotonic clock.
         run_time_us: i64,
+        /// Its output log (on the worker's machine), for tasks that run a
+        /// process.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<TaskLog>,
     },
     /// The worker gives back a granted attempt it will not run to its end.
     Release {
@@ -268,6 +272,7 @@ mod tests {
             started_at_us: 1,
             finished_at_us: 2,
             run_time_us: 1,
+            log: None,
         };
         let text = serde_json::to_string(&event).expect("serialisable");
         assert!(text.contains(r#""type":"finished""#), "{text}");

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use super::amqp::{self, Keep, LinkError, Reconnect};
 use super::protocol::{Control, Names, TaskMessage, WireOutcome, WireStop, WorkerEvent};
 use super::url::BrokerUrl;
-use crate::model::{HostSummary, ResourceSample, TaskId, TaskSpec, now_us};
+use crate::model::{HostSummary, ResourceSample, TaskId, TaskLog, TaskSpec, now_us};
 use crate::scheduler::{RemoteOutcome, run_attempt};
 use crate::tasks::{CancelToken, Registry, StopReason, TaskContext};
 
@@ -151,6 +151,7 @@ struct Ended {
     task: TaskId,
     attempt: u32,
     outcome: RemoteOutcome,
+    log: Option<TaskLog>,
     started_at_us: i64,
     finished_at_us: i64,
     run_time_us: i64,
@@ -638,6 +639,7 @@ impl Worker {
                     task,
                     attempt,
                     outcome,
+                    log: ctx.take_log(),
                     started_at_us,
                     finished_at_us: now_us(),
                     run_time_us,
@@ -696,6 +698,7 @@ impl Worker {
             started_at_us: ended.started_at_us,
             finished_at_us: ended.finished_at_us,
             run_time_us: ended.run_time_us,
+            log: ended.log,
         });
     }
 
@@ -843,6 +846,7 @@ fn finished(
         started_at_us: now - run_time_us,
         finished_at_us: now,
         run_time_us,
+        log: None,
     }
 }
 

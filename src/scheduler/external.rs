@@ -14,7 +14,7 @@ use super::core::{AttemptResult, Settled};
 pub use super::core::{Denial, Grant, Heartbeat, StopRequest};
 use super::{Inner, Scheduler};
 use crate::model::TaskSpec;
-use crate::model::{TaskId, TaskRecord, now_us};
+use crate::model::{TaskId, TaskLog, TaskRecord, now_us};
 use crate::tasks::{Registry, TaskContext, TaskError};
 
 /// How the scheduler hands tasks to workers.
@@ -199,7 +199,8 @@ impl Scheduler {
             .heartbeat(beat, lease, Instant::now())
     }
 
-    /// Applies the end of an attempt a worker reports. A report of an
+    /// Applies the end of an attempt a worker reports (with its output log,
+    /// for tasks that run a process). A report of an
     /// attempt that no longer counts (lost, timed out, stopped) changes
     /// nothing.
     pub fn finish_remote(
@@ -208,6 +209,7 @@ impl Scheduler {
         id: TaskId,
         attempt: u32,
         outcome: RemoteOutcome,
+        log: Option<TaskLog>,
         run_time_us: i64,
     ) {
         self.inner.settle(|core| {
@@ -216,6 +218,7 @@ impl Scheduler {
                 id,
                 attempt,
                 outcome.into(),
+                log,
                 run_time_us,
                 Instant::now(),
                 now_us(),

@@ -139,7 +139,11 @@ fn run_job(inner: &Arc<Inner>, worker: WorkerId, worker_name: &str, job: Job) {
     }
     let ctx = TaskContext::new(id, attempt, worker_name.to_owned(), cancel);
     let result = run_attempt(&inner.registry, &ctx, &spec.name, &spec.args, &spec.kwargs);
+    let log = ctx.take_log();
     inner.settle(|core| {
+        if let Some(log) = log {
+            core.set_log(worker, id, attempt, log);
+        }
         Some(core.finish_attempt(worker, id, attempt, result, Instant::now(), now_us()))
     });
 }

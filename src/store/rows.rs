@@ -8,24 +8,25 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::model::{AttemptFailure, TaskId, TaskRecord, TaskSpec, TaskStatus};
+use crate::model::{AttemptFailure, TaskId, TaskLog, TaskRecord, TaskSpec, TaskStatus};
 
 /// Inserts a whole record; parameters in [`insert`]'s order.
 pub(super) const INSERT_SQL: &str = "INSERT INTO tasks (id, name, args, kwargs, priority, \
      max_retries, timeout_ms, status, attempts, failures, submitted_at_us, first_started_at_us, \
-     started_at_us, finished_at_us, retry_at_us, worker, result, error, version) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+     started_at_us, finished_at_us, retry_at_us, worker, result, error, version, log) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+     ?20)";
 
 /// Writes the mutable fields unless the stored row is as new or newer, so
 /// updates that arrive out of order never move a task backwards.
 pub(super) const UPDATE_SQL: &str = "UPDATE tasks SET status = ?2, attempts = ?3, failures = ?4, \
      first_started_at_us = ?5, started_at_us = ?6, finished_at_us = ?7, retry_at_us = ?8, \
-     worker = ?9, result = ?10, error = ?11, version = ?12 WHERE id = ?1 AND version < ?12";
+     worker = ?9, result = ?10, error = ?11, version = ?12, log = ?13 WHERE id = ?1 AND version < ?12";
 
 /// Reads every row in id order; columns in [`decode`]'s order.
 const SELECT_ALL_SQL: &str = "SELECT id, name, args, kwargs, priority, max_retries, timeout_ms, \
      status, attempts, failures, submitted_at_us, first_started_at_us, started_at_us, \
-     finished_at_us, retry_at_us, worker, result, error, version FROM tasks ORDER BY id";
+     finished_at_us, retry_at_us, worker, result, error, version, log FROM tasks ORDER BY id";
 
 /// The fields of a [`TaskRecord`] that change after submission, copied out
 /// of the caller's record so that it can be sent to the writer thread; JSON
@@ -54,6 +55,8 @@ pub(super) struct TaskUpdate {
     result: Option<Value>,
     /// See [`TaskRecord::error`].
     error: Option<String>,
+    /// See [`TaskRecord::log`].
+    log: Option<TaskLog>,
     /// See [`TaskRecord::version`]; the highest one wins.
     pub(super) version: u64,
 }
@@ -77,6 +80,7 @@ impl TaskUpdate {
             worker,
             result,
             error,
+            log,
             version,
         } = record;
         Self {
@@ -91,6 +95,7 @@ impl TaskUpdate {
             worker: worker.clone(),
             result: result.clone(),
             error: error.clone(),
+            log: log.clone(),
             version: *version,
         }
     }
@@ -123,6 +128,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         worker,
         result,
         error,
+        log,
         version,
     } = record;
     let TaskSpec {
@@ -153,6 +159,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         result.as_ref().map(to_json).transpose()?,
         error,
         to_i64(*version)?,
+        log.as_ref().map(to_json).transpose()?,
     ])?;
     Ok(())
 }
@@ -175,6 +182,7 @@ pub(super) fn update(
         worker,
         result,
         error,
+        log,
         version,
     } = update;
     let changed = stmt.execute(params![
@@ -190,6 +198,7 @@ pub(super) fn update(
         result.as_ref().map(to_json).transpose()?,
         error,
         to_i64(*version)?,
+        log.as_ref().map(to_json).transpose()?,
     ])?;
     Ok(changed > 0)
 }
@@ -321,5 +330,6 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
         result: json_column(row, 16, "result")?,
         error: column(row, 17, "error")?,
         version: unsigned(column(row, 18, "version")?, "version")?,
+        log: json_column(row, 19, "log")?,
     })
 }

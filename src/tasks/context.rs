@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::model::TaskId;
+use crate::model::{TaskId, TaskLog};
 
 use super::TaskError;
 
@@ -111,6 +111,7 @@ pub struct TaskContext {
     /// Name of the worker running the attempt.
     pub worker: String,
     cancel: CancelToken,
+    log: Arc<Mutex<Option<TaskLog>>>,
 }
 
 impl TaskContext {
@@ -121,7 +122,19 @@ impl TaskContext {
             attempt,
             worker,
             cancel,
+            log: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Records where the attempt's output went (tasks that run a process);
+    /// it is kept in the task's record.
+    pub fn set_log(&self, log: TaskLog) {
+        *self.log.lock() = Some(log);
+    }
+
+    /// The output log the attempt recorded, if any.
+    pub fn take_log(&self) -> Option<TaskLog> {
+        self.log.lock().take()
     }
 
     /// True once the task should stop.

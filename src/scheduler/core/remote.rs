@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{AttemptResult, Change, Core, RunState, Settled, WorkerId};
-use crate::model::{EventKind, HostSummary, TaskId, TaskRecord, TaskStatus};
+use crate::model::{EventKind, HostSummary, TaskId, TaskLog, TaskRecord, TaskStatus};
 use crate::tasks::{CancelToken, StopReason};
 
 /// A worker process as the scheduler knows it.
@@ -235,12 +235,16 @@ impl Core {
         id: TaskId,
         attempt: u32,
         result: AttemptResult,
+        log: Option<TaskLog>,
         run_time_us: i64,
         now: Instant,
         now_us: i64,
     ) -> Settled {
         let worker = self.remote_id(worker_name);
         self.heard_from(worker, now);
+        if let Some(log) = log {
+            self.set_log(worker, id, attempt, log);
+        }
         let mut settled = self.finish_attempt(worker, id, attempt, result, now, now_us);
         if let Some((succeeded, _)) = settled.attempt {
             settled.attempt = Some((succeeded, run_time_us.max(0)));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{AttemptResult, Core, Denial, Heartbeat};
-use crate::model::{EventKind, FailureKind, TaskId, TaskRecord, TaskSpec, TaskStatus};
+use crate::model::{EventKind, FailureKind, TaskId, TaskLog, TaskRecord, TaskSpec, TaskStatus};
 use crate::scheduler::policy::Backoff;
 use crate::store::Retention;
 use crate::tasks::StopReason;
@@ -108,6 +108,7 @@ fn heartbeats_renew_leases_and_a_silent_worker_loses_its_attempt() {
         TaskId(1),
         1,
         AttemptResult::Completed(json!(1)),
+        None,
         5,
         later + LEASE,
         30,
@@ -145,11 +146,23 @@ fn results_complete_released_attempts_requeue_and_tallies_follow() {
         TaskId(1),
         1,
         AttemptResult::Completed(json!("ok")),
+        Some(TaskLog {
+            path: "/tmp/x.log".into(),
+            bytes: 3,
+            truncated: false,
+            tail: "ok\n".into(),
+        }),
         1_000,
         now,
         50,
     );
-    assert_eq!(done.change.expect("completed").kind, EventKind::Completed);
+    let completed = done.change.as_ref().expect("completed");
+    assert_eq!(completed.kind, EventKind::Completed);
+    assert_eq!(
+        completed.record.log.as_ref().map(|log| log.tail.as_str()),
+        Some("ok\n"),
+        "the attempt's output log is kept in the record"
+    );
     assert_eq!(done.attempt, Some((true, 1_000)), "the worker's run time");
     let released = core.release_remote("a", TaskId(2), 1);
     let change = released.change.expect("requeued");
@@ -195,6 +208,7 @@ fn recovery_keeps_remote_attempts_running_under_a_fresh_lease() {
         TaskId(4),
         1,
         AttemptResult::Completed(json!(null)),
+        None,
         1,
         Instant::now(),
         20,

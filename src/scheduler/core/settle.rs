@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{AttemptResult, Change, Core, Settled, WorkerId};
-use crate::model::{AttemptFailure, EventKind, FailureKind, TaskId, TaskStatus};
+use crate::model::{AttemptFailure, EventKind, FailureKind, TaskId, TaskLog, TaskStatus};
 use crate::scheduler::policy;
 use crate::tasks::{CancelToken, StopReason};
 
@@ -84,6 +84,22 @@ impl Core {
             }
         }
         settled
+    }
+
+    /// Keeps the output log an attempt recorded in the task's record, when
+    /// that attempt (on that worker) is still the running one; call it just
+    /// before [`Core::finish_attempt`].
+    pub fn set_log(&mut self, worker: WorkerId, id: TaskId, attempt: u32, log: TaskLog) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let current = entry
+            .run
+            .as_ref()
+            .is_some_and(|run| run.worker == worker && run.attempt == attempt);
+        if current {
+            Arc::make_mut(&mut entry.record).log = Some(log);
+        }
     }
 
     /// Ends a running attempt that passed its deadline: the attempt counts as
