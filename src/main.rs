@@ -20,7 +20,7 @@ use taskdeck::remote::{self, BrokerUrl, Names, WorkerConfig, WorkerHandle};
 use taskdeck::runtime::{self, BrokerSettings, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
 use taskdeck::scheduler::{Backoff, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
-use taskdeck::tasks::Registry;
+use taskdeck::tasks::{ExecSettings, Registry, register_exec_tasks};
 
 /// Taskdeck: a task scheduler with a durable queue, parallel workers,
 /// retries and timeouts.
@@ -62,6 +62,35 @@ enum Command {
     Worker(WorkerArgs),
 }
 
+/// How `command` and `python` tasks run.
+#[derive(Debug, Args)]
+struct ExecArgs {
+    /// Python interpreter for `python` tasks.
+    #[arg(
+        long,
+        env = "TASKDECK_PYTHON",
+        default_value = "python3",
+        value_name = "PROGRAM"
+    )]
+    python: String,
+    /// Directory added to the import path of `python` tasks (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pythonpath: Vec<PathBuf>,
+}
+
+impl ExecArgs {
+    /// The built-in tasks plus `command` and `python`, logging into
+    /// `DATA_DIR/logs`.
+    fn registry(self, data_dir: &std::path::Path) -> Registry {
+        let mut registry = Registry::with_builtins();
+        let mut settings = ExecSettings::new(data_dir.join("logs"));
+        settings.python = self.python;
+        settings.pythonpath = self.pythonpath;
+        register_exec_tasks(&mut registry, settings);
+        registry
+    }
+}
+
 /// Where the broker is, for the scheduler and for workers.
 #[derive(Debug, Args)]
 struct BrokerArgs {
@@ -101,6 +130,12 @@ struct WorkerArgs {
     /// Seconds running tasks get to finish at shutdown before they are stopped and handed back.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     grace: f64,
+    #[command(flatten)]
+    exec: ExecArgs,
+    /// Directory for the logs of `command` and `python` tasks (under logs/)
+    /// [default: the platform's user data directory].
+    #[arg(long, value_name = "DIR", env = DATA_DIR_ENV)]
+    data_dir: Option<PathBuf>,
 }
 
 /// Where the server is.
@@ -265,6 +300,13 @@ struct ServeArgs {
     broker: Option<String>,
     #[command(flatten)]
     names: BrokerArgs,
+    /// Accept `command` and `python` tasks (they run programs and code) over
+    /// HTTP, from loopback clients or with the token. The window and the
+    /// library may always submit them.
+    #[arg(long)]
+    allow_code_tasks: bool,
+    #[command(flatten)]
+    exec: ExecArgs,
     /// Seconds an attempt stays with a worker process that stopped sending
     /// heartbeats before it counts as lost and runs again (with --broker).
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
@@ -367,6 +409,8 @@ fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         name,
         heartbeat,
         grace,
+        exec,
+        data_dir,
     } = args;
     if !heartbeat.is_finite() || heartbeat < 0.05 {
         bail!("--heartbeat must be a number of seconds, 0.05 or more");
@@ -376,6 +420,7 @@ fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     }
     let url: BrokerUrl = broker.parse()?;
     let names = Names::new(&names.broker_namespace)?;
+    let data_dir = runtime::data_dir(data_dir.as_deref())?;
     let host = taskdeck::telemetry::host_name();
     let name = name.unwrap_or_else(|| remote::default_worker_name(&host));
     remote::check_name("the worker name", &name)?;
@@ -397,7 +442,7 @@ fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         concurrency,
         heartbeat: Duration::from_secs_f64(heartbeat),
         stop_grace: Duration::from_secs_f64(grace),
-        registry: Arc::new(Registry::with_builtins()),
+        registry: Arc::new(exec.registry(&data_dir)),
         resources: Some(resources),
     };
     let handle = WorkerHandle::start(config, None).context("cannot start the worker")?;
@@ -415,6 +460,7 @@ struct Prepared {
     stack: StackConfig,
     data_dir: PathBuf,
     grace: Duration,
+    registry: Registry,
 }
 
 fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
@@ -430,6 +476,8 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         retry_delay_ms,
         broker,
         names,
+        allow_code_tasks,
+        exec,
         lease,
     } = args;
     if !grace.is_finite() || grace < 0.0 {
@@ -473,8 +521,10 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         listen,
         token,
         threads: usize::from(http_threads),
+        allow_code_tasks,
         ..ApiConfig::default()
     };
+    let registry = exec.registry(&data_dir);
     Ok(Prepared {
         stack: StackConfig {
             scheduler: config,
@@ -483,6 +533,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         },
         grace: Duration::from_secs_f64(grace),
         data_dir,
+        registry,
     })
 }
 
@@ -498,10 +549,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stack,
         data_dir,
         grace,
+        registry,
     } = prepare(args, false)?;
     let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
     let signals = runtime::stop_signals()?;
-    let stack = Stack::start(stack, Registry::with_builtins())?;
+    let stack = Stack::start(stack, registry)?;
     let url = stack.url().unwrap_or_default();
     // The one line on stdout: scripts and tests read the address from it.
     println!("taskdeck listening on {url}");
@@ -525,11 +577,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn window(args: ServeArgs) -> anyhow::Result<()> {
     let Prepared {
-        stack, data_dir, ..
+        stack,
+        data_dir,
+        registry,
+        ..
     } = prepare(args, true)?;
     let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
     let signals = runtime::stop_signals()?;
-    let stack = Stack::start(stack, Registry::with_builtins())?;
+    let stack = Stack::start(stack, registry)?;
     let close = Arc::new(AtomicBool::new(false));
     {
         // The first Ctrl-C closes the window gracefully, a second exits.

@@ -17,7 +17,7 @@ use taskdeck::model::{TaskId, TaskSpec, TaskStatus};
 use taskdeck::scheduler::{
     Dispatch, ExternalDispatch, ExternalHooks, Heartbeat, Scheduler, StopRequest, StoreMode,
 };
-use taskdeck::tasks::Registry;
+use taskdeck::tasks::{ExecSettings, Registry, register_exec_tasks};
 use taskdeck::telemetry::{Telemetry, TelemetryConfig};
 
 fn scheduler(workers: usize) -> Scheduler {
@@ -381,5 +381,48 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
     harness.get_by_label("Apply").click();
     harness.run_steps(2);
     assert_eq!(hooks.sizes.lock().expect("lock").last(), Some(&3));
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn a_command_created_in_the_window_runs_and_its_output_shows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut registry = Registry::with_builtins();
+    register_exec_tasks(&mut registry, ExecSettings::new(dir.path().join("logs")));
+    let scheduler =
+        Scheduler::start(config(StoreMode::Memory, 1), registry).expect("scheduler should start");
+    let mut harness = harness(services(&scheduler));
+    harness.get_by_label("Create task").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("Submit")
+        .is_some()));
+    harness.get_by_label("Task type").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("command")
+        .is_some()));
+    harness.get_by_label("command").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("argv (array)")
+        .is_some()));
+    let field = harness.get_by_label("argv (array)");
+    field.focus();
+    field.type_text(r#"["sh", "-c", "echo from-the-window"]"#);
+    harness.run_steps(2);
+    harness.get_by_label("Submit").click();
+    harness.run_steps(3);
+    let record = scheduler
+        .wait(TaskId(1), WAIT)
+        .expect("the task was submitted");
+    assert_eq!(record.status, TaskStatus::Completed, "{record:?}");
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("#1")
+        .is_some()));
+    harness.get_by_label("#1").click();
+    assert!(
+        run_until(&mut harness, |h| h
+            .query_by_label_contains("from-the-window")
+            .is_some()),
+        "the details show the command's output"
+    );
     scheduler.shutdown().expect("shutdown");
 }

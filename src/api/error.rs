@@ -42,6 +42,11 @@ impl ApiError {
         )
     }
 
+    /// 403: the server does not accept this from this client.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
+    }
+
     /// 404: no such route or task.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, "not_found", message)

@@ -27,6 +27,44 @@ pub struct Context {
     pub resources: ResourceSource,
     /// Most tasks in one batch.
     pub max_batch: usize,
+    /// Tasks that run code are accepted (see [`super::ApiConfig`]).
+    pub allow_code_tasks: bool,
+}
+
+/// Who sent a request, as far as the code-task rule cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// It connected from loopback, or the server requires the token (and
+    /// the request carried it).
+    pub trusted: bool,
+}
+
+/// Refuses tasks that run programs or code unless the server opted in and
+/// the caller is trusted.
+fn check_code_tasks<'a>(
+    ctx: &Context,
+    caller: Caller,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let registry = ctx.scheduler.registry();
+    for name in names {
+        if !registry.runs_code(name) {
+            continue;
+        }
+        if !ctx.allow_code_tasks {
+            return Err(ApiError::forbidden(format!(
+                "task {name:?} runs a program or code; this server does not accept such tasks \
+                 over HTTP (start it with --allow-code-tasks)"
+            )));
+        }
+        if !caller.trusted {
+            return Err(ApiError::forbidden(format!(
+                "task {name:?} runs a program or code; it is accepted only from loopback \
+                 clients or with the server's token"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A successful answer.
@@ -67,11 +105,17 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Runs a route.
-pub fn handle(ctx: &Context, route: Route, body: &[u8]) -> Result<Handled, ApiError> {
+pub fn handle(
+    ctx: &Context,
+    caller: Caller,
+    route: Route,
+    body: &[u8],
+) -> Result<Handled, ApiError> {
     let scheduler = &ctx.scheduler;
     match route {
         Route::Submit => {
             let spec = parse_body::<Submission>(body)?.into_spec()?;
+            check_code_tasks(ctx, caller, [spec.name.as_str()])?;
             let id = scheduler.submit(spec)?;
             Ok(Handled::Reply(Reply::Json(
                 201,
@@ -97,6 +141,7 @@ pub fn handle(ctx: &Context, route: Route, body: &[u8]) -> Result<Handled, ApiEr
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            check_code_tasks(ctx, caller, specs.iter().map(|spec| spec.name.as_str()))?;
             let ids = scheduler.submit_batch(specs)?;
             Ok(Handled::Reply(Reply::Json(201, json!({ "ids": ids }))))
         }
@@ -150,6 +195,7 @@ pub fn handle(ctx: &Context, route: Route, body: &[u8]) -> Result<Handled, ApiEr
                 function_name,
                 arguments,
             } = parse_body(body)?;
+            check_code_tasks(ctx, caller, [function_name.as_str()])?;
             ok(legacy::submit(scheduler, function_name, arguments)?)
         }
         Route::LegacyStatus(id) => ok(legacy::status(scheduler, &id)),
@@ -190,4 +236,81 @@ pub fn wait_reply(scheduler: &Scheduler, id: TaskId) -> Result<Reply, ApiError> 
         200,
         json!({ "finished": record.status.is_final(), "task": views::task(&record) }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::scheduler::SchedulerConfig;
+    use crate::tasks::{ExecSettings, Registry, register_exec_tasks};
+
+    fn context(allow_code_tasks: bool) -> (Context, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut registry = Registry::with_builtins();
+        register_exec_tasks(&mut registry, ExecSettings::new(dir.path().join("logs")));
+        let mut config = SchedulerConfig::in_memory();
+        config.workers = 0;
+        let scheduler = Scheduler::start(config, registry).expect("scheduler");
+        let ctx = Context {
+            scheduler,
+            resources: Arc::new(|| None),
+            max_batch: 10,
+            allow_code_tasks,
+        };
+        (ctx, dir)
+    }
+
+    fn submit(ctx: &Context, trusted: bool, body: &str) -> Result<Handled, ApiError> {
+        handle(ctx, Caller { trusted }, Route::Submit, body.as_bytes())
+    }
+
+    #[test]
+    fn code_tasks_need_the_opt_in_and_a_trusted_caller() {
+        let command = r#"{"task": "command", "args": [["true"]]}"#;
+        let (closed, _dir) = context(false);
+        let refused = submit(&closed, true, command).expect_err("no opt-in");
+        assert_eq!(refused.status, 403);
+        assert!(
+            refused.message.contains("--allow-code-tasks"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            submit(&closed, true, r#"{"task": "noop"}"#).is_ok(),
+            "other tasks pass"
+        );
+
+        let (open, _dir) = context(true);
+        let refused = submit(&open, false, command).expect_err("untrusted caller");
+        assert_eq!(refused.status, 403);
+        assert!(refused.message.contains("loopback"), "{}", refused.message);
+        let batch = r#"{"tasks": [{"task": "noop"}, {"task": "python", "args": ["m:f"]}]}"#;
+        let refused = handle(
+            &open,
+            Caller { trusted: false },
+            Route::SubmitBatch,
+            batch.as_bytes(),
+        )
+        .expect_err("a batch with a code task");
+        assert_eq!(refused.status, 403);
+        assert!(submit(&open, true, command).is_ok(), "opted in and trusted");
+        assert_eq!(
+            open.scheduler.stats().counts.queued,
+            1,
+            "only the accepted one"
+        );
+        let legacy = r#"{"function_name": "command", "arguments": [["true"]]}"#;
+        let refused = handle(
+            &closed,
+            Caller { trusted: true },
+            Route::LegacySubmit,
+            legacy.as_bytes(),
+        )
+        .expect_err("legacy route too");
+        assert_eq!(refused.status, 403);
+        closed.scheduler.shutdown().expect("shutdown");
+        open.scheduler.shutdown().expect("shutdown");
+    }
 }

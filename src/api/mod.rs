@@ -47,6 +47,10 @@ pub struct ApiConfig {
     pub max_batch: usize,
     /// Most `/wait` requests held at once.
     pub max_long_polls: usize,
+    /// Accept tasks that run programs or code named in their arguments
+    /// (`command`, `python`); even then only from loopback clients or with
+    /// the token.
+    pub allow_code_tasks: bool,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -59,6 +63,7 @@ impl std::fmt::Debug for ApiConfig {
             max_body_bytes,
             max_batch,
             max_long_polls,
+            allow_code_tasks,
         } = self;
         f.debug_struct("ApiConfig")
             .field("listen", listen)
@@ -68,6 +73,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_body_bytes", max_body_bytes)
             .field("max_batch", max_batch)
             .field("max_long_polls", max_long_polls)
+            .field("allow_code_tasks", allow_code_tasks)
             .finish()
     }
 }
@@ -85,6 +91,7 @@ impl Default for ApiConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 10_000,
             max_long_polls: 10_000,
+            allow_code_tasks: false,
         }
     }
 }

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tiny_http::{Header, Request, Response, Server};
 
 use super::error::ApiError;
-use super::handlers::{self, Context, Handled, Reply, ResourceSource};
+use super::handlers::{self, Caller, Context, Handled, Reply, ResourceSource};
 use super::longpoll::{self, Poll};
 use super::routes::{self, Method, Route};
 use super::{ApiConfig, ApiStartError};
@@ -87,6 +87,7 @@ impl ApiServer {
                 scheduler: scheduler.clone(),
                 resources,
                 max_batch: config.max_batch,
+                allow_code_tasks: config.allow_code_tasks,
             },
             token: config.token.clone().filter(|t| !t.is_empty()),
             max_body_bytes: config.max_body_bytes,
@@ -372,7 +373,15 @@ impl Shared {
         if body.len() > limit {
             return respond(request, Err(ApiError::payload_too_large(limit)));
         }
-        match handlers::handle(&self.ctx, route, &body) {
+        // With a token every request here carried it; without one, only
+        // loopback clients are trusted with tasks that run code.
+        let caller = Caller {
+            trusted: self.token.is_some()
+                || request
+                    .remote_addr()
+                    .is_some_and(|addr| addr.ip().is_loopback()),
+        };
+        match handlers::handle(&self.ctx, caller, route, &body) {
             Ok(Handled::Reply(reply)) => respond(request, Ok(reply)),
             Ok(Handled::LongPoll(id, wait)) => {
                 let poll = Poll {

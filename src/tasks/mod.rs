@@ -7,6 +7,7 @@
 
 mod builtin;
 mod context;
+mod exec;
 mod mock;
 mod signature;
 
@@ -18,6 +19,7 @@ use serde_json::Value;
 
 pub use builtin::register_builtins;
 pub use context::{CancelToken, StopReason, TaskContext};
+pub use exec::{ExecSettings, register_exec_tasks};
 pub use mock::{CV_OPERATIONS, ML_ALGORITHMS, RANDOM_MAX_MS, RANDOM_MIN_MS, random_mock_spec};
 pub use signature::{ArgError, BoundArgs, Param, ParamType, Signature};
 
@@ -88,6 +90,9 @@ pub struct TaskDef {
     pub description: String,
     /// Its parameters.
     pub signature: Signature,
+    /// Runs a program or code named in its arguments (commands, Python
+    /// functions): the HTTP API refuses it unless the server opted in.
+    pub runs_code: bool,
     func: TaskFn,
 }
 
@@ -165,17 +170,60 @@ impl Registry {
     where
         F: Fn(&TaskContext, &BoundArgs) -> Result<Value, TaskError> + Send + Sync + 'static,
     {
-        let name = name.into();
+        self.insert(
+            name.into(),
+            description.into(),
+            signature,
+            false,
+            Arc::new(func),
+        )
+    }
+
+    /// Registers a task type that runs a program or code named in its
+    /// arguments; see [`TaskDef::runs_code`].
+    pub fn register_code_runner<F>(
+        &mut self,
+        name: impl Into<String>,
+        description: impl Into<String>,
+        signature: Signature,
+        func: F,
+    ) -> &mut Self
+    where
+        F: Fn(&TaskContext, &BoundArgs) -> Result<Value, TaskError> + Send + Sync + 'static,
+    {
+        self.insert(
+            name.into(),
+            description.into(),
+            signature,
+            true,
+            Arc::new(func),
+        )
+    }
+
+    fn insert(
+        &mut self,
+        name: String,
+        description: String,
+        signature: Signature,
+        runs_code: bool,
+        func: TaskFn,
+    ) -> &mut Self {
         self.tasks.insert(
             name.clone(),
             TaskDef {
                 name,
-                description: description.into(),
+                description,
                 signature,
-                func: Arc::new(func),
+                runs_code,
+                func,
             },
         );
         self
+    }
+
+    /// Whether the named task type runs code named in its arguments.
+    pub fn runs_code(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|def| def.runs_code)
     }
 
     /// The task type with this name.

@@ -214,6 +214,65 @@ class TaskClient:
         body = _submission(name, args, kwargs, priority, max_retries, timeout)
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
+    def submit_command(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        shell: bool = False,
+        priority: Optional[int] = None,
+        max_retries: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> int:
+        """Submits a ``command`` task: a program and its arguments, run without
+        a shell (``shell=True`` runs ``argv[0]`` with ``sh -c`` instead, and
+        then ``argv`` must hold that one string). Its stdout and stderr go to
+        a log file whose last lines the record keeps (``record["log"]``);
+        exit code 0 completes it, any other code is a failed attempt.
+
+        The server must run with ``--allow-code-tasks``, and accepts it only
+        from loopback clients or with its token (403 ``Forbidden`` otherwise).
+        """
+        if isinstance(argv, (str, bytes)):
+            raise TypeError("argv is a list of strings, e.g. ['ls', '-l']; pass shell=True for a command line")
+        kwargs: Dict[str, Any] = {}
+        if cwd is not None:
+            kwargs["cwd"] = str(cwd)
+        if env is not None:
+            kwargs["env"] = dict(env)
+        if shell:
+            kwargs["shell"] = True
+        body = _submission("command", [list(argv)], kwargs, priority, max_retries, timeout)
+        return int(self.request("POST", "/api/v1/tasks", body)["id"])
+
+    def submit_python(self, function: str, *args: Any, **kwargs: Any) -> int:
+        """Submits a ``python`` task: ``"package.module:function"`` called with
+        these JSON arguments in a child Python process on the worker; its
+        return value becomes the result, an exception the attempt's error
+        (with the traceback). Task options go in a ``taskdeck_options`` dict
+        keyword (``priority``, ``max_retries``, ``timeout``, ``cwd``), so every
+        other keyword reaches the function.
+
+        Same server rules as :meth:`submit_command`.
+        """
+        options = dict(kwargs.pop("taskdeck_options", None) or {})
+        unknown = set(options) - {"priority", "max_retries", "timeout", "cwd"}
+        if unknown:
+            raise TypeError(f"unknown taskdeck_options: {', '.join(sorted(unknown))}")
+        task_kwargs: Dict[str, Any] = {"args": list(args), "kwargs": kwargs}
+        if options.get("cwd") is not None:
+            task_kwargs["cwd"] = str(options["cwd"])
+        body = _submission(
+            "python",
+            [function],
+            task_kwargs,
+            options.get("priority"),
+            options.get("max_retries"),
+            options.get("timeout"),
+        )
+        return int(self.request("POST", "/api/v1/tasks", body)["id"])
+
     def submit_many(self, tasks: Iterable[TaskSpec]) -> List[int]:
         """Submits several tasks at once, all or nothing, and returns their ids
         in the order given.

@@ -60,6 +60,12 @@ class Unauthorized(TaskdeckError):
     """The server needs a bearer token and got none or a wrong one (HTTP 401)."""
 
 
+class Forbidden(TaskdeckError):
+    """The server does not accept this from this client (HTTP 403), e.g. a
+    ``command`` or ``python`` task on a server started without
+    ``--allow-code-tasks``, or from another machine without the token."""
+
+
 class NotFound(TaskdeckError):
     """No task with that id, or no such route (HTTP 404)."""
 
@@ -92,6 +98,7 @@ class ConnectionFailed(TaskdeckError):
 _BY_STATUS: Dict[int, Type[TaskdeckError]] = {
     400: BadRequest,
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
     409: Conflict,
