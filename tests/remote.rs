@@ -173,6 +173,57 @@ fn two_worker_processes_share_the_queue_and_report_back() {
 }
 
 #[test]
+fn a_command_runs_on_a_worker_process_and_its_log_comes_back() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("exec")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        None,
+        dir.path(),
+        &["--workers", "0", "--allow-code-tasks"],
+    );
+    let _w = worker(&url, &ns, "exec-w", 1);
+    let id = submit(
+        &server.client,
+        "command",
+        json!([["sh", "-c", "echo remote-output; exit 0"]]),
+        json!({}),
+    );
+    let record = &wait_final(&server.client, &[id], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}");
+    assert_eq!(record["worker"], "exec-w");
+    assert!(
+        record["log"]["tail"]
+            .as_str()
+            .is_some_and(|tail| tail.contains("remote-output")),
+        "{record}"
+    );
+    let failing = submit(
+        &server.client,
+        "command",
+        json!([["sh", "-c", "echo bad >&2; exit 4"]]),
+        json!({ "max_retries": 0 }),
+    );
+    let record = &wait_final(&server.client, &[failing], LONG)[0];
+    assert_eq!(status(record), "failed");
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("code 4") && e.contains("bad"))
+    );
+    drop(server);
+    delete_queues(&ns, &["exec-w"]);
+}
+
+#[test]
 fn priorities_hold_through_the_broker() {
     let Some(Case {
         dir,
