@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use taskdeck::model::{TaskId, TaskSpec};
-use taskdeck::scheduler::queue::ReadyQueue;
+use taskdeck::scheduler::queue::{GpuNeed, ReadyQueue};
 use taskdeck::scheduler::{Scheduler, SchedulerConfig};
 use taskdeck::tasks::Registry;
 
@@ -15,7 +15,7 @@ const QUEUED: u64 = 10_000;
 fn filled() -> ReadyQueue {
     let mut queue = ReadyQueue::new();
     for id in 0..QUEUED {
-        queue.push((id % 10) as u8, TaskId(id));
+        queue.push((id % 10) as u8, TaskId(id), GpuNeed::default());
     }
     queue
 }

@@ -18,7 +18,7 @@ use taskdeck::bench::{self, BenchOptions};
 use taskdeck::client::{Client, commands};
 use taskdeck::remote::{self, BrokerUrl, Names, WorkerConfig, WorkerHandle};
 use taskdeck::runtime::{self, BrokerSettings, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
-use taskdeck::scheduler::{Backoff, SchedulerConfig, StoreMode, default_workers};
+use taskdeck::scheduler::{Backoff, GpuDevice, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
 use taskdeck::tasks::{ExecSettings, Registry, register_exec_tasks};
 
@@ -184,6 +184,12 @@ struct SubmitArgs {
     /// Seconds one attempt may take.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// GPUs the task needs; the server assigns device ids (CUDA_VISIBLE_DEVICES).
+    #[arg(long, value_name = "N")]
+    gpus: Option<u32>,
+    /// Memory each of its GPUs must have, in MB.
+    #[arg(long, value_name = "MB", requires = "gpus")]
+    gpu_memory_mb: Option<u64>,
     /// Wait for the task to finish and show it.
     #[arg(long)]
     wait: bool,
@@ -307,6 +313,10 @@ struct ServeArgs {
     allow_code_tasks: bool,
     #[command(flatten)]
     exec: ExecArgs,
+    /// GPU device ids tasks may be given, e.g. 0,1 (declares them where NVML
+    /// cannot find them; "none" for no GPUs) [default: the NVIDIA GPUs NVML finds].
+    #[arg(long, value_name = "IDS")]
+    gpus: Option<String>,
     /// Seconds an attempt stays with a worker process that stopped sending
     /// heartbeats before it counts as lost and runs again (with --broker).
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
@@ -478,6 +488,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         names,
         allow_code_tasks,
         exec,
+        gpus,
         lease,
     } = args;
     if !grace.is_finite() || grace < 0.0 {
@@ -517,6 +528,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         base: Duration::from_millis(retry_delay_ms),
         ..Backoff::default()
     };
+    config.gpus = gpu_devices(gpus.as_deref())?;
     let api = ApiConfig {
         listen,
         token,
@@ -535,6 +547,43 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         data_dir,
         registry,
     })
+}
+
+/// The GPUs tasks may ask for: declared with `--gpus`, or found by NVML.
+fn gpu_devices(declared: Option<&str>) -> anyhow::Result<Vec<GpuDevice>> {
+    match declared.map(str::trim) {
+        Some("none" | "") => Ok(Vec::new()),
+        Some(list) => {
+            let mut ids = Vec::new();
+            for part in list.split(',') {
+                let id: u32 = part.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("--gpus takes device ids like 0,1 (or none), not {list:?}")
+                })?;
+                if ids.contains(&id) {
+                    bail!("--gpus names device {id} twice");
+                }
+                ids.push(id);
+            }
+            Ok(ids
+                .into_iter()
+                .map(|id| GpuDevice {
+                    id,
+                    memory_mb: None,
+                })
+                .collect())
+        }
+        None => Ok(match taskdeck::telemetry::discover_gpus() {
+            Ok(devices) => devices
+                .into_iter()
+                .map(|(id, memory_mb)| GpuDevice {
+                    id,
+                    memory_mb: Some(memory_mb),
+                })
+                .collect(),
+            // Resource sampling reports why (no driver, say) once it starts.
+            Err(_) => Vec::new(),
+        }),
+    }
 }
 
 fn exit_now() {
@@ -625,7 +674,7 @@ fn window(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let submission = commands::submission(
+    let mut submission = commands::submission(
         &args.name,
         &args.args,
         &args.kwargs,
@@ -633,6 +682,12 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         args.retries,
         args.timeout,
     )?;
+    if let Some(gpus) = args.gpus {
+        submission["gpus"] = serde_json::json!(gpus);
+    }
+    if let Some(mb) = args.gpu_memory_mb {
+        submission["gpu_memory_mb"] = serde_json::json!(mb);
+    }
     let client = args.remote.client();
     let id = client.submit(&submission)?;
     if !args.wait {

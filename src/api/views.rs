@@ -21,6 +21,8 @@ pub struct Submission {
     priority: Option<i64>,
     max_retries: Option<i64>,
     timeout_s: Option<f64>,
+    gpus: Option<i64>,
+    gpu_memory_mb: Option<i64>,
 }
 
 impl Submission {
@@ -33,6 +35,8 @@ impl Submission {
             priority,
             max_retries,
             timeout_s,
+            gpus,
+            gpu_memory_mb,
         } = self;
         let mut spec = TaskSpec::new(task, args);
         spec.kwargs = kwargs;
@@ -59,6 +63,20 @@ impl Submission {
                 )));
             }
             spec.timeout_ms = Some((secs * 1000.0).ceil() as u64);
+        }
+        if let Some(gpus) = gpus {
+            spec.gpus = u32::try_from(gpus)
+                .ok()
+                .filter(|n| *n <= 1_024)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("gpus {gpus} is out of range 0-1024"))
+                })?;
+        }
+        if let Some(mb) = gpu_memory_mb {
+            spec.gpu_memory_mb =
+                Some(u64::try_from(mb).ok().filter(|mb| *mb > 0).ok_or_else(|| {
+                    ApiError::bad_request(format!("gpu_memory_mb must be more than 0, got {mb}"))
+                })?);
         }
         Ok(spec)
     }
@@ -122,6 +140,9 @@ pub fn task(record: &TaskRecord) -> Value {
         "result": record.result,
         "error": record.error,
         "log": record.log,
+        "gpus": record.spec.gpus,
+        "gpu_memory_mb": record.spec.gpu_memory_mb,
+        "gpu_ids": record.gpu_ids,
         "queue_wait_s": secs(record.queue_wait_us()),
         "run_time_s": secs(record.run_time_us()),
         "total_latency_s": secs(record.total_latency_us()),

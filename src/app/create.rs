@@ -1,5 +1,5 @@
 //! The "Create task" form: a registered task type, its arguments, priority,
-//! retries and timeout, validated before it is submitted.
+//! retries, GPUs and timeout, validated before it is submitted.
 
 use eframe::egui::{self, RichText, Ui};
 
@@ -24,6 +24,8 @@ pub struct CreateForm {
     pub priority: u8,
     /// Retries after a failed attempt.
     pub retries: u32,
+    /// GPUs the task needs.
+    pub gpus: u32,
     /// Whether an attempt has a time limit.
     pub timeout_enabled: bool,
     /// The limit in seconds.
@@ -41,6 +43,7 @@ impl Default for CreateForm {
             extra: String::new(),
             priority: PRIORITY_DEFAULT,
             retries: RETRIES_DEFAULT,
+            gpus: 0,
             timeout_enabled: false,
             timeout_s: 60.0,
             error: None,
@@ -77,7 +80,8 @@ impl CreateForm {
             .ok_or_else(|| "choose a task type".to_owned())?;
         let mut spec = TaskSpec::new(self.task.clone(), Vec::new())
             .priority(self.priority)
-            .max_retries(self.retries);
+            .max_retries(self.retries)
+            .gpus(self.gpus);
         let mut positional = true;
         for (param, text) in def.signature.params.iter().zip(&self.params) {
             let text = text.trim();
@@ -203,6 +207,11 @@ impl CreateForm {
                 let label = ui.label("Retries");
                 ui.add(egui::DragValue::new(&mut self.retries).range(0..=1_000))
                     .labelled_by(label.id);
+                ui.end_row();
+                let label = ui.label("GPUs");
+                ui.add(egui::DragValue::new(&mut self.gpus).range(0..=64))
+                    .labelled_by(label.id)
+                    .on_hover_text("Devices the task needs; it waits until they are free");
                 ui.end_row();
                 let label = ui.checkbox(&mut self.timeout_enabled, "Timeout (s)");
                 ui.add_enabled(

@@ -58,6 +58,16 @@ pub fn details_ui(ui: &mut Ui, record: Option<&TaskRecord>, theme: Theme) {
             ui.label("Worker");
             ui.label(r.worker.as_deref().unwrap_or("-"));
             ui.end_row();
+            if r.spec.gpus > 0 {
+                ui.label("GPUs");
+                let ids: Vec<String> = r.gpu_ids.iter().map(u32::to_string).collect();
+                ui.label(if ids.is_empty() {
+                    format!("{} asked for, none assigned yet", r.spec.gpus)
+                } else {
+                    format!("device {}", ids.join(", "))
+                });
+                ui.end_row();
+            }
             ui.label("Submitted");
             ui.label(ago(r.submitted_at_us, now));
             ui.end_row();

@@ -59,6 +59,17 @@ pub struct TaskSpec {
     /// Time allowed for one attempt; none means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// GPUs the task needs; the scheduler assigns device ids when it starts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpus: u32,
+    /// Memory each assigned GPU must have, in MB (checked against the
+    /// devices' total memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_mb: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_priority() -> u8 {
@@ -79,7 +90,16 @@ impl TaskSpec {
             priority: PRIORITY_DEFAULT,
             max_retries: RETRIES_DEFAULT,
             timeout_ms: None,
+            gpus: 0,
+            gpu_memory_mb: None,
         }
+    }
+
+    /// Asks for this many GPUs.
+    #[must_use]
+    pub fn gpus(mut self, gpus: u32) -> Self {
+        self.gpus = gpus;
+        self
     }
 
     /// Sets the priority (validated at submit).
@@ -263,6 +283,9 @@ pub struct TaskRecord {
     /// The output log of the latest attempt, for tasks that run a process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<TaskLog>,
+    /// GPU device ids assigned to the latest attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_ids: Vec<u32>,
     /// Grows with every change to the record; newer versions win in the store
     /// and in subscribers' views.
     pub version: u64,
@@ -286,6 +309,7 @@ impl TaskRecord {
             result: None,
             error: None,
             log: None,
+            gpu_ids: Vec::new(),
             version: 1,
         }
     }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-pub use self::core::{CancelOutcome, RequestError};
+pub use self::core::{CancelOutcome, GpuDevice, RequestError};
 pub use external::{
     Denial, Dispatch, ExternalDispatch, ExternalHooks, Grant, Heartbeat, RemoteOutcome,
     StopRequest, run_attempt,
@@ -70,6 +70,8 @@ pub struct SchedulerConfig {
     pub shutdown_grace: Duration,
     /// Who runs queued tasks: the pool's threads or worker processes.
     pub dispatch: Dispatch,
+    /// GPU devices tasks may ask for (found through NVML or declared).
+    pub gpus: Vec<GpuDevice>,
 }
 
 impl SchedulerConfig {
@@ -82,6 +84,7 @@ impl SchedulerConfig {
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(10),
             dispatch: Dispatch::Local,
+            gpus: Vec::new(),
         }
     }
 
@@ -238,13 +241,18 @@ impl Inner {
     /// Runs a transition under the lock, then carries out what it asks for
     /// after unlocking.
     fn settle(&self, transition: impl FnOnce(&mut Core) -> Option<Settled>) {
-        let (settled, quiet) = {
+        let (settled, quiet, gpus_freed) = {
             let mut core = self.core.lock();
             let settled = transition(&mut core);
-            (settled, core.active() == 0 || core.busy() == 0)
+            let gpus_freed = std::mem::take(&mut core.gpus_freed);
+            (settled, core.active() == 0 || core.busy() == 0, gpus_freed)
         };
         if let Some(settled) = settled {
             self.apply(settled);
+        }
+        if gpus_freed {
+            // A task waiting for devices may fit now.
+            self.signal_work(true);
         }
         if quiet {
             self.state_changed.notify_all();
@@ -350,6 +358,7 @@ impl Scheduler {
             Dispatch::External(external) => (0, Some(Instant::now() + external.lease)),
         };
         let mut core = Core::new(target_workers, config.retention, config.backoff);
+        core.set_gpus(&config.gpus);
         let changes = core.recover(tasks, now_us(), remote_lease_until);
         let queued = core.queue.len();
         let (timer, timer_rx) = Timer::new();
@@ -435,6 +444,7 @@ impl Scheduler {
             self.inner
                 .registry
                 .validate(spec)
+                .and_then(|_| self.check_gpus(spec))
                 .map_err(|source| SubmitError::Invalid {
                     index: batch.then_some(index),
                     source,
@@ -469,6 +479,37 @@ impl Scheduler {
             });
         }
         Ok(ids)
+    }
+
+    /// Refuses a GPU request that can never be met here.
+    fn check_gpus(&self, spec: &TaskSpec) -> Result<(), SpecError> {
+        if spec.gpus == 0 {
+            return Ok(());
+        }
+        if matches!(self.inner.config.dispatch, Dispatch::External(_)) {
+            return Err(SpecError::GpusNeedLocalDispatch);
+        }
+        let devices = &self.inner.config.gpus;
+        let fitting = devices
+            .iter()
+            .filter(|device| {
+                spec.gpu_memory_mb
+                    .is_none_or(|wanted| device.memory_mb.is_none_or(|total| total >= wanted))
+            })
+            .count();
+        if usize::try_from(spec.gpus).is_ok_and(|asked| asked <= fitting) {
+            return Ok(());
+        }
+        Err(SpecError::Gpus {
+            asked: spec.gpus,
+            memory_mb: spec.gpu_memory_mb,
+            available: fitting,
+        })
+    }
+
+    /// The GPU devices tasks may ask for.
+    pub fn gpus(&self) -> &[GpuDevice] {
+        &self.inner.config.gpus
     }
 
     /// The task's current record.

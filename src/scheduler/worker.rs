@@ -132,12 +132,13 @@ fn run_job(inner: &Arc<Inner>, worker: WorkerId, worker_name: &str, job: Job) {
     let id = started.record.id;
     let attempt = started.record.attempts;
     let spec = started.record.spec.clone();
+    let gpus = started.record.gpu_ids.clone();
     let begun = Instant::now();
     inner.emit(started);
     if let Some(timeout) = timeout {
         inner.timer.deadline(id, attempt, begun + timeout);
     }
-    let ctx = TaskContext::new(id, attempt, worker_name.to_owned(), cancel);
+    let ctx = TaskContext::new(id, attempt, worker_name.to_owned(), cancel).with_gpus(gpus);
     let result = run_attempt(&inner.registry, &ctx, &spec.name, &spec.args, &spec.kwargs);
     let log = ctx.take_log();
     inner.settle(|core| {

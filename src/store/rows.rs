@@ -13,20 +13,23 @@ use crate::model::{AttemptFailure, TaskId, TaskLog, TaskRecord, TaskSpec, TaskSt
 /// Inserts a whole record; parameters in [`insert`]'s order.
 pub(super) const INSERT_SQL: &str = "INSERT INTO tasks (id, name, args, kwargs, priority, \
      max_retries, timeout_ms, status, attempts, failures, submitted_at_us, first_started_at_us, \
-     started_at_us, finished_at_us, retry_at_us, worker, result, error, version, log) \
+     started_at_us, finished_at_us, retry_at_us, worker, result, error, version, log, gpus, \
+     gpu_memory_mb, gpu_ids) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20)";
+     ?20, ?21, ?22, ?23)";
 
 /// Writes the mutable fields unless the stored row is as new or newer, so
 /// updates that arrive out of order never move a task backwards.
 pub(super) const UPDATE_SQL: &str = "UPDATE tasks SET status = ?2, attempts = ?3, failures = ?4, \
      first_started_at_us = ?5, started_at_us = ?6, finished_at_us = ?7, retry_at_us = ?8, \
-     worker = ?9, result = ?10, error = ?11, version = ?12, log = ?13 WHERE id = ?1 AND version < ?12";
+     worker = ?9, result = ?10, error = ?11, version = ?12, log = ?13, gpu_ids = ?14 \
+     WHERE id = ?1 AND version < ?12";
 
 /// Reads every row in id order; columns in [`decode`]'s order.
 const SELECT_ALL_SQL: &str = "SELECT id, name, args, kwargs, priority, max_retries, timeout_ms, \
      status, attempts, failures, submitted_at_us, first_started_at_us, started_at_us, \
-     finished_at_us, retry_at_us, worker, result, error, version, log FROM tasks ORDER BY id";
+     finished_at_us, retry_at_us, worker, result, error, version, log, gpus, gpu_memory_mb, \
+     gpu_ids FROM tasks ORDER BY id";
 
 /// The fields of a [`TaskRecord`] that change after submission, copied out
 /// of the caller's record so that it can be sent to the writer thread; JSON
@@ -57,6 +60,8 @@ pub(super) struct TaskUpdate {
     error: Option<String>,
     /// See [`TaskRecord::log`].
     log: Option<TaskLog>,
+    /// See [`TaskRecord::gpu_ids`].
+    gpu_ids: Vec<u32>,
     /// See [`TaskRecord::version`]; the highest one wins.
     pub(super) version: u64,
 }
@@ -81,6 +86,7 @@ impl TaskUpdate {
             result,
             error,
             log,
+            gpu_ids,
             version,
         } = record;
         Self {
@@ -96,6 +102,7 @@ impl TaskUpdate {
             result: result.clone(),
             error: error.clone(),
             log: log.clone(),
+            gpu_ids: gpu_ids.clone(),
             version: *version,
         }
     }
@@ -129,6 +136,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         result,
         error,
         log,
+        gpu_ids,
         version,
     } = record;
     let TaskSpec {
@@ -138,6 +146,8 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         priority,
         max_retries,
         timeout_ms,
+        gpus,
+        gpu_memory_mb,
     } = spec;
     stmt.execute(params![
         to_i64(id.0)?,
@@ -160,6 +170,9 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         error,
         to_i64(*version)?,
         log.as_ref().map(to_json).transpose()?,
+        gpus,
+        gpu_memory_mb.map(to_i64).transpose()?,
+        to_json(gpu_ids)?,
     ])?;
     Ok(())
 }
@@ -183,6 +196,7 @@ pub(super) fn update(
         result,
         error,
         log,
+        gpu_ids,
         version,
     } = update;
     let changed = stmt.execute(params![
@@ -199,6 +213,7 @@ pub(super) fn update(
         error,
         to_i64(*version)?,
         log.as_ref().map(to_json).transpose()?,
+        to_json(gpu_ids)?,
     ])?;
     Ok(changed > 0)
 }
@@ -306,6 +321,7 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
             detail: error.to_string(),
         })?;
     let timeout_ms: Option<i64> = column(row, 6, "timeout_ms")?;
+    let gpu_memory_mb: Option<i64> = column(row, 21, "gpu_memory_mb")?;
     Ok(TaskRecord {
         id: TaskId(unsigned(column(row, 0, "id")?, "id")?),
         spec: TaskSpec {
@@ -316,6 +332,10 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
             max_retries: column(row, 5, "max_retries")?,
             timeout_ms: timeout_ms
                 .map(|ms| unsigned(ms, "timeout_ms"))
+                .transpose()?,
+            gpus: column(row, 20, "gpus")?,
+            gpu_memory_mb: gpu_memory_mb
+                .map(|mb| unsigned(mb, "gpu_memory_mb"))
                 .transpose()?,
         },
         status,
@@ -331,5 +351,6 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
         error: column(row, 17, "error")?,
         version: unsigned(column(row, 18, "version")?, "version")?,
         log: json_column(row, 19, "log")?,
+        gpu_ids: required_json(row, 22, "gpu_ids")?,
     })
 }

@@ -110,6 +110,8 @@ pub struct TaskContext {
     pub attempt: u32,
     /// Name of the worker running the attempt.
     pub worker: String,
+    /// GPU device ids assigned to the attempt (none when it asked for none).
+    pub gpus: Vec<u32>,
     cancel: CancelToken,
     log: Arc<Mutex<Option<TaskLog>>>,
 }
@@ -121,9 +123,27 @@ impl TaskContext {
             task_id,
             attempt,
             worker,
+            gpus: Vec::new(),
             cancel,
             log: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The context with these GPU device ids assigned.
+    #[must_use]
+    pub fn with_gpus(mut self, gpus: Vec<u32>) -> Self {
+        self.gpus = gpus;
+        self
+    }
+
+    /// `CUDA_VISIBLE_DEVICES` for a process the attempt starts: its device
+    /// ids, or empty so that a task that asked for none sees no GPU.
+    pub fn cuda_visible_devices(&self) -> String {
+        self.gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Records where the attempt's output went (tasks that run a process);

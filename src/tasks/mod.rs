@@ -137,6 +137,21 @@ pub enum SpecError {
     /// A timeout of zero would fail every attempt at once.
     #[error("timeout must be greater than zero")]
     ZeroTimeout,
+    /// More GPUs (of that much memory) than this scheduler has.
+    #[error("the task asks for {asked} GPU(s){}, but this scheduler has {available} such device(s)", memory_mb.map(|mb| format!(" of at least {mb} MB")).unwrap_or_default())]
+    Gpus {
+        /// Devices asked for.
+        asked: u32,
+        /// Memory asked for per device, MB.
+        memory_mb: Option<u64>,
+        /// Devices that fit.
+        available: usize,
+    },
+    /// GPU tasks are placed only by a scheduler that runs them itself.
+    #[error(
+        "GPU tasks are not supported with --broker yet; run them on a scheduler without a broker"
+    )]
+    GpusNeedLocalDispatch,
 }
 
 /// Registered task types by name. Built before the scheduler starts and

@@ -127,6 +127,27 @@ fn unavailable_reason(error: &NvmlError) -> String {
     }
 }
 
+/// The NVIDIA GPUs of this machine: index and total memory in MB, in index
+/// order; the error says why there are none to use (no driver, NVML
+/// failed).
+pub fn discover_gpus() -> Result<Vec<(u32, u64)>, String> {
+    let nvml = Nvml::init().map_err(|error| unavailable_reason(&error))?;
+    let count = nvml
+        .device_count()
+        .map_err(|error| format!("NVML cannot count devices: {error}"))?;
+    (0..count)
+        .map(|index| {
+            let device = nvml
+                .device_by_index(index)
+                .map_err(|error| format!("NVML cannot open GPU {index}: {error}"))?;
+            let memory = device
+                .memory_info()
+                .map_err(|error| format!("NVML cannot read GPU {index}'s memory: {error}"))?;
+            Ok((index, memory.total / (1024 * 1024)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

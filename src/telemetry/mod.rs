@@ -23,6 +23,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use gpu::discover_gpus;
 pub use history::{History, Point, Window};
 pub use sampler::{host_name, sample_once};
 pub use service::Telemetry;

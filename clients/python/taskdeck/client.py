@@ -92,6 +92,8 @@ def _submission(
     priority: Optional[int] = None,
     max_retries: Optional[int] = None,
     timeout: Optional[float] = None,
+    gpus: Optional[int] = None,
+    gpu_memory_mb: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Builds a submission object, leaving out what the server defaults."""
     if not isinstance(name, str) or not name:
@@ -105,6 +107,10 @@ def _submission(
         body["max_retries"] = max_retries
     if timeout is not None:
         body["timeout_s"] = timeout
+    if gpus:
+        body["gpus"] = gpus
+    if gpu_memory_mb is not None:
+        body["gpu_memory_mb"] = gpu_memory_mb
     return body
 
 
@@ -196,6 +202,8 @@ class TaskClient:
         max_retries: Optional[int] = None,
         timeout: Optional[float] = None,
         kwargs: Optional[Mapping[str, Any]] = None,
+        gpus: Optional[int] = None,
+        gpu_memory_mb: Optional[int] = None,
     ) -> int:
         """Submits one task and returns its id.
 
@@ -207,11 +215,14 @@ class TaskClient:
             timeout: seconds one attempt may run before it is stopped
                 (server default: no limit).
             kwargs: the task's keyword arguments.
+            gpus: GPUs the task needs; the server assigns device ids and the
+                task's processes see them in ``CUDA_VISIBLE_DEVICES``.
+            gpu_memory_mb: memory each of those GPUs must have.
 
         Raises:
             BadRequest: the name is unknown or the arguments do not fit.
         """
-        body = _submission(name, args, kwargs, priority, max_retries, timeout)
+        body = _submission(name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb)
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
     def submit_command(
@@ -224,6 +235,8 @@ class TaskClient:
         priority: Optional[int] = None,
         max_retries: Optional[int] = None,
         timeout: Optional[float] = None,
+        gpus: Optional[int] = None,
+        gpu_memory_mb: Optional[int] = None,
     ) -> int:
         """Submits a ``command`` task: a program and its arguments, run without
         a shell (``shell=True`` runs ``argv[0]`` with ``sh -c`` instead, and
@@ -243,7 +256,9 @@ class TaskClient:
             kwargs["env"] = dict(env)
         if shell:
             kwargs["shell"] = True
-        body = _submission("command", [list(argv)], kwargs, priority, max_retries, timeout)
+        body = _submission(
+            "command", [list(argv)], kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb
+        )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
     def submit_python(self, function: str, *args: Any, **kwargs: Any) -> int:
@@ -251,13 +266,14 @@ class TaskClient:
         these JSON arguments in a child Python process on the worker; its
         return value becomes the result, an exception the attempt's error
         (with the traceback). Task options go in a ``taskdeck_options`` dict
-        keyword (``priority``, ``max_retries``, ``timeout``, ``cwd``), so every
+        keyword (``priority``, ``max_retries``, ``timeout``, ``cwd``, ``gpus``,
+        ``gpu_memory_mb``), so every
         other keyword reaches the function.
 
         Same server rules as :meth:`submit_command`.
         """
         options = dict(kwargs.pop("taskdeck_options", None) or {})
-        unknown = set(options) - {"priority", "max_retries", "timeout", "cwd"}
+        unknown = set(options) - {"priority", "max_retries", "timeout", "cwd", "gpus", "gpu_memory_mb"}
         if unknown:
             raise TypeError(f"unknown taskdeck_options: {', '.join(sorted(unknown))}")
         task_kwargs: Dict[str, Any] = {"args": list(args), "kwargs": kwargs}
@@ -270,6 +286,8 @@ class TaskClient:
             options.get("priority"),
             options.get("max_retries"),
             options.get("timeout"),
+            options.get("gpus"),
+            options.get("gpu_memory_mb"),
         )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 

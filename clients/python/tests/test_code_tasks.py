@@ -14,7 +14,7 @@ from pathlib import Path
 
 from servers import Server
 
-from taskdeck import Forbidden, TaskClient
+from taskdeck import BadRequest, Forbidden, TaskClient
 
 SERVERS = {}
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -42,6 +42,7 @@ def setUpModule() -> None:
                 "--pythonpath", MODULE_DIR.name,
                 "--pythonpath", str(EXAMPLES),
                 "--python", sys.executable,
+                "--gpus", "0,1",
             ],
         ).start()
         SERVERS["closed"] = Server(workers=1).start()
@@ -115,6 +116,23 @@ class CodeTaskTest(unittest.TestCase):
             with self.assertRaises(Forbidden):
                 closed.submit_python("td_sample:add", 1, 2)
             self.assertEqual(closed.list(), [], "nothing was accepted")
+
+    def test_gpu_tasks_see_their_assigned_devices(self) -> None:
+        task_id = self.client.submit_command(
+            ["sh", "-c", 'echo "visible=[$CUDA_VISIBLE_DEVICES]"'], gpus=1
+        )
+        record = self.client.wait(task_id, timeout=30)
+        self.assertEqual(record["status"], "completed", record)
+        self.assertEqual(record["gpus"], 1)
+        self.assertEqual(len(record["gpu_ids"]), 1)
+        self.assertIn(f"visible=[{record['gpu_ids'][0]}]", record["log"]["tail"])
+        value_id = self.client.submit_python(
+            "td_sample:add", 1, 2, taskdeck_options={"gpus": 2}
+        )
+        self.assertEqual(self.client.wait(value_id, timeout=30)["gpu_ids"], [0, 1])
+        with self.assertRaises(BadRequest) as caught:
+            self.client.submit_command(["true"], gpus=3)
+        self.assertIn("3 GPU", str(caught.exception))
 
     def test_the_real_jobs_example_runs_a_function_and_a_command(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(EXAMPLES.parent))

@@ -19,8 +19,10 @@ mod settle;
 pub use remote::{Denial, Grant, Heartbeat, RemoteWorker, StopRequest};
 
 use super::policy::{self, Backoff, Recovery};
-use super::queue::ReadyQueue;
-use crate::model::{AttemptFailure, EventKind, FailureKind, TaskId, TaskRecord, TaskStatus};
+use super::queue::{GpuNeed, ReadyQueue};
+use crate::model::{
+    AttemptFailure, EventKind, FailureKind, TaskId, TaskRecord, TaskSpec, TaskStatus,
+};
 use crate::store::Retention;
 use crate::tasks::{CancelToken, StopReason, TaskError};
 
@@ -178,6 +180,14 @@ pub struct Core {
     pub dispatching: bool,
     retention: Retention,
     backoff: Backoff,
+    /// GPU device ids not assigned to a running attempt.
+    gpus_free: std::collections::BTreeSet<u32>,
+    /// Every device's memory, MB, where known.
+    gpu_memory_mb: HashMap<u32, Option<u64>>,
+    /// Device ids each running attempt holds.
+    gpus_held: HashMap<TaskId, Vec<u32>>,
+    /// Set when devices came free, so idle workers should look again.
+    pub gpus_freed: bool,
 }
 
 impl Core {
@@ -199,6 +209,27 @@ impl Core {
             dispatching: true,
             retention,
             backoff,
+            gpus_free: std::collections::BTreeSet::new(),
+            gpu_memory_mb: HashMap::new(),
+            gpus_held: HashMap::new(),
+            gpus_freed: false,
+        }
+    }
+
+    /// The GPU devices tasks may be given (all free at start).
+    pub fn set_gpus(&mut self, devices: &[GpuDevice]) {
+        self.gpus_free = devices.iter().map(|device| device.id).collect();
+        self.gpu_memory_mb = devices
+            .iter()
+            .map(|device| (device.id, device.memory_mb))
+            .collect();
+    }
+
+    /// Gives the devices an attempt held back.
+    fn free_gpus(&mut self, id: TaskId) {
+        if let Some(ids) = self.gpus_held.remove(&id) {
+            self.gpus_free.extend(ids);
+            self.gpus_freed = true;
         }
     }
 
@@ -230,7 +261,8 @@ impl Core {
     pub fn insert_queued(&mut self, records: Vec<TaskRecord>) {
         for record in records {
             self.counts[TaskStatus::Queued.index()] += 1;
-            self.queue.push(record.spec.priority, record.id);
+            self.queue
+                .push(record.spec.priority, record.id, need_of(&record.spec));
             self.tasks.insert(
                 record.id,
                 Entry {
@@ -288,7 +320,8 @@ impl Core {
                     finished.push((record.id, record.finished_at_us.unwrap_or(0)));
                 }
                 Recovery::Requeue | Recovery::LostThenRequeue => {
-                    self.queue.push(record.spec.priority, record.id);
+                    self.queue
+                        .push(record.spec.priority, record.id, need_of(&record.spec));
                     if record.status != TaskStatus::Queued {
                         if rule == Recovery::LostThenRequeue {
                             record.failures.push(lost_attempt(&record, now_us));
@@ -353,25 +386,46 @@ impl Core {
         false
     }
 
-    /// Starts the next queued task on `worker`, if dispatching.
+    /// Starts the next queued task on `worker`, if dispatching; a task that
+    /// needs GPUs gets free device ids (see the ready queue's rules).
     pub fn next_job(&mut self, worker: WorkerId, now_us: i64) -> Option<Job> {
         if !self.dispatching {
             return None;
         }
-        let slot = self.workers.get_mut(&worker)?;
-        while let Some(id) = self.queue.pop() {
+        let worker_name = self.workers.get(&worker)?.name.clone();
+        loop {
+            let (free, memory) = (&self.gpus_free, &self.gpu_memory_mb);
+            let fits = |need: GpuNeed| {
+                let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
+                devices_for(free, memory, need.memory_mb)
+                    .take(wanted)
+                    .count()
+                    == wanted
+            };
+            let (id, need) = self.queue.pop_placeable(fits)?;
             let Some(entry) = self.tasks.get_mut(&id) else {
                 continue;
             };
             if entry.record.status != TaskStatus::Queued {
                 continue;
             }
+            let gpu_ids: Vec<u32> =
+                devices_for(&self.gpus_free, &self.gpu_memory_mb, need.memory_mb)
+                    .take(usize::try_from(need.count).unwrap_or(usize::MAX))
+                    .collect();
+            for gpu in &gpu_ids {
+                self.gpus_free.remove(gpu);
+            }
+            if !gpu_ids.is_empty() {
+                self.gpus_held.insert(id, gpu_ids.clone());
+            }
             let record = Arc::make_mut(&mut entry.record);
+            record.gpu_ids = gpu_ids;
             Self::set_status(&mut self.counts, record, TaskStatus::Running);
             record.attempts += 1;
             record.started_at_us = Some(now_us);
             record.first_started_at_us.get_or_insert(now_us);
-            record.worker = Some(slot.name.clone());
+            record.worker = Some(worker_name);
             record.retry_at_us = None;
             let cancel = CancelToken::new();
             entry.run = Some(RunState {
@@ -380,7 +434,9 @@ impl Core {
                 cancel: cancel.clone(),
                 lease_until: None,
             });
-            slot.current = Some(id);
+            if let Some(slot) = self.workers.get_mut(&worker) {
+                slot.current = Some(id);
+            }
             self.busy += 1;
             return Some(Job {
                 timeout: record.spec.timeout_ms.map(Duration::from_millis),
@@ -391,12 +447,12 @@ impl Core {
                 cancel,
             });
         }
-        None
     }
 
     /// Frees the worker (thread or process) that ran `id`; `counted` when
     /// the attempt counts towards its tally.
     fn release_runner(&mut self, worker: WorkerId, id: TaskId, counted: bool, failed: bool) {
+        self.free_gpus(id);
         if let Some(remote) = self.remote.get_mut(&worker) {
             remote.running.remove(&id);
             if counted {
@@ -448,7 +504,8 @@ impl Core {
         if entry.record.status != TaskStatus::Queued || entry.run.is_some() {
             return false;
         }
-        self.queue.push(entry.record.spec.priority, id);
+        self.queue
+            .push(entry.record.spec.priority, id, need_of(&entry.record.spec));
         true
     }
 
@@ -543,6 +600,41 @@ impl Core {
             }
         }
     }
+}
+
+/// What a spec needs of the GPUs, for the ready queue.
+pub(super) fn need_of(spec: &TaskSpec) -> GpuNeed {
+    GpuNeed {
+        count: spec.gpus,
+        memory_mb: spec.gpu_memory_mb,
+    }
+}
+
+/// Free devices with at least `memory_mb` (all free ones when none is asked
+/// for; a device of unknown memory counts as large enough).
+fn devices_for<'a>(
+    free: &'a std::collections::BTreeSet<u32>,
+    memory: &'a HashMap<u32, Option<u64>>,
+    memory_mb: Option<u64>,
+) -> impl Iterator<Item = u32> + 'a {
+    free.iter().copied().filter(move |id| {
+        memory_mb.is_none_or(|wanted| {
+            memory
+                .get(id)
+                .copied()
+                .flatten()
+                .is_none_or(|total| total >= wanted)
+        })
+    })
+}
+
+/// One GPU device tasks may be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuDevice {
+    /// Its id, as CUDA_VISIBLE_DEVICES names it.
+    pub id: u32,
+    /// Its memory, MB, where known.
+    pub memory_mb: Option<u64>,
 }
 
 fn lost_attempt(record: &TaskRecord, now_us: i64) -> AttemptFailure {

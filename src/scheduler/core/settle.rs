@@ -159,6 +159,7 @@ impl Core {
             .attempt;
         entry.run = None;
         self.busy = self.busy.saturating_sub(1);
+        self.free_gpus(id);
         let mut settled = Settled::default();
         let message = format!("worker {} died during attempt {attempt}", slot.name);
         self.record_lost(id, message, now, now_us, &mut settled);
@@ -224,7 +225,8 @@ impl Core {
         let record = Arc::make_mut(&mut entry.record);
         record.attempts = record.attempts.saturating_sub(1);
         Self::set_status(&mut self.counts, record, TaskStatus::Queued);
-        self.queue.push(record.spec.priority, id);
+        self.queue
+            .push(record.spec.priority, id, super::need_of(&record.spec));
         settled.requeued = true;
         settled.change = Some(Change {
             kind: EventKind::Requeued,

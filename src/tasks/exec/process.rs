@@ -94,7 +94,10 @@ pub(super) fn run_process(
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // The scheduler's assignment wins over the task's own env: a task
+        // sees exactly its GPUs, and one that asked for none sees none.
+        .env("CUDA_VISIBLE_DEVICES", ctx.cuda_visible_devices());
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = match command.spawn() {
