@@ -132,6 +132,10 @@ struct WorkerArgs {
     grace: f64,
     #[command(flatten)]
     exec: ExecArgs,
+    /// GPU device ids this worker offers, e.g. 0,1 ("none" for none)
+    /// [default: the NVIDIA GPUs NVML finds].
+    #[arg(long, value_name = "IDS")]
+    gpus: Option<String>,
     /// Directory for the logs of `command` and `python` tasks (under logs/)
     /// [default: the platform's user data directory].
     #[arg(long, value_name = "DIR", env = DATA_DIR_ENV)]
@@ -420,6 +424,7 @@ fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         heartbeat,
         grace,
         exec,
+        gpus,
         data_dir,
     } = args;
     if !heartbeat.is_finite() || heartbeat < 0.05 {
@@ -454,6 +459,7 @@ fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         stop_grace: Duration::from_secs_f64(grace),
         registry: Arc::new(exec.registry(&data_dir)),
         resources: Some(resources),
+        gpus: gpu_devices(gpus.as_deref())?,
     };
     let handle = WorkerHandle::start(config, None).context("cannot start the worker")?;
     // The one line on stdout, for scripts and tests.

@@ -251,6 +251,7 @@ fn start_distributed(
         stop_grace: scheduler.config().shutdown_grace,
         registry: scheduler.registry_handle(),
         resources: Some(resources),
+        gpus: scheduler.gpus().to_vec(),
     };
     match WorkerHandle::start(config, Some(size)) {
         Ok(worker) => Ok((Some(bridge), Some(worker))),

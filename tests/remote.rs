@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use broker::{
     broker_available, broker_url, delete_queues, namespace, rabbitmqctl, serve, spawn_serve,
     spawn_serve_env, submit, task, tool_available, wait_connected, wait_final, worker, worker_env,
-    workers,
+    worker_with, workers,
 };
 use common::wait_until;
 
@@ -221,6 +221,89 @@ fn a_command_runs_on_a_worker_process_and_its_log_comes_back() {
     );
     drop(server);
     delete_queues(&ns, &["exec-w"]);
+}
+
+#[test]
+fn gpu_tasks_go_only_to_workers_with_enough_gpus() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("gpu")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        None,
+        dir.path(),
+        &["--workers", "0", "--allow-code-tasks"],
+    );
+    let _plain = worker_with(&url, &ns, "no-gpu", 2, &["--gpus", "none"], &[]);
+    let _gpu = worker_with(&url, &ns, "two-gpus", 2, &["--gpus", "0,1"], &[]);
+    assert!(
+        wait_until(LONG, || workers(&server.client).len() == 2),
+        "both workers heard from"
+    );
+    let print = json!([["sh", "-c", "echo \"visible=[$CUDA_VISIBLE_DEVICES]\""]]);
+    let gpu_tasks: Vec<u64> = (0..4)
+        .map(|_| {
+            submit(
+                &server.client,
+                "command",
+                print.clone(),
+                json!({ "gpus": 1 }),
+            )
+        })
+        .collect();
+    let pair = submit(
+        &server.client,
+        "command",
+        print.clone(),
+        json!({ "gpus": 2 }),
+    );
+    let cpu_tasks: Vec<u64> = (0..4)
+        .map(|_| submit(&server.client, "command", print.clone(), json!({})))
+        .collect();
+    let all: Vec<u64> = gpu_tasks
+        .iter()
+        .chain([&pair])
+        .chain(&cpu_tasks)
+        .copied()
+        .collect();
+    for record in wait_final(&server.client, &all, LONG) {
+        assert_eq!(status(&record), "completed", "{record}");
+        let tail = record["log"]["tail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let ids: Vec<String> = record["gpu_ids"]
+            .as_array()
+            .map(|ids| ids.iter().map(|id| id.to_string()).collect())
+            .unwrap_or_default();
+        assert!(
+            tail.contains(&format!("visible=[{}]", ids.join(","))),
+            "{record}"
+        );
+        if record["gpus"].as_u64().unwrap_or(0) > 0 {
+            assert_eq!(record["worker"], "two-gpus", "{record}");
+            assert_eq!(ids.len() as u64, record["gpus"].as_u64().unwrap_or(0));
+        }
+    }
+    let refused = server
+        .client
+        .submit(&json!({ "task": "command", "args": [["true"]], "gpus": 3 }))
+        .expect_err("no worker has three GPUs");
+    assert!(refused.to_string().contains("400"), "{refused}");
+    drop(server);
+    delete_queues(&ns, &["no-gpu", "two-gpus"]);
+    for gpus in ["1", "2"] {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_queue", &format!("{ns}.tasks.gpus-{gpus}")])
+            .output();
+    }
 }
 
 #[test]

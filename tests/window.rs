@@ -347,13 +347,16 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
         .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
         .expect("submit");
     publisher.join().expect("publisher");
-    scheduler.claim_remote("gpu-box-1", id).expect("granted");
+    scheduler
+        .claim_remote("gpu-box-1", id, Vec::new())
+        .expect("granted");
     scheduler.remote_heartbeat(&Heartbeat {
         worker: "gpu-box-1".into(),
         host: "gpu-box".into(),
         concurrency: 2,
         running: vec![(id, 1)],
         resources: None,
+        gpus: Vec::new(),
     });
     let mut harness = harness(services(&scheduler));
     assert!(run_until(&mut harness, |h| h

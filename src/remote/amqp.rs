@@ -75,6 +75,25 @@ pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), Link
     Ok(())
 }
 
+/// Declares the queue of tasks that need `gpus` GPUs (durable, priorities
+/// 0-9, like the task queue).
+pub async fn declare_gpu_tasks(
+    channel: &Channel,
+    names: &Names,
+    gpus: u32,
+) -> Result<String, LinkError> {
+    let queue = names.gpu_tasks(gpus);
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-max-priority".into(),
+        AMQPValue::ShortShortUInt(MAX_PRIORITY + 1),
+    );
+    channel
+        .queue_declare(queue.as_str().into(), durable(), args)
+        .await?;
+    Ok(queue)
+}
+
 /// Declares one worker's answer queue (durable; removed after an hour
 /// without a consumer).
 pub async fn declare_control(

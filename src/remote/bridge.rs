@@ -26,7 +26,8 @@ use super::protocol::{Control, Names, TaskMessage, WireOutcome, WorkerEvent};
 use super::url::BrokerUrl;
 use crate::model::{TaskId, TaskRecord};
 use crate::scheduler::{
-    Denial, ExternalDispatch, ExternalHooks, Heartbeat, RemoteOutcome, Scheduler, StopRequest,
+    Denial, ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, RemoteOutcome, Scheduler,
+    StopRequest,
 };
 use crate::tasks::TaskError;
 
@@ -144,6 +145,7 @@ impl BridgeLink {
             config,
             hooks: Arc::clone(&hooks),
             connected: Arc::clone(&connected),
+            gpu_queues: Mutex::new(std::collections::HashSet::new()),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -226,6 +228,8 @@ struct Link {
     config: BridgeConfig,
     hooks: Arc<Hooks>,
     connected: Arc<AtomicBool>,
+    /// GPU task queues declared on the current connection.
+    gpu_queues: Mutex<std::collections::HashSet<u32>>,
 }
 
 impl Link {
@@ -327,6 +331,7 @@ impl Link {
             .await
             .map_err(|e| not_connected(e.into()))?;
         reconnect.reset();
+        self.gpu_queues.lock().clear();
         // Leases were not renewed while the broker was away.
         self.scheduler.renew_all_leases();
         *self.hooks.status.lock() = Ok(());
@@ -415,12 +420,24 @@ impl Link {
         channel: &lapin::Channel,
         tasks: &[Arc<TaskRecord>],
     ) -> Result<Vec<lapin::PublisherConfirm>, LinkError> {
-        let queue = self.config.names.tasks();
+        let names = &self.config.names;
         let mut confirms = Vec::with_capacity(tasks.len());
         for task in tasks {
             let message = TaskMessage {
                 task: task.id,
                 spec: task.spec.clone(),
+            };
+            // A GPU task goes to the queue of its GPU count, which only
+            // workers with that many devices consume.
+            let queue = match task.spec.gpus {
+                0 => names.tasks(),
+                gpus => {
+                    let first = self.gpu_queues.lock().insert(gpus);
+                    if first {
+                        amqp::declare_gpu_tasks(channel, names, gpus).await?;
+                    }
+                    names.gpu_tasks(gpus)
+                }
             };
             confirms.push(
                 amqp::publish(channel, &queue, &message, task.spec.priority, Keep::Durable).await?,
@@ -468,8 +485,12 @@ impl Link {
     fn apply(&self, event: WorkerEvent, answers: &mut Vec<(String, Control)>) {
         let scheduler = &self.scheduler;
         match event {
-            WorkerEvent::Claim { worker, task } => {
-                let answer = match scheduler.claim_remote(&worker, task) {
+            WorkerEvent::Claim {
+                worker,
+                task,
+                gpu_ids,
+            } => {
+                let answer = match scheduler.claim_remote(&worker, task, gpu_ids) {
                     Ok(grant) => Control::Grant {
                         task,
                         attempt: grant.attempt,
@@ -490,6 +511,7 @@ impl Link {
                 concurrency,
                 running,
                 resources,
+                gpus,
             } => {
                 let beat = Heartbeat {
                     worker,
@@ -497,6 +519,10 @@ impl Link {
                     concurrency,
                     running,
                     resources,
+                    gpus: gpus
+                        .into_iter()
+                        .map(|(id, memory_mb)| GpuDevice { id, memory_mb })
+                        .collect(),
                 };
                 for stop in scheduler.remote_heartbeat(&beat) {
                     answers.push((

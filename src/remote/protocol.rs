@@ -63,9 +63,15 @@ impl Names {
         })
     }
 
-    /// The task queue.
+    /// The task queue (tasks that need no GPU).
     pub fn tasks(&self) -> String {
         format!("{}.tasks", self.namespace)
+    }
+
+    /// The queue of tasks that need `gpus` GPUs; only workers with that many
+    /// consume from it.
+    pub fn gpu_tasks(&self, gpus: u32) -> String {
+        format!("{}.tasks.gpus-{gpus}", self.namespace)
     }
 
     /// The queue of worker reports.
@@ -160,6 +166,9 @@ pub enum WorkerEvent {
         worker: String,
         /// The task.
         task: TaskId,
+        /// The worker's GPU device ids set aside for it, when it needs GPUs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gpu_ids: Vec<u32>,
     },
     /// Sent periodically: the worker is alive and runs these attempts.
     Heartbeat {
@@ -173,6 +182,9 @@ pub enum WorkerEvent {
         running: Vec<(TaskId, u32)>,
         /// Its host's load.
         resources: Option<HostSummary>,
+        /// Its GPU devices tasks may be given: id and memory in MB.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gpus: Vec<(u32, Option<u64>)>,
     },
     /// An attempt ended.
     Finished {
@@ -253,6 +265,7 @@ mod tests {
         assert_eq!(names.tasks(), "prod-1.tasks");
         assert_eq!(names.events(), "prod-1.events");
         assert_eq!(names.control("gpu-box.7"), "prod-1.worker.gpu-box.7");
+        assert_eq!(names.gpu_tasks(2), "prod-1.tasks.gpus-2");
         assert!(Names::new("").is_err());
         assert!(Names::new("a b").is_err());
         assert!(check_name("worker name", &"x".repeat(101)).is_err());

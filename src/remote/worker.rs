@@ -11,7 +11,7 @@
 //! running task holds no unacknowledged delivery (the broker's consumer
 //! timeout never applies to it; the scheduler's lease does).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use super::amqp::{self, Keep, LinkError, Reconnect};
 use super::protocol::{Control, Names, TaskMessage, WireOutcome, WireStop, WorkerEvent};
 use super::url::BrokerUrl;
 use crate::model::{HostSummary, ResourceSample, TaskId, TaskLog, TaskSpec, now_us};
-use crate::scheduler::{RemoteOutcome, run_attempt};
+use crate::scheduler::{GpuDevice, RemoteOutcome, run_attempt};
 use crate::tasks::{CancelToken, Registry, StopReason, TaskContext};
 
 /// How long an attempt asked to stop may take before its thread is left
@@ -67,6 +67,8 @@ pub struct WorkerConfig {
     pub registry: Arc<Registry>,
     /// The host's resources, for heartbeats.
     pub resources: Option<ResourceSource>,
+    /// The GPU devices tasks may be given on this host.
+    pub gpus: Vec<GpuDevice>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -142,6 +144,8 @@ impl WorkerHandle {
 
 struct Running {
     attempt: u32,
+    /// Device ids it holds.
+    gpu_ids: Vec<u32>,
     cancel: CancelToken,
     deadline: Option<Instant>,
     stop_asked: Option<(Instant, StopReason)>,
@@ -163,6 +167,15 @@ struct Claim {
     spec: TaskSpec,
     acker: Acker,
     sent_at: Instant,
+    /// Device ids set aside for it (a GPU task).
+    gpu_ids: Vec<u32>,
+}
+
+/// One consumer of a free slot: on the task queue (`gpus` 0) or on the queue
+/// of tasks that need `gpus` GPUs, with the delivery it claimed, if any.
+struct Slot {
+    gpus: u32,
+    claim: Option<Claim>,
 }
 
 struct Worker {
@@ -178,13 +191,15 @@ struct Worker {
     ended_rx: mpsc::UnboundedReceiver<Ended>,
     stopping: Option<Instant>,
     next_tag: u64,
+    /// Device ids neither running nor set aside for a claim.
+    gpus_free: BTreeSet<u32>,
 }
 
 /// One connection's channels and consumers.
 struct Session {
     consume: Channel,
     publish: Channel,
-    consumers: HashMap<String, Option<Claim>>,
+    consumers: HashMap<String, Slot>,
     deliveries_tx: mpsc::UnboundedSender<(String, Result<Delivery, lapin::Error>)>,
     /// Reports published on this connection, waiting for their confirm.
     unconfirmed: HashSet<u64>,
@@ -228,6 +243,7 @@ impl Worker {
             ended_rx,
             stopping: None,
             next_tag: 0,
+            gpus_free: BTreeSet::new(),
         }
     }
 
@@ -285,6 +301,16 @@ impl Worker {
             .await?;
         amqp::declare_shared(&publish, &names).await?;
         let control_queue = amqp::declare_control(&publish, &names, &self.config.name).await?;
+        for gpus in 1..=self.gpu_total() {
+            amqp::declare_gpu_tasks(&publish, &names, gpus).await?;
+        }
+        // Claims died with the last connection; what runs keeps its devices.
+        self.gpus_free = self.config.gpus.iter().map(|device| device.id).collect();
+        for run in self.running.values() {
+            for id in &run.gpu_ids {
+                self.gpus_free.remove(id);
+            }
+        }
         let consume = connection.create_channel().await?;
         let limit = u16::try_from(self.concurrency.max(1)).unwrap_or(u16::MAX);
         consume
@@ -412,7 +438,11 @@ impl Worker {
                 .consume
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await?;
-            if let Some(Some(claim)) = session.consumers.remove(&tag) {
+            if let Some(Slot {
+                claim: Some(claim), ..
+            }) = session.consumers.remove(&tag)
+            {
+                self.gpus_free.extend(claim.gpu_ids.iter().copied());
                 claim
                     .acker
                     .reject(BasicRejectOptions { requeue: true })
@@ -423,41 +453,123 @@ impl Worker {
     }
 
     /// Opens consumers for free slots, or closes idle ones beyond the size.
+    ///
+    /// Rules:
+    /// - one consumer with a prefetch of one on the task queue per slot that
+    ///   runs no attempt;
+    /// - while a slot is free, one consumer on the queue of tasks needing `k`
+    ///   GPUs for each `k` up to the devices now free (a delivery that finds
+    ///   no room after all goes back to the queue and its consumer closes).
     async fn top_up(&mut self, session: &mut Session) -> Result<(), LinkError> {
         if self.stopping.is_some() {
             return Ok(());
         }
-        while session.consumers.len() + self.running.len() < self.concurrency {
-            self.next_tag += 1;
-            let tag = format!("{}-slot-{}", self.config.name, self.next_tag);
-            let consumer = session
-                .consume
-                .basic_consume(
-                    self.config.names.tasks().into(),
-                    tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            session.consumers.insert(tag.clone(), None);
-            tokio::spawn(forward(consumer, tag, session.deliveries_tx.clone()));
+        let cpu_consumers = session
+            .consumers
+            .values()
+            .filter(|slot| slot.gpus == 0)
+            .count();
+        let cpu_wanted = self.concurrency.saturating_sub(self.running.len());
+        for _ in cpu_consumers..cpu_wanted {
+            self.consume(session, 0).await?;
         }
-        while session.consumers.len() + self.running.len() > self.concurrency {
-            let idle = session
-                .consumers
-                .iter()
-                .find(|(_, claim)| claim.is_none())
-                .map(|(tag, _)| tag.clone());
-            let Some(tag) = idle else {
-                break;
+        let free_slots = self.free_slots(session);
+        let mut surplus = cpu_consumers.saturating_sub(cpu_wanted);
+        let free_gpus = self.gpus_free.len();
+        let mut stale = Vec::new();
+        for (tag, slot) in &session.consumers {
+            if slot.claim.is_some() {
+                continue;
+            }
+            let unwanted = if slot.gpus == 0 {
+                surplus > 0
+            } else {
+                free_slots == 0 || usize::try_from(slot.gpus).unwrap_or(usize::MAX) > free_gpus
             };
+            if unwanted {
+                if slot.gpus == 0 {
+                    surplus -= 1;
+                }
+                stale.push(tag.clone());
+            }
+        }
+        for tag in stale {
             session.consumers.remove(&tag);
             session
                 .consume
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await?;
         }
+        if free_slots > 0 {
+            for gpus in 1..=self.gpu_total() {
+                let fits = usize::try_from(gpus).is_ok_and(|n| n <= free_gpus);
+                let open = session.consumers.values().any(|slot| slot.gpus == gpus);
+                if fits && !open {
+                    self.consume(session, gpus).await?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Starts a consumer with a prefetch of one on the task queue (`gpus`
+    /// 0) or the queue of tasks that need `gpus` GPUs.
+    async fn consume(&mut self, session: &mut Session, gpus: u32) -> Result<(), LinkError> {
+        self.next_tag += 1;
+        let tag = format!("{}-slot-{}", self.config.name, self.next_tag);
+        let queue = match gpus {
+            0 => self.config.names.tasks(),
+            gpus => self.config.names.gpu_tasks(gpus),
+        };
+        let consumer = session
+            .consume
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        session
+            .consumers
+            .insert(tag.clone(), Slot { gpus, claim: None });
+        tokio::spawn(forward(consumer, tag, session.deliveries_tx.clone()));
+        Ok(())
+    }
+
+    /// Slots neither running an attempt nor holding a claim.
+    fn free_slots(&self, session: &Session) -> usize {
+        let claimed = session
+            .consumers
+            .values()
+            .filter(|slot| slot.claim.is_some())
+            .count();
+        self.concurrency
+            .saturating_sub(self.running.len() + claimed)
+    }
+
+    /// The GPU devices this worker offers.
+    fn gpu_total(&self) -> u32 {
+        u32::try_from(self.config.gpus.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Free devices with enough memory for `spec`, `spec.gpus` of them, or
+    /// none when there are not that many.
+    fn pick_gpus(&self, spec: &TaskSpec) -> Option<Vec<u32>> {
+        let wanted = usize::try_from(spec.gpus).ok()?;
+        let picked: Vec<u32> = self
+            .config
+            .gpus
+            .iter()
+            .filter(|device| self.gpus_free.contains(&device.id))
+            .filter(|device| {
+                spec.gpu_memory_mb
+                    .is_none_or(|mb| device.memory_mb.is_none_or(|total| total >= mb))
+            })
+            .map(|device| device.id)
+            .take(wanted)
+            .collect();
+        (picked.len() == wanted).then_some(picked)
     }
 
     async fn delivered(
@@ -466,6 +578,7 @@ impl Worker {
         tag: String,
         delivery: Delivery,
     ) -> Result<(), LinkError> {
+        let room = self.free_slots(session) > 0;
         let Some(slot) = session.consumers.get_mut(&tag) else {
             // A consumer cancelled meanwhile (stopping or shrinking).
             delivery
@@ -474,6 +587,7 @@ impl Worker {
                 .await?;
             return Ok(());
         };
+        let slot_gpus = slot.gpus;
         let message = match serde_json::from_slice::<TaskMessage>(&delivery.data) {
             Ok(message) => message,
             Err(error) => {
@@ -487,23 +601,56 @@ impl Worker {
             delivery.acker.ack(BasicAckOptions::default()).await?;
             return Ok(());
         }
+        let gpu_ids = match slot_gpus {
+            0 => Some(Vec::new()),
+            _ => self.pick_gpus(&message.spec),
+        };
+        let (true, Some(gpu_ids)) = (room, gpu_ids) else {
+            // Another consumer took the last slot or the devices first: the
+            // task goes back for someone else, and this consumer closes.
+            session.consumers.remove(&tag);
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: true })
+                .await?;
+            session
+                .consume
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+            return Ok(());
+        };
+        for id in &gpu_ids {
+            self.gpus_free.remove(id);
+        }
         let task = message.task;
-        *slot = Some(Claim {
+        let Some(slot) = session.consumers.get_mut(&tag) else {
+            return Ok(());
+        };
+        slot.claim = Some(Claim {
             task,
             spec: message.spec,
             acker: delivery.acker,
             sent_at: Instant::now(),
+            gpu_ids: gpu_ids.clone(),
         });
-        self.send_claim(session, task).await
+        self.send_claim(session, task, gpu_ids).await?;
+        // Devices set aside may close GPU consumers that no longer fit.
+        self.top_up(session).await
     }
 
     /// Asks the scheduler for a task. Not waited for: the answer comes back
     /// on the control queue; a claim or answer lost on the way is sent again
     /// after [`CLAIM_RESEND`].
-    async fn send_claim(&self, session: &Session, task: TaskId) -> Result<(), LinkError> {
+    async fn send_claim(
+        &self,
+        session: &Session,
+        task: TaskId,
+        gpu_ids: Vec<u32>,
+    ) -> Result<(), LinkError> {
         let claim = WorkerEvent::Claim {
             worker: self.config.name.clone(),
             task,
+            gpu_ids,
         };
         amqp::publish(
             &session.publish,
@@ -520,15 +667,19 @@ impl Worker {
     async fn resend_claims(&self, session: &mut Session) -> Result<(), LinkError> {
         let now = Instant::now();
         let mut stale = Vec::new();
-        for claim in session.consumers.values_mut().flatten() {
+        for claim in session
+            .consumers
+            .values_mut()
+            .filter_map(|slot| slot.claim.as_mut())
+        {
             if now >= claim.sent_at + CLAIM_RESEND {
                 claim.sent_at = now;
-                stale.push(claim.task);
+                stale.push((claim.task, claim.gpu_ids.clone()));
             }
         }
-        for task in stale {
+        for (task, gpu_ids) in stale {
             tracing::debug!(%task, "no answer to a claim yet; asking again");
-            self.send_claim(session, task).await?;
+            self.send_claim(session, task, gpu_ids).await?;
         }
         Ok(())
     }
@@ -548,9 +699,9 @@ impl Worker {
                 timeout_ms,
             } => self.granted(session, task, attempt, timeout_ms).await?,
             Control::Deny { task, reason } => {
-                if let Some((tag, claim)) = take_claim(session, task) {
+                if let Some((_, claim)) = take_claim(session, task) {
                     tracing::debug!(%task, %reason, "claim denied; dropping the message");
-                    session.consumers.insert(tag, None);
+                    self.gpus_free.extend(claim.gpu_ids.iter().copied());
                     session.beside(async move {
                         claim.acker.ack(BasicAckOptions::default()).await?;
                         Ok(())
@@ -603,7 +754,12 @@ impl Worker {
         // task into the slot this attempt now takes. Both run beside the
         // loop; the attempt starts at once (the grant is what counts).
         session.consumers.remove(&tag);
-        let Claim { spec, acker, .. } = claim;
+        let Claim {
+            spec,
+            acker,
+            gpu_ids,
+            ..
+        } = claim;
         let channel = session.consume.clone();
         session.beside(async move {
             channel
@@ -612,7 +768,7 @@ impl Worker {
             acker.ack(BasicAckOptions::default()).await?;
             Ok(())
         });
-        self.start_attempt(task, attempt, timeout_ms, spec);
+        self.start_attempt(task, attempt, timeout_ms, spec, gpu_ids);
         Ok(())
     }
 
@@ -622,9 +778,11 @@ impl Worker {
         attempt: u32,
         timeout_ms: Option<u64>,
         spec: TaskSpec,
+        gpu_ids: Vec<u32>,
     ) {
         let cancel = CancelToken::new();
-        let ctx = TaskContext::new(task, attempt, self.config.name.clone(), cancel.clone());
+        let ctx = TaskContext::new(task, attempt, self.config.name.clone(), cancel.clone())
+            .with_gpus(gpu_ids.clone());
         let registry = Arc::clone(&self.config.registry);
         let ended = self.ended_tx.clone();
         let spawned = thread::Builder::new()
@@ -649,6 +807,7 @@ impl Worker {
             task,
             Running {
                 attempt,
+                gpu_ids,
                 cancel,
                 deadline: timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
                 stop_asked: None,
@@ -656,7 +815,7 @@ impl Worker {
         );
         if let Err(error) = spawned {
             tracing::error!(%error, %task, "cannot start a thread for the task");
-            self.running.remove(&task);
+            self.release(task);
             self.report(finished(
                 &self.config.name,
                 task,
@@ -680,7 +839,7 @@ impl Worker {
         if !current {
             return;
         }
-        self.running.remove(&ended.task);
+        self.release(ended.task);
         let outcome = match ended.outcome {
             RemoteOutcome::Completed(value) => WireOutcome::Completed { value },
             RemoteOutcome::Error(error) => WireOutcome::Error {
@@ -731,7 +890,7 @@ impl Worker {
         }
         for (task, attempt, reason) in abandoned {
             tracing::warn!(%task, attempt, "attempt did not stop when asked; leaving its thread behind");
-            self.running.remove(&task);
+            self.release(task);
             let event = if reason == StopReason::Shutdown {
                 WorkerEvent::Release {
                     worker: self.config.name.clone(),
@@ -755,6 +914,13 @@ impl Worker {
                 )
             };
             self.report(event);
+        }
+    }
+
+    /// Forgets a running attempt and frees its devices.
+    fn release(&mut self, task: TaskId) {
+        if let Some(run) = self.running.remove(&task) {
+            self.gpus_free.extend(run.gpu_ids);
         }
     }
 
@@ -785,6 +951,12 @@ impl Worker {
             concurrency: self.concurrency,
             running,
             resources,
+            gpus: self
+                .config
+                .gpus
+                .iter()
+                .map(|device| (device.id, device.memory_mb))
+                .collect(),
         };
         amqp::publish(
             &session.publish,
@@ -854,9 +1026,9 @@ fn take_claim(session: &mut Session, task: TaskId) -> Option<(String, Claim)> {
     let tag = session
         .consumers
         .iter()
-        .find(|(_, claim)| claim.as_ref().is_some_and(|claim| claim.task == task))
+        .find(|(_, slot)| slot.claim.as_ref().is_some_and(|claim| claim.task == task))
         .map(|(tag, _)| tag.clone())?;
-    let claim = session.consumers.get_mut(&tag)?.take()?;
+    let claim = session.consumers.get_mut(&tag)?.claim.take()?;
     Some((tag, claim))
 }
 

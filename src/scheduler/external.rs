@@ -169,14 +169,20 @@ impl Scheduler {
         }
     }
 
-    /// Decides a worker's claim of a delivered task; see the core's rules.
-    pub fn claim_remote(&self, worker: &str, id: TaskId) -> Result<Grant, Denial> {
+    /// Decides a worker's claim of a delivered task (with the device ids it
+    /// set aside, for a GPU task); see the core's rules.
+    pub fn claim_remote(
+        &self,
+        worker: &str,
+        id: TaskId,
+        gpu_ids: Vec<u32>,
+    ) -> Result<Grant, Denial> {
         let lease = self.lease();
-        let claimed = self
-            .inner
-            .core
-            .lock()
-            .claim(worker, id, lease, Instant::now(), now_us());
+        let claimed =
+            self.inner
+                .core
+                .lock()
+                .claim(worker, id, gpu_ids, lease, Instant::now(), now_us());
         let (grant, started) = claimed?;
         if let Some(started) = started {
             if let Some(timeout) = grant.timeout {
@@ -280,6 +286,16 @@ impl Scheduler {
     /// error says why not); none with local dispatch.
     pub fn transport_status(&self) -> Option<Result<(), String>> {
         self.external().map(|external| external.hooks.ready())
+    }
+
+    /// The most GPUs (with at least `memory_mb` each) one worker process
+    /// heard from within a lease has.
+    pub(super) fn remote_gpu_capacity(&self, memory_mb: Option<u64>) -> usize {
+        let lease = self.lease();
+        self.inner
+            .core
+            .lock()
+            .remote_gpu_capacity(memory_mb, lease, Instant::now())
     }
 
     /// Whether tasks are dispatched to worker processes.

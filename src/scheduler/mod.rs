@@ -486,17 +486,21 @@ impl Scheduler {
         if spec.gpus == 0 {
             return Ok(());
         }
-        if matches!(self.inner.config.dispatch, Dispatch::External(_)) {
-            return Err(SpecError::GpusNeedLocalDispatch);
-        }
-        let devices = &self.inner.config.gpus;
-        let fitting = devices
-            .iter()
-            .filter(|device| {
-                spec.gpu_memory_mb
-                    .is_none_or(|wanted| device.memory_mb.is_none_or(|total| total >= wanted))
-            })
-            .count();
+        let fitting = if matches!(self.inner.config.dispatch, Dispatch::External(_)) {
+            // Worker processes report their devices; one of those heard
+            // from must have enough.
+            self.remote_gpu_capacity(spec.gpu_memory_mb)
+        } else {
+            self.inner
+                .config
+                .gpus
+                .iter()
+                .filter(|device| {
+                    spec.gpu_memory_mb
+                        .is_none_or(|wanted| device.memory_mb.is_none_or(|total| total >= wanted))
+                })
+                .count()
+        };
         if usize::try_from(spec.gpus).is_ok_and(|asked| asked <= fitting) {
             return Ok(());
         }

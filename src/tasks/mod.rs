@@ -137,8 +137,9 @@ pub enum SpecError {
     /// A timeout of zero would fail every attempt at once.
     #[error("timeout must be greater than zero")]
     ZeroTimeout,
-    /// More GPUs (of that much memory) than this scheduler has.
-    #[error("the task asks for {asked} GPU(s){}, but this scheduler has {available} such device(s)", memory_mb.map(|mb| format!(" of at least {mb} MB")).unwrap_or_default())]
+    /// More GPUs (of that much memory) than this scheduler has, or than any
+    /// one worker process has.
+    #[error("the task asks for {asked} GPU(s){}, but at most {available} such device(s) are available (on one worker)", memory_mb.map(|mb| format!(" of at least {mb} MB")).unwrap_or_default())]
     Gpus {
         /// Devices asked for.
         asked: u32,
@@ -147,11 +148,6 @@ pub enum SpecError {
         /// Devices that fit.
         available: usize,
     },
-    /// GPU tasks are placed only by a scheduler that runs them itself.
-    #[error(
-        "GPU tasks are not supported with --broker yet; run them on a scheduler without a broker"
-    )]
-    GpusNeedLocalDispatch,
 }
 
 /// Registered task types by name. Built before the scheduler starts and

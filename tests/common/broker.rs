@@ -272,6 +272,18 @@ pub fn worker_env(
     concurrency: usize,
     env: &[(&str, &str)],
 ) -> Proc {
+    worker_with(broker, namespace, name, concurrency, &[], env)
+}
+
+/// [`worker`] with extra flags and environment variables.
+pub fn worker_with(
+    broker: &str,
+    namespace: &str,
+    name: &str,
+    concurrency: usize,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
     command.envs(env.iter().copied());
     command
@@ -279,6 +291,7 @@ pub fn worker_env(
         .args(["--broker", broker, "--broker-namespace", namespace])
         .args(["--name", name, "--concurrency", &concurrency.to_string()])
         .args(["--heartbeat", "0.2", "--grace", "2"])
+        .args(extra)
         .env("RUST_LOG", "info");
     let proc = Proc::spawn(command);
     assert!(

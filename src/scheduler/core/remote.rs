@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{AttemptResult, Change, Core, RunState, Settled, WorkerId};
+use super::{AttemptResult, Change, Core, GpuDevice, RunState, Settled, WorkerId};
 use crate::model::{EventKind, HostSummary, TaskId, TaskLog, TaskRecord, TaskStatus};
 use crate::tasks::{CancelToken, StopReason};
 
@@ -34,6 +34,8 @@ pub struct RemoteWorker {
     pub resources: Option<HostSummary>,
     /// It said goodbye.
     pub gone: bool,
+    /// Its GPU devices, from its last heartbeat.
+    pub gpus: Vec<GpuDevice>,
 }
 
 /// A request to stop an attempt on a worker process.
@@ -91,6 +93,7 @@ impl Core {
                 last_heard: None,
                 resources: None,
                 gone: false,
+                gpus: Vec::new(),
             },
         );
         id
@@ -140,6 +143,7 @@ impl Core {
         &mut self,
         worker_name: &str,
         id: TaskId,
+        gpu_ids: Vec<u32>,
         lease: Duration,
         now: Instant,
         now_us: i64,
@@ -170,6 +174,7 @@ impl Core {
         record.first_started_at_us.get_or_insert(now_us);
         record.worker = Some(worker_name.to_owned());
         record.retry_at_us = None;
+        record.gpu_ids = gpu_ids;
         entry.run = Some(RunState {
             worker,
             attempt: record.attempts,
@@ -205,6 +210,7 @@ impl Core {
             remote.host.clone_from(&beat.host);
             remote.concurrency = beat.concurrency;
             remote.resources.clone_from(&beat.resources);
+            remote.gpus.clone_from(&beat.gpus);
         }
         let mut stale = Vec::new();
         for &(id, attempt) in &beat.running {
@@ -360,6 +366,37 @@ impl Core {
         Some(settled)
     }
 
+    /// The most devices (with at least `memory_mb` each) any worker process
+    /// heard from within `lease` has.
+    pub fn remote_gpu_capacity(
+        &self,
+        memory_mb: Option<u64>,
+        lease: Duration,
+        now: Instant,
+    ) -> usize {
+        self.remote
+            .values()
+            .filter(|remote| {
+                !remote.gone
+                    && remote
+                        .last_heard
+                        .is_some_and(|at| now.saturating_duration_since(at) <= lease)
+            })
+            .map(|remote| {
+                remote
+                    .gpus
+                    .iter()
+                    .filter(|device| {
+                        memory_mb.is_none_or(|wanted| {
+                            device.memory_mb.is_none_or(|total| total >= wanted)
+                        })
+                    })
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Slots of worker processes that are heard from, and how many of them
     /// run an attempt.
     pub fn remote_load(&self) -> (usize, usize) {
@@ -397,4 +434,6 @@ pub struct Heartbeat {
     pub running: Vec<(TaskId, u32)>,
     /// Its host's load.
     pub resources: Option<HostSummary>,
+    /// Its GPU devices tasks may be given.
+    pub gpus: Vec<GpuDevice>,
 }

@@ -38,6 +38,7 @@ fn beat(worker: &str, running: &[(u64, u32)]) -> Heartbeat {
         concurrency: 2,
         running: running.iter().map(|(id, a)| (TaskId(*id), *a)).collect(),
         resources: None,
+        gpus: Vec::new(),
     }
 }
 
@@ -48,23 +49,25 @@ fn a_queued_task_is_granted_once_and_a_second_worker_is_denied() {
     let published = core.take_for_publishing(10);
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].status, TaskStatus::Queued);
-    let (grant, started) = core.claim("a", TaskId(1), LEASE, now, 5).expect("granted");
+    let (grant, started) = core
+        .claim("a", TaskId(1), Vec::new(), LEASE, now, 5)
+        .expect("granted");
     assert_eq!(grant.attempt, 1);
     let started = started.expect("a started transition");
     assert_eq!(started.kind, EventKind::Started);
     assert_eq!(started.record.worker.as_deref(), Some("a"));
     assert_eq!(
-        core.claim("b", TaskId(1), LEASE, now, 6).err(),
+        core.claim("b", TaskId(1), Vec::new(), LEASE, now, 6).err(),
         Some(Denial::RunningElsewhere)
     );
     // The same worker claiming again (after a reconnect) gets the same attempt.
     let (again, none) = core
-        .claim("a", TaskId(1), LEASE, now, 7)
+        .claim("a", TaskId(1), Vec::new(), LEASE, now, 7)
         .expect("granted again");
     assert_eq!(again.attempt, 1);
     assert!(none.is_none());
     assert_eq!(
-        core.claim("a", TaskId(9), LEASE, now, 8).err(),
+        core.claim("a", TaskId(9), Vec::new(), LEASE, now, 8).err(),
         Some(Denial::Unknown)
     );
 }
@@ -75,7 +78,8 @@ fn a_removed_task_is_denied_so_it_never_runs() {
     let _ = core.take_for_publishing(10);
     core.cancel(TaskId(1), false, 3).expect("removed");
     assert_eq!(
-        core.claim("a", TaskId(1), LEASE, Instant::now(), 4).err(),
+        core.claim("a", TaskId(1), Vec::new(), LEASE, Instant::now(), 4)
+            .err(),
         Some(Denial::NotQueued(TaskStatus::Cancelled))
     );
 }
@@ -84,7 +88,7 @@ fn a_removed_task_is_denied_so_it_never_runs() {
 fn heartbeats_renew_leases_and_a_silent_worker_loses_its_attempt() {
     let mut core = core_with(&[1]);
     let start = Instant::now();
-    core.claim("a", TaskId(1), LEASE, start, 0)
+    core.claim("a", TaskId(1), Vec::new(), LEASE, start, 0)
         .expect("granted");
     let later = start + LEASE - Duration::from_secs(1);
     assert!(
@@ -120,7 +124,8 @@ fn heartbeats_renew_leases_and_a_silent_worker_loses_its_attempt() {
 fn a_heartbeat_listing_an_attempt_that_is_not_its_own_gets_a_stop() {
     let mut core = core_with(&[1]);
     let now = Instant::now();
-    core.claim("a", TaskId(1), LEASE, now, 0).expect("granted");
+    core.claim("a", TaskId(1), Vec::new(), LEASE, now, 0)
+        .expect("granted");
     let stale = core.heartbeat(&beat("b", &[(1, 1)]), LEASE, now);
     assert_eq!(stale.len(), 1);
     assert_eq!(stale[0].worker, "b");
@@ -131,8 +136,10 @@ fn a_heartbeat_listing_an_attempt_that_is_not_its_own_gets_a_stop() {
 fn results_complete_released_attempts_requeue_and_tallies_follow() {
     let mut core = core_with(&[1, 2]);
     let now = Instant::now();
-    core.claim("a", TaskId(1), LEASE, now, 0).expect("granted");
-    core.claim("a", TaskId(2), LEASE, now, 0).expect("granted");
+    core.claim("a", TaskId(1), Vec::new(), LEASE, now, 0)
+        .expect("granted");
+    core.claim("a", TaskId(2), Vec::new(), LEASE, now, 0)
+        .expect("granted");
     let (total, busy) = (core.remote_load().0, core.remote_load().1);
     assert_eq!(
         (total, busy),
@@ -179,7 +186,7 @@ fn results_complete_released_attempts_requeue_and_tallies_follow() {
 #[test]
 fn cancelling_a_remote_attempt_asks_its_worker_to_stop() {
     let mut core = core_with(&[1]);
-    core.claim("a", TaskId(1), LEASE, Instant::now(), 0)
+    core.claim("a", TaskId(1), Vec::new(), LEASE, Instant::now(), 0)
         .expect("granted");
     let (_, settled) = core.cancel(TaskId(1), true, 5).expect("stop requested");
     let stop = settled.stop.expect("a stop request");
@@ -220,7 +227,8 @@ fn recovery_keeps_remote_attempts_running_under_a_fresh_lease() {
 fn a_goodbye_hands_back_grants_the_worker_never_saw_without_counting() {
     let mut core = core_with(&[1]);
     let now = Instant::now();
-    core.claim("a", TaskId(1), LEASE, now, 0).expect("granted");
+    core.claim("a", TaskId(1), Vec::new(), LEASE, now, 0)
+        .expect("granted");
     let settled = core.remote_gone("a", now);
     assert_eq!(settled.len(), 1);
     let change = settled[0].change.as_ref().expect("requeued");
@@ -234,7 +242,7 @@ fn a_goodbye_hands_back_grants_the_worker_never_saw_without_counting() {
 fn leases_restart_after_the_broker_was_away() {
     let mut core = core_with(&[1]);
     let start = Instant::now();
-    core.claim("a", TaskId(1), LEASE, start, 0)
+    core.claim("a", TaskId(1), Vec::new(), LEASE, start, 0)
         .expect("granted");
     let back = start + LEASE * 2;
     core.renew_all_leases(back + LEASE);
