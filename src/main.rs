@@ -20,7 +20,7 @@ use taskdeck::remote::{self, BrokerUrl, Names, WorkerConfig, WorkerHandle};
 use taskdeck::runtime::{self, BrokerSettings, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
 use taskdeck::scheduler::{Backoff, GpuDevice, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
-use taskdeck::tasks::{ExecSettings, Registry, register_exec_tasks};
+use taskdeck::tasks::{ExecSettings, GpuMemoryProbe, Registry, register_exec_tasks};
 
 /// Taskdeck: a task scheduler with a durable queue, parallel workers,
 /// retries and timeouts.
@@ -86,6 +86,9 @@ impl ExecArgs {
         let mut settings = ExecSettings::new(data_dir.join("logs"));
         settings.python = self.python;
         settings.pythonpath = self.pythonpath;
+        settings.gpu_memory_probe = Some(GpuMemoryProbe(Arc::new(
+            taskdeck::telemetry::process_group_gpu_memory_mb,
+        )));
         register_exec_tasks(&mut registry, settings);
         registry
     }

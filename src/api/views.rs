@@ -143,6 +143,7 @@ pub fn task(record: &TaskRecord) -> Value {
         "gpus": record.spec.gpus,
         "gpu_memory_mb": record.spec.gpu_memory_mb,
         "gpu_ids": record.gpu_ids,
+        "gpu_peak_memory_mb": record.log.as_ref().and_then(|log| log.gpu_peak_memory_mb),
         "queue_wait_s": secs(record.queue_wait_us()),
         "run_time_s": secs(record.run_time_us()),
         "total_latency_s": secs(record.total_latency_us()),

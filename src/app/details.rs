@@ -61,10 +61,16 @@ pub fn details_ui(ui: &mut Ui, record: Option<&TaskRecord>, theme: Theme) {
             if r.spec.gpus > 0 {
                 ui.label("GPUs");
                 let ids: Vec<String> = r.gpu_ids.iter().map(u32::to_string).collect();
+                let peak = r
+                    .log
+                    .as_ref()
+                    .and_then(|log| log.gpu_peak_memory_mb)
+                    .map(|mb| format!(", peak {mb} MB"))
+                    .unwrap_or_default();
                 ui.label(if ids.is_empty() {
                     format!("{} asked for, none assigned yet", r.spec.gpus)
                 } else {
-                    format!("device {}", ids.join(", "))
+                    format!("device {}{peak}", ids.join(", "))
                 });
                 ui.end_row();
             }

@@ -249,6 +249,10 @@ pub struct TaskLog {
     pub truncated: bool,
     /// The last lines of the output.
     pub tail: String,
+    /// The most GPU memory the attempt's processes used at once, in MB,
+    /// where NVML reports per-process usage (attempts given GPUs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_peak_memory_mb: Option<u64>,
 }
 
 /// Everything known about one task.

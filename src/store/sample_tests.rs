@@ -291,6 +291,7 @@ fn an_attempts_output_log_survives_a_restart() {
         bytes: 12,
         truncated: false,
         tail: "hello world\n".into(),
+        gpu_peak_memory_mb: Some(1_234),
     });
     finished.version = 2;
     store.save(&finished);

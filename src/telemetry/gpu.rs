@@ -148,6 +148,58 @@ pub fn discover_gpus() -> Result<Vec<(u32, u64)>, String> {
         .collect()
 }
 
+/// NVML, opened once for per-process readings (the sampler thread keeps its
+/// own handle).
+fn shared_nvml() -> Option<&'static Nvml> {
+    static NVML: std::sync::OnceLock<Option<Nvml>> = std::sync::OnceLock::new();
+    NVML.get_or_init(|| Nvml::init().ok()).as_ref()
+}
+
+/// The GPU memory, in MB, that the processes of process group `group` use
+/// now on all devices (compute and graphics); none where NVML is missing
+/// or reports no per-process usage.
+pub fn process_group_gpu_memory_mb(group: u32) -> Option<u64> {
+    let nvml = shared_nvml()?;
+    let count = nvml.device_count().ok()?;
+    let mut used_bytes = 0_u64;
+    let mut readable = false;
+    for index in 0..count {
+        let Ok(device) = nvml.device_by_index(index) else {
+            continue;
+        };
+        let processes = device
+            .running_compute_processes()
+            .into_iter()
+            .chain(device.running_graphics_processes())
+            .flatten();
+        readable = true;
+        for process in processes {
+            if group_of(process.pid) != Some(group) {
+                continue;
+            }
+            if let nvml_wrapper::enums::device::UsedGpuMemory::Used(bytes) = process.used_gpu_memory
+            {
+                used_bytes = used_bytes.saturating_add(bytes);
+            }
+        }
+    }
+    readable.then_some(used_bytes / (1024 * 1024))
+}
+
+/// The process group of a process; none once it is gone.
+#[cfg(unix)]
+fn group_of(pid: u32) -> Option<u32> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: getpgid(2) takes a plain integer and touches no memory of ours.
+    let group = unsafe { libc::getpgid(pid) };
+    u32::try_from(group).ok()
+}
+
+#[cfg(not(unix))]
+fn group_of(_pid: u32) -> Option<u32> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

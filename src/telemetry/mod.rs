@@ -23,7 +23,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use gpu::discover_gpus;
+pub use gpu::{discover_gpus, process_group_gpu_memory_mb};
 pub use history::{History, Point, Window};
 pub use sampler::{host_name, sample_once};
 pub use service::Telemetry;

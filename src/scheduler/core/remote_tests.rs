@@ -158,6 +158,7 @@ fn results_complete_released_attempts_requeue_and_tallies_follow() {
             bytes: 3,
             truncated: false,
             tail: "ok\n".into(),
+            gpu_peak_memory_mb: None,
         }),
         1_000,
         now,

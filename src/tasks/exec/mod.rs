@@ -42,6 +42,8 @@ const READER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const TAIL_MAX_BYTES: usize = 4096;
 /// ...and at most this many lines.
 const TAIL_MAX_LINES: usize = 20;
+/// How often an attempt with GPUs has its GPU memory read.
+const GPU_MEMORY_EVERY: Duration = Duration::from_millis(500);
 /// The script the `python` task runs with `python -c`.
 const RUNNER_SCRIPT: &str = include_str!("runner.py");
 
@@ -60,7 +62,29 @@ pub struct ExecSettings {
     /// Most bytes written to one log file; later output is dropped and the
     /// log marked truncated.
     pub log_cap_bytes: u64,
+    /// Reads the GPU memory a process group uses, for attempts that were
+    /// given GPUs; none where it cannot be read (no NVML).
+    pub gpu_memory_probe: Option<GpuMemoryProbe>,
 }
+
+/// Reads the GPU memory (MB) the processes of one process group use now;
+/// none when it cannot tell.
+#[derive(Clone)]
+pub struct GpuMemoryProbe(pub Arc<dyn Fn(u32) -> Option<u64> + Send + Sync>);
+
+impl std::fmt::Debug for GpuMemoryProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GpuMemoryProbe")
+    }
+}
+
+impl PartialEq for GpuMemoryProbe {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for GpuMemoryProbe {}
 
 impl ExecSettings {
     /// Defaults: `python3`, no extra `PYTHONPATH`, 5 s grace, 16 MiB logs.
@@ -71,6 +95,7 @@ impl ExecSettings {
             pythonpath: Vec::new(),
             kill_grace: Duration::from_secs(5),
             log_cap_bytes: 16 * 1024 * 1024,
+            gpu_memory_probe: None,
         }
     }
 }

@@ -15,8 +15,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::{
-    ExecSettings, POLL_INTERVAL, READER_DRAIN_TIMEOUT, TAIL_MAX_BYTES, TAIL_MAX_LINES, absolute,
-    file_error,
+    ExecSettings, GPU_MEMORY_EVERY, POLL_INTERVAL, READER_DRAIN_TIMEOUT, TAIL_MAX_BYTES,
+    TAIL_MAX_LINES, absolute, file_error,
 };
 use crate::model::TaskLog;
 use crate::tasks::{StopReason, TaskContext, TaskError};
@@ -132,7 +132,23 @@ pub(super) fn run_process(
     let token = ctx.cancel_token();
     let mut stop: Option<(StopReason, Instant)> = None;
     let mut killed = false;
+    // The peak GPU memory of the group, for attempts given GPUs.
+    let probe = settings
+        .gpu_memory_probe
+        .as_ref()
+        .filter(|_| !ctx.gpus.is_empty())
+        .zip(watch.group_id());
+    let mut gpu_peak_memory_mb: Option<u64> = None;
+    let mut next_probe = Instant::now();
     let status = loop {
+        if let Some((probe, group)) = &probe
+            && Instant::now() >= next_probe
+        {
+            next_probe = Instant::now() + GPU_MEMORY_EVERY;
+            if let Some(used) = (probe.0)(*group) {
+                gpu_peak_memory_mb = Some(gpu_peak_memory_mb.unwrap_or(0).max(used));
+            }
+        }
         if let Some(status) = watch.wait(POLL_INTERVAL) {
             break status;
         }
@@ -158,6 +174,7 @@ pub(super) fn run_process(
         bytes,
         truncated,
         tail,
+        gpu_peak_memory_mb,
     });
     let ending = match (stop, status) {
         (Some((reason, _)), _) => Ending::Stopped(reason),
@@ -453,6 +470,11 @@ impl ExitWatch {
         signal_group(self.group, libc::SIGTERM);
     }
 
+    /// The child's process group id.
+    fn group_id(&self) -> Option<u32> {
+        u32::try_from(self.group).ok()
+    }
+
     fn kill(&mut self) {
         signal_group(self.group, libc::SIGKILL);
     }
@@ -511,6 +533,11 @@ impl ExitWatch {
 
     fn terminate(&mut self) {
         self.kill();
+    }
+
+    /// No process groups here.
+    fn group_id(&self) -> Option<u32> {
+        None
     }
 
     fn kill(&mut self) {

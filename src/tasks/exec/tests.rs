@@ -508,3 +508,49 @@ fn python_missing_interpreter_is_fatal() {
     );
     assert!(error.message.contains("--python"), "{}", error.message);
 }
+
+#[test]
+fn the_peak_gpu_memory_of_the_group_is_recorded_for_attempts_given_gpus() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let readings = Arc::new(AtomicU64::new(0));
+    let groups = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let probe = {
+        let readings = Arc::clone(&readings);
+        let groups = Arc::clone(&groups);
+        super::GpuMemoryProbe(Arc::new(move |group| {
+            groups.lock().push(group);
+            // 100, 300, 200, 200, ... MB: the peak is 300.
+            let n = readings.fetch_add(1, Ordering::SeqCst);
+            Some(match n {
+                0 => 100,
+                1 => 300,
+                _ => 200,
+            })
+        }))
+    };
+    let harness = Harness::with(|_, settings| settings.gpu_memory_probe = Some(probe));
+    let def = harness.registry.get("command").expect("registered");
+    let kwargs: Map<String, Value> = json!({ "argv": ["sh", "-c", "sleep 1.2"] })
+        .as_object()
+        .cloned()
+        .expect("object");
+    let bound = def.signature.bind(&[], &kwargs).expect("bind");
+    let ctx = TaskContext::new(TaskId(1), 1, "test".into(), CancelToken::new()).with_gpus(vec![0]);
+    def.call(&ctx, &bound).expect("completes");
+    let log = ctx.take_log().expect("a log");
+    assert!(readings.load(Ordering::SeqCst) >= 2, "read while it ran");
+    assert_eq!(log.gpu_peak_memory_mb, Some(300));
+    assert!(
+        groups.lock().iter().all(|group| *group > 1),
+        "asked about its process group"
+    );
+
+    // An attempt given no GPU is not measured.
+    readings.store(0, Ordering::SeqCst);
+    let (result, log) = harness.run("command", json!({ "argv": ["true"] }));
+    result.expect("completes");
+    assert_eq!(log.expect("a log").gpu_peak_memory_mb, None);
+    assert_eq!(readings.load(Ordering::SeqCst), 0);
+}
