@@ -9,8 +9,10 @@
 mod core;
 #[cfg(test)]
 mod core_tests;
+mod errors;
 mod events;
 mod external;
+mod gpus;
 mod metrics;
 pub mod policy;
 pub mod queue;
@@ -29,6 +31,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use self::core::{CancelOutcome, GpuDevice, RequestError};
+pub use errors::{StartError, SubmitError};
 pub use external::{
     Denial, Dispatch, ExternalDispatch, ExternalHooks, Grant, Heartbeat, RemoteOutcome,
     StopRequest, run_attempt,
@@ -39,8 +42,8 @@ pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerKind
 
 use self::core::{Change, Core, Settled, WorkerId};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskRecord, TaskSpec, now_us};
-use crate::store::{Recovered, Retention, Store, StoreError};
-use crate::tasks::{Registry, SpecError};
+use crate::store::{Recovered, Retention, Store};
+use crate::tasks::Registry;
 use events::EventBus;
 pub use events::Waker;
 use metrics::Metrics;
@@ -97,57 +100,6 @@ impl SchedulerConfig {
 /// One worker per logical CPU (at least one).
 pub fn default_workers() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Why the scheduler could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The store could not be opened.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A thread could not be started.
-    #[error("cannot start the timer thread: {0}")]
-    Thread(#[from] std::io::Error),
-}
-
-/// Why a submission was refused; nothing of it was accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    /// A spec does not fit its task (index within a batch).
-    #[error("{}{source}", index.map(|i| format!("task {i} of the batch: ")).unwrap_or_default())]
-    Invalid {
-        /// Position in the batch, for batches.
-        index: Option<usize>,
-        /// What is wrong.
-        source: SpecError,
-    },
-    /// The store could not make it durable.
-    #[error("not stored: {0}")]
-    Store(#[from] StoreError),
-    /// The scheduler is shutting down.
-    #[error("the scheduler is shutting down")]
-    ShuttingDown,
-    /// The transport to worker processes cannot take tasks now; nothing
-    /// was accepted.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The tasks are stored and will run, but the transport did not confirm
-    /// them in time (they are published once it is back).
-    #[error("tasks {} are stored, but the broker did not confirm them within {} s; they are published when it is back", format_ids(ids), waited.as_secs())]
-    Unconfirmed {
-        /// The accepted tasks.
-        ids: Vec<TaskId>,
-        /// How long the submit waited.
-        waited: Duration,
-    },
-}
-
-fn format_ids(ids: &[TaskId]) -> String {
-    match ids {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [first, .., last] => format!("{first}-{last}"),
-    }
 }
 
 /// What shutdown did.
@@ -479,41 +431,6 @@ impl Scheduler {
             });
         }
         Ok(ids)
-    }
-
-    /// Refuses a GPU request that can never be met here.
-    fn check_gpus(&self, spec: &TaskSpec) -> Result<(), SpecError> {
-        if spec.gpus == 0 {
-            return Ok(());
-        }
-        let fitting = if matches!(self.inner.config.dispatch, Dispatch::External(_)) {
-            // Worker processes report their devices; one of those heard
-            // from must have enough.
-            self.remote_gpu_capacity(spec.gpu_memory_mb)
-        } else {
-            self.inner
-                .config
-                .gpus
-                .iter()
-                .filter(|device| {
-                    spec.gpu_memory_mb
-                        .is_none_or(|wanted| device.memory_mb.is_none_or(|total| total >= wanted))
-                })
-                .count()
-        };
-        if usize::try_from(spec.gpus).is_ok_and(|asked| asked <= fitting) {
-            return Ok(());
-        }
-        Err(SpecError::Gpus {
-            asked: spec.gpus,
-            memory_mb: spec.gpu_memory_mb,
-            available: fitting,
-        })
-    }
-
-    /// The GPU devices tasks may ask for.
-    pub fn gpus(&self) -> &[GpuDevice] {
-        &self.inner.config.gpus
     }
 
     /// The task's current record.

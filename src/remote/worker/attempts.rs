@@ -1,0 +1,256 @@
+//! A worker's running attempts: their threads, deadlines and stop grace,
+//! the heartbeat, and the outbox of reports waiting for the broker's
+//! confirm.
+
+use super::*;
+
+impl Worker {
+    pub(super) fn start_attempt(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        timeout_ms: Option<u64>,
+        spec: TaskSpec,
+        gpu_ids: Vec<u32>,
+    ) {
+        let cancel = CancelToken::new();
+        let ctx = TaskContext::new(task, attempt, self.config.name.clone(), cancel.clone())
+            .with_gpus(gpu_ids.clone());
+        let registry = Arc::clone(&self.config.registry);
+        let ended = self.ended_tx.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("taskdeck-task-{task}"))
+            .spawn(move || {
+                let started_at_us = now_us();
+                let begun = Instant::now();
+                let outcome = run_attempt(&registry, &ctx, &spec);
+                let run_time_us = i64::try_from(begun.elapsed().as_micros()).unwrap_or(i64::MAX);
+                // The worker may have gone; nothing to report to then.
+                let _ = ended.send(Ended {
+                    task,
+                    attempt,
+                    outcome,
+                    log: ctx.take_log(),
+                    started_at_us,
+                    finished_at_us: now_us(),
+                    run_time_us,
+                });
+            });
+        self.running.insert(
+            task,
+            Running {
+                attempt,
+                gpu_ids,
+                cancel,
+                deadline: timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+                stop_asked: None,
+            },
+        );
+        if let Err(error) = spawned {
+            tracing::error!(%error, %task, "cannot start a thread for the task");
+            self.release(task);
+            self.report(finished(
+                &self.config.name,
+                task,
+                attempt,
+                WireOutcome::Error {
+                    message: format!("the worker cannot start a thread: {error}"),
+                    retryable: true,
+                    stop: None,
+                },
+                0,
+            ));
+        }
+    }
+
+    /// Records an attempt's end for reporting, when it still counts here.
+    pub(super) fn ended(&mut self, ended: Ended) {
+        let current = self
+            .running
+            .get(&ended.task)
+            .is_some_and(|run| run.attempt == ended.attempt);
+        if !current {
+            return;
+        }
+        self.release(ended.task);
+        let outcome = match ended.outcome {
+            RemoteOutcome::Completed(value) => WireOutcome::Completed { value },
+            RemoteOutcome::Error(error) => WireOutcome::Error {
+                message: error.message,
+                retryable: error.retryable,
+                stop: error.stop.map(WireStop::from),
+            },
+            RemoteOutcome::Panicked(message) => WireOutcome::Panicked { message },
+        };
+        self.report(WorkerEvent::Finished {
+            worker: self.config.name.clone(),
+            task: ended.task,
+            attempt: ended.attempt,
+            outcome,
+            started_at_us: ended.started_at_us,
+            finished_at_us: ended.finished_at_us,
+            run_time_us: ended.run_time_us,
+            log: ended.log,
+        });
+    }
+
+    /// Enforces timeouts, the stop grace, and the wait for stopped attempts.
+    pub(super) fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        let grace_over = self
+            .stopping
+            .is_some_and(|since| now >= since + self.config.stop_grace);
+        let mut abandoned = Vec::new();
+        for (task, run) in &mut self.running {
+            if run.stop_asked.is_none() {
+                let reason = if run.deadline.is_some_and(|deadline| now >= deadline) {
+                    Some(StopReason::TimedOut)
+                } else if grace_over {
+                    Some(StopReason::Shutdown)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    run.cancel.cancel(reason);
+                    run.stop_asked = Some((now, reason));
+                }
+            }
+            if let Some((asked, reason)) = run.stop_asked
+                && now >= asked + STOP_WAIT
+            {
+                abandoned.push((*task, run.attempt, reason));
+            }
+        }
+        for (task, attempt, reason) in abandoned {
+            tracing::warn!(%task, attempt, "attempt did not stop when asked; leaving its thread behind");
+            self.release(task);
+            let event = if reason == StopReason::Shutdown {
+                WorkerEvent::Release {
+                    worker: self.config.name.clone(),
+                    task,
+                    attempt,
+                }
+            } else {
+                finished(
+                    &self.config.name,
+                    task,
+                    attempt,
+                    WireOutcome::Error {
+                        message: format!(
+                            "did not stop within {} s of being asked; its thread was left behind",
+                            STOP_WAIT.as_secs()
+                        ),
+                        retryable: true,
+                        stop: Some(reason.into()),
+                    },
+                    0,
+                )
+            };
+            self.report(event);
+        }
+    }
+
+    /// Forgets a running attempt and frees its devices.
+    pub(super) fn release(&mut self, task: TaskId) {
+        if let Some(run) = self.running.remove(&task) {
+            self.gpus_free.extend(run.gpu_ids);
+        }
+    }
+
+    /// Asks every running attempt to stop (the broker is gone while the
+    /// worker stops); their leases settle them on the scheduler's side.
+    pub(super) fn abandon_all(&mut self) {
+        for run in self.running.values() {
+            run.cancel.cancel(StopReason::Shutdown);
+        }
+    }
+
+    pub(super) async fn heartbeat(&self, session: &Session) -> Result<(), LinkError> {
+        let resources = self
+            .config
+            .resources
+            .as_ref()
+            .and_then(|source| source())
+            .map(|sample| HostSummary::from_sample(&sample));
+        let mut running: Vec<(TaskId, u32)> = self
+            .running
+            .iter()
+            .map(|(task, run)| (*task, run.attempt))
+            .collect();
+        running.sort_unstable();
+        let beat = WorkerEvent::Heartbeat {
+            worker: self.config.name.clone(),
+            host: self.config.host.clone(),
+            concurrency: self.concurrency,
+            running,
+            resources,
+            gpus: self
+                .config
+                .gpus
+                .iter()
+                .map(|device| (device.id, device.memory_mb))
+                .collect(),
+        };
+        amqp::publish(
+            &session.publish,
+            &self.config.names.events(),
+            &beat,
+            0,
+            Keep::Transient,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Queues a report; it stays queued until the broker confirmed it.
+    pub(super) fn report(&mut self, event: WorkerEvent) {
+        self.next_report += 1;
+        self.outbox.push_back((self.next_report, event));
+    }
+
+    /// Publishes the reports not yet published on this connection, in
+    /// order. Their confirms are awaited beside the loop; a report leaves
+    /// the outbox once confirmed, and one unconfirmed when the connection
+    /// drops is published again on the next (the scheduler ignores a report
+    /// it already applied).
+    pub(super) async fn flush_outbox(&mut self, session: &mut Session) -> Result<(), LinkError> {
+        let queue = self.config.names.events();
+        for (number, event) in &self.outbox {
+            if session.unconfirmed.contains(number) {
+                continue;
+            }
+            let confirm = amqp::publish(&session.publish, &queue, event, 0, Keep::Durable).await?;
+            session.unconfirmed.insert(*number);
+            let number = *number;
+            let confirmed = session.confirmed_tx.clone();
+            session.beside(async move {
+                if confirm.await?.is_nack() {
+                    return Err(LinkError::Nacked);
+                }
+                let _ = confirmed.send(number);
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+}
+
+fn finished(
+    worker: &str,
+    task: TaskId,
+    attempt: u32,
+    outcome: WireOutcome,
+    run_time_us: i64,
+) -> WorkerEvent {
+    let now = now_us();
+    WorkerEvent::Finished {
+        worker: worker.to_owned(),
+        task,
+        attempt,
+        outcome,
+        started_at_us: now - run_time_us,
+        finished_at_us: now,
+        run_time_us,
+        log: None,
+    }
+}

@@ -1,0 +1,194 @@
+//! The `worker` command and the flags it shares with `serve` and the window:
+//! the broker's namespace, how `command` and `python` tasks run, and which
+//! GPUs tasks may be given.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use taskdeck::remote::{self, BrokerUrl, Names, WorkerConfig, WorkerHandle};
+use taskdeck::runtime::{self, DATA_DIR_ENV};
+use taskdeck::scheduler::{GpuDevice, default_workers};
+use taskdeck::tasks::{ExecSettings, GpuMemoryProbe, Registry, register_exec_tasks};
+
+use crate::exit_now;
+
+/// How `command` and `python` tasks run.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Python interpreter for `python` tasks.
+    #[arg(
+        long,
+        env = "TASKDECK_PYTHON",
+        default_value = "python3",
+        value_name = "PROGRAM"
+    )]
+    pub(crate) python: String,
+    /// Directory added to the import path of `python` tasks (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pythonpath: Vec<PathBuf>,
+}
+
+impl ExecArgs {
+    /// The built-in tasks plus `command` and `python`, logging into
+    /// `DATA_DIR/logs`.
+    pub(crate) fn registry(self, data_dir: &std::path::Path) -> Registry {
+        let mut registry = Registry::with_builtins();
+        let mut settings = ExecSettings::new(data_dir.join("logs"));
+        settings.python = self.python;
+        settings.pythonpath = self.pythonpath;
+        settings.gpu_memory_probe = Some(GpuMemoryProbe(Arc::new(
+            taskdeck::telemetry::process_group_gpu_memory_mb,
+        )));
+        register_exec_tasks(&mut registry, settings);
+        registry
+    }
+}
+
+/// Where the broker is, for the scheduler and for workers.
+#[derive(Debug, Args)]
+pub(crate) struct BrokerArgs {
+    /// Queue-name prefix; the scheduler and its workers must use the same.
+    #[arg(
+        long,
+        env = "TASKDECK_BROKER_NAMESPACE",
+        default_value = remote::DEFAULT_NAMESPACE,
+        value_name = "NAME"
+    )]
+    pub(crate) broker_namespace: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// RabbitMQ URL, amqp://USER:PASS@HOST:5672/VHOST or amqps://... (the
+    /// %2f vhost is "/"). Credentials only ever come from here or the
+    /// environment, and are never logged.
+    #[arg(
+        long,
+        env = "TASKDECK_BROKER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(crate) broker: String,
+    #[command(flatten)]
+    pub(crate) names: BrokerArgs,
+    /// Tasks run at once [default: logical CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) concurrency: Option<u16>,
+    /// Unique worker name [default: HOST-PID].
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Seconds between heartbeats; keep it well under the scheduler's --lease.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub(crate) heartbeat: f64,
+    /// Seconds running tasks get to finish at shutdown before they are stopped and handed back.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub(crate) grace: f64,
+    #[command(flatten)]
+    pub(crate) exec: ExecArgs,
+    /// GPU device ids this worker offers, e.g. 0,1 ("none" for none)
+    /// [default: the NVIDIA GPUs NVML finds].
+    #[arg(long, value_name = "IDS")]
+    pub(crate) gpus: Option<String>,
+    /// Directory for the logs of `command` and `python` tasks (under logs/)
+    /// [default: the platform's user data directory].
+    #[arg(long, value_name = "DIR", env = DATA_DIR_ENV)]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let WorkerArgs {
+        broker,
+        names,
+        concurrency,
+        name,
+        heartbeat,
+        grace,
+        exec,
+        gpus,
+        data_dir,
+    } = args;
+    if !heartbeat.is_finite() || heartbeat < 0.05 {
+        bail!("--heartbeat must be a number of seconds, 0.05 or more");
+    }
+    if !grace.is_finite() || grace < 0.0 {
+        bail!("--grace must be a number of seconds, zero or more");
+    }
+    let url: BrokerUrl = broker.parse()?;
+    let names = Names::new(&names.broker_namespace)?;
+    let data_dir = runtime::data_dir(data_dir.as_deref())?;
+    let host = taskdeck::telemetry::host_name();
+    let name = name.unwrap_or_else(|| remote::default_worker_name(&host));
+    remote::check_name("the worker name", &name)?;
+    let _log_guard = runtime::init_logging(None, "info")?;
+    let signals = runtime::stop_signals()?;
+    let telemetry = Arc::new(taskdeck::telemetry::Telemetry::start(
+        taskdeck::telemetry::TelemetryConfig::default(),
+    )?);
+    let resources: remote::ResourceSource = {
+        let telemetry = Arc::clone(&telemetry);
+        Arc::new(move || telemetry.latest())
+    };
+    let concurrency = concurrency.map_or_else(default_workers, usize::from);
+    let config = WorkerConfig {
+        url: url.clone(),
+        names,
+        name: name.clone(),
+        host,
+        concurrency,
+        heartbeat: Duration::from_secs_f64(heartbeat),
+        stop_grace: Duration::from_secs_f64(grace),
+        registry: Arc::new(exec.registry(&data_dir)),
+        resources: Some(resources),
+        gpus: gpu_devices(gpus.as_deref())?,
+    };
+    let handle = WorkerHandle::start(config, None).context("cannot start the worker")?;
+    // The one line on stdout, for scripts and tests.
+    println!("taskdeck worker {name} ({concurrency} slots) using the broker at {url}");
+    std::io::stdout().flush().ok();
+    runtime::wait_for_stop(&signals, Duration::from_secs_f64(grace), exit_now);
+    handle.stop();
+    telemetry.stop();
+    Ok(())
+}
+
+/// The GPUs tasks may ask for: declared with `--gpus`, or found by NVML.
+pub(crate) fn gpu_devices(declared: Option<&str>) -> anyhow::Result<Vec<GpuDevice>> {
+    match declared.map(str::trim) {
+        Some("none" | "") => Ok(Vec::new()),
+        Some(list) => {
+            let mut ids = Vec::new();
+            for part in list.split(',') {
+                let id: u32 = part.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("--gpus takes device ids like 0,1 (or none), not {list:?}")
+                })?;
+                if ids.contains(&id) {
+                    bail!("--gpus names device {id} twice");
+                }
+                ids.push(id);
+            }
+            Ok(ids
+                .into_iter()
+                .map(|id| GpuDevice {
+                    id,
+                    memory_mb: None,
+                })
+                .collect())
+        }
+        None => Ok(match taskdeck::telemetry::discover_gpus() {
+            Ok(devices) => devices
+                .into_iter()
+                .map(|(id, memory_mb)| GpuDevice {
+                    id,
+                    memory_mb: Some(memory_mb),
+                })
+                .collect(),
+            // Resource sampling reports why (no driver, say) once it starts.
+            Err(_) => Vec::new(),
+        }),
+    }
+}
