@@ -168,7 +168,7 @@ fn two_worker_processes_share_the_queue_and_report_back() {
     }
     let run: u64 = listed.iter().filter_map(|e| e["tasks_run"].as_u64()).sum();
     assert_eq!(run, 24 + 3 + 2, "every attempt is counted on its worker");
-    drop(server);
+    drop((server, _a, _b));
     delete_queues(&ns, &["wa", "wb"]);
 }
 
@@ -219,7 +219,7 @@ fn a_command_runs_on_a_worker_process_and_its_log_comes_back() {
             .as_str()
             .is_some_and(|e| e.contains("code 4") && e.contains("bad"))
     );
-    drop(server);
+    drop((server, _w));
     delete_queues(&ns, &["exec-w"]);
 }
 
@@ -297,7 +297,7 @@ fn gpu_tasks_go_only_to_workers_with_enough_gpus() {
         .submit(&json!({ "task": "command", "args": [["true"]], "gpus": 3 }))
         .expect_err("no worker has three GPUs");
     assert!(refused.to_string().contains("400"), "{refused}");
-    drop(server);
+    drop((server, _plain, _gpu));
     delete_queues(&ns, &["no-gpu", "two-gpus"]);
     for gpus in ["1", "2"] {
         let _ = std::process::Command::new("rabbitmqctl")
@@ -338,7 +338,7 @@ fn priorities_hold_through_the_broker() {
         low_order.windows(2).all(|w| w[0] <= w[1]),
         "FIFO within a priority"
     );
-    drop(server);
+    drop((server, _w));
     delete_queues(&ns, &["single"]);
 }
 
@@ -388,7 +388,7 @@ fn cancel_removes_queued_tasks_and_stops_running_ones_on_workers() {
     assert_eq!(status(&removed), "cancelled");
     assert_eq!(removed["attempts"], 0, "{removed}");
     assert!(removed["first_started_at"].is_null());
-    drop(server);
+    drop((server, _w));
     delete_queues(&ns, &["cw"]);
 }
 
@@ -435,7 +435,7 @@ fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
         .find(|w| w["name"] == "doomed")
         .expect("the dead worker is still listed");
     assert_eq!(entry["state"], "silent", "{entry}");
-    drop(server);
+    drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }
 
@@ -473,7 +473,7 @@ fn the_scheduler_killed_and_restarted_loses_nothing_and_applies_what_arrived() {
         assert_eq!(record["attempts"], 1, "no task ran twice: {record}");
         assert_eq!(record["failures"], json!([]), "{record}");
     }
-    drop(second);
+    drop((second, _w));
     delete_queues(&ns, &["steady"]);
 }
 
@@ -630,7 +630,7 @@ fn a_task_far_longer_than_the_consumer_timeout_runs_once_and_completes_once() {
     );
     drop(held);
     delete_queues(&control_ns, &["held"]);
-    drop(server);
+    drop((server, a, b));
     delete_queues(&ns, &["long-a", "long-b"]);
 }
 
@@ -689,7 +689,7 @@ fn a_broker_restart_is_survived_and_accepted_tasks_complete() {
         w.stderr().contains("lost the broker"),
         "it did notice the restart"
     );
-    drop(server);
+    drop((server, w));
     delete_queues(&ns, &["bouncer"]);
 }
 
@@ -833,7 +833,7 @@ fn amqps_connects_through_tls_and_checks_the_certificate() {
         untrusted.stderr()
     );
     untrusted.kill9();
-    drop(server);
+    drop((server, _w));
     let _ = tls.kill();
     let _ = tls.wait();
     delete_queues(&ns, &["tls-w", "tls-untrusted"]);
