@@ -20,10 +20,7 @@ impl Scheduler {
                 .config
                 .gpus
                 .iter()
-                .filter(|device| {
-                    spec.gpu_memory_mb
-                        .is_none_or(|wanted| device.memory_mb.is_none_or(|total| total >= wanted))
-                })
+                .filter(|device| device.has_memory(spec.gpu_memory_mb))
                 .count()
         };
         if usize::try_from(spec.gpus).is_ok_and(|asked| asked <= fitting) {

@@ -148,10 +148,7 @@ impl Worker {
             .gpus
             .iter()
             .filter(|device| self.gpus_free.contains(&device.id))
-            .filter(|device| {
-                spec.gpu_memory_mb
-                    .is_none_or(|mb| device.memory_mb.is_none_or(|total| total >= mb))
-            })
+            .filter(|device| device.has_memory(spec.gpu_memory_mb))
             .map(|device| device.id)
             .take(wanted)
             .collect();

@@ -182,8 +182,8 @@ pub struct Core {
     backoff: Backoff,
     /// GPU device ids not assigned to a running attempt.
     gpus_free: std::collections::BTreeSet<u32>,
-    /// Every device's memory, MB, where known.
-    gpu_memory_mb: HashMap<u32, Option<u64>>,
+    /// Every device tasks may be given, by id.
+    gpu_devices: HashMap<u32, GpuDevice>,
     /// Device ids each running attempt holds.
     gpus_held: HashMap<TaskId, Vec<u32>>,
     /// Set when devices came free, so idle workers should look again.
@@ -210,7 +210,7 @@ impl Core {
             retention,
             backoff,
             gpus_free: std::collections::BTreeSet::new(),
-            gpu_memory_mb: HashMap::new(),
+            gpu_devices: HashMap::new(),
             gpus_held: HashMap::new(),
             gpus_freed: false,
         }
@@ -219,10 +219,7 @@ impl Core {
     /// The GPU devices tasks may be given (all free at start).
     pub fn set_gpus(&mut self, devices: &[GpuDevice]) {
         self.gpus_free = devices.iter().map(|device| device.id).collect();
-        self.gpu_memory_mb = devices
-            .iter()
-            .map(|device| (device.id, device.memory_mb))
-            .collect();
+        self.gpu_devices = devices.iter().map(|device| (device.id, *device)).collect();
     }
 
     /// Gives the devices an attempt held back.
@@ -394,10 +391,10 @@ impl Core {
         }
         let worker_name = self.workers.get(&worker)?.name.clone();
         loop {
-            let (free, memory) = (&self.gpus_free, &self.gpu_memory_mb);
+            let (free, devices) = (&self.gpus_free, &self.gpu_devices);
             let fits = |need: GpuNeed| {
                 let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
-                devices_for(free, memory, need.memory_mb)
+                devices_for(free, devices, need.memory_mb)
                     .take(wanted)
                     .count()
                     == wanted
@@ -409,10 +406,9 @@ impl Core {
             if entry.record.status != TaskStatus::Queued {
                 continue;
             }
-            let gpu_ids: Vec<u32> =
-                devices_for(&self.gpus_free, &self.gpu_memory_mb, need.memory_mb)
-                    .take(usize::try_from(need.count).unwrap_or(usize::MAX))
-                    .collect();
+            let gpu_ids: Vec<u32> = devices_for(&self.gpus_free, &self.gpu_devices, need.memory_mb)
+                .take(usize::try_from(need.count).unwrap_or(usize::MAX))
+                .collect();
             for gpu in &gpu_ids {
                 self.gpus_free.remove(gpu);
             }
@@ -614,17 +610,13 @@ pub(super) fn need_of(spec: &TaskSpec) -> GpuNeed {
 /// for; a device of unknown memory counts as large enough).
 fn devices_for<'a>(
     free: &'a std::collections::BTreeSet<u32>,
-    memory: &'a HashMap<u32, Option<u64>>,
+    devices: &'a HashMap<u32, GpuDevice>,
     memory_mb: Option<u64>,
 ) -> impl Iterator<Item = u32> + 'a {
     free.iter().copied().filter(move |id| {
-        memory_mb.is_none_or(|wanted| {
-            memory
-                .get(id)
-                .copied()
-                .flatten()
-                .is_none_or(|total| total >= wanted)
-        })
+        devices
+            .get(id)
+            .is_none_or(|device| device.has_memory(memory_mb))
     })
 }
 
@@ -635,6 +627,14 @@ pub struct GpuDevice {
     pub id: u32,
     /// Its memory, MB, where known.
     pub memory_mb: Option<u64>,
+}
+
+impl GpuDevice {
+    /// Whether it has at least `wanted` MB (anything does when nothing is
+    /// asked for; a device of unknown memory counts as large enough).
+    pub fn has_memory(&self, wanted: Option<u64>) -> bool {
+        wanted.is_none_or(|wanted| self.memory_mb.is_none_or(|total| total >= wanted))
+    }
 }
 
 fn lost_attempt(record: &TaskRecord, now_us: i64) -> AttemptFailure {

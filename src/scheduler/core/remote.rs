@@ -386,11 +386,7 @@ impl Core {
                 remote
                     .gpus
                     .iter()
-                    .filter(|device| {
-                        memory_mb.is_none_or(|wanted| {
-                            device.memory_mb.is_none_or(|total| total >= wanted)
-                        })
-                    })
+                    .filter(|device| device.has_memory(memory_mb))
                     .count()
             })
             .max()
