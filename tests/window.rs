@@ -67,6 +67,23 @@ fn run_until(
     false
 }
 
+/// Opens the Create form and chooses `task` in its type box, as a user
+/// would, until the parameter field `first_field` shows.
+fn open_create_form(harness: &mut Harness<'_, TaskdeckApp>, task: &str, first_field: &str) {
+    harness.get_by_label("Create task").click();
+    assert!(
+        run_until(harness, |h| h.query_by_label("Submit").is_some()),
+        "the form opened"
+    );
+    harness.get_by_label("Task type").click();
+    assert!(run_until(harness, |h| h.query_by_label(task).is_some()));
+    harness.get_by_label(task).click();
+    assert!(
+        run_until(harness, |h| h.query_by_label(first_field).is_some()),
+        "the {task} fields show"
+    );
+}
+
 fn status(scheduler: &Scheduler, id: u64) -> Option<TaskStatus> {
     scheduler.task(TaskId(id)).map(|r| r.status)
 }
@@ -75,20 +92,8 @@ fn status(scheduler: &Scheduler, id: u64) -> Option<TaskStatus> {
 fn create_with_valid_input_queues_a_task() {
     let scheduler = scheduler(0);
     let mut harness = harness(services(&scheduler));
-    harness.get_by_label("Create task").click();
-    assert!(
-        run_until(&mut harness, |h| h.query_by_label("Submit").is_some()),
-        "the form opened"
-    );
     // Choose the task type and type its argument as a user would.
-    harness.get_by_label("Task type").click();
-    assert!(run_until(&mut harness, |h| h
-        .query_by_label("sleep")
-        .is_some()));
-    harness.get_by_label("sleep").click();
-    assert!(run_until(&mut harness, |h| h
-        .query_by_label("ms (u_int)")
-        .is_some()));
+    open_create_form(&mut harness, "sleep", "ms (u_int)");
     let field = harness.get_by_label("ms (u_int)");
     field.focus();
     field.type_text("60000");
@@ -115,18 +120,7 @@ fn create_with_valid_input_queues_a_task() {
 fn invalid_input_shows_the_error_and_adds_nothing() {
     let scheduler = scheduler(0);
     let mut harness = harness(services(&scheduler));
-    harness.get_by_label("Create task").click();
-    assert!(run_until(&mut harness, |h| h
-        .query_by_label("Submit")
-        .is_some()));
-    harness.get_by_label("Task type").click();
-    assert!(run_until(&mut harness, |h| h
-        .query_by_label("mock_ml_task")
-        .is_some()));
-    harness.get_by_label("mock_ml_task").click();
-    assert!(run_until(&mut harness, |h| h
-        .query_by_label("duration_ms (u_int)")
-        .is_some()));
+    open_create_form(&mut harness, "mock_ml_task", "duration_ms (u_int)");
     for (label, text) in [
         ("duration_ms (u_int)", "soon"),
         ("algorithm (string)", "Random Forest"),
@@ -400,18 +394,7 @@ fn a_command_created_in_the_window_runs_and_its_output_shows() {
     let scheduler =
         Scheduler::start(config(StoreMode::Memory, 1), registry).expect("scheduler should start");
     let mut harness = harness(services(&scheduler));
-    harness.get_by_label("Create task").click();
-    assert!(run_until(&mut harness, |h| h
-        .query_by_label("Submit")
-        .is_some()));
-    harness.get_by_label("Task type").click();
-    assert!(run_until(&mut harness, |h| h
-        .query_by_label("command")
-        .is_some()));
-    harness.get_by_label("command").click();
-    assert!(run_until(&mut harness, |h| h
-        .query_by_label("argv (array)")
-        .is_some()));
+    open_create_form(&mut harness, "command", "argv (array)");
     let field = harness.get_by_label("argv (array)");
     field.focus();
     field.type_text(r#"["sh", "-c", "echo from-the-window"]"#);
