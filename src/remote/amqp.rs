@@ -61,14 +61,7 @@ pub fn scrub(text: &str, url: &BrokerUrl) -> String {
 /// Declares the task queue (durable, priorities 0-9) and the event queue
 /// (durable). Declaring is idempotent.
 pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), LinkError> {
-    let mut task_args = FieldTable::default();
-    task_args.insert(
-        "x-max-priority".into(),
-        AMQPValue::ShortShortUInt(MAX_PRIORITY + 1),
-    );
-    channel
-        .queue_declare(names.tasks().into(), durable(), task_args)
-        .await?;
+    declare_task_queue(channel, &names.tasks()).await?;
     channel
         .queue_declare(names.events().into(), durable(), FieldTable::default())
         .await?;
@@ -83,15 +76,19 @@ pub async fn declare_gpu_tasks(
     gpus: u32,
 ) -> Result<String, LinkError> {
     let queue = names.gpu_tasks(gpus);
+    declare_task_queue(channel, &queue).await?;
+    Ok(queue)
+}
+
+/// Declares a durable queue of task messages that keeps priorities 0-9 apart.
+async fn declare_task_queue(channel: &Channel, queue: &str) -> Result<(), LinkError> {
     let mut args = FieldTable::default();
     args.insert(
         "x-max-priority".into(),
         AMQPValue::ShortShortUInt(MAX_PRIORITY + 1),
     );
-    channel
-        .queue_declare(queue.as_str().into(), durable(), args)
-        .await?;
-    Ok(queue)
+    channel.queue_declare(queue.into(), durable(), args).await?;
+    Ok(())
 }
 
 /// Declares one worker's answer queue (durable; removed after an hour
