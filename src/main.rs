@@ -18,7 +18,7 @@ use taskdeck::bench::{self, BenchOptions};
 use taskdeck::client::{Client, commands};
 use taskdeck::remote::{self, Names};
 use taskdeck::runtime::{self, BrokerSettings, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
-use taskdeck::scheduler::{Backoff, SchedulerConfig, StoreMode, default_workers};
+use taskdeck::scheduler::{Backoff, Durability, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
 use taskdeck::tasks::Registry;
 
@@ -188,6 +188,16 @@ struct StoreArgs {
     /// Keep tasks in memory only: nothing survives a restart.
     #[arg(long)]
     memory: bool,
+    /// What an accepted task survives: "process" (Taskdeck crashing or
+    /// being killed) or "power" (also an OS crash or power loss: one fsync
+    /// per commit, slower for single submits).
+    #[arg(
+        long,
+        default_value = "process",
+        value_name = "LEVEL",
+        env = "TASKDECK_DURABILITY"
+    )]
+    durability: Durability,
     /// Directory for the database and log files [default: the platform's user data directory].
     #[arg(long, value_name = "DIR", env = DATA_DIR_ENV)]
     data_dir: Option<PathBuf>,
@@ -264,6 +274,9 @@ struct BenchArgs {
     /// SQLite file to use instead of a temporary one (it must be new or a Taskdeck database).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+    /// What a commit survives: "process" or "power" (see `serve --help`).
+    #[arg(long, default_value = "process", value_name = "LEVEL")]
+    durability: Durability,
     /// Tasks per submit call [default: 1 in-process, 1000 for the HTTP batch phase].
     #[arg(long)]
     batch: Option<usize>,
@@ -391,6 +404,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         StoreMode::File(store.db.unwrap_or_else(|| data_dir.join(DB_FILE)))
     };
     let mut config = SchedulerConfig::new(mode);
+    config.durability = store.durability;
     config.workers = workers.map_or_else(default_workers, usize::from);
     config.shutdown_grace = Duration::from_secs_f64(grace);
     config.retention = Retention {
@@ -608,6 +622,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             workers,
             memory: args.memory,
             db: args.db,
+            durability: args.durability,
             batch: args.batch.unwrap_or(1),
             latency_tasks: args.latency_tasks,
         };

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::scheduler::{RequestError, SubmitError};
+use crate::scheduler::{RequestError, StoreError, SubmitError};
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,12 @@ impl From<SubmitError> for ApiError {
             SubmitError::Invalid { .. } => Self::bad_request(error.to_string()),
             SubmitError::ShuttingDown | SubmitError::Unavailable(_) => {
                 Self::unavailable(error.to_string())
+            }
+            SubmitError::Store(StoreError::Full { .. }) => {
+                Self::new(507, "storage_full", error.to_string())
+            }
+            SubmitError::Store(StoreError::Unwritable(_)) => {
+                Self::new(503, "storage_unavailable", error.to_string())
             }
             SubmitError::Store(_) => Self::internal(error.to_string()),
             // The tasks are accepted and will run; only the broker's

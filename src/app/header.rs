@@ -1,5 +1,6 @@
 //! The status bar at the top: queue, running, finished counts, throughput,
-//! latency, the HTTP address, the broker connection and the data directory.
+//! latency, the HTTP address, the broker connection, the database's write
+//! status and the data directory.
 
 use eframe::egui::{RichText, Ui};
 
@@ -64,6 +65,24 @@ pub fn header_ui(ui: &mut Ui, state: &AppState, theme: Theme) {
                 ui.label(RichText::new("Broker unavailable").color(theme.error()))
                     .on_hover_text(format!("{error}\nSubmits are refused until it is back"));
             }
+        }
+        if let Some(storage) = state.storage.as_ref().filter(|storage| !storage.is_ok()) {
+            ui.separator();
+            let label = if storage.full {
+                "Disk full: new tasks refused"
+            } else {
+                "Database not writable: new tasks refused"
+            };
+            ui.label(RichText::new(label).color(theme.error()))
+                .on_hover_text(format!(
+                    "{}\n{} task changes wait in memory and are written once there is room; \
+                     Taskdeck resumes by itself",
+                    storage
+                        .error
+                        .as_deref()
+                        .unwrap_or("writing to the task database failed"),
+                    storage.pending_updates
+                ));
         }
         if let Some(dir) = &services.data_dir {
             ui.separator();

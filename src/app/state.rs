@@ -14,7 +14,9 @@ use super::create::CreateForm;
 use super::resources::{ResourcesPanel, TaskMarker};
 use super::task_view::{SelectMode, TaskView, ViewSettings};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskSpec, TaskStatus, now_us};
-use crate::scheduler::{CancelOutcome, Scheduler, SchedulerStats, TaskQuery, WorkerInfo};
+use crate::scheduler::{
+    CancelOutcome, Scheduler, SchedulerStats, StorageStatus, TaskQuery, WorkerInfo,
+};
 use crate::telemetry::History;
 
 /// What the window drives and shows, handed in by the program.
@@ -92,6 +94,8 @@ pub struct AppState {
     pub workers: Vec<WorkerInfo>,
     /// With a broker: whether the scheduler is connected to it, as last read.
     pub broker: Option<Result<(), String>>,
+    /// With a database: whether its writes succeed, as last read.
+    pub storage: Option<StorageStatus>,
     /// The worker count being edited.
     pub worker_target: usize,
     /// The create form.
@@ -139,8 +143,10 @@ impl AppState {
         let stats = services.scheduler.stats();
         let workers = services.scheduler.workers();
         let broker = services.scheduler.transport_status();
+        let storage = services.scheduler.storage_status();
         Self {
             broker,
+            storage,
             worker_target: stats.workers_target,
             events,
             tasks,
@@ -194,6 +200,7 @@ impl AppState {
             self.stats = self.services.scheduler.stats();
             self.workers = self.services.scheduler.workers();
             self.broker = self.services.scheduler.transport_status();
+            self.storage = self.services.scheduler.storage_status();
             self.stats_at = Some(now);
             changed = true;
         }

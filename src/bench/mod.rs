@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::model::{TaskSpec, TaskStatus};
-use crate::scheduler::{Scheduler, SchedulerConfig, StoreMode};
+use crate::scheduler::{Durability, Scheduler, SchedulerConfig, StoreMode};
 use crate::store::Retention;
 use crate::tasks::Registry;
 
@@ -31,6 +31,8 @@ pub struct BenchOptions {
     pub memory: bool,
     /// Database file for the durable runs; a fresh temporary file if none.
     pub db: Option<PathBuf>,
+    /// What a commit survives in the durable runs.
+    pub durability: Durability,
     /// Tasks per submit call in the throughput phase (1 = single submits).
     pub batch: usize,
     /// Tasks in the closed-loop latency phase.
@@ -85,6 +87,9 @@ impl Latencies {
 pub struct BenchReport {
     /// "memory" or "sqlite".
     pub store: &'static str,
+    /// With "sqlite": "process" or "power" (see [`Durability`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<&'static str>,
     /// Tasks in the throughput phase.
     pub tasks: usize,
     /// Worker threads.
@@ -120,6 +125,7 @@ pub enum BenchError {
 pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let (store, temp_db) = store_for(options);
     let mut config = SchedulerConfig::new(store);
+    config.durability = options.durability;
     config.workers = options.workers;
     config.retention = retention_for(options);
     let scheduler = Scheduler::start(config, Registry::with_builtins())?;
@@ -218,6 +224,7 @@ pub(crate) fn measure(
     let per_second = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
     Ok(BenchReport {
         store: if options.memory { "memory" } else { "sqlite" },
+        durability: (!options.memory).then(|| options.durability.name()),
         tasks: options.tasks,
         workers: options.workers,
         batch,

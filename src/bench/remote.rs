@@ -71,6 +71,7 @@ pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError
         0,
     );
     let mut config = SchedulerConfig::new(store);
+    config.durability = options.phases.durability;
     config.retention = retention_for(&options.phases);
     config.dispatch = Dispatch::External(link.dispatch());
     let scheduler = Scheduler::start(config, Registry::with_builtins())?;

@@ -42,6 +42,7 @@ pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerKind
 
 use self::core::{Change, Core, Settled, WorkerId};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskRecord, TaskSpec, now_us};
+pub use crate::store::{Durability, StorageStatus, StoreError};
 use crate::store::{Recovered, Retention, Store};
 use crate::tasks::Registry;
 use events::EventBus;
@@ -65,6 +66,8 @@ pub struct SchedulerConfig {
     pub workers: usize,
     /// Persistence.
     pub store: StoreMode,
+    /// What an accepted task survives (with [`StoreMode::File`]).
+    pub durability: Durability,
     /// Finished-task history kept.
     pub retention: Retention,
     /// Delay between attempts.
@@ -83,6 +86,7 @@ impl SchedulerConfig {
         Self {
             workers: default_workers(),
             store,
+            durability: Durability::default(),
             retention: Retention::default(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(10),
@@ -295,7 +299,7 @@ impl Scheduler {
                 },
             ),
             StoreMode::File(path) => {
-                let (store, recovered) = Store::open(path, config.retention)?;
+                let (store, recovered) = Store::open(path, config.retention, config.durability)?;
                 (Some(store), recovered)
             }
         };
@@ -441,6 +445,15 @@ impl Scheduler {
             .tasks
             .get(&id)
             .map(|entry| TaskRecord::clone(&entry.record))
+    }
+
+    /// The current records of `ids`, in order (none for unknown ids), taken
+    /// under one short lock that only clones shared pointers.
+    pub fn records(&self, ids: &[TaskId]) -> Vec<Option<Arc<TaskRecord>>> {
+        let core = self.inner.core.lock();
+        ids.iter()
+            .map(|id| core.tasks.get(id).map(|entry| Arc::clone(&entry.record)))
+            .collect()
     }
 
     /// Tasks matching a query.
@@ -650,7 +663,12 @@ impl Scheduler {
         std::mem::take(&mut *self.inner.past_samples.lock())
     }
 
-    /// The database file, when persisting.
+    /// Whether the store's writes succeed (none without a store).
+    pub fn storage_status(&self) -> Option<StorageStatus> {
+        self.inner.store.as_ref().map(Store::status)
+    }
+
+    /// The database file, if tasks are persisted.
     pub fn db_path(&self) -> Option<&std::path::Path> {
         self.inner.store.as_ref().map(Store::path)
     }

@@ -8,11 +8,19 @@
 //! ([`Store::save_sample`]) are written the same way and kept for
 //! [`SAMPLE_RETENTION`], so the window's plots survive a restart.
 //!
-//! Durability: the database runs in WAL mode with `synchronous=FULL`, so a
-//! commit is on disk when it returns. A task whose [`Store::insert`] returned
-//! `Ok` survives a process crash and a power loss (on a disk that honours
-//! fsync). A crash can lose only the latest saves not yet committed; the
-//! task then recovers with an older status, which the scheduler handles.
+//! Durability ([`Durability`]): the database runs in WAL mode. A task whose
+//! [`Store::insert`] returned `Ok` survives the process crashing or being
+//! killed; with [`Durability::Power`] (`synchronous=FULL`, an fsync per
+//! commit) it also survives an operating-system crash or a power loss (on a
+//! disk that honours fsync). A crash can lose only the latest saves not yet
+//! committed; the task then recovers with an older status, which the
+//! scheduler handles.
+//!
+//! A full disk: inserts fail with [`StoreError::Full`] and change nothing;
+//! saves that cannot be written are kept (one per task, the newest) and
+//! written once there is room, and while any wait, inserts are refused
+//! without trying, so the state already accepted is written first.
+//! [`Store::status`] tells readers.
 //!
 //! Safety of other data: [`Store::open`] takes an exclusive lock on
 //! `<db file name>.lock` for the store's life and refuses any file that is
@@ -27,6 +35,7 @@ mod retention;
 mod rows;
 mod samples;
 mod schema;
+mod status;
 mod writer;
 
 #[cfg(test)]
@@ -39,16 +48,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TryRecvError};
 use parking_lot::{Mutex, RwLock};
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use status::StorageStatus;
 
 use crate::model::{ResourceSample, TaskRecord, now_us};
 use rows::TaskUpdate;
 use writer::{Op, Writer};
+
+/// How long [`Store::insert`] watches for its commit before it parks.
+const INSERT_SPIN: Duration = Duration::from_micros(200);
 
 /// How long resource samples are kept: the window plots at most an hour.
 pub const SAMPLE_RETENTION: Duration = Duration::from_secs(60 * 60);
@@ -67,6 +80,54 @@ impl Default for Retention {
         Self {
             max_finished: 100_000,
             max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+/// What a commit has survived when [`Store::insert`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The commit is in the operating system's hands: it survives Taskdeck
+    /// crashing or being killed (`kill -9`, the OOM killer), but an
+    /// operating-system crash or a power loss can lose the latest commits
+    /// (the database stays consistent). SQLite's `synchronous=NORMAL` in WAL
+    /// mode: no fsync per commit.
+    #[default]
+    Process,
+    /// The commit is on disk: it also survives an operating-system crash or
+    /// a power loss, on a disk that honours fsync. `synchronous=FULL`: one
+    /// fsync per commit (group commit shares it between concurrent callers).
+    Power,
+}
+
+impl Durability {
+    /// SQLite's `synchronous` setting for it.
+    fn synchronous(self) -> &'static str {
+        match self {
+            Self::Process => "NORMAL",
+            Self::Power => "FULL",
+        }
+    }
+
+    /// The name used on the command line and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::Power => "power",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "process" => Ok(Self::Process),
+            "power" => Ok(Self::Power),
+            other => Err(format!(
+                "durability is \"process\" (survives Taskdeck being killed) or \"power\" (also a power loss), not {other:?}"
+            )),
         }
     }
 }
@@ -113,6 +174,20 @@ pub enum StoreError {
     /// stored. Shared because every caller in the failed batch gets it.
     #[error("writing to the database failed: {0}")]
     Write(Arc<rusqlite::Error>),
+    /// The disk holding the database is full (or the database reached its
+    /// size limit): nothing of the write is stored. Writes resume by
+    /// themselves once there is room.
+    #[error("the disk holding {path} is full; free some space and Taskdeck resumes by itself")]
+    Full {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Earlier task changes could not be written (for another reason than a
+    /// full disk) and wait; new tasks are refused until they are written.
+    #[error(
+        "the task database cannot be written ({0}); new tasks are refused until earlier changes are written"
+    )]
+    Unwritable(String),
     /// Writing a lock file or directory failed.
     #[error("cannot use {path}: {source}")]
     Io {
@@ -155,6 +230,8 @@ pub struct Store {
     closed_logged: AtomicBool,
     /// The exclusive lock on the lock file; released after the writer joined.
     lock: Mutex<Option<File>>,
+    /// Whether writes succeed, kept by the writer.
+    status: Arc<status::Shared>,
 }
 
 impl Store {
@@ -165,7 +242,11 @@ impl Store {
     /// Fails with [`StoreError::Locked`] when another store holds the file,
     /// [`StoreError::NotTaskdeck`] when it holds something else, and
     /// [`StoreError::NewerSchema`] when a newer Taskdeck wrote it.
-    pub fn open(path: &Path, retention: Retention) -> Result<(Self, Recovered), StoreError> {
+    pub fn open(
+        path: &Path,
+        retention: Retention,
+        durability: Durability,
+    ) -> Result<(Self, Recovered), StoreError> {
         if let Some(parent) = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -176,7 +257,7 @@ impl Store {
             })?;
         }
         let lock = schema::lock(path)?;
-        let mut conn = schema::open(path)?;
+        let mut conn = schema::open(path, durability)?;
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
             source,
@@ -198,10 +279,12 @@ impl Store {
             purged,
             samples = recent_samples.len(),
             purged_samples,
+            durability = durability.name(),
             "opened the task database"
         );
         let (ops, receiver) = crossbeam_channel::unbounded();
-        let writer = Writer::new(conn, receiver, retention);
+        let status = Arc::new(status::Shared::default());
+        let writer = Writer::new(conn, receiver, retention, path, Arc::clone(&status));
         let handle = std::thread::Builder::new()
             .name("taskdeck-store".to_owned())
             .spawn(move || writer.run())
@@ -215,6 +298,7 @@ impl Store {
             writer: Mutex::new(Some(handle)),
             closed_logged: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
+            status,
         };
         let recovered = Recovered {
             next_id,
@@ -233,12 +317,34 @@ impl Store {
     ///
     /// All of `records` go into one transaction, possibly shared with other
     /// callers; on `Err` none of them is stored. An empty list returns at once.
+    /// While saves wait for room on a full disk it fails at once with
+    /// [`StoreError::Full`], so what was accepted before is written first.
     pub fn insert(&self, records: Vec<TaskRecord>) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
+        if self.status.has_backlog() {
+            let status = self.status.snapshot();
+            return Err(if status.full {
+                StoreError::Full {
+                    path: self.path.clone(),
+                }
+            } else {
+                StoreError::Unwritable(status.error.unwrap_or_default())
+            });
+        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.send(Op::Insert { records, reply })?;
+        // A commit takes tens of microseconds; watching for it (yielding the
+        // core) spares the caller the wake-up of a parked thread.
+        let deadline = Instant::now() + INSERT_SPIN;
+        while Instant::now() < deadline {
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                Err(TryRecvError::Disconnected) => return Err(StoreError::Closed),
+            }
+        }
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -246,7 +352,8 @@ impl Store {
     ///
     /// Only the fields that change after submission are copied; the task
     /// must have been inserted before (an update of a missing row is
-    /// dropped). Write errors are logged by the writer, not returned.
+    /// dropped). A write that fails is kept and tried again (see
+    /// [`Store::status`]); errors are logged by the writer, not returned.
     pub fn save(&self, record: &TaskRecord) {
         let update = TaskUpdate::from_record(record);
         if self.send(Op::Update(update)).is_err()
@@ -267,6 +374,11 @@ impl Store {
         {
             tracing::error!("the store's writer has stopped; resource samples are lost");
         }
+    }
+
+    /// Whether writes succeed now, and what waits to be written.
+    pub fn status(&self) -> StorageStatus {
+        self.status.snapshot()
     }
 
     /// Returns once everything queued before it is committed; `Err` when

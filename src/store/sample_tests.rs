@@ -25,7 +25,7 @@ fn temp_db() -> (TempDir, PathBuf) {
 }
 
 fn open(path: &Path) -> (Store, Recovered) {
-    Store::open(path, KEEP_ALL).expect("the store should open")
+    Store::open(path, KEEP_ALL, Durability::Power).expect("the store should open")
 }
 
 /// A sample taken at `at_us` whose values are derived from it, with GPUs
@@ -129,7 +129,7 @@ fn samples_older_than_an_hour_are_purged_and_not_recovered() {
 #[test]
 fn the_writers_purge_rule_drops_only_samples_before_the_cutoff() {
     let (_dir, path) = temp_db();
-    let conn = schema::open(&path).expect("the database should open");
+    let conn = schema::open(&path, Durability::Power).expect("the database should open");
     let hour_us = 3600 * SECOND_US;
     let now = 10 * hour_us;
     for at_us in [now - 2 * hour_us, now - hour_us - 1, now - hour_us, now] {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
-use super::StoreError;
+use super::{Durability, StoreError};
 
 /// The SQLite `application_id` of a Taskdeck database ("TDK1" in ASCII).
 ///
@@ -129,10 +129,11 @@ enum Found {
 /// Settings:
 /// - `journal_mode=WAL`, so readers (the `sqlite3` shell, tests) never block
 ///   the writer;
-/// - `synchronous=FULL`, so a commit is on disk when it returns and survives
-///   a process crash or a power loss;
+/// - `synchronous` as [`Durability`] asks: `NORMAL` (a commit is in the
+///   operating system when it returns and survives the process dying) or
+///   `FULL` (it is on disk and survives a power loss too);
 /// - a busy timeout of [`BUSY_TIMEOUT`].
-pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let open_error = |source| StoreError::Open {
         path: path.to_owned(),
         source,
@@ -159,7 +160,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
         // SQLite keeps instead is as durable, only readers block the writer.
         tracing::warn!(path = %path.display(), journal_mode, "SQLite refused WAL mode");
     }
-    conn.pragma_update(None, "synchronous", "FULL")
+    conn.pragma_update(None, "synchronous", durability.synchronous())
         .map_err(open_error)?;
     migrate(&mut conn, version, path)?;
     Ok(conn)

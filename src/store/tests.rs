@@ -24,7 +24,7 @@ fn temp_db() -> (TempDir, PathBuf) {
 }
 
 fn open(path: &Path) -> (Store, Recovered) {
-    Store::open(path, KEEP_ALL).expect("the store should open")
+    Store::open(path, KEEP_ALL, Durability::Power).expect("the store should open")
 }
 
 fn queued(id: u64) -> TaskRecord {
@@ -238,7 +238,8 @@ fn a_text_file_is_refused_and_left_unchanged() {
     for (name, contents) in [("notes.txt", long.as_str()), ("short.txt", "hello\n")] {
         let path = dir.path().join(name);
         std::fs::write(&path, contents).expect("the text file should be writable");
-        let error = Store::open(&path, KEEP_ALL).expect_err("a text file should be refused");
+        let error = Store::open(&path, KEEP_ALL, Durability::Power)
+            .expect_err("a text file should be refused");
         assert!(
             matches!(&error, StoreError::NotTaskdeck { detail, .. }
                 if detail.contains("not an SQLite database")),
@@ -259,7 +260,8 @@ fn another_applications_database_is_refused() {
         conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
             .expect("the other app's schema should be creatable");
     }
-    let error = Store::open(&path, KEEP_ALL).expect_err("another app's database should be refused");
+    let error = Store::open(&path, KEEP_ALL, Durability::Power)
+        .expect_err("another app's database should be refused");
     assert!(matches!(error, StoreError::NotTaskdeck { .. }), "{error}");
 
     let path = dir.path().join("marked.db");
@@ -268,7 +270,8 @@ fn another_applications_database_is_refused() {
         conn.pragma_update(None, "application_id", 0x1234)
             .expect("the application id should be settable");
     }
-    let error = Store::open(&path, KEEP_ALL).expect_err("another app id should be refused");
+    let error = Store::open(&path, KEEP_ALL, Durability::Power)
+        .expect_err("another app id should be refused");
     assert!(matches!(error, StoreError::NotTaskdeck { .. }), "{error}");
 }
 
@@ -292,7 +295,8 @@ fn a_newer_schema_is_refused() {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .expect("user_version should be settable");
     }
-    let error = Store::open(&path, KEEP_ALL).expect_err("a newer schema should be refused");
+    let error = Store::open(&path, KEEP_ALL, Durability::Power)
+        .expect_err("a newer schema should be refused");
     assert!(
         matches!(error, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
         "{error}"
@@ -303,7 +307,8 @@ fn a_newer_schema_is_refused() {
 fn a_second_open_is_locked_out_until_the_first_closes() {
     let (_dir, path) = temp_db();
     let (store, _) = open(&path);
-    let error = Store::open(&path, KEEP_ALL).expect_err("a second open should be refused");
+    let error = Store::open(&path, KEEP_ALL, Durability::Power)
+        .expect_err("a second open should be refused");
     assert!(matches!(error, StoreError::Locked { .. }), "{error}");
     drop(store);
     let (store, _) = open(&path);
@@ -363,7 +368,8 @@ fn retention_purge_keeps_unfinished_and_the_newest_finished() {
         max_finished: 4,
         max_age: Some(Duration::from_secs(3600)),
     };
-    let (store, recovered) = Store::open(&path, retention).expect("the store should open");
+    let (store, recovered) =
+        Store::open(&path, retention, Durability::Power).expect("the store should open");
     let ids: Vec<u64> = recovered.tasks.iter().map(|record| record.id.0).collect();
     // Unfinished: multiples of 3 and 22; finished kept: the newest four.
     assert_eq!(ids, [3, 6, 9, 12, 15, 16, 17, 18, 19, 20, 22]);
@@ -397,7 +403,8 @@ fn purge_never_removes_the_highest_id() {
         max_finished: 0,
         max_age: Some(Duration::from_secs(1)),
     };
-    let (store, recovered) = Store::open(&path, retention).expect("the store should open");
+    let (store, recovered) =
+        Store::open(&path, retention, Durability::Power).expect("the store should open");
     assert!(recovered.tasks.is_empty());
     assert_eq!(recovered.next_id, 6);
     drop(store);

@@ -7,18 +7,36 @@
 //! one fsync). Within a batch inserts go first, in arrival order; updates
 //! follow, coalesced per task to the highest version; resource samples come
 //! last. Updates and samples are one unit: nobody waits for either.
+//!
+//! Updates and samples that cannot be written (a full disk, an I/O error)
+//! are kept in a backlog, one update per task (the newest) and at most
+//! [`MAX_PENDING_SAMPLES`] samples, and written with the next round; while
+//! the backlog is not empty the writer wakes every [`RETRY_EVERY`] to try
+//! again, so it recovers by itself once there is room. The backlog's memory
+//! is bounded by the tasks the scheduler holds anyway.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use rusqlite::{Connection, TransactionBehavior};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 use super::rows::{self, INSERT_SQL, TaskUpdate, UPDATE_SQL};
-use super::{Retention, SAMPLE_RETENTION, StoreError, retention, samples};
+use super::status::Shared;
+use super::{Retention, SAMPLE_RETENTION, SCHEMA_VERSION, StoreError, retention, samples};
 use crate::model::{ResourceSample, TaskId, TaskRecord, now_us};
+
+/// Most resource samples kept while they cannot be written: an hour's worth.
+const MAX_PENDING_SAMPLES: usize = 3_600;
+
+/// How long a round of updates alone waits for more before it commits.
+const GATHER_FOR: Duration = Duration::from_millis(1);
+
+/// How often the writer tries again while writes fail.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// Most operations drained into one batch after the one that woke the writer.
 const MAX_BATCH_OPS: usize = 8192;
@@ -58,39 +76,181 @@ pub(super) struct Writer {
     retention: Retention,
     /// When the last purge ran.
     last_purge: Instant,
+    /// The database file, for errors.
+    path: PathBuf,
+    /// What readers see of the writes.
+    status: Arc<Shared>,
+    /// Updates and samples that could not be written yet.
+    backlog: Backlog,
+    /// Whether the last write failed.
+    failing: bool,
+}
+
+/// Writes that failed and wait for the next round.
+#[derive(Default)]
+struct Backlog {
+    /// The newest unwritten update of each task.
+    updates: HashMap<TaskId, TaskUpdate>,
+    /// Unwritten samples, oldest first, at most [`MAX_PENDING_SAMPLES`].
+    samples: VecDeque<ResourceSample>,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.samples.is_empty()
+    }
 }
 
 impl Writer {
     /// A writer for a connection on which the open-time purge just ran.
-    pub(super) fn new(conn: Connection, ops: Receiver<Op>, retention: Retention) -> Self {
+    pub(super) fn new(
+        conn: Connection,
+        ops: Receiver<Op>,
+        retention: Retention,
+        path: &Path,
+        status: Arc<Shared>,
+    ) -> Self {
         Self {
             conn,
             ops,
             retention,
             last_purge: Instant::now(),
+            path: path.to_owned(),
+            status,
+            backlog: Backlog::default(),
+            failing: false,
         }
     }
 
     /// Runs until the channel is closed and drained, then closes the
     /// connection (which checkpoints the WAL into the database file).
     pub(super) fn run(mut self) {
-        while let Ok(first) = self.ops.recv() {
-            let mut batch = Batch::default();
-            batch.push(first);
+        loop {
+            let first = if self.failing {
+                match self.ops.recv_timeout(RETRY_EVERY) {
+                    Ok(op) => Some(op),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match self.ops.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => break,
+                }
+            };
+            let mut batch = Batch::take_backlog(&mut self.backlog);
+            batch.extend(first);
             for _ in 0..MAX_BATCH_OPS {
                 let Ok(op) = self.ops.try_recv() else {
                     break;
                 };
                 batch.push(op);
             }
-            batch.commit(&mut self.conn);
-            if self.last_purge.elapsed() >= PURGE_INTERVAL {
+            self.gather_updates(&mut batch);
+            self.commit(batch);
+            if !self.failing && self.last_purge.elapsed() >= PURGE_INTERVAL {
                 self.last_purge = Instant::now();
                 self.purge();
             }
         }
+        if !self.backlog.is_empty() {
+            // One last try at what waited; the channel is closed and drained.
+            let batch = Batch::take_backlog(&mut self.backlog);
+            self.commit(batch);
+            if !self.backlog.is_empty() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    updates = self.backlog.updates.len(),
+                    samples = self.backlog.samples.len(),
+                    "stopping with task updates that could not be written; those tasks restart from their last written state"
+                );
+            }
+        }
         if let Err((_, error)) = self.conn.close() {
             tracing::error!(%error, "closing the task database failed");
+        }
+    }
+
+    /// Nobody waits for updates and samples, so a round that holds only
+    /// those waits up to [`GATHER_FOR`] for more (or for a caller who
+    /// waits), and one commit carries what would otherwise be several: a
+    /// task's start and finish, and the next submit.
+    fn gather_updates(&self, batch: &mut Batch) {
+        if batch.has_waiters() || batch.is_empty() {
+            return;
+        }
+        let until = Instant::now() + GATHER_FOR;
+        while !batch.has_waiters() && batch.len() < MAX_BATCH_OPS {
+            match self.ops.recv_deadline(until) {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Writes one round, keeps what failed in the backlog, and publishes
+    /// whether writes succeed. With nothing to write while writes fail, it
+    /// probes whether there is room again.
+    fn commit(&mut self, batch: Batch) {
+        let outcome = if batch.is_empty() {
+            if !self.failing {
+                return;
+            }
+            probe(&mut self.conn).map_err(Arc::new)
+        } else {
+            let Committed {
+                unwritten,
+                insert_error,
+            } = batch.commit(&mut self.conn, &self.path);
+            if let Some(Unwritten {
+                updates,
+                samples,
+                error,
+            }) = unwritten
+            {
+                for update in updates {
+                    keep_newest(&mut self.backlog.updates, update);
+                }
+                let kept = &mut self.backlog.samples;
+                // Older samples than those kept go first; the newest stay.
+                for sample in samples.into_iter().rev() {
+                    kept.push_front(sample);
+                }
+                while kept.len() > MAX_PENDING_SAMPLES {
+                    kept.pop_front();
+                }
+                Err(error)
+            } else if let Some(error) = insert_error {
+                Err(error)
+            } else {
+                Ok(())
+            }
+        };
+        self.status
+            .set_backlog(self.backlog.updates.len(), self.backlog.samples.len());
+        match outcome {
+            Ok(()) => {
+                self.failing = false;
+                if self.status.succeeded() {
+                    tracing::info!(
+                        path = %self.path.display(),
+                        "the task database is writable again; the changes kept meanwhile are written"
+                    );
+                }
+            }
+            Err(error) => {
+                self.failing = true;
+                let full = is_disk_full(&error);
+                if self.status.failed(full, error.to_string(), now_us()) {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        %error,
+                        full,
+                        pending_updates = self.backlog.updates.len(),
+                        "writing to the task database failed; task changes are kept in memory and written once it works again, and new tasks are refused meanwhile"
+                    );
+                }
+            }
         }
     }
 
@@ -132,21 +292,108 @@ struct Batch {
     flushes: Vec<Reply>,
 }
 
+/// Keeps `update` unless `updates` holds a newer version of its task.
+fn keep_newest(updates: &mut HashMap<TaskId, TaskUpdate>, update: TaskUpdate) {
+    match updates.entry(update.id) {
+        Entry::Occupied(mut slot) => {
+            if update.version > slot.get().version {
+                slot.insert(update);
+            }
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(update);
+        }
+    }
+}
+
+/// True when SQLite failed for lack of space.
+fn is_disk_full(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(ErrorCode::DiskFull)
+}
+
+/// True when the error is about the storage rather than the data written
+/// (a duplicate id, say): the disk, the file system or the file.
+fn is_storage_error(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+        )
+    )
+}
+
+/// A write that needs a page of room: it tells whether writes work again
+/// when nothing else waits to be written.
+fn probe(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// What a round could not write.
+struct Unwritten {
+    /// Updates to keep for the next round.
+    updates: Vec<TaskUpdate>,
+    /// Samples to keep for the next round.
+    samples: Vec<ResourceSample>,
+    /// Why.
+    error: Arc<rusqlite::Error>,
+}
+
+/// The outcome of one round.
+struct Committed {
+    /// Updates and samples that failed, if any.
+    unwritten: Option<Unwritten>,
+    /// Why inserts failed, when the storage was the reason.
+    insert_error: Option<Arc<rusqlite::Error>>,
+}
+
 impl Batch {
+    /// A batch that starts with what the backlog kept, so that newer updates
+    /// arriving now replace kept ones of the same task.
+    fn take_backlog(backlog: &mut Backlog) -> Self {
+        Self {
+            updates: std::mem::take(&mut backlog.updates),
+            samples: std::mem::take(&mut backlog.samples).into(),
+            ..Self::default()
+        }
+    }
+
+    /// Someone waits for this round: an insert or a flush.
+    fn has_waiters(&self) -> bool {
+        !self.inserts.is_empty() || !self.flushes.is_empty()
+    }
+
+    /// Operations held.
+    fn len(&self) -> usize {
+        self.inserts.len() + self.updates.len() + self.samples.len() + self.flushes.len()
+    }
+
+    /// Nothing to write and nobody to answer.
+    fn is_empty(&self) -> bool {
+        self.inserts.is_empty()
+            && self.updates.is_empty()
+            && self.samples.is_empty()
+            && self.flushes.is_empty()
+    }
+
+    /// Adds an operation, if any.
+    fn extend(&mut self, op: Option<Op>) {
+        if let Some(op) = op {
+            self.push(op);
+        }
+    }
+
     /// Adds one operation, keeping only the newest update of each task.
     fn push(&mut self, op: Op) {
         match op {
             Op::Insert { records, reply } => self.inserts.push(InsertGroup { records, reply }),
-            Op::Update(update) => match self.updates.entry(update.id) {
-                Entry::Occupied(mut slot) => {
-                    if update.version > slot.get().version {
-                        slot.insert(update);
-                    }
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(update);
-                }
-            },
+            Op::Update(update) => keep_newest(&mut self.updates, update),
             Op::Sample(sample) => self.samples.push(sample),
             Op::Flush(reply) => self.flushes.push(reply),
         }
@@ -157,11 +404,12 @@ impl Batch {
     /// When the shared transaction fails and more than one caller's work was
     /// in it, each insert call and then the updates are retried in their own
     /// transactions, so that one bad insert (a duplicate id, say) fails only
-    /// its own caller. Insert failures go to their callers alone. Update
-    /// (and sample) failures are logged here, once per failed transaction,
-    /// since nobody waits for them, and flush callers in the batch get them
-    /// as an error, since what they waited for was not written.
-    fn commit(self, conn: &mut Connection) {
+    /// its own caller. Insert failures go to their callers alone (as
+    /// [`StoreError::Full`] when the disk is full). Update and sample
+    /// failures come back as [`Unwritten`] for the backlog, and flush callers
+    /// in the batch get them as an error, since what they waited for was not
+    /// written.
+    fn commit(self, conn: &mut Connection, path: &Path) -> Committed {
         let Self {
             inserts,
             updates,
@@ -176,7 +424,17 @@ impl Batch {
             samples: &samples,
         };
         let units = inserts.len() + usize::from(!unattended.is_empty());
-        let mut lost_updates: Option<Arc<rusqlite::Error>> = None;
+        let mut unattended_error: Option<Arc<rusqlite::Error>> = None;
+        let mut insert_error: Option<Arc<rusqlite::Error>> = None;
+        let insert_failed = |error: &Arc<rusqlite::Error>| {
+            if is_disk_full(error) {
+                StoreError::Full {
+                    path: path.to_owned(),
+                }
+            } else {
+                StoreError::Write(Arc::clone(error))
+            }
+        };
         match write(conn, &groups, unattended) {
             Ok(()) => {
                 for group in &inserts {
@@ -186,35 +444,47 @@ impl Batch {
             Err(error) if units <= 1 => {
                 let error = Arc::new(error);
                 for group in &inserts {
-                    answer(&group.reply, Err(StoreError::Write(Arc::clone(&error))));
+                    answer(&group.reply, Err(insert_failed(&error)));
                 }
-                if !unattended.is_empty() {
-                    unattended.log_failure(&error);
-                    lost_updates = Some(error);
+                if unattended.is_empty() {
+                    insert_error = Some(error);
+                } else {
+                    unattended_error = Some(error);
                 }
             }
             Err(error) => {
                 tracing::debug!(%error, units, "group commit failed; retrying each caller's writes alone");
                 for group in &inserts {
-                    let result = write(conn, &[&group.records], Unattended::NONE)
-                        .map_err(|error| StoreError::Write(Arc::new(error)));
+                    let result =
+                        write(conn, &[&group.records], Unattended::NONE).map_err(|error| {
+                            let error = Arc::new(error);
+                            let refusal = insert_failed(&error);
+                            insert_error = Some(error);
+                            refusal
+                        });
                     answer(&group.reply, result);
                 }
                 if !unattended.is_empty()
                     && let Err(error) = write(conn, &[], unattended)
                 {
-                    let error = Arc::new(error);
-                    unattended.log_failure(&error);
-                    lost_updates = Some(error);
+                    unattended_error = Some(Arc::new(error));
                 }
             }
         }
         for reply in &flushes {
-            let result = match &lost_updates {
+            let result = match &unattended_error {
                 None => Ok(()),
                 Some(error) => Err(StoreError::Write(Arc::clone(error))),
             };
             answer(reply, result);
+        }
+        Committed {
+            insert_error: insert_error.filter(|error| is_storage_error(error)),
+            unwritten: unattended_error.map(|error| Unwritten {
+                updates,
+                samples,
+                error,
+            }),
         }
     }
 }
@@ -238,16 +508,6 @@ impl Unattended<'_> {
     /// Whether there is nothing to write.
     fn is_empty(self) -> bool {
         self.updates.is_empty() && self.samples.is_empty()
-    }
-
-    /// Reports writes that failed; nobody waits for them.
-    fn log_failure(self, error: &rusqlite::Error) {
-        tracing::error!(
-            %error,
-            updates = self.updates.len(),
-            samples = self.samples.len(),
-            "writing task updates and resource samples to the database failed; they are lost"
-        );
     }
 }
 
@@ -330,8 +590,11 @@ mod tests {
     #[test]
     fn one_bad_insert_fails_only_its_caller() {
         let dir = tempfile::tempdir().expect("a temp dir should be creatable");
-        let mut conn = super::super::schema::open(&dir.path().join("tasks.db"))
-            .expect("the database should open");
+        let mut conn = super::super::schema::open(
+            &dir.path().join("tasks.db"),
+            super::super::Durability::Power,
+        )
+        .expect("the database should open");
         let mut batch = Batch::default();
         let first = insert_op(&mut batch, &[1]);
         // Its id 1 collides with the first caller's row.
@@ -343,7 +606,8 @@ mod tests {
         let third = insert_op(&mut batch, &[3]);
         let (reply, flushed) = crossbeam_channel::bounded(1);
         batch.push(Op::Flush(reply));
-        batch.commit(&mut conn);
+        let committed = batch.commit(&mut conn, dir.path());
+        assert!(committed.unwritten.is_none() && committed.insert_error.is_none());
 
         assert!(matches!(first.recv(), Ok(Ok(()))));
         assert!(matches!(bad.recv(), Ok(Err(StoreError::Write(_)))));
