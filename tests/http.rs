@@ -732,3 +732,189 @@ fn every_route_in_the_openapi_contract_answers() {
         "only {checked} operations found in docs/openapi.yaml"
     );
 }
+
+#[test]
+fn run_and_wait_many_answer_in_one_round_trip() {
+    let api = Api::start(2, None);
+    let client = api.client(None);
+
+    // Run: submit and wait in one request.
+    let ran = client
+        .call(
+            "POST",
+            "/api/v1/tasks/run",
+            Some(&json!({"task": "noop", "args": [5]})),
+        )
+        .expect("run");
+    assert_eq!(ran["finished"], true, "{ran}");
+    assert_eq!(ran["task"]["status"], "completed");
+    assert_eq!(ran["task"]["result"], json!([5]));
+    // Longer than the inline wait: the long poll answers at completion.
+    let started = Instant::now();
+    let slow = client
+        .call(
+            "POST",
+            "/api/v1/tasks/run?timeout_s=10",
+            Some(&json!({"task": "sleep", "args": [200]})),
+        )
+        .expect("run a sleep");
+    assert_eq!(slow["task"]["status"], "completed", "{slow}");
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    // Time up first: the task is accepted and keeps going.
+    let early = client
+        .call(
+            "POST",
+            "/api/v1/tasks/run?timeout_s=0.05",
+            Some(&json!({"task": "sleep", "args": [300]})),
+        )
+        .expect("run with a short wait");
+    assert_eq!(early["finished"], false, "{early}");
+    let early_id = early["task"]["id"].as_u64().expect("an id");
+    assert_eq!(
+        client.wait(early_id, 10.0).expect("wait")["task"]["status"],
+        "completed"
+    );
+
+    // Wait for many: answered when the last one finishes, in the order asked.
+    let ids = client
+        .submit_batch(&[
+            json!({"task": "sleep", "args": [200]}),
+            json!({"task": "noop", "args": [1]}),
+            json!({"task": "fail", "args": [9], "max_retries": 0}),
+        ])
+        .expect("batch");
+    let started = Instant::now();
+    let asked = json!({"ids": [ids[2], ids[0], ids[1], ids[0]]});
+    let waited = client
+        .call("POST", "/api/v1/tasks/wait?timeout_s=10", Some(&asked))
+        .expect("wait for many");
+    assert!(started.elapsed() >= Duration::from_millis(150), "{waited}");
+    assert_eq!(waited["finished"], true);
+    let got: Vec<(u64, String)> = waited["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_u64().unwrap_or(0),
+                t["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ids[2], "failed".to_owned()),
+            (ids[0], "completed".to_owned()),
+            (ids[1], "completed".to_owned())
+        ],
+        "each task once, in the order first asked"
+    );
+    // Time up: the answer says which are not finished yet.
+    let long = client
+        .submit(&json!({"task": "sleep", "args": [5000]}))
+        .expect("submit");
+    let started = Instant::now();
+    let partial = client
+        .call(
+            "POST",
+            "/api/v1/tasks/wait?timeout_s=0.2",
+            Some(&json!({"ids": [ids[1], long]})),
+        )
+        .expect("a partial wait");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(partial["finished"], false, "{partial}");
+    assert_eq!(partial["tasks"][0]["status"], "completed");
+    assert_ne!(partial["tasks"][1]["status"], "completed");
+
+    // Many waiting requests hold no request thread.
+    let waiters: Vec<_> = (0..12)
+        .map(|_| {
+            let client = api.client(None);
+            thread::spawn(move || {
+                client.call(
+                    "POST",
+                    "/api/v1/tasks/wait?timeout_s=30",
+                    Some(&json!({"ids": [long]})),
+                )
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for _ in 0..5 {
+        client
+            .call("GET", "/healthz", None)
+            .expect("health while long polls wait");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    client.cancel(long).expect("cancel");
+    for waiter in waiters {
+        let answer = waiter.join().expect("waiter").expect("answered");
+        assert_eq!(answer["finished"], true);
+        assert_eq!(answer["tasks"][0]["status"], "cancelled");
+    }
+
+    // Bad input: a clear error, and nothing submitted.
+    let before = api.scheduler.stats().counts;
+    let too_many: Vec<u64> = (1..=10_001).collect();
+    let bad: [(&str, &str, Value, u16); 9] = [
+        ("POST", "/api/v1/tasks/wait", json!({"ids": []}), 400),
+        ("POST", "/api/v1/tasks/wait", json!({"ids": too_many}), 400),
+        (
+            "POST",
+            "/api/v1/tasks/wait",
+            json!({"ids": [1], "extra": true}),
+            400,
+        ),
+        ("POST", "/api/v1/tasks/wait", json!({"ids": ["one"]}), 400),
+        (
+            "POST",
+            "/api/v1/tasks/wait",
+            json!({"ids": [ids[0], 999_999]}),
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/wait?timeout_s=301",
+            json!({"ids": [ids[0]]}),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/run",
+            json!({"task": "no_such_task"}),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/run",
+            json!({"task": "sleep", "args": ["long"]}),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/run",
+            json!({"task": "noop", "priority": 12}),
+            400,
+        ),
+    ];
+    for (method, path, body, status) in bad {
+        let result = client.call(method, path, Some(&body));
+        assert_eq!(status_of(result), status, "{method} {path} {body}");
+    }
+    assert_eq!(
+        status_of(client.call("GET", "/api/v1/tasks/run", None)),
+        405
+    );
+    assert_eq!(
+        status_of(client.call("GET", "/api/v1/tasks/wait", None)),
+        405
+    );
+    let after = api.scheduler.stats().counts;
+    assert_eq!(
+        before.completed + before.failed + before.cancelled,
+        after.completed + after.failed + after.cancelled,
+        "bad requests submitted nothing"
+    );
+    assert_eq!(api.scheduler.stats().queue_depth, 0);
+}

@@ -7,12 +7,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::model::{ResourceSample, TaskId};
+use crate::model::{ResourceSample, TaskId, TaskRecord};
 use crate::scheduler::{CancelOutcome, Scheduler, TaskQuery};
 
 use super::error::ApiError;
 use super::routes::{ListParams, Order, Route};
-use super::views::{self, Batch, LegacySubmission, Submission};
+use super::views::{self, Batch, LegacySubmission, Submission, WaitMany};
 use super::{legacy, prometheus};
 
 /// Where the latest resource sample comes from.
@@ -81,9 +81,34 @@ pub enum Reply {
 pub enum Handled {
     /// Answer now.
     Reply(Reply),
-    /// Answer when the task finishes or the time is up.
-    LongPoll(TaskId, Duration),
+    /// Answer when the tasks have finished or the time is up.
+    LongPoll(Awaited, Duration),
 }
+
+/// The tasks a long poll waits for, and the shape of its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Awaited {
+    /// One task (`/tasks/{id}/wait`, `/tasks/run`): `{"finished", "task"}`.
+    One([TaskId; 1]),
+    /// Several distinct tasks (`/tasks/wait`): `{"finished", "tasks"}`.
+    Many(Vec<TaskId>),
+}
+
+impl Awaited {
+    /// The tasks awaited.
+    pub fn ids(&self) -> &[TaskId] {
+        match self {
+            Self::One(id) => id,
+            Self::Many(ids) => ids,
+        }
+    }
+}
+
+/// How long `/tasks/run` waits on its request thread before it hands the
+/// request to the long-poll thread: short tasks (the common "run this and
+/// give me the result") are answered without that hand-off, and a request
+/// thread is never held longer than this.
+const RUN_INLINE_WAIT: Duration = Duration::from_millis(1);
 
 fn ok(value: Value) -> Result<Handled, ApiError> {
     Ok(Handled::Reply(Reply::Json(200, value)))
@@ -164,10 +189,48 @@ pub fn handle(
             ok(json!({ "id": id, "status": "queued" }))
         }
         Route::Wait(id, secs) => {
-            if scheduler.task(id).is_none() {
-                return Err(not_found(id));
+            let record = scheduler.task(id).ok_or_else(|| not_found(id))?;
+            if record.status.is_final() || secs <= 0.0 {
+                return ok(one_reply(&record));
             }
-            Ok(Handled::LongPoll(id, Duration::from_secs_f64(secs)))
+            Ok(Handled::LongPoll(
+                Awaited::One([id]),
+                Duration::from_secs_f64(secs),
+            ))
+        }
+        Route::WaitMany(secs) => {
+            let WaitMany { ids } = parse_body(body)?;
+            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            let ids: Vec<TaskId> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+            if ids.is_empty() || ids.len() > ctx.max_batch {
+                return Err(ApiError::bad_request(format!(
+                    "a wait names 1 to {} different tasks, got {}",
+                    ctx.max_batch,
+                    ids.len()
+                )));
+            }
+            let awaited = Awaited::Many(ids);
+            let (finished, value) = many_reply(scheduler, awaited.ids())?;
+            if finished || secs <= 0.0 {
+                return ok(value);
+            }
+            Ok(Handled::LongPoll(awaited, Duration::from_secs_f64(secs)))
+        }
+        Route::Run(secs) => {
+            let spec = parse_body::<Submission>(body)?.into_spec()?;
+            check_code_tasks(ctx, caller, [spec.name.as_str()])?;
+            let id = scheduler.submit(spec)?;
+            let wait = Duration::from_secs_f64(secs);
+            let record = scheduler
+                .wait(id, RUN_INLINE_WAIT.min(wait))
+                .ok_or_else(|| not_found(id))?;
+            if record.status.is_final() || wait <= RUN_INLINE_WAIT {
+                return ok(one_reply(&record));
+            }
+            Ok(Handled::LongPoll(
+                Awaited::One([id]),
+                wait - RUN_INLINE_WAIT,
+            ))
         }
         Route::Monitoring => {
             let sample = (ctx.resources)();
@@ -176,13 +239,7 @@ pub fn handle(
         Route::Workers => ok(views::workers(&scheduler.workers(), &scheduler.stats())),
         Route::Report => ok(views::report(&scheduler.stats())),
         Route::TaskTypes => ok(views::task_types(scheduler.registry())),
-        Route::Health => ok(match scheduler.transport_status() {
-            None => json!({ "status": "ok" }),
-            Some(Ok(())) => json!({ "status": "ok", "broker": { "connected": true } }),
-            Some(Err(error)) => {
-                json!({ "status": "ok", "broker": { "connected": false, "error": error } })
-            }
-        }),
+        Route::Health => Ok(Handled::Reply(health(scheduler))),
         Route::Metrics => {
             let sample = (ctx.resources)();
             Ok(Handled::Reply(Reply::Metrics(prometheus::render(
@@ -229,13 +286,58 @@ fn list(scheduler: &Scheduler, params: &ListParams) -> Value {
     })
 }
 
-/// The answer to a long poll once it ends: the record and whether it is final.
-pub fn wait_reply(scheduler: &Scheduler, id: TaskId) -> Result<Reply, ApiError> {
-    let record = scheduler.task(id).ok_or_else(|| not_found(id))?;
-    Ok(Reply::Json(
-        200,
-        json!({ "finished": record.status.is_final(), "task": views::task(&record) }),
-    ))
+/// `/healthz`: 200 while the server can take tasks; 503 while its store
+/// cannot write (a full disk), saying why. The broker's connection is
+/// reported, not judged: submits say when it is missing.
+fn health(scheduler: &Scheduler) -> Reply {
+    let mut body = json!({ "status": "ok" });
+    let mut code = 200;
+    if let Some(storage) = scheduler.storage_status() {
+        if !storage.is_ok() {
+            code = 503;
+            body["status"] = json!(if storage.full {
+                "storage_full"
+            } else {
+                "storage_unavailable"
+            });
+        }
+        body["storage"] = views::storage(&storage);
+    }
+    match scheduler.transport_status() {
+        None => {}
+        Some(Ok(())) => body["broker"] = json!({ "connected": true }),
+        Some(Err(error)) => body["broker"] = json!({ "connected": false, "error": error }),
+    }
+    Reply::Json(code, body)
+}
+
+/// `{"finished", "task"}` for one record.
+fn one_reply(record: &TaskRecord) -> Value {
+    json!({ "finished": record.status.is_final(), "task": views::task(record) })
+}
+
+/// Whether all of `ids` are final, and `{"finished", "tasks"}` for them.
+fn many_reply(scheduler: &Scheduler, ids: &[TaskId]) -> Result<(bool, Value), ApiError> {
+    let records = scheduler.records(ids);
+    let mut finished = true;
+    let mut tasks = Vec::with_capacity(records.len());
+    for (id, record) in ids.iter().zip(records) {
+        let record = record.ok_or_else(|| not_found(*id))?;
+        finished &= record.status.is_final();
+        tasks.push(views::task(&record));
+    }
+    Ok((finished, json!({ "finished": finished, "tasks": tasks })))
+}
+
+/// The answer to a long poll once it ends: the records and whether they are final.
+pub fn awaited_reply(scheduler: &Scheduler, awaited: &Awaited) -> Result<Reply, ApiError> {
+    match awaited {
+        Awaited::One([id]) => {
+            let record = scheduler.task(*id).ok_or_else(|| not_found(*id))?;
+            Ok(Reply::Json(200, one_reply(&record)))
+        }
+        Awaited::Many(ids) => Ok(Reply::Json(200, many_reply(scheduler, ids)?.1)),
+    }
 }
 
 #[cfg(test)]

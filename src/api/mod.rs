@@ -45,7 +45,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Most tasks in one batch request.
     pub max_batch: usize,
-    /// Most `/wait` requests held at once.
+    /// Most tasks awaited by held long polls at once: a `/tasks/{id}/wait`
+    /// or `/tasks/run` counts one, a `/tasks/wait` one per task it names.
     pub max_long_polls: usize,
     /// Accept tasks that run programs or code named in their arguments
     /// (`command`, `python`); even then only from loopback clients or with
@@ -90,7 +91,7 @@ impl Default for ApiConfig {
             upload_threads: 8,
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 10_000,
-            max_long_polls: 10_000,
+            max_long_polls: 100_000,
             allow_code_tasks: false,
         }
     }

@@ -67,6 +67,10 @@ pub enum Route {
     Retry(TaskId),
     /// `GET /api/v1/tasks/{id}/wait?timeout_s=S`
     Wait(TaskId, f64),
+    /// `POST /api/v1/tasks/wait?timeout_s=S`: several tasks, ids in the body
+    WaitMany(f64),
+    /// `POST /api/v1/tasks/run?timeout_s=S`: submit, then wait
+    Run(f64),
     /// `GET /api/v1/monitoring`
     Monitoring,
     /// `GET /api/v1/workers`
@@ -115,6 +119,12 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
             _ => (None, "GET, POST"),
         },
         ["api", "v1", "tasks", "batch"] => one(method, Post, Route::SubmitBatch, "POST"),
+        ["api", "v1", "tasks", "wait"] => {
+            one(method, Post, Route::WaitMany(wait_timeout(&query)?), "POST")
+        }
+        ["api", "v1", "tasks", "run"] => {
+            one(method, Post, Route::Run(wait_timeout(&query)?), "POST")
+        }
         ["api", "v1", "tasks", id] => {
             let id = task_id(id)?;
             match method {
@@ -300,6 +310,13 @@ mod tests {
             route(Get, "/api/v1/tasks/7/wait?timeout_s=1.5"),
             Ok(Route::Wait(TaskId(7), 1.5))
         );
+        assert_eq!(
+            route(Post, "/api/v1/tasks/wait?timeout_s=2"),
+            Ok(Route::WaitMany(2.0))
+        );
+        assert_eq!(route(Post, "/api/v1/tasks/run"), Ok(Route::Run(30.0)));
+        assert_eq!(route(Get, "/api/v1/tasks/run"), Err(405));
+        assert_eq!(route(Post, "/api/v1/tasks/run?timeout_s=-1"), Err(400));
         assert_eq!(route(Get, "/api/v1/monitoring"), Ok(Route::Monitoring));
         assert_eq!(route(Get, "/api/v1/workers"), Ok(Route::Workers));
         assert_eq!(route(Get, "/api/v1/report"), Ok(Route::Report));

@@ -22,6 +22,9 @@ use crate::scheduler::Scheduler;
 /// eagerly); larger ones are read on an upload thread.
 const INLINE_BODY_BYTES: usize = 1024;
 
+/// Most long polls on their way to the long-poll thread at once.
+const MAX_QUEUED_POLLS: usize = 10_000;
+
 /// A running HTTP listener. Stop it with [`ApiServer::shutdown`].
 pub struct ApiServer {
     server: Arc<Server>,
@@ -80,7 +83,8 @@ impl ApiServer {
                 addr,
                 detail: "not an IP listener".into(),
             })?;
-        let (poll_tx, poll_rx) = crossbeam_channel::bounded(config.max_long_polls.max(1));
+        let (poll_tx, poll_rx) =
+            crossbeam_channel::bounded(config.max_long_polls.clamp(1, MAX_QUEUED_POLLS));
         let (upload_tx, upload_rx) = crossbeam_channel::bounded(config.upload_threads.max(1) * 4);
         let shared = Arc::new(Shared {
             ctx: Context {
@@ -116,14 +120,16 @@ impl ApiServer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let spinning = Arc::new(AtomicBool::new(false));
         let handlers = (0..config.threads.max(1))
             .map(|n| {
                 let shared = Arc::clone(&shared);
                 let server = Arc::clone(&server);
                 let stopping = Arc::clone(&stopping);
+                let spinning = Arc::clone(&spinning);
                 thread::Builder::new()
                     .name(format!("taskdeck-http-{n}"))
-                    .spawn(move || accept_loop(&server, &shared, &stopping))
+                    .spawn(move || accept_loop(&server, &shared, &stopping, &spinning))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (nudge_stop, nudge_rx) = crossbeam_channel::bounded::<()>(1);
@@ -246,9 +252,54 @@ fn nudge_loop(addr: SocketAddr, stop: &Receiver<()>) {
     }
 }
 
-fn accept_loop(server: &Server, shared: &Arc<Shared>, stopping: &AtomicBool) {
+/// How long a request thread that just answered watches for the next
+/// request before it parks.
+const SPIN_FOR: Duration = Duration::from_micros(100);
+
+/// The next request: one idle request thread at a time spins for up to
+/// [`SPIN_FOR`] (yielding its core to any runnable thread) before parking,
+/// so a client that sends its next request right after an answer does not
+/// pay for waking a parked thread; the others park at once.
+///
+/// tiny_http's `try_recv` swallows the wake-up that `unblock` sends at
+/// shutdown, so the spinner checks `stopping` (set before those wake-ups)
+/// after each empty look, and before it parks.
+fn next_request(
+    server: &Server,
+    spinning: &AtomicBool,
+    stopping: &AtomicBool,
+) -> std::io::Result<Request> {
+    let stopped = || std::io::Error::other("the listener is stopping");
+    if !spinning.swap(true, Ordering::AcqRel) {
+        let deadline = Instant::now() + SPIN_FOR;
+        let found = loop {
+            match server.try_recv() {
+                Ok(Some(request)) => break Some(Ok(request)),
+                Ok(None) if stopping.load(Ordering::Acquire) => break Some(Err(stopped())),
+                Ok(None) if Instant::now() < deadline => thread::yield_now(),
+                Ok(None) => break None,
+                Err(error) => break Some(Err(error)),
+            }
+        };
+        spinning.store(false, Ordering::Release);
+        if let Some(found) = found {
+            return found;
+        }
+    }
+    if stopping.load(Ordering::Acquire) {
+        return Err(stopped());
+    }
+    server.recv()
+}
+
+fn accept_loop(
+    server: &Server,
+    shared: &Arc<Shared>,
+    stopping: &AtomicBool,
+    spinning: &AtomicBool,
+) {
     loop {
-        match server.recv() {
+        match next_request(server, spinning, stopping) {
             Ok(request) => shared.dispatch(request),
             Err(error) => {
                 if stopping.load(Ordering::Acquire) {
@@ -383,16 +434,16 @@ impl Shared {
         };
         match handlers::handle(&self.ctx, caller, route, &body) {
             Ok(Handled::Reply(reply)) => respond(request, Ok(reply)),
-            Ok(Handled::LongPoll(id, wait)) => {
+            Ok(Handled::LongPoll(awaited, wait)) => {
                 let poll = Poll {
                     request,
-                    id,
+                    awaited,
                     deadline: Instant::now() + wait,
                 };
                 if let Err(
                     TrySendError::Full(longpoll::Message::Poll(poll))
                     | TrySendError::Disconnected(longpoll::Message::Poll(poll)),
-                ) = self.polls.try_send(longpoll::Message::Poll(poll))
+                ) = self.polls.try_send(longpoll::Message::Poll(Box::new(poll)))
                 {
                     respond(
                         poll.request,

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::model::{GpuState, ResourceSample, TaskRecord, TaskSpec, TaskStatus, percent};
-use crate::scheduler::{LatencySummary, SchedulerStats, WorkerInfo};
+use crate::model::{GpuState, ResourceSample, TaskId, TaskRecord, TaskSpec, TaskStatus, percent};
+use crate::scheduler::{LatencySummary, SchedulerStats, StorageStatus, WorkerInfo};
 use crate::tasks::Registry;
 
 use super::error::ApiError;
@@ -90,6 +90,14 @@ pub struct Batch {
     pub tasks: Vec<Submission>,
 }
 
+/// `POST /api/v1/tasks/wait` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitMany {
+    /// The tasks to wait for.
+    pub ids: Vec<TaskId>,
+}
+
 /// `POST /submit_task` body (legacy).
 #[derive(Debug, Deserialize)]
 pub struct LegacySubmission {
@@ -102,6 +110,25 @@ pub struct LegacySubmission {
 
 fn secs(micros: Option<i64>) -> Value {
     micros.map_or(Value::Null, |us| json!(us as f64 / 1e6))
+}
+
+/// The store's write status as `/healthz` reports it.
+pub fn storage(status: &StorageStatus) -> Value {
+    let StorageStatus {
+        full,
+        pending_updates,
+        pending_samples,
+        failing_since_us,
+        error,
+    } = status;
+    json!({
+        "writable": status.is_ok(),
+        "full": full,
+        "pending_updates": pending_updates,
+        "pending_samples": pending_samples,
+        "failing_since": failing_since_us.map(|us| us as f64 / 1e6),
+        "error": error,
+    })
 }
 
 /// A task record as clients see it: times in seconds since the epoch,
