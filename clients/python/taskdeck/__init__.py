@@ -24,6 +24,7 @@ from .errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    StorageFull,
     TaskdeckError,
     TaskdeckTimeout,
     Unauthorized,
@@ -44,6 +45,7 @@ __all__ = [
     "Conflict",
     "PayloadTooLarge",
     "Unavailable",
+    "StorageFull",
     "TaskdeckTimeout",
     "ConnectionFailed",
 ]

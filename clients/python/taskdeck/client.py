@@ -9,14 +9,16 @@ its own client when requests should run in parallel.
 
 from __future__ import annotations
 
-import http.client
 import json
+import re
 import socket
+import ssl
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote, urlencode, urlsplit
 
+from ._transport import Answer, Connection, StaleConnection
 from ._version import __version__
 from .errors import (
     ConnectionFailed,
@@ -33,18 +35,15 @@ DEFAULT_URL = "http://localhost:5000"
 #: Longest single long poll a :meth:`TaskClient.wait` sends; the server allows 300 s.
 _POLL_MAX_S = 30.0
 
+#: The statuses a task ends in.
+_FINAL = frozenset(("completed", "failed", "cancelled"))
+
 #: Extra seconds the socket waits beyond a long poll before it gives up.
 _POLL_SLACK_S = 10.0
 
-#: Errors that mean the server closed a kept-alive connection before our
-#: request reached it; such a request is sent once more on a new connection.
-_STALE_CONNECTION_ERRORS = (
-    http.client.RemoteDisconnected,
-    http.client.ImproperConnectionState,
-    ConnectionResetError,
-    ConnectionAbortedError,
-    BrokenPipeError,
-)
+#: Paths that need no percent-encoding (the common case, checked first
+#: because ``quote`` costs more than the match).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]*\Z")
 
 TaskSpec = Union[Mapping[str, Any], Sequence[Any], str]
 
@@ -58,31 +57,19 @@ def create_task(function_name: str, *args: Any) -> Dict[str, Any]:
     return {"function_name": function_name, "arguments": list(args)}
 
 
-def _counting_connection_class(base: type) -> type:
-    """Returns a subclass of ``base`` that reports each new socket it opens."""
-
-    class CountingConnection(base):  # type: ignore[misc, valid-type]
-        on_connect = None
-
-        def connect(self) -> None:
-            super().connect()
-            if self.on_connect is not None:
-                self.on_connect()
-
-    return CountingConnection
-
-
-_HTTPConnection = _counting_connection_class(http.client.HTTPConnection)
-_HTTPSConnection = _counting_connection_class(http.client.HTTPSConnection)
+def _task_id(task_id: Any) -> int:
+    """A task id as a whole number, or TypeError."""
+    if isinstance(task_id, bool):
+        raise TypeError(f"a task id is a whole number, not {task_id!r}")
+    try:
+        return int(task_id)
+    except (TypeError, ValueError):
+        raise TypeError(f"a task id is a whole number, not {task_id!r}") from None
 
 
 def _task_path(task_id: Any, suffix: str = "") -> str:
     """The path of one task's route; the id must be a whole number."""
-    try:
-        number = int(task_id)
-    except (TypeError, ValueError):
-        raise TypeError(f"a task id is a whole number, not {task_id!r}") from None
-    return f"/api/v1/tasks/{number}{suffix}"
+    return f"/api/v1/tasks/{_task_id(task_id)}{suffix}"
 
 
 def _submission(
@@ -179,8 +166,18 @@ class TaskClient:
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
         self._lock = threading.Lock()
-        self._conn: Optional[http.client.HTTPConnection] = None
+        tls = ssl.create_default_context() if self._https else None
+        self._conn = Connection(self._host, self._port, tls)
         self._connections_opened = 0
+        default_port = 443 if self._https else 80
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        if self._port != default_port:
+            host += f":{self._port}"
+        self._fixed_headers = (
+            f"Host: {host}\r\n"
+            "Accept: application/json\r\n"
+            f"User-Agent: taskdeck-python/{__version__}\r\n"
+        )
 
     def __repr__(self) -> str:
         auth = ", token=<hidden>" if self.token else ""
@@ -338,10 +335,7 @@ class TaskClient:
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
-            if deadline is None:
-                poll_s = _POLL_MAX_S
-            else:
-                poll_s = min(_POLL_MAX_S, max(0.0, deadline - time.monotonic()))
+            poll_s = self._poll_seconds(deadline)
             answer = self.request(
                 "GET",
                 _task_path(task_id, "/wait"),
@@ -355,6 +349,96 @@ class TaskClient:
                 raise TaskdeckTimeout(
                     f"task {int(task_id)} did not finish within {timeout} s (it is {status})"
                 )
+
+    def wait_many(self, task_ids: Iterable[int], timeout: Optional[float] = None) -> List[Dict[str, Any]]:
+        """Waits until every one of these tasks has finished and returns their
+        records in the order given, in one request per long poll.
+
+        The server answers the moment the last of them finishes. Ids may
+        repeat; at most 10,000 different ids per call.
+
+        Args:
+            timeout: seconds to wait in all; ``None`` waits for as long as it
+                takes.
+
+        Raises:
+            TaskdeckTimeout: some task had not finished when ``timeout`` passed.
+            NotFound: one of the ids is unknown.
+        """
+        ids = [_task_id(task_id) for task_id in task_ids]
+        if not ids:
+            return []
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            poll_s = self._poll_seconds(deadline)
+            answer = self.request(
+                "POST",
+                "/api/v1/tasks/wait",
+                {"ids": ids},
+                query={"timeout_s": _format_seconds(poll_s)},
+                timeout=max(self.timeout, poll_s + _POLL_SLACK_S),
+            )
+            if answer.get("finished"):
+                by_id = {record["id"]: record for record in answer["tasks"]}
+                return [by_id[task_id] for task_id in ids]
+            if deadline is not None and time.monotonic() >= deadline:
+                waiting = [r["id"] for r in answer.get("tasks", []) if r.get("status") not in _FINAL]
+                raise TaskdeckTimeout(
+                    f"{len(waiting)} of the tasks did not finish within {timeout} s "
+                    f"(e.g. {', '.join(str(i) for i in waiting[:5])})"
+                )
+
+    def run(
+        self,
+        name: str,
+        *args: Any,
+        priority: Optional[int] = None,
+        max_retries: Optional[int] = None,
+        timeout: Optional[float] = None,
+        kwargs: Optional[Mapping[str, Any]] = None,
+        gpus: Optional[int] = None,
+        gpu_memory_mb: Optional[int] = None,
+        wait_timeout: Optional[float] = None,
+    ) -> Dict[str, Any]:
+        """Submits one task and waits for it: "run this and give me the result".
+
+        One round trip when the task finishes within the first long poll
+        (the server submits, waits and answers with the final record). Takes
+        the arguments of :meth:`submit`; returns the record like
+        :meth:`wait` (the value is ``record["result"]`` when
+        ``record["status"] == "completed"``).
+
+        Args:
+            wait_timeout: seconds to wait for the task to finish; ``None``
+                waits for as long as it takes.
+
+        Raises:
+            BadRequest: the name is unknown or the arguments do not fit.
+            TaskdeckTimeout: the task was accepted but had not finished within
+                ``wait_timeout`` (the message names its id; it keeps running).
+        """
+        body = _submission(name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb)
+        deadline = None if wait_timeout is None else time.monotonic() + max(0.0, wait_timeout)
+        poll_s = self._poll_seconds(deadline)
+        answer = self.request(
+            "POST",
+            "/api/v1/tasks/run",
+            body,
+            query={"timeout_s": _format_seconds(poll_s)},
+            timeout=max(self.timeout, poll_s + _POLL_SLACK_S),
+        )
+        if answer.get("finished"):
+            return answer["task"]
+        task_id = int(answer["task"]["id"])
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.wait(task_id, timeout=remaining)
+
+    @staticmethod
+    def _poll_seconds(deadline: Optional[float]) -> float:
+        """How long the next long poll may last."""
+        if deadline is None:
+            return _POLL_MAX_S
+        return min(_POLL_MAX_S, max(0.0, deadline - time.monotonic()))
 
     def list(
         self,
@@ -494,84 +578,60 @@ class TaskClient:
             ConnectionFailed: the server could not be reached.
             TaskdeckTimeout: no answer within ``timeout`` (default: the client's).
         """
-        target = self._prefix + quote(path, safe="/-_.~")
+        target = self._prefix + (path if _PLAIN_PATH.match(path) else quote(path, safe="/-_.~"))
         if query:
             target += "?" + urlencode(query)
-        headers = {
-            "Accept": "application/json",
-            "User-Agent": f"taskdeck-python/{__version__}",
-        }
-        payload = None
+        lines = [f"{method} {target} HTTP/1.1\r\n", self._fixed_headers]
+        if self.token:
+            lines.append(f"Authorization: Bearer {self.token}\r\n")
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+            lines.append(f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+            message = "".join(lines).encode("latin-1") + payload
+        else:
+            if method in ("POST", "PUT", "PATCH"):
+                lines.append("Content-Length: 0\r\n")
+            lines.append("\r\n")
+            message = "".join(lines).encode("latin-1")
         limit_s = self.timeout if timeout is None else timeout
         with self._lock:
-            status, content_type, data = self._exchange(method, target, payload, headers, limit_s)
+            status, content_type, data = self._exchange(method, target, message, limit_s)
         return _decode(status, content_type, data, method, path)
 
-    def _exchange(
-        self,
-        method: str,
-        target: str,
-        payload: Optional[bytes],
-        headers: Dict[str, str],
-        limit_s: float,
-    ) -> Tuple[int, str, bytes]:
+    def _exchange(self, method: str, target: str, message: bytes, limit_s: float) -> Answer:
         """Sends a request on the kept-alive connection; the caller holds the lock.
 
         A request that fails because the server closed an idle connection is
         sent once more on a fresh one. Such a request never reached the
         server, so sending it again cannot run anything twice.
         """
+        conn = self._conn
         for attempt in (1, 2):
-            conn = self._connection()
-            reused = conn.sock is not None
-            conn.timeout = limit_s
-            if conn.sock is not None:
-                conn.sock.settimeout(limit_s)
+            reused = conn.connected
             try:
-                conn.request(method, target, body=payload, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
+                if not reused:
+                    conn.connect(min(limit_s, self.timeout))
+                    self._connections_opened += 1
+                return conn.exchange(message, limit_s, head=method == "HEAD")
             except socket.timeout as error:
-                self._drop_connection()
                 raise TaskdeckTimeout(
                     f"{method} {target}: no answer from {self.url} within {limit_s:g} s"
                 ) from error
-            except _STALE_CONNECTION_ERRORS as error:
-                self._drop_connection()
+            except StaleConnection as error:
                 if reused and attempt == 1:
                     continue
                 raise ConnectionFailed(
                     f"{method} {target}: the connection to {self.url} broke: {error}"
                 ) from error
-            except (OSError, http.client.HTTPException) as error:
-                self._drop_connection()
+            except OSError as error:
+                conn.close()
                 raise ConnectionFailed(
                     f"{method} {target}: cannot reach {self.url}: {error}"
                 ) from error
-            return response.status, response.getheader("Content-Type") or "", data
         raise AssertionError("the loop above should return or raise")  # pragma: no cover
 
-    def _connection(self) -> http.client.HTTPConnection:
-        """The kept-alive connection, created on first use (it connects lazily)."""
-        if self._conn is None:
-            cls = _HTTPSConnection if self._https else _HTTPConnection
-            conn = cls(self._host, self._port, timeout=self.timeout)
-            conn.on_connect = self._count_connection
-            self._conn = conn
-        return self._conn
-
-    def _count_connection(self) -> None:
-        self._connections_opened += 1
-
     def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._conn.close()
 
 
 def _decode(status: int, content_type: str, data: bytes, method: str, path: str) -> Any:

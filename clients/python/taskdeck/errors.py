@@ -87,6 +87,12 @@ class Unavailable(TaskdeckError):
     """The server is shutting down or cannot take work right now (HTTP 503)."""
 
 
+class StorageFull(Unavailable):
+    """The disk holding the server's database is full (HTTP 507): nothing was
+    accepted. The server keeps what it already accepted and takes tasks again
+    by itself once there is room."""
+
+
 class TaskdeckTimeout(TaskdeckError):
     """A wait ran past its timeout, or the server did not answer in time."""
 
@@ -104,6 +110,7 @@ _BY_STATUS: Dict[int, Type[TaskdeckError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     503: Unavailable,
+    507: StorageFull,
 }
 
 

@@ -173,6 +173,50 @@ class SubmitAndWaitTest(ServerTestCase):
         with self.assertRaises(TaskdeckTimeout):
             self.idle.wait(queued, timeout=0)
 
+    def test_run_returns_the_final_record_in_one_call(self):
+        record = self.main.run("noop", 3, "x", priority=7)
+        self.assertLessEqual(RECORD_FIELDS, set(record))
+        self.assertEqual((record["status"], record["result"], record["priority"]), ("completed", [3, "x"], 7))
+        self.assertEqual(self.main.get(record["id"])["status"], "completed")
+        failed = self.main.run("fail", 5, max_retries=0)
+        self.assertEqual(failed["status"], "failed", failed)
+        # Longer than the server's inline wait: answered by the long poll.
+        slow = self.main.run("sleep", 150)
+        self.assertEqual(slow["status"], "completed", slow)
+        self.assertGreaterEqual(slow["run_time_s"], 0.14)
+        with self.assertRaises(BadRequest):
+            self.main.run("no_such_task")
+
+    def test_run_wait_timeout_leaves_the_task_running(self):
+        started = time.monotonic()
+        with self.assertRaises(TaskdeckTimeout) as caught:
+            self.main.run("sleep", 5_000, wait_timeout=0.3)
+        self.assertLess(time.monotonic() - started, 3.0)
+        task_id = int(re.search(r"task (\d+)", str(caught.exception)).group(1))
+        self.addCleanup(self._cancel_quietly, self.main, task_id)
+        self.assertIn(self.main.status(task_id), ("queued", "running"))
+        with self.assertRaises(TaskdeckTimeout):
+            self.idle.run("noop", wait_timeout=0)
+
+    def test_wait_many_returns_records_in_the_order_given(self):
+        ids = self.main.submit_many(
+            [("sleep", [100]), ("noop", [1]), {"task": "fail", "args": [9], "max_retries": 0}]
+        )
+        records = self.main.wait_many(list(reversed(ids)) + [ids[1]], timeout=30)
+        self.assertEqual([r["id"] for r in records], list(reversed(ids)) + [ids[1]])
+        self.assertEqual([r["status"] for r in records[:3]], ["failed", "completed", "completed"])
+        self.assertEqual(self.main.wait_many([]), [])
+        with self.assertRaises(NotFound):
+            self.main.wait_many([ids[0], 10**12])
+        with self.assertRaises(TypeError):
+            self.main.wait_many(["x"])
+        queued = self.idle.submit("noop")
+        started = time.monotonic()
+        with self.assertRaises(TaskdeckTimeout) as caught:
+            self.idle.wait_many([queued], timeout=0.3)
+        self.assertLess(time.monotonic() - started, 3.0)
+        self.assertIn(str(queued), str(caught.exception))
+
     @staticmethod
     def _cancel_quietly(client: TaskClient, task_id: int) -> None:
         try:

@@ -18,6 +18,7 @@ import servers  # noqa: F401  (puts this checkout's client on sys.path)
 from taskdeck import (
     BadRequest,
     ConnectionFailed,
+    StorageFull,
     TaskClient,
     TaskdeckError,
     TaskdeckTimeout,
@@ -109,6 +110,7 @@ class TransportTest(unittest.TestCase):
             "/bad": (400, {"error": {"code": "bad_request", "message": "unknown task \"x\""}}),
             "/busy": (503, {"error": {"code": "unavailable", "message": "shutting down"}}),
             "/odd": (418, {"something": "else"}),
+            "/full": (507, {"error": {"code": "storage_full", "message": "the disk is full"}}),
         })
         self.addCleanup(stub.stop)
         with TaskClient(stub.url) as client:
@@ -122,7 +124,40 @@ class TransportTest(unittest.TestCase):
                 client.request("GET", "/odd")
             self.assertEqual(odd.exception.status, 418)
             self.assertIn("something", odd.exception.message)
+            with self.assertRaises(StorageFull) as full:
+                client.request("POST", "/full", {"task": "noop"})
+            self.assertIsInstance(full.exception, Unavailable)
+            self.assertEqual((full.exception.status, full.exception.code), (507, "storage_full"))
             self.assertEqual(client.connections_opened, 1)
+
+    def test_large_answers_arrive_whole(self):
+        big = {"tasks": [{"id": i, "text": "x" * 100} for i in range(20_000)]}
+        stub = StubServer(answers={"/big": (200, big)})
+        self.addCleanup(stub.stop)
+        with TaskClient(stub.url) as client:
+            for _ in range(2):
+                self.assertEqual(client.request("GET", "/big"), big)
+            self.assertTrue(client.health())
+            self.assertEqual(client.connections_opened, 1)
+
+    def test_chunked_and_close_delimited_answers(self):
+        answers = [
+            # Chunked, with an extension and a trailer; the connection stays open.
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"7;ext=1\r\n{\"a\": [\r\n6\r\n1, 2]}\r\n0\r\nX-Trailer: t\r\n\r\n",
+            # An interim answer first, then a body that ends with the connection.
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\n\r\n{\"b\": true}",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"c\": 3}",
+        ]
+        server = _ScriptedServer(answers)
+        self.addCleanup(server.close)
+        with TaskClient(server.url) as client:
+            self.assertEqual(client.request("GET", "/one"), {"a": [1, 2]})
+            self.assertEqual(client.request("GET", "/two"), {"b": True})
+            self.assertEqual(client.request("GET", "/three"), {"c": 3})
+            self.assertEqual(client.connections_opened, 2)
+        self.assertEqual(server.paths, ["/one", "/two", "/three"])
 
     def test_nothing_listening_is_connection_failed(self):
         client = TaskClient(f"127.0.0.1:{_closed_port()}", timeout=2)
@@ -151,6 +186,48 @@ class TransportTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             TaskClient("ftp://example.com")
         self.assertEqual(client.connections_opened, 0)
+
+
+class _ScriptedServer:
+    """Answers each request it reads with the next scripted bytes, closing
+    the connection after an answer that says ``Connection: close``."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.paths = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, name="scripted-http", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while self.answers:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if b"\r\n\r\n" not in data:
+                        break
+                    head, data = data.split(b"\r\n\r\n", 1)
+                    self.paths.append(head.split(b" ")[1].decode())
+                    answer = self.answers.pop(0)
+                    conn.sendall(answer)
+                    if b"Connection: close" in answer:
+                        break
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(timeout=5)
 
 
 def _peer_closed(client: TaskClient) -> bool:
