@@ -63,6 +63,9 @@ use writer::{Op, Writer};
 /// How long [`Store::insert`] watches for its commit before it parks.
 const INSERT_SPIN: Duration = Duration::from_micros(200);
 
+/// Largest insert whose caller watches for the commit.
+const SPIN_MAX_RECORDS: usize = 8;
+
 /// How long resource samples are kept: the window plots at most an hour.
 pub const SAMPLE_RETENTION: Duration = Duration::from_secs(60 * 60);
 
@@ -333,12 +336,14 @@ impl Store {
                 StoreError::Unwritable(status.error.unwrap_or_default())
             });
         }
+        let spin = records.len() <= SPIN_MAX_RECORDS;
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.send(Op::Insert { records, reply })?;
-        // A commit takes tens of microseconds; watching for it (yielding the
-        // core) spares the caller the wake-up of a parked thread.
+        // A small commit takes tens of microseconds; watching for it
+        // (yielding the core) spares the caller the wake-up of a parked
+        // thread. A large one takes longer than the watch would last.
         let deadline = Instant::now() + INSERT_SPIN;
-        while Instant::now() < deadline {
+        while spin && Instant::now() < deadline {
             match answer.try_recv() {
                 Ok(result) => return result,
                 Err(TryRecvError::Empty) => std::thread::yield_now(),

@@ -32,9 +32,6 @@ use crate::model::{ResourceSample, TaskId, TaskRecord, now_us};
 /// Most resource samples kept while they cannot be written: an hour's worth.
 const MAX_PENDING_SAMPLES: usize = 3_600;
 
-/// How long a round of updates alone waits for more before it commits.
-const GATHER_FOR: Duration = Duration::from_millis(1);
-
 /// How often the writer tries again while writes fail.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
@@ -146,7 +143,6 @@ impl Writer {
                 };
                 batch.push(op);
             }
-            self.gather_updates(&mut batch);
             self.commit(batch);
             if !self.failing && self.last_purge.elapsed() >= PURGE_INTERVAL {
                 self.last_purge = Instant::now();
@@ -168,23 +164,6 @@ impl Writer {
         }
         if let Err((_, error)) = self.conn.close() {
             tracing::error!(%error, "closing the task database failed");
-        }
-    }
-
-    /// Nobody waits for updates and samples, so a round that holds only
-    /// those waits up to [`GATHER_FOR`] for more (or for a caller who
-    /// waits), and one commit carries what would otherwise be several: a
-    /// task's start and finish, and the next submit.
-    fn gather_updates(&self, batch: &mut Batch) {
-        if batch.has_waiters() || batch.is_empty() {
-            return;
-        }
-        let until = Instant::now() + GATHER_FOR;
-        while !batch.has_waiters() && batch.len() < MAX_BATCH_OPS {
-            match self.ops.recv_deadline(until) {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
         }
     }
 
@@ -362,16 +341,6 @@ impl Batch {
             samples: std::mem::take(&mut backlog.samples).into(),
             ..Self::default()
         }
-    }
-
-    /// Someone waits for this round: an insert or a flush.
-    fn has_waiters(&self) -> bool {
-        !self.inserts.is_empty() || !self.flushes.is_empty()
-    }
-
-    /// Operations held.
-    fn len(&self) -> usize {
-        self.inserts.len() + self.updates.len() + self.samples.len() + self.flushes.len()
     }
 
     /// Nothing to write and nobody to answer.
