@@ -417,3 +417,123 @@ fn a_command_created_in_the_window_runs_and_its_output_shows() {
     );
     scheduler.shutdown().expect("shutdown");
 }
+
+/// Set in the child process that runs the full-disk test inside its own
+/// mount namespace; names the tmpfs mounted there.
+const TMPFS_ENV: &str = "TASKDECK_TEST_TMPFS";
+
+/// The window on a real full disk: the header says so, a submit from the
+/// window is refused with the reason in the status bar, and both clear by
+/// themselves once there is room. The test runs itself again in a child
+/// process inside `unshare --user --map-root-user --mount`, on an 8 MB tmpfs
+/// mounted there (see tests/storage.rs for the same sandbox with the binary).
+#[test]
+fn a_full_disk_shows_in_the_header_and_clears_by_itself() {
+    let Ok(mount) = std::env::var(TMPFS_ENV) else {
+        if !cfg!(target_os = "linux") {
+            eprintln!("skipped: needs Linux mount namespaces");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = r#"mount -t tmpfs -o size=8m tmpfs "$1" || exit 97; shift; exec "$@""#;
+        let output = std::process::Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(dir.path())
+            .arg(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--exact",
+                "a_full_disk_shows_in_the_header_and_clears_by_itself",
+            ])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env(TMPFS_ENV, dir.path())
+            .output();
+        let required = std::env::var("TASKDECK_REQUIRE_TMPFS").is_ok_and(|v| v == "1");
+        let ran = output
+            .as_ref()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("running 1 test"));
+        match output {
+            Ok(output) if ran => assert!(
+                output.status.success()
+                    && String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+                "the test in its tmpfs failed:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            other => {
+                let why = match other {
+                    Ok(output) => String::from_utf8_lossy(&output.stderr).into_owned(),
+                    Err(error) => error.to_string(),
+                };
+                assert!(
+                    !required,
+                    "TASKDECK_REQUIRE_TMPFS=1 but no tmpfs sandbox could start: {why}"
+                );
+                eprintln!("skipped: no tmpfs in a user namespace here: {why}");
+            }
+        }
+        return;
+    };
+
+    let mount = std::path::PathBuf::from(mount);
+    let scheduler = Scheduler::start(
+        config(StoreMode::File(mount.join("tasks.db")), 2),
+        Registry::with_builtins(),
+    )
+    .expect("scheduler should start");
+    let mut harness = harness(services(&scheduler));
+    harness.run_steps(2);
+    assert!(harness.query_by_label_contains("Disk full").is_none());
+
+    let filler = mount.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("the filler should be creatable");
+        let chunk = vec![0u8; 16 * 1024];
+        while file.write(&chunk).is_ok_and(|n| n > 0) {}
+    }
+    // Space SQLite already holds may take a few more; then it refuses.
+    assert!(
+        common::wait_until(WAIT, || scheduler
+            .submit(TaskSpec::new("noop", vec![]))
+            .is_err()),
+        "submits should be refused on a full disk"
+    );
+    assert!(
+        run_until(&mut harness, |h| h
+            .query_by_label("Disk full: new tasks refused")
+            .is_some()),
+        "the header should say the disk is full"
+    );
+    harness.get_by_label("Random mock task").click();
+    assert!(
+        run_until(&mut harness, |h| h
+            .query_by_label_contains("is full")
+            .is_some()),
+        "the refusal and its reason should show in the status bar"
+    );
+
+    std::fs::remove_file(&filler).expect("the filler should be removable");
+    assert!(
+        run_until(&mut harness, |h| h
+            .query_by_label("Disk full: new tasks refused")
+            .is_none()),
+        "the header should clear once there is room"
+    );
+    let id = scheduler
+        .submit(TaskSpec::new("noop", vec![json!(1)]))
+        .expect("submits work again");
+    assert_eq!(
+        scheduler.wait(id, WAIT).expect("the task is known").status,
+        TaskStatus::Completed
+    );
+    scheduler.shutdown().expect("shutdown");
+}
