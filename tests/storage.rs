@@ -30,7 +30,7 @@ const LONG_WAIT: Duration = Duration::from_secs(60);
 /// with it the mount) until it is killed, so the test can read the files.
 const SANDBOX: &str = r#"
 mount -t tmpfs -o size="$4" tmpfs "$1" || exit 97
-"$2" serve --data-dir "$1" --listen 127.0.0.1:0 --workers 2 --retry-delay-ms 10 &
+"$2" serve --data-dir "$1" --listen 127.0.0.1:0 --workers "$5" --retry-delay-ms 10 &
 echo "$!" > "$3"
 wait
 exec sleep 600
@@ -49,8 +49,9 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    /// Starts the sandbox, or explains why it cannot and returns none.
-    fn start() -> Option<Self> {
+    /// Starts the sandbox with `workers` workers, or explains why it cannot
+    /// and returns none.
+    fn start(workers: usize) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mount = dir.path().join("fs");
         std::fs::create_dir(&mount).expect("mount point");
@@ -70,6 +71,7 @@ impl Sandbox {
             .arg(env!("CARGO_BIN_EXE_taskdeck"))
             .arg(&pid_file)
             .arg(FS_SIZE)
+            .arg(workers.to_string())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -181,13 +183,14 @@ fn tmpfs_required() -> bool {
     std::env::var("TASKDECK_REQUIRE_TMPFS").is_ok_and(|v| v == "1")
 }
 
-#[test]
-fn a_full_disk_refuses_submits_keeps_state_changes_and_recovers_by_itself() {
+/// A sandbox, or none after saying why the test is skipped.
+fn sandbox(workers: usize) -> Option<Sandbox> {
     if !cfg!(target_os = "linux") {
         eprintln!("skipped: needs Linux mount namespaces");
-        return;
+        return None;
     }
-    let Some(sandbox) = Sandbox::start() else {
+    let sandbox = Sandbox::start(workers);
+    if sandbox.is_none() {
         assert!(
             !tmpfs_required(),
             "TASKDECK_REQUIRE_TMPFS=1 but no tmpfs sandbox could start"
@@ -195,6 +198,29 @@ fn a_full_disk_refuses_submits_keeps_state_changes_and_recovers_by_itself() {
         eprintln!(
             "skipped: user namespaces are not available here; set TASKDECK_REQUIRE_TMPFS=1 to make this a failure"
         );
+    }
+    sandbox
+}
+
+/// Submits no-op tasks until one is refused; returns the refusal.
+fn submit_until_refused(addr: SocketAddr, accepted: &mut Vec<u64>) -> (u16, Value) {
+    let deadline = Instant::now() + LONG_WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no submit was refused on a full disk"
+        );
+        let (status, answer) = submit(addr, "noop", json!([]));
+        match status {
+            201 => accepted.push(answer["id"].as_u64().expect("an id")),
+            _ => return (status, answer),
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_submits_keeps_state_changes_and_recovers_by_itself() {
+    let Some(sandbox) = sandbox(2) else {
         return;
     };
     let addr = sandbox.addr;
@@ -210,18 +236,7 @@ fn a_full_disk_refuses_submits_keeps_state_changes_and_recovers_by_itself() {
 
     // Writes that still fit in space SQLite already holds may succeed; keep
     // submitting until the disk refuses.
-    let deadline = Instant::now() + LONG_WAIT;
-    let refusal = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no submit was refused on a full disk"
-        );
-        let (status, answer) = submit(addr, "noop", json!([]));
-        match status {
-            201 => accepted.push(answer["id"].as_u64().expect("an id")),
-            _ => break (status, answer),
-        }
-    };
+    let refusal = submit_until_refused(addr, &mut accepted);
     assert_eq!(refusal.0, 507, "a full disk is 507: {}", refusal.1);
     assert_eq!(refusal.1["error"]["code"], "storage_full");
     assert!(
@@ -319,4 +334,57 @@ fn a_full_disk_refuses_submits_keeps_state_changes_and_recovers_by_itself() {
         assert_eq!(status, "completed", "task {id} is stored as completed");
         assert_eq!(attempts, 1, "task {id} ran once");
     }
+}
+
+#[test]
+fn an_idle_server_on_a_full_disk_notices_by_itself_when_there_is_room_again() {
+    // No workers: nothing but the refused submits ever writes.
+    let Some(sandbox) = sandbox(0) else {
+        return;
+    };
+    let addr = sandbox.addr;
+    let mut accepted = Vec::new();
+    fill(&sandbox.path("filler"));
+    let (status, answer) = submit_until_refused(addr, &mut accepted);
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (507, &json!("storage_full")),
+        "{answer}"
+    );
+    let (status, health) = call(addr, "GET", "/healthz", None);
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["storage"]["full"], true);
+    assert_eq!(health["storage"]["pending_updates"], 0, "{health}");
+
+    // Nothing is retried, yet the server finds out that there is room.
+    std::fs::remove_file(sandbox.path("filler")).expect("the filler should be removable");
+    let mut health = Value::Null;
+    assert!(
+        wait_until(LONG_WAIT, || {
+            let (status, answer) = call(addr, "GET", "/healthz", None);
+            health = answer;
+            status == 200
+        }),
+        "/healthz should be ok again without any submit: {health}"
+    );
+    let (status, answer) = submit(addr, "noop", json!([]));
+    assert_eq!(status, 201, "{answer}");
+    accepted.push(answer["id"].as_u64().expect("an id"));
+    let (status, listed) = call(
+        addr,
+        "GET",
+        "/api/v1/tasks?status=queued&limit=1000&order=oldest",
+        None,
+    );
+    assert_eq!(status, 200, "{listed}");
+    let queued: Vec<u64> = listed["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|t| t["id"].as_u64())
+        .collect();
+    assert_eq!(
+        queued, accepted,
+        "every accepted task is queued, and only those"
+    );
 }
