@@ -56,17 +56,7 @@ impl Sandbox {
         let mount = dir.path().join("fs");
         std::fs::create_dir(&mount).expect("mount point");
         let pid_file = dir.path().join("server.pid");
-        let mut shell = Command::new("unshare")
-            .args([
-                "--user",
-                "--map-root-user",
-                "--mount",
-                "--",
-                "sh",
-                "-c",
-                SANDBOX,
-                "sh",
-            ])
+        let mut shell = common::in_own_mount_namespace(SANDBOX)
             .arg(&mount)
             .arg(env!("CARGO_BIN_EXE_taskdeck"))
             .arg(&pid_file)
@@ -179,10 +169,6 @@ fn fill(path: &Path) {
     let _ = file.sync_all();
 }
 
-fn tmpfs_required() -> bool {
-    std::env::var("TASKDECK_REQUIRE_TMPFS").is_ok_and(|v| v == "1")
-}
-
 /// A sandbox, or none after saying why the test is skipped.
 fn sandbox(workers: usize) -> Option<Sandbox> {
     if !cfg!(target_os = "linux") {
@@ -192,7 +178,7 @@ fn sandbox(workers: usize) -> Option<Sandbox> {
     let sandbox = Sandbox::start(workers);
     if sandbox.is_none() {
         assert!(
-            !tmpfs_required(),
+            !common::tmpfs_required(),
             "TASKDECK_REQUIRE_TMPFS=1 but no tmpfs sandbox could start"
         );
         eprintln!(

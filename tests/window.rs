@@ -436,17 +436,7 @@ fn a_full_disk_shows_in_the_header_and_clears_by_itself() {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let script = r#"mount -t tmpfs -o size=8m tmpfs "$1" || exit 97; shift; exec "$@""#;
-        let output = std::process::Command::new("unshare")
-            .args([
-                "--user",
-                "--map-root-user",
-                "--mount",
-                "--",
-                "sh",
-                "-c",
-                script,
-                "sh",
-            ])
+        let output = common::in_own_mount_namespace(script)
             .arg(dir.path())
             .arg(std::env::current_exe().expect("the test binary"))
             .args([
@@ -456,7 +446,7 @@ fn a_full_disk_shows_in_the_header_and_clears_by_itself() {
             .args(["--nocapture", "--test-threads", "1"])
             .env(TMPFS_ENV, dir.path())
             .output();
-        let required = std::env::var("TASKDECK_REQUIRE_TMPFS").is_ok_and(|v| v == "1");
+        let required = common::tmpfs_required();
         let ran = output
             .as_ref()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("running 1 test"));

@@ -123,3 +123,27 @@ pub fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let _ = stream.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// A command running `sh -c script sh ARGS...` (add the arguments) as root
+/// of a new user and mount namespace, where the script may mount a tmpfs
+/// without privileges; the mount disappears with the namespace.
+pub fn in_own_mount_namespace(script: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("unshare");
+    command.args([
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ]);
+    command
+}
+
+/// Whether a test that needs such a namespace must fail instead of
+/// skipping where none can be made (`TASKDECK_REQUIRE_TMPFS=1`, as in CI).
+pub fn tmpfs_required() -> bool {
+    std::env::var("TASKDECK_REQUIRE_TMPFS").is_ok_and(|v| v == "1")
+}
