@@ -606,12 +606,14 @@ class ExampleAndContractTest(ServerTestCase):
 
     def test_every_documented_route_answers(self):
         routes = documented_routes()
-        self.assertEqual(len(routes), 19, routes)
+        self.assertEqual(len(routes), 21, routes)
         done = self.main.submit("noop")
         self.finished(done)
         bodies = {
             ("post", "/api/v1/tasks"): {"task": "noop"},
             ("post", "/api/v1/tasks/batch"): {"tasks": [{"task": "noop"}]},
+            ("post", "/api/v1/tasks/run"): {"task": "noop"},
+            ("post", "/api/v1/tasks/wait"): {"ids": [done]},
             ("post", "/submit_task"): {"function_name": "noop", "arguments": []},
         }
         for method, path in routes:
