@@ -28,13 +28,17 @@ pub const DB_FILE: &str = "taskdeck.db";
 const LOG_FILES_KEPT: usize = 7;
 
 /// Errors of the runtime wiring.
+///
+/// A variant that wraps a cause says only what failed; the cause is its
+/// `source`, which callers print after it (`{:#}` with anyhow), so the
+/// reason appears once.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// No home directory to put the data directory in.
     #[error("cannot find a data directory; set {DATA_DIR_ENV} or pass --db")]
     NoDataDir,
     /// The data directory cannot be created.
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}")]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -50,16 +54,16 @@ pub enum RuntimeError {
         detail: String,
     },
     /// Ctrl-C/SIGTERM handling cannot be installed.
-    #[error("cannot install the signal handler: {0}")]
+    #[error("cannot install the signal handler")]
     Signal(#[from] ctrlc::Error),
     /// The scheduler did not start.
-    #[error("cannot start the scheduler: {0}")]
+    #[error("cannot start the scheduler")]
     Scheduler(#[from] StartError),
     /// The HTTP listener did not start.
     #[error(transparent)]
     Api(#[from] ApiStartError),
     /// Resource sampling did not start.
-    #[error("cannot start resource sampling: {0}")]
+    #[error("cannot start resource sampling")]
     Telemetry(#[from] TelemetryError),
     /// A thread of the broker bridge or the local worker did not start.
     #[error("cannot start the broker connection: {0}")]
@@ -298,7 +302,12 @@ pub fn init_logging(
 ) -> Result<Option<WorkerGuard>, RuntimeError> {
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let colour = use_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_filter(filter());
     let (file, guard) = match log_dir {
@@ -328,6 +337,13 @@ pub fn init_logging(
         .with(file)
         .try_init();
     Ok(guard)
+}
+
+/// Whether log lines on stderr get terminal colours: only when stderr is a
+/// terminal, and never when `NO_COLOR` is set to anything but the empty
+/// string (no-color.org), so files and pipes get plain text.
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 /// A receiver that gets one message per Ctrl-C or SIGTERM.
@@ -369,5 +385,21 @@ pub fn watch_second_signal(signals: &Receiver<()>, on_second: impl FnOnce() + Se
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot watch for a second stop signal");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::use_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(false, Some(OsStr::new(""))));
     }
 }

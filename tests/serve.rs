@@ -260,3 +260,44 @@ fn http_bench_prints_one_json_line() {
     assert!(report["single_submit_tasks_per_s"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(report["batch_submit_tasks_per_s"].as_f64().unwrap_or(0.0) > 0.0);
 }
+
+#[test]
+fn a_second_serve_on_a_database_in_use_says_why_once_without_colour_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tasks.db");
+    let mut first = serve(&db, dir.path(), 0);
+    assert!(
+        wait_until(LONG_WAIT, || dir.path().join("tasks.db.lock").exists()
+            && db.exists()),
+        "the first server should open the database"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .arg("serve")
+        .arg("--db")
+        .arg(&db)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("taskdeck should run");
+    first.kill().expect("kill");
+    first.wait().expect("reap");
+    assert!(!output.status.success());
+    // stderr is a pipe here: plain text, and the reason said once.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal colour codes: {stderr:?}"
+    );
+    assert_eq!(
+        stderr.matches("in use by another Taskdeck process").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot start the scheduler: database"),
+        "{stderr}"
+    );
+}
