@@ -1,12 +1,19 @@
 //! Taskdeck: a task scheduler with a durable queue, parallel workers,
 //! retries, timeouts and cancellation.
 //!
-//! Modules, in dependency order (each may use only those above it):
-//! - [`model`]: plain data (ids, specs, records, events).
-//! - [`tasks`]: the registry of runnable task types and the built-ins.
-//! - [`telemetry`]: CPU, memory, disk and GPU sampling thread and bounded history.
+//! Modules, in dependency order (each uses only modules above it; which
+//! ones exactly is in docs/ARCHITECTURE.md, and `scripts/check-architecture.sh`
+//! keeps it so):
+//! - [`model`]: plain data (ids, specs, records, events, resource samples).
+//! - [`tasks`]: the registry of runnable task types, the built-ins and the
+//!   `command`/`python` tasks.
 //! - [`store`]: SQLite persistence with group commit and recovery.
+//! - [`telemetry`]: CPU, memory, disk and GPU sampling thread and bounded history.
 //! - [`scheduler`]: the engine: queue, dispatch, workers, retries, metrics.
+//! - [`client`]: the HTTP client and the command line's client commands.
+//! - [`api`]: the HTTP listener.
+//! - [`app`]: the desktop window.
+//! - [`remote`]: distributed mode on RabbitMQ (bridge and worker process).
 //! - [`runtime`] and [`bench`]: wiring used by the `taskdeck` command.
 //!
 //! A program embeds Taskdeck by building a [`tasks::Registry`] with its own

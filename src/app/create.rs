@@ -5,9 +5,9 @@ use eframe::egui::{self, RichText, Ui};
 
 use super::state::Action;
 use super::theme::Theme;
-use crate::client::commands::parse_arg;
 use crate::model::{PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskSpec};
 use crate::tasks::Registry;
+use crate::tasks::parse_arg;
 
 /// The form's fields; the app owns it and keeps it between openings.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,16 +9,10 @@ use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 
 use super::Client;
-use crate::tasks::random_mock_spec;
+use crate::tasks::{parse_arg, random_mock_spec};
 
 /// Longest single long poll the server allows.
 const POLL_CHUNK_S: f64 = 300.0;
-
-/// Reads a command-line argument as JSON when it is JSON (`5000`, `true`,
-/// `[1,2]`, `"text"`), else as a plain string (`Random Forest`).
-pub fn parse_arg(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
-}
 
 /// Builds a submission object from the CLI's pieces.
 pub fn submission(
@@ -255,14 +249,6 @@ pub fn mock(client: &Client, count: usize, max_ms: u64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn arguments_are_json_when_they_parse_and_text_otherwise() {
-        assert_eq!(parse_arg("5000"), json!(5000));
-        assert_eq!(parse_arg("[1, 2]"), json!([1, 2]));
-        assert_eq!(parse_arg("Random Forest"), json!("Random Forest"));
-        assert_eq!(parse_arg("\"5000\""), json!("5000"));
-    }
 
     #[test]
     fn submissions_carry_every_option() {

@@ -8,7 +8,7 @@
 //! the attempt's lease; results, heartbeats and the host's resources come
 //! back on a durable event queue. Only this module imports the AMQP client
 //! and its async runtime; it depends on the scheduler's public handle, the
-//! model, the task registry and telemetry.
+//! model and the task registry.
 
 mod amqp;
 mod bridge;

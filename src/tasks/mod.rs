@@ -21,7 +21,7 @@ pub use builtin::register_builtins;
 pub use context::{CancelToken, StopReason, TaskContext};
 pub use exec::{ExecSettings, GpuMemoryProbe, register_exec_tasks};
 pub use mock::{CV_OPERATIONS, ML_ALGORITHMS, RANDOM_MAX_MS, RANDOM_MIN_MS, random_mock_spec};
-pub use signature::{ArgError, BoundArgs, Param, ParamType, Signature};
+pub use signature::{ArgError, BoundArgs, Param, ParamType, Signature, parse_arg};
 
 use crate::model::TaskSpec;
 

@@ -242,10 +242,25 @@ impl BoundArgs {
     }
 }
 
+/// Reads an argument typed by a person (on the command line or in the
+/// window's form) as JSON when it is JSON (`5000`, `true`, `[1,2]`,
+/// `"text"`), else as a plain string (`Random Forest`).
+pub fn parse_arg(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn typed_arguments_are_json_when_they_parse_and_text_otherwise() {
+        assert_eq!(parse_arg("5000"), json!(5000));
+        assert_eq!(parse_arg("[1, 2]"), json!([1, 2]));
+        assert_eq!(parse_arg("Random Forest"), json!("Random Forest"));
+        assert_eq!(parse_arg("\"5000\""), json!("5000"));
+    }
 
     fn sig() -> Signature {
         Signature::new(vec![

@@ -47,7 +47,8 @@ pub struct RunState {
 #[derive(Debug)]
 pub struct Entry {
     /// The task's record, shared with transitions still being published
-    /// (changed copy-on-write, so publishing never copies it).
+    /// (changed copy-on-write, so a transition shares it rather than copying
+    /// it; events carry their own copy).
     pub record: Arc<TaskRecord>,
     /// Set while an attempt runs.
     pub run: Option<RunState>,
