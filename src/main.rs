@@ -283,6 +283,9 @@ struct BenchArgs {
     /// Tasks in the closed-loop latency phase.
     #[arg(long, default_value_t = 2_000)]
     latency_tasks: usize,
+    /// Threads that list 10,000 tasks in a loop meanwhile (in-process only).
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["http", "broker"])]
+    listers: usize,
     /// Load the HTTP API instead: latency of submit + wait from one client,
     /// then submission throughput of --clients clients, single and batched.
     #[arg(long)]
@@ -625,6 +628,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             durability: args.durability,
             batch: args.batch.unwrap_or(1),
             latency_tasks: args.latency_tasks,
+            listers: args.listers,
         };
         match args.broker {
             None => serde_json::to_string(&bench::run(&options)?)?,

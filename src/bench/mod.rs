@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::model::{TaskSpec, TaskStatus};
-use crate::scheduler::{Durability, Scheduler, SchedulerConfig, StoreMode};
+use crate::scheduler::{Durability, Scheduler, SchedulerConfig, StoreMode, TaskQuery};
 use crate::store::Retention;
 use crate::tasks::Registry;
 
@@ -37,7 +37,13 @@ pub struct BenchOptions {
     pub batch: usize,
     /// Tasks in the closed-loop latency phase.
     pub latency_tasks: usize,
+    /// Threads listing up to [`LISTED`] tasks in a loop while both phases
+    /// run, as dashboards and scripts do.
+    pub listers: usize,
 }
+
+/// Tasks each lister asks for per call.
+pub const LISTED: usize = 10_000;
 
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +106,10 @@ pub struct BenchReport {
     pub throughput_tasks_per_s: f64,
     /// Tasks submitted per second (submission alone).
     pub submit_tasks_per_s: f64,
+    /// Listing threads that ran alongside.
+    pub listers: usize,
+    /// Listings of up to [`LISTED`] tasks they finished per second.
+    pub lists_per_s: f64,
     /// Closed-loop submit-to-completion latency.
     pub latency: LatencyReport,
 }
@@ -129,7 +139,35 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     config.workers = options.workers;
     config.retention = retention_for(options);
     let scheduler = Scheduler::start(config, Registry::with_builtins())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listers: Vec<_> = (0..options.listers)
+        .map(|_| {
+            let scheduler = scheduler.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let query = TaskQuery {
+                    limit: LISTED,
+                    ..TaskQuery::default()
+                };
+                let mut lists = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::black_box(scheduler.list(&query));
+                    lists += 1;
+                }
+                lists
+            })
+        })
+        .collect();
+    let begun = Instant::now();
     let result = measure(&scheduler, options);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lists: u64 = listers.into_iter().map(|l| l.join().unwrap_or(0)).sum();
+    let listed_for = begun.elapsed();
+    let result = result.map(|mut report| {
+        report.listers = options.listers;
+        report.lists_per_s = (lists as f64 / listed_for.as_secs_f64().max(1e-9)).round();
+        report
+    });
     let shutdown = scheduler.shutdown();
     remove_temp_db(temp_db.as_deref());
     let report = result?;
@@ -230,6 +268,8 @@ pub(crate) fn measure(
         batch,
         throughput_tasks_per_s: per_second(options.tasks, finished).round(),
         submit_tasks_per_s: per_second(options.tasks, submitted).round(),
+        listers: 0,
+        lists_per_s: 0.0,
         latency: latencies.report(),
     })
 }
