@@ -172,12 +172,12 @@ pub fn handle(
         }
         Route::List(params) => ok(list(scheduler, &params)),
         Route::Get(id) => {
-            let record = scheduler.task(id).ok_or_else(|| not_found(id))?;
+            let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
             ok(views::task(&record))
         }
         Route::Cancel(id) => {
             let outcome = scheduler.cancel(id)?;
-            let record = scheduler.task(id).ok_or_else(|| not_found(id))?;
+            let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
             let outcome = match outcome {
                 CancelOutcome::Removed => "removed",
                 CancelOutcome::StopRequested => "stop_requested",
@@ -189,7 +189,7 @@ pub fn handle(
             ok(json!({ "id": id, "status": "queued" }))
         }
         Route::Wait(id, secs) => {
-            let record = scheduler.task(id).ok_or_else(|| not_found(id))?;
+            let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
             if record.status.is_final() || secs <= 0.0 {
                 return ok(one_reply(&record));
             }
@@ -277,7 +277,11 @@ fn list(scheduler: &Scheduler, params: &ListParams) -> Value {
         limit: params.limit,
         oldest_first: params.order == Order::Oldest,
     };
-    let tasks: Vec<Value> = scheduler.list(&query).iter().map(views::task).collect();
+    let tasks: Vec<Value> = scheduler
+        .list_shared(&query)
+        .iter()
+        .map(|record| views::task(record))
+        .collect();
     json!({
         "count": tasks.len(),
         "limit": params.limit,
@@ -333,7 +337,7 @@ fn many_reply(scheduler: &Scheduler, ids: &[TaskId]) -> Result<(bool, Value), Ap
 pub fn awaited_reply(scheduler: &Scheduler, awaited: &Awaited) -> Result<Reply, ApiError> {
     match awaited {
         Awaited::One([id]) => {
-            let record = scheduler.task(*id).ok_or_else(|| not_found(*id))?;
+            let record = scheduler.task_shared(*id).ok_or_else(|| not_found(*id))?;
             Ok(Reply::Json(200, one_reply(&record)))
         }
         Awaited::Many(ids) => Ok(Reply::Json(200, many_reply(scheduler, ids)?.1)),

@@ -31,10 +31,11 @@ pub fn status(scheduler: &Scheduler, id: &str) -> Value {
     let record = id
         .parse::<u64>()
         .ok()
-        .and_then(|n| scheduler.task(TaskId(n)));
-    let status = record
-        .as_ref()
-        .map_or_else(|| "Unknown".to_owned(), views::legacy_status);
+        .and_then(|n| scheduler.task_shared(TaskId(n)));
+    let status = record.as_ref().map_or_else(
+        || "Unknown".to_owned(),
+        |record| views::legacy_status(record),
+    );
     let task_id = id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n));
     json!({ "task_id": task_id, "status": status })
 }
@@ -110,7 +111,7 @@ pub fn tasks(scheduler: &Scheduler) -> Value {
         ..TaskQuery::default()
     };
     let list: Vec<Value> = scheduler
-        .list(&query)
+        .list_shared(&query)
         .iter()
         .map(|record| {
             json!({

@@ -127,7 +127,7 @@ impl AppState {
             None => services.scheduler.subscribe(),
         };
         let mut tasks = TaskView::new(view);
-        let all = services.scheduler.list(&TaskQuery {
+        let all = services.scheduler.list_shared(&TaskQuery {
             limit: usize::MAX,
             oldest_first: true,
             ..TaskQuery::default()

@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::{TaskId, TaskRecord, TaskStatus};
@@ -74,7 +75,7 @@ const REBUILD_EVERY: Duration = Duration::from_millis(250);
 /// The task rows, their visible order and the selection.
 #[derive(Debug, Default)]
 pub struct TaskView {
-    rows: BTreeMap<TaskId, TaskRecord>,
+    rows: BTreeMap<TaskId, Arc<TaskRecord>>,
     order: Vec<TaskId>,
     settings: ViewSettings,
     dirty: bool,
@@ -95,7 +96,7 @@ impl TaskView {
 
     /// Takes a record; an older version than the one held is ignored
     /// (events from different threads may arrive out of order).
-    pub fn upsert(&mut self, record: TaskRecord) {
+    pub fn upsert(&mut self, record: Arc<TaskRecord>) {
         match self.rows.get(&record.id) {
             Some(held) if held.version >= record.version => {}
             _ => {
@@ -143,6 +144,7 @@ impl TaskView {
         let mut visible: Vec<&TaskRecord> = self
             .rows
             .values()
+            .map(|r| &**r)
             .filter(|r| status.is_none_or(|s| r.status == s))
             .filter(|r| needle.is_empty() || matches_text(r, &needle))
             .collect();
@@ -178,7 +180,7 @@ impl TaskView {
 
     /// A row by id.
     pub fn get(&self, id: TaskId) -> Option<&TaskRecord> {
-        self.rows.get(&id)
+        self.rows.get(&id).map(|r| &**r)
     }
 
     /// Rows held (visible or not).
@@ -298,14 +300,14 @@ mod tests {
     use crate::model::TaskSpec;
     use serde_json::json;
 
-    fn record(id: u64, name: &str, priority: u8, status: TaskStatus) -> TaskRecord {
+    fn record(id: u64, name: &str, priority: u8, status: TaskStatus) -> Arc<TaskRecord> {
         let mut r = TaskRecord::new(
             TaskId(id),
             TaskSpec::new(name, vec![json!(id)]).priority(priority),
             0,
         );
         r.status = status;
-        r
+        Arc::new(r)
     }
 
     fn ids(view: &TaskView) -> Vec<u64> {
@@ -339,9 +341,9 @@ mod tests {
     #[test]
     fn filters_by_status_and_text_and_ignores_stale_versions() {
         let mut view = TaskView::new(ViewSettings::default());
-        let mut newer = record(1, "mock_ml_task", 5, TaskStatus::Completed);
+        let mut newer = TaskRecord::clone(&record(1, "mock_ml_task", 5, TaskStatus::Completed));
         newer.version = 5;
-        view.upsert(newer);
+        view.upsert(Arc::new(newer));
         view.upsert(record(1, "mock_ml_task", 5, TaskStatus::Queued));
         view.upsert(record(2, "noop", 5, TaskStatus::Queued));
         view.set_settings(ViewSettings {

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use super::TaskRecord;
 
 /// What happened to a task.
@@ -37,5 +39,5 @@ pub struct Event {
     /// What happened.
     pub kind: EventKind,
     /// The task after the transition.
-    pub task: TaskRecord,
+    pub task: Arc<TaskRecord>,
 }

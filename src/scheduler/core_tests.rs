@@ -1,5 +1,6 @@
 //! Unit tests of the scheduler's state transitions, without threads.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -27,7 +28,7 @@ fn core_with(tasks: &[(u64, u8)], max_finished: usize) -> Core {
                 let spec = TaskSpec::new("noop", vec![])
                     .priority(*priority)
                     .max_retries(1);
-                TaskRecord::new(TaskId(*id), spec, 0)
+                Arc::new(TaskRecord::new(TaskId(*id), spec, 0))
             })
             .collect(),
     );

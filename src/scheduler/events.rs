@@ -101,7 +101,11 @@ mod tests {
         Event {
             seq,
             kind: EventKind::Submitted,
-            task: TaskRecord::new(TaskId(seq), TaskSpec::new("noop", vec![]), 0),
+            task: Arc::new(TaskRecord::new(
+                TaskId(seq),
+                TaskSpec::new("noop", vec![]),
+                0,
+            )),
         }
     }
 

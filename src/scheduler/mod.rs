@@ -175,13 +175,13 @@ impl Inner {
     }
 
     /// Logs and publishes a transition (without persisting it).
-    fn announce(&self, kind: EventKind, record: &TaskRecord) {
+    fn announce(&self, kind: EventKind, record: &Arc<TaskRecord>) {
         report::log_transition(kind, record);
         if self.events.has_subscribers() {
             self.events.publish(Event {
                 seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
                 kind,
-                task: record.clone(),
+                task: Arc::clone(record),
             });
         }
     }
@@ -417,6 +417,7 @@ impl Scheduler {
         if let Some(store) = &self.inner.store {
             store.insert(records.clone())?;
         }
+        let records: Vec<Arc<TaskRecord>> = records.into_iter().map(Arc::new).collect();
         for record in &records {
             self.inner.announce(EventKind::Submitted, record);
         }
@@ -437,14 +438,16 @@ impl Scheduler {
         Ok(ids)
     }
 
-    /// The task's current record.
+    /// The task's current record (copied after the lock is released).
     pub fn task(&self, id: TaskId) -> Option<TaskRecord> {
-        self.inner
-            .core
-            .lock()
-            .tasks
-            .get(&id)
-            .map(|entry| TaskRecord::clone(&entry.record))
+        self.task_shared(id)
+            .map(|record| TaskRecord::clone(&record))
+    }
+
+    /// The task's current record, shared: no copy at all.
+    pub fn task_shared(&self, id: TaskId) -> Option<Arc<TaskRecord>> {
+        let core = self.inner.core.lock();
+        core.tasks.get(&id).map(|entry| Arc::clone(&entry.record))
     }
 
     /// The current records of `ids`, in order (none for unknown ids), taken
@@ -456,10 +459,19 @@ impl Scheduler {
             .collect()
     }
 
-    /// Tasks matching a query.
+    /// Tasks matching a query (copied after the lock is released).
     pub fn list(&self, query: &TaskQuery) -> Vec<TaskRecord> {
+        self.list_shared(query)
+            .iter()
+            .map(|record| TaskRecord::clone(record))
+            .collect()
+    }
+
+    /// Tasks matching a query, shared: the lock is held for the scan alone
+    /// and no record is copied.
+    pub fn list_shared(&self, query: &TaskQuery) -> Vec<Arc<TaskRecord>> {
         let core = self.inner.core.lock();
-        query.select(core.tasks.values().map(|entry| &*entry.record))
+        query.select(core.tasks.values().map(|entry| &entry.record))
     }
 
     /// Queued task ids in the order they will run.

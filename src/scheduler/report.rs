@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::core::{RemoteWorker, WorkerId, WorkerSlot};
@@ -45,12 +46,14 @@ impl TaskQuery {
                 .is_none_or(|name| record.spec.name == name)
     }
 
-    /// Applies the query to records given in ascending id order.
+    /// Applies the query to records given in ascending id order, sharing
+    /// the matches (cloning an `Arc` each, never a record), so a caller
+    /// holding a lock holds it only for the scan.
     pub fn select<'a>(
         &self,
-        records: impl DoubleEndedIterator<Item = &'a TaskRecord>,
-    ) -> Vec<TaskRecord> {
-        let pick = |iter: &mut dyn Iterator<Item = &'a TaskRecord>| -> Vec<TaskRecord> {
+        records: impl DoubleEndedIterator<Item = &'a Arc<TaskRecord>>,
+    ) -> Vec<Arc<TaskRecord>> {
+        let pick = |iter: &mut dyn Iterator<Item = &'a Arc<TaskRecord>>| -> Vec<Arc<TaskRecord>> {
             iter.filter(|record| self.matches(record))
                 .skip(self.offset)
                 .take(self.limit)

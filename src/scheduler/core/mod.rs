@@ -256,18 +256,12 @@ impl Core {
     }
 
     /// Adds accepted tasks to the table and the queue.
-    pub fn insert_queued(&mut self, records: Vec<TaskRecord>) {
+    pub fn insert_queued(&mut self, records: Vec<Arc<TaskRecord>>) {
         for record in records {
             self.counts[TaskStatus::Queued.index()] += 1;
             self.queue
                 .push(record.spec.priority, record.id, need_of(&record.spec));
-            self.tasks.insert(
-                record.id,
-                Entry {
-                    record: Arc::new(record),
-                    run: None,
-                },
-            );
+            self.tasks.insert(record.id, Entry { record, run: None });
         }
     }
 

@@ -1,6 +1,7 @@
 //! Unit tests of attempts on worker processes: claims, leases, results and
 //! recovery, without threads or a broker.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -25,7 +26,13 @@ fn core_with(ids: &[u64]) -> Core {
     let mut core = Core::new(0, retention, backoff);
     core.insert_queued(
         ids.iter()
-            .map(|id| TaskRecord::new(TaskId(*id), TaskSpec::new("noop", vec![]).max_retries(1), 0))
+            .map(|id| {
+                Arc::new(TaskRecord::new(
+                    TaskId(*id),
+                    TaskSpec::new("noop", vec![]).max_retries(1),
+                    0,
+                ))
+            })
             .collect(),
     );
     core
