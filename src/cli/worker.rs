@@ -15,7 +15,7 @@ use taskdeck::runtime::{self, DATA_DIR_ENV};
 use taskdeck::scheduler::{GpuDevice, default_workers};
 use taskdeck::tasks::{ExecSettings, GpuMemoryProbe, Registry, register_exec_tasks};
 
-use crate::exit_now;
+use super::stack::exit_now;
 
 /// How `command` and `python` tasks run.
 #[derive(Debug, Args)]
@@ -100,6 +100,7 @@ pub(crate) struct WorkerArgs {
     pub(crate) data_dir: Option<PathBuf>,
 }
 
+/// `taskdeck worker`: takes tasks from RabbitMQ until Ctrl-C or SIGTERM.
 pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let WorkerArgs {
         broker,

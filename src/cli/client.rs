@@ -1,0 +1,228 @@
+//! The commands that talk to a running server over HTTP: submit, status,
+//! list, cancel, retry, wait, monitor, mock.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+
+use taskdeck::client::{Client, commands};
+
+/// Where the server is.
+#[derive(Debug, Args)]
+pub(crate) struct Remote {
+    /// Server URL.
+    #[arg(
+        long,
+        env = "TASKDECK_URL",
+        default_value = "http://127.0.0.1:5000",
+        global = true
+    )]
+    url: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "TASKDECK_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+impl Remote {
+    /// A client of the server.
+    pub(crate) fn client(&self) -> Client {
+        Client::new(&self.url, self.token.as_deref(), CLIENT_TIMEOUT)
+    }
+}
+
+/// Per-call limit of the CLI (a long poll lasts up to 300 s).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(330);
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Registered task name, e.g. mock_ml_task.
+    name: String,
+    /// Positional arguments; each is read as JSON when it is JSON, else as text.
+    #[arg(allow_negative_numbers = true)]
+    args: Vec<String>,
+    /// Keyword argument KEY=VALUE (repeatable).
+    #[arg(long = "kwarg", value_name = "KEY=VALUE")]
+    kwargs: Vec<String>,
+    /// 0-9; higher runs first [default: 5].
+    #[arg(long)]
+    priority: Option<u8>,
+    /// Retries after a failed attempt [default: 3].
+    #[arg(long)]
+    retries: Option<u32>,
+    /// Seconds one attempt may take.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// GPUs the task needs; the server assigns device ids (CUDA_VISIBLE_DEVICES).
+    #[arg(long, value_name = "N")]
+    gpus: Option<u32>,
+    /// Memory each of its GPUs must have, in MB.
+    #[arg(long, value_name = "MB", requires = "gpus")]
+    gpu_memory_mb: Option<u64>,
+    /// Wait for the task to finish and show it.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IdArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Task id.
+    id: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Task id.
+    id: u64,
+    /// Give up after this many seconds [default: wait forever].
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Only tasks in this status (queued, running, retrying, completed, failed, cancelled).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only tasks with this name.
+    #[arg(long)]
+    task: Option<String>,
+    /// Most tasks shown (1-1000).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MonitorArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MockArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Tasks to submit.
+    #[arg(long, default_value_t = 5)]
+    count: usize,
+    /// Longest task duration in ms (they last 1,000 ms to this).
+    #[arg(long, default_value_t = 20_000, value_name = "MS")]
+    max_duration_ms: u64,
+}
+
+/// `taskdeck submit NAME ARGS...` (with `--wait`, waits for the result).
+pub(crate) fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let mut submission = commands::submission(
+        &args.name,
+        &args.args,
+        &args.kwargs,
+        args.priority,
+        args.retries,
+        args.timeout,
+    )?;
+    if let Some(gpus) = args.gpus {
+        submission["gpus"] = serde_json::json!(gpus);
+    }
+    if let Some(mb) = args.gpu_memory_mb {
+        submission["gpu_memory_mb"] = serde_json::json!(mb);
+    }
+    let client = args.remote.client();
+    let id = client.submit(&submission)?;
+    if !args.wait {
+        println!("submitted task {id}");
+        return Ok(());
+    }
+    let task = commands::wait_for(&client, id, None)?;
+    print!("{}", commands::describe(&task));
+    commands::require_completed(&task)
+}
+
+/// `taskdeck list`.
+pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
+    let mut query = format!("limit={}", args.limit);
+    if let Some(status) = &args.status {
+        query.push_str(&format!("&status={status}"));
+    }
+    if let Some(task) = &args.task {
+        query.push_str(&format!(
+            "&task={}",
+            task.replace('%', "%25")
+                .replace('&', "%26")
+                .replace(' ', "%20")
+        ));
+    }
+    let answer = args.remote.client().list(&query)?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        commands::print_list(&answer);
+    }
+    Ok(())
+}
+
+/// `taskdeck cancel ID`.
+pub(crate) fn cancel(args: IdArgs) -> anyhow::Result<()> {
+    let answer = args.remote.client().cancel(args.id)?;
+    match answer["outcome"].as_str() {
+        Some("removed") => println!("task {} cancelled; it will not run", args.id),
+        _ => println!("task {} is running; asked it to stop", args.id),
+    }
+    Ok(())
+}
+
+/// `taskdeck wait ID`: fails unless the task completed.
+pub(crate) fn wait(args: WaitArgs) -> anyhow::Result<()> {
+    let timeout = match args.timeout {
+        Some(secs) if !secs.is_finite() || secs < 0.0 => {
+            bail!("--timeout must be zero or more seconds")
+        }
+        other => other.map(Duration::from_secs_f64),
+    };
+    let task = commands::wait_for(&args.remote.client(), args.id, timeout)?;
+    print!("{}", commands::describe(&task));
+    commands::require_completed(&task)
+}
+
+/// `taskdeck monitor`.
+pub(crate) fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
+    let answer = args.remote.client().monitoring()?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        commands::print_monitoring(&answer);
+    }
+    Ok(())
+}
+
+/// `taskdeck status ID`.
+pub(crate) fn status(args: IdArgs) -> anyhow::Result<()> {
+    let task = args.remote.client().task(args.id)?;
+    print!("{}", commands::describe(&task));
+    Ok(())
+}
+
+/// `taskdeck retry ID`.
+pub(crate) fn retry(args: IdArgs) -> anyhow::Result<()> {
+    args.remote.client().retry(args.id)?;
+    println!("task {} queued again", args.id);
+    Ok(())
+}
+
+/// `taskdeck mock`.
+pub(crate) fn mock(args: MockArgs) -> anyhow::Result<()> {
+    commands::mock(&args.remote.client(), args.count, args.max_duration_ms)
+}

@@ -1,0 +1,88 @@
+//! The command line: one file per command group; `main.rs` only parses and
+//! dispatches.
+//!
+//! - `stack`: the window and `serve` (the scheduler, its HTTP API and
+//!   workers in this process), with the flags they share;
+//! - `client`: the commands that talk to a running server over HTTP;
+//! - `worker`: the `worker` command (distributed mode) and the flags it
+//!   shares with `serve`;
+//! - `bench`: the benchmarks.
+
+mod bench;
+mod client;
+mod stack;
+mod worker;
+
+use clap::{Parser, Subcommand};
+
+use bench::BenchArgs;
+use client::{IdArgs, ListArgs, MockArgs, MonitorArgs, SubmitArgs, WaitArgs};
+use stack::ServeArgs;
+use worker::WorkerArgs;
+
+/// Taskdeck: a task scheduler with a durable queue, parallel workers,
+/// retries and timeouts.
+/// Without a command, `taskdeck` opens the desktop window, which runs the
+/// scheduler, its workers and the HTTP API in one process (same flags as
+/// `serve`).
+#[derive(Debug, Parser)]
+#[command(name = "taskdeck", version, args_conflicts_with_subcommands = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    window: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scheduler and its HTTP API headless until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Submit a task to a running server: NAME then its arguments (JSON or plain text).
+    Submit(SubmitArgs),
+    /// Show one task.
+    Status(IdArgs),
+    /// List tasks, newest first.
+    List(ListArgs),
+    /// Cancel a queued task (it never runs) or stop a running one.
+    Cancel(IdArgs),
+    /// Queue a failed or cancelled task again.
+    Retry(IdArgs),
+    /// Wait for a task to finish and show it; fails unless it completed.
+    Wait(WaitArgs),
+    /// Show resources, workers, queue and latency.
+    Monitor(MonitorArgs),
+    /// Submit random mock ML/CV tasks, like the old demo script.
+    Mock(MockArgs),
+    /// Measure throughput and latency of no-op tasks; prints one JSON line.
+    Bench(BenchArgs),
+    /// Run a worker process that takes tasks from RabbitMQ until Ctrl-C or SIGTERM.
+    Worker(WorkerArgs),
+}
+
+impl Cli {
+    /// Runs the chosen command; without one, the window.
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            None => stack::window(self.window),
+            Some(command) => run_command(command),
+        }
+    }
+}
+
+/// Runs one subcommand.
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => stack::serve(args),
+        Command::Submit(args) => client::submit(args),
+        Command::Status(args) => client::status(args),
+        Command::List(args) => client::list(args),
+        Command::Cancel(args) => client::cancel(args),
+        Command::Retry(args) => client::retry(args),
+        Command::Wait(args) => client::wait(args),
+        Command::Monitor(args) => client::monitor(args),
+        Command::Mock(args) => client::mock(args),
+        Command::Bench(args) => bench::bench(args),
+        Command::Worker(args) => worker::worker(args),
+    }
+}

@@ -1,0 +1,277 @@
+//! The window and `serve`: the scheduler, its HTTP API and workers in this
+//! process, with the flags they share.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use taskdeck::api::{self, ApiConfig};
+use taskdeck::app::{self, Services};
+use taskdeck::remote::{self, Names};
+use taskdeck::runtime::{self, BrokerSettings, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
+use taskdeck::scheduler::{Backoff, Durability, SchedulerConfig, StoreMode, default_workers};
+use taskdeck::store::Retention;
+use taskdeck::tasks::Registry;
+
+use super::worker::{BrokerArgs, ExecArgs, gpu_devices};
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// SQLite database file [default: DATA_DIR/taskdeck.db].
+    #[arg(long, value_name = "PATH", conflicts_with = "memory")]
+    db: Option<PathBuf>,
+    /// Keep tasks in memory only: nothing survives a restart.
+    #[arg(long)]
+    memory: bool,
+    /// What an accepted task survives: "process" (Taskdeck crashing or
+    /// being killed) or "power" (also an OS crash or power loss: one fsync
+    /// per commit, slower for single submits).
+    #[arg(
+        long,
+        default_value = "process",
+        value_name = "LEVEL",
+        env = "TASKDECK_DURABILITY"
+    )]
+    durability: Durability,
+    /// Directory for the database and log files [default: the platform's user data directory].
+    #[arg(long, value_name = "DIR", env = DATA_DIR_ENV)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address of the HTTP API; anything but loopback requires --token.
+    #[arg(long, default_value = api::DEFAULT_LISTEN, value_name = "ADDR")]
+    listen: String,
+    /// Bearer token clients must send (every route but /healthz).
+    #[arg(long, env = "TASKDECK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Threads answering HTTP requests.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    http_threads: u16,
+    /// Worker threads [default: logical CPUs]; 0 accepts tasks without running them.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    workers: Option<u16>,
+    /// Seconds running tasks get to finish at shutdown before they are stopped and put back.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    grace: f64,
+    /// Finished tasks kept in history.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    keep_finished: usize,
+    /// Days finished tasks are kept (0 keeps them by count alone).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    keep_days: u64,
+    /// Delay after a task's first failed attempt; it doubles with each further one.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    retry_delay_ms: u64,
+    /// RabbitMQ URL (amqp:// or amqps://): publish tasks to the broker for
+    /// `taskdeck worker` processes instead of the in-process queue; this
+    /// process's own workers then take tasks from the broker too.
+    #[arg(
+        long,
+        env = "TASKDECK_BROKER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    broker: Option<String>,
+    #[command(flatten)]
+    names: BrokerArgs,
+    /// Accept `command` and `python` tasks (they run programs and code) over
+    /// HTTP, from loopback clients or with the token. The window and the
+    /// library may always submit them.
+    #[arg(long)]
+    allow_code_tasks: bool,
+    #[command(flatten)]
+    exec: ExecArgs,
+    /// GPU device ids tasks may be given, e.g. 0,1 (declares them where NVML
+    /// cannot find them; "none" for no GPUs) [default: the NVIDIA GPUs NVML finds].
+    #[arg(long, value_name = "IDS")]
+    gpus: Option<String>,
+    /// Seconds an attempt stays with a worker process that stopped sending
+    /// heartbeats before it counts as lost and runs again (with --broker).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    lease: f64,
+}
+
+/// Everything `serve` and the window share, from their flags.
+struct Prepared {
+    stack: StackConfig,
+    data_dir: PathBuf,
+    grace: Duration,
+    registry: Registry,
+}
+
+/// Turns the shared flags into the stack's configuration.
+fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
+    let ServeArgs {
+        store,
+        listen,
+        token,
+        http_threads,
+        workers,
+        grace,
+        keep_finished,
+        keep_days,
+        retry_delay_ms,
+        broker,
+        names,
+        allow_code_tasks,
+        exec,
+        gpus,
+        lease,
+    } = args;
+    if !grace.is_finite() || grace < 0.0 {
+        bail!("--grace must be a number of seconds, zero or more");
+    }
+    let broker = match broker {
+        None => None,
+        Some(url) => {
+            if !lease.is_finite() || lease < 0.1 {
+                bail!("--lease must be a number of seconds, 0.1 or more");
+            }
+            let lease = Duration::from_secs_f64(lease);
+            Some(BrokerSettings {
+                url: url.parse()?,
+                names: Names::new(&names.broker_namespace)?,
+                lease,
+                publish_wait: remote::DEFAULT_PUBLISH_WAIT,
+                local_worker: window || workers != Some(0),
+                worker_name: remote::default_worker_name(&taskdeck::telemetry::host_name()),
+            })
+        }
+    };
+    let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
+    let mode = if store.memory {
+        StoreMode::Memory
+    } else {
+        StoreMode::File(store.db.unwrap_or_else(|| data_dir.join(DB_FILE)))
+    };
+    let mut config = SchedulerConfig::new(mode);
+    config.durability = store.durability;
+    config.workers = workers.map_or_else(default_workers, usize::from);
+    config.shutdown_grace = Duration::from_secs_f64(grace);
+    config.retention = Retention {
+        max_finished: keep_finished,
+        max_age: (keep_days > 0).then(|| Duration::from_secs(keep_days * 24 * 3600)),
+    };
+    config.backoff = Backoff {
+        base: Duration::from_millis(retry_delay_ms),
+        ..Backoff::default()
+    };
+    config.gpus = gpu_devices(gpus.as_deref())?;
+    let api = ApiConfig {
+        listen,
+        token,
+        threads: usize::from(http_threads),
+        allow_code_tasks,
+        ..ApiConfig::default()
+    };
+    let registry = exec.registry(&data_dir);
+    Ok(Prepared {
+        stack: StackConfig {
+            scheduler: config,
+            api: Some(api),
+            broker,
+        },
+        grace: Duration::from_secs_f64(grace),
+        data_dir,
+        registry,
+    })
+}
+
+/// Leaves at once at a second Ctrl-C; the next start recovers as after a crash.
+pub(crate) fn exit_now() {
+    eprintln!(
+        "taskdeck: second stop signal; exiting now (unfinished tasks run again at the next start)"
+    );
+    std::process::exit(130);
+}
+
+/// `taskdeck serve`: runs the stack until Ctrl-C or SIGTERM.
+pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let Prepared {
+        stack,
+        data_dir,
+        grace,
+        registry,
+    } = prepare(args, false)?;
+    let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
+    let signals = runtime::stop_signals()?;
+    let stack = Stack::start(stack, registry)?;
+    let url = stack.url().unwrap_or_default();
+    // The one line on stdout: scripts and tests read the address from it.
+    println!("taskdeck listening on {url}");
+    std::io::stdout().flush().ok();
+    tracing::info!(
+        workers = stack.scheduler.config().workers,
+        db = %stack.scheduler.db_path().map_or("(memory)".into(), |p| p.display().to_string()),
+        data_dir = %data_dir.display(),
+        %url,
+        "taskdeck serving; press Ctrl-C to stop"
+    );
+    runtime::wait_for_stop(&signals, grace, exit_now);
+    let report = stack.shutdown()?;
+    tracing::info!(
+        put_back = report.put_back,
+        left_queued = report.left_queued,
+        "taskdeck stopped"
+    );
+    Ok(())
+}
+
+/// Plain `taskdeck`: the stack and the window on it.
+pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
+    let Prepared {
+        stack,
+        data_dir,
+        registry,
+        ..
+    } = prepare(args, true)?;
+    let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
+    let signals = runtime::stop_signals()?;
+    let stack = Stack::start(stack, registry)?;
+    let close = Arc::new(AtomicBool::new(false));
+    {
+        // The first Ctrl-C closes the window gracefully, a second exits.
+        let close = Arc::clone(&close);
+        let signals_for_second = signals.clone();
+        std::thread::Builder::new()
+            .name("taskdeck-signal-first".into())
+            .spawn(move || {
+                if signals.recv().is_ok() {
+                    close.store(true, Ordering::Release);
+                    runtime::watch_second_signal(&signals_for_second, exit_now);
+                }
+            })
+            .context("cannot watch for stop signals")?;
+    }
+    let services = Services {
+        scheduler: stack.scheduler.clone(),
+        samples: Some(stack.telemetry.subscribe()),
+        past_samples: stack.scheduler.take_past_resource_samples(),
+        http_url: stack.url(),
+        data_dir: Some(data_dir),
+    };
+    if let Some(url) = stack.url() {
+        // As with `serve`, one line on stdout tells scripts where the API is.
+        println!("taskdeck listening on {url}");
+        std::io::stdout().flush().ok();
+    }
+    tracing::info!(url = ?stack.url(), "taskdeck window open");
+    let shown = app::run(services, close);
+    // Closing the window stops like Ctrl-C on `taskdeck serve`.
+    let report = stack.shutdown()?;
+    tracing::info!(
+        put_back = report.put_back,
+        left_queued = report.left_queued,
+        "taskdeck stopped"
+    );
+    shown.map_err(Into::into)
+}
