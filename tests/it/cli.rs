@@ -1,6 +1,6 @@
 //! The `taskdeck` client commands against a real `taskdeck serve`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! The engine in-process: ordering, parallelism, retries, panics, timeouts,
 //! cancellation, validation, resizing, metrics and events.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

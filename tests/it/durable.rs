@@ -1,6 +1,6 @@
 //! The scheduler on a real SQLite file: durability across restarts.
 
-mod common;
+use crate::common;
 
 use serde_json::json;
 

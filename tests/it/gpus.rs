@@ -3,7 +3,7 @@
 //! up CPU tasks, see their ids in CUDA_VISIBLE_DEVICES, and impossible
 //! requests are refused at submit.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

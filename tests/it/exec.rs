@@ -1,7 +1,7 @@
 //! Command tasks through the real scheduler: a timeout and a cancel both
 //! take down the whole process group, grandchildren included.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

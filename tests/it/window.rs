@@ -2,7 +2,7 @@
 //! GPU): create, validation, remove, stop, total times, the GPU panel and
 //! the worker control.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -426,7 +426,7 @@ const TMPFS_ENV: &str = "TASKDECK_TEST_TMPFS";
 /// window is refused with the reason in the status bar, and both clear by
 /// themselves once there is room. The test runs itself again in a child
 /// process inside `unshare --user --map-root-user --mount`, on an 8 MB tmpfs
-/// mounted there (see tests/storage.rs for the same sandbox with the binary).
+/// mounted there (see tests/it/storage.rs for the same sandbox with the binary).
 #[test]
 fn a_full_disk_shows_in_the_header_and_clears_by_itself() {
     let Ok(mount) = std::env::var(TMPFS_ENV) else {
@@ -441,7 +441,7 @@ fn a_full_disk_shows_in_the_header_and_clears_by_itself() {
             .arg(std::env::current_exe().expect("the test binary"))
             .args([
                 "--exact",
-                "a_full_disk_shows_in_the_header_and_clears_by_itself",
+                "window::a_full_disk_shows_in_the_header_and_clears_by_itself",
             ])
             .args(["--nocapture", "--test-threads", "1"])
             .env(TMPFS_ENV, dir.path())

@@ -5,9 +5,7 @@
 //! Skipped with a notice when RabbitMQ does not answer (see
 //! `common/broker.rs`); CI requires it.
 
-#[path = "common/broker.rs"]
-mod broker;
-mod common;
+use crate::common::{self, broker};
 
 use std::collections::HashSet;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

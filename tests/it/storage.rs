@@ -9,7 +9,7 @@
 //! namespaces are not allowed the test says so and skips, unless
 //! `TASKDECK_REQUIRE_TMPFS=1` (as in CI) makes that a failure.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::time::{Duration, Instant};
 
 use taskdeck::scheduler::{Backoff, Scheduler, SchedulerConfig, StoreMode};

@@ -1,7 +1,7 @@
 //! The real `taskdeck serve` binary: mock tasks to completion, kill -9 in
 //! the middle of work, restart, graceful stop, and refusing bad databases.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The HTTP API over real sockets on 127.0.0.1: every route, the legacy
 //! shapes, auth, bad input, slow clients, long polls and concurrency.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Write;

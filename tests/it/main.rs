@@ -1,0 +1,19 @@
+//! The integration tests, one module per area, in one test binary: the
+//! whole crate is linked once instead of once per area. Shared helpers live
+//! in `common` (and `common::broker` for distributed mode).
+//!
+//! Run one area with `cargo test --test it AREA::`, e.g.
+//! `cargo test --test it http::`.
+
+mod common;
+
+mod cli;
+mod durable;
+mod exec;
+mod gpus;
+mod http;
+mod remote;
+mod scheduler;
+mod serve;
+mod storage;
+mod window;
