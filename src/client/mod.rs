@@ -49,11 +49,22 @@ pub struct Client {
 
 impl Client {
     /// A client of `url` (e.g. `http://127.0.0.1:5000`); `timeout` bounds
-    /// each call (long polls add their own wait to it).
+    /// each phase of a call: connecting, sending, and waiting for the answer
+    /// and its body (long polls add their own wait to it).
     pub fn new(url: &str, token: Option<&str>, timeout: Duration) -> Self {
+        // Limits per phase rather than one for the whole call: ureq resolves
+        // the host on a thread of its own for every request whenever the
+        // resolve phase has a deadline (about 3 ms a request here, even for
+        // an IP address); with phase limits it resolves on the calling
+        // thread, and every phase that waits on the server is still bounded.
+        let limit = Some(timeout);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout))
+            .timeout_connect(limit)
+            .timeout_send_request(limit)
+            .timeout_send_body(limit)
+            .timeout_recv_response(limit)
+            .timeout_recv_body(limit)
             .max_idle_connections_per_host(64)
             .build()
             .into();
