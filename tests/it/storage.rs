@@ -282,35 +282,26 @@ fn a_full_disk_refuses_submits_keeps_state_changes_and_recovers_by_itself() {
         assert_eq!(task["status"], "completed", "{task}");
     }
 
-    // Killed now, the database holds every completion: nothing runs twice.
+    // Every final state reaches the database without a restart: the ones
+    // kept while the disk was full too. (The last changes are written a
+    // moment after the tasks finish, so this waits for them.)
+    let mut rows = Vec::new();
+    assert!(
+        wait_until(LONG_WAIT, || {
+            rows = stored(&sandbox);
+            rows.len() == accepted.len() && rows.iter().all(|(_, status, _)| status == "completed")
+        }),
+        "every accepted task should be stored as completed: {rows:?}"
+    );
+
+    // Killed now, the database keeps every completion: nothing runs twice.
     let killed = Command::new("kill")
         .args(["-9", &sandbox.server_pid.to_string()])
         .status()
         .expect("kill should run");
     assert!(killed.success());
     assert!(wait_until(LONG_WAIT, || !sandbox.server_alive()));
-    let copy = tempfile::tempdir().expect("temp dir");
-    for name in ["taskdeck.db", "taskdeck.db-wal"] {
-        let from = sandbox.path(name);
-        if from.exists() {
-            std::fs::copy(&from, copy.path().join(name)).expect("the database should copy");
-        }
-    }
-    let conn = rusqlite::Connection::open(copy.path().join("taskdeck.db")).expect("the copy opens");
-    let mut stmt = conn
-        .prepare("SELECT id, status, attempts FROM tasks ORDER BY id")
-        .expect("the query prepares");
-    let rows: Vec<(u64, String, i64)> = stmt
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, i64>(0)?.unsigned_abs(),
-                row.get(1)?,
-                row.get(2)?,
-            ))
-        })
-        .expect("the query runs")
-        .map(|row| row.expect("a row"))
-        .collect();
+    let rows = stored(&sandbox);
     let ids: Vec<u64> = rows.iter().map(|(id, _, _)| *id).collect();
     assert_eq!(
         ids, accepted,
@@ -320,6 +311,35 @@ fn a_full_disk_refuses_submits_keeps_state_changes_and_recovers_by_itself() {
         assert_eq!(status, "completed", "task {id} is stored as completed");
         assert_eq!(attempts, 1, "task {id} ran once");
     }
+}
+
+/// Id, status and attempts of every task stored on the sandbox's file
+/// system, in id order, read from a copy of the database and its WAL (SQLite
+/// resolves the `/proc/PID/root` link, so it cannot open the file in place);
+/// none when the copy cannot be read (say, taken mid-write).
+fn stored(sandbox: &Sandbox) -> Vec<(u64, String, i64)> {
+    let copy = tempfile::tempdir().expect("temp dir");
+    for name in ["taskdeck.db", "taskdeck.db-wal"] {
+        let from = sandbox.path(name);
+        if from.exists() && std::fs::copy(&from, copy.path().join(name)).is_err() {
+            return Vec::new();
+        }
+    }
+    let Ok(conn) = rusqlite::Connection::open(copy.path().join("taskdeck.db")) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT id, status, attempts FROM tasks ORDER BY id") else {
+        return Vec::new();
+    };
+    stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, i64>(0)?.unsigned_abs(),
+            row.get(1)?,
+            row.get(2)?,
+        ))
+    })
+    .map(|rows| rows.filter_map(Result::ok).collect())
+    .unwrap_or_default()
 }
 
 #[test]
