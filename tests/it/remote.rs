@@ -45,14 +45,16 @@ struct Case {
 impl Case {
     fn start(prefix: &str, alone: bool) -> Option<Self> {
         let test = std::thread::current().name().unwrap_or(prefix).to_owned();
-        if !broker_available(&test) {
-            return None;
-        }
+        // The hold first: a test that restarts the broker holds it alone,
+        // and the broker answers again only when that test lets go.
         let hold = if alone {
             Hold::Alone(BROKER.write().unwrap_or_else(PoisonError::into_inner))
         } else {
             Hold::Shared(BROKER.read().unwrap_or_else(PoisonError::into_inner))
         };
+        if !broker_available(&test) {
+            return None;
+        }
         Some(Self {
             dir: tempfile::tempdir().expect("temp dir"),
             ns: namespace(prefix),
