@@ -409,15 +409,19 @@ impl Scheduler {
         let count = specs.len() as u64;
         let first = self.inner.next_id.fetch_add(count, Ordering::Relaxed);
         let now = now_us();
-        let records: Vec<TaskRecord> = specs
+        let records: Vec<Arc<TaskRecord>> = specs
             .into_iter()
             .zip(first..)
-            .map(|(spec, id)| TaskRecord::new(TaskId(id), spec, now))
+            .map(|(spec, id)| Arc::new(TaskRecord::new(TaskId(id), spec, now)))
             .collect();
         if let Some(store) = &self.inner.store {
-            store.insert(records.clone())?;
+            store.insert(
+                records
+                    .iter()
+                    .map(|record| TaskRecord::clone(record))
+                    .collect(),
+            )?;
         }
-        let records: Vec<Arc<TaskRecord>> = records.into_iter().map(Arc::new).collect();
         for record in &records {
             self.inner.announce(EventKind::Submitted, record);
         }
