@@ -22,10 +22,12 @@
 #![warn(missing_docs)]
 
 pub mod api;
+#[cfg(feature = "window")]
 pub mod app;
 pub mod bench;
 pub mod client;
 pub mod model;
+#[cfg(feature = "broker")]
 pub mod remote;
 pub mod runtime;
 pub mod scheduler;

@@ -13,12 +13,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 use std::sync::Arc;
 
 use crate::api::{ApiConfig, ApiServer, ApiStartError};
-use crate::remote::{
-    Bridge, BridgeConfig, BridgeLink, BrokerUrl, Names, ResourceSource, WorkerConfig, WorkerHandle,
-};
-use crate::scheduler::{Dispatch, Scheduler, SchedulerConfig, ShutdownReport, StartError};
+use crate::scheduler::{Scheduler, SchedulerConfig, ShutdownReport, StartError};
 use crate::tasks::Registry;
 use crate::telemetry::{Telemetry, TelemetryConfig, TelemetryError};
+
+#[cfg(feature = "broker")]
+mod distributed;
+#[cfg(not(feature = "broker"))]
+#[path = "runtime/distributed_off.rs"]
+mod distributed;
+
+pub use distributed::BrokerSettings;
 
 /// Environment variable that overrides the data directory.
 pub const DATA_DIR_ENV: &str = "TASKDECK_DATA_DIR";
@@ -84,26 +89,6 @@ pub struct StackConfig {
     pub broker: Option<BrokerSettings>,
 }
 
-/// Distributed mode: the scheduler publishes to the broker, and a worker
-/// process embedded in this one (sized by the scheduler's `workers`) keeps
-/// the local machine working.
-#[derive(Debug, Clone)]
-pub struct BrokerSettings {
-    /// The broker.
-    pub url: BrokerUrl,
-    /// Queue names.
-    pub names: Names,
-    /// How long an attempt stays with a worker that stopped sending heartbeats.
-    pub lease: std::time::Duration,
-    /// How long a submit waits for the broker's confirm.
-    pub publish_wait: std::time::Duration,
-    /// Whether to run the embedded worker (the window always does, so its
-    /// pool control can grow it from zero).
-    pub local_worker: bool,
-    /// The embedded worker's name.
-    pub worker_name: String,
-}
-
 /// The running parts of a Taskdeck process: scheduler, resource sampling
 /// and the HTTP listener. `taskdeck serve` and the window both run one.
 pub struct Stack {
@@ -113,10 +98,8 @@ pub struct Stack {
     pub telemetry: Arc<Telemetry>,
     /// The HTTP listener, when running.
     pub server: Option<ApiServer>,
-    /// The broker bridge, in distributed mode.
-    pub bridge: Option<Bridge>,
-    /// The embedded worker process, in distributed mode.
-    pub local_worker: Option<WorkerHandle>,
+    /// The broker bridge and the embedded worker, in distributed mode.
+    distributed: distributed::Running,
 }
 
 impl Stack {
@@ -135,24 +118,7 @@ impl Stack {
             api,
             broker,
         } = config;
-        let local_workers = scheduler_config.workers;
-        let link = broker.as_ref().map(|broker| {
-            let link = BridgeLink::new(
-                BridgeConfig {
-                    url: broker.url.clone(),
-                    names: broker.names.clone(),
-                    lease: broker.lease,
-                    publish_wait: broker.publish_wait,
-                },
-                if broker.local_worker {
-                    local_workers
-                } else {
-                    0
-                },
-            );
-            scheduler_config.dispatch = Dispatch::External(link.dispatch());
-            link
-        });
+        let link = distributed::link(broker, &mut scheduler_config);
         let scheduler = match Scheduler::start(scheduler_config, registry) {
             Ok(scheduler) => scheduler,
             Err(error) => {
@@ -160,18 +126,13 @@ impl Stack {
                 return Err(error.into());
             }
         };
-        let (bridge, local_worker) = match (link, broker) {
-            (Some(link), Some(broker)) => {
-                match start_distributed(link, &broker, &scheduler, &telemetry, local_workers) {
-                    Ok(started) => started,
-                    Err(error) => {
-                        let _ = scheduler.shutdown();
-                        telemetry.stop();
-                        return Err(RuntimeError::Broker(error));
-                    }
-                }
+        let distributed = match distributed::start(link, &scheduler, &telemetry) {
+            Ok(running) => running,
+            Err(error) => {
+                let _ = scheduler.shutdown();
+                telemetry.stop();
+                return Err(RuntimeError::Broker(error));
             }
-            _ => (None, None),
         };
         let server = match api {
             None => None,
@@ -184,7 +145,7 @@ impl Stack {
                     Ok(server) => Some(server),
                     Err(error) => {
                         // Nothing ran yet; give the database back before reporting.
-                        stop_distributed(local_worker, bridge);
+                        distributed.stop();
                         let _ = scheduler.shutdown();
                         telemetry.stop();
                         return Err(error.into());
@@ -196,8 +157,7 @@ impl Stack {
             scheduler,
             telemetry,
             server,
-            bridge,
-            local_worker,
+            distributed,
         })
     }
 
@@ -213,66 +173,17 @@ impl Stack {
             scheduler,
             telemetry,
             server,
-            bridge,
-            local_worker,
+            distributed,
         } = self;
         if let Some(server) = server {
             server.shutdown();
         }
         // The local worker hands back what it cannot finish through the
         // bridge, so the bridge stops after it and before the scheduler.
-        stop_distributed(local_worker, bridge);
+        distributed.stop();
         let report = scheduler.shutdown();
         telemetry.stop();
         report
-    }
-}
-
-/// Starts the bridge and, when asked for, the embedded worker.
-fn start_distributed(
-    link: BridgeLink,
-    broker: &BrokerSettings,
-    scheduler: &Scheduler,
-    telemetry: &Arc<Telemetry>,
-    local_workers: usize,
-) -> std::io::Result<(Option<Bridge>, Option<WorkerHandle>)> {
-    let size = link.local_size();
-    let bridge = link.start(scheduler.clone())?;
-    if !broker.local_worker {
-        return Ok((Some(bridge), None));
-    }
-    let resources: ResourceSource = {
-        let telemetry = Arc::clone(telemetry);
-        Arc::new(move || telemetry.latest())
-    };
-    let config = WorkerConfig {
-        url: broker.url.clone(),
-        names: broker.names.clone(),
-        name: broker.worker_name.clone(),
-        host: crate::telemetry::host_name(),
-        concurrency: local_workers,
-        heartbeat: crate::remote::heartbeat_for(broker.lease),
-        stop_grace: scheduler.config().shutdown_grace,
-        registry: scheduler.registry_handle(),
-        resources: Some(resources),
-        gpus: scheduler.gpus().to_vec(),
-    };
-    match WorkerHandle::start(config, Some(size)) {
-        Ok(worker) => Ok((Some(bridge), Some(worker))),
-        Err(error) => {
-            bridge.stop();
-            Err(error)
-        }
-    }
-}
-
-/// Stops the embedded worker, then the bridge.
-fn stop_distributed(local_worker: Option<WorkerHandle>, bridge: Option<Bridge>) {
-    if let Some(worker) = local_worker {
-        worker.stop();
-    }
-    if let Some(bridge) = bridge {
-        bridge.stop();
     }
 }
 

@@ -3,6 +3,7 @@
 //! API.
 
 pub mod http;
+#[cfg(feature = "broker")]
 pub mod remote;
 mod wire;
 

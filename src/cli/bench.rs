@@ -89,6 +89,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         };
         match args.broker {
             None => serde_json::to_string(&bench::run(&options)?)?,
+            #[cfg(feature = "broker")]
             Some(url) => {
                 let options = bench::remote::RemoteBenchOptions {
                     url: url.parse()?,
@@ -98,6 +99,11 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 };
                 serde_json::to_string(&bench::remote::run(&options)?)?
             }
+            #[cfg(not(feature = "broker"))]
+            Some(_) => anyhow::bail!(
+                "this build of taskdeck has no distributed mode (built without the `broker` feature); \
+                 build it with default features for `bench --broker`"
+            ),
         }
     };
     println!("{line}");

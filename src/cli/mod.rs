@@ -4,13 +4,15 @@
 //! - `stack`: the window and `serve` (the scheduler, its HTTP API and
 //!   workers in this process), with the flags they share;
 //! - `client`: the commands that talk to a running server over HTTP;
-//! - `worker`: the `worker` command (distributed mode) and the flags it
-//!   shares with `serve`;
+//! - `flags`: the flags `serve`, the window and `worker` share;
+//! - `worker`: the `worker` command (distributed mode, the `broker` feature);
 //! - `bench`: the benchmarks.
 
 mod bench;
 mod client;
+mod flags;
 mod stack;
+#[cfg(feature = "broker")]
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +20,7 @@ use clap::{Parser, Subcommand};
 use bench::BenchArgs;
 use client::{IdArgs, ListArgs, MockArgs, MonitorArgs, SubmitArgs, WaitArgs};
 use stack::ServeArgs;
+#[cfg(feature = "broker")]
 use worker::WorkerArgs;
 
 /// Taskdeck: a task scheduler with a durable queue, parallel workers,
@@ -56,6 +59,7 @@ enum Command {
     Mock(MockArgs),
     /// Measure throughput and latency of no-op tasks; prints one JSON line.
     Bench(BenchArgs),
+    #[cfg(feature = "broker")]
     /// Run a worker process that takes tasks from RabbitMQ until Ctrl-C or SIGTERM.
     Worker(WorkerArgs),
 }
@@ -83,6 +87,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Monitor(args) => client::monitor(args),
         Command::Mock(args) => client::mock(args),
         Command::Bench(args) => bench::bench(args),
+        #[cfg(feature = "broker")]
         Command::Worker(args) => worker::worker(args),
     }
 }

@@ -3,22 +3,28 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+#[cfg(feature = "window")]
 use std::sync::Arc;
+#[cfg(feature = "window")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+#[cfg(feature = "window")]
+use anyhow::Context;
+use anyhow::bail;
 use clap::Args;
 
 use taskdeck::api::{self, ApiConfig};
+#[cfg(feature = "window")]
 use taskdeck::app::{self, Services};
-use taskdeck::remote::{self, Names};
-use taskdeck::runtime::{self, BrokerSettings, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
+use taskdeck::runtime::{self, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
 use taskdeck::scheduler::{Backoff, Durability, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
 use taskdeck::tasks::Registry;
 
-use super::worker::{BrokerArgs, ExecArgs, gpu_devices};
+#[cfg(feature = "broker")]
+use super::flags::DistributedArgs;
+use super::flags::{ExecArgs, gpu_devices};
 
 #[derive(Debug, Args)]
 struct StoreArgs {
@@ -71,18 +77,9 @@ pub(crate) struct ServeArgs {
     /// Delay after a task's first failed attempt; it doubles with each further one.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     retry_delay_ms: u64,
-    /// RabbitMQ URL (amqp:// or amqps://): publish tasks to the broker for
-    /// `taskdeck worker` processes instead of the in-process queue; this
-    /// process's own workers then take tasks from the broker too.
-    #[arg(
-        long,
-        env = "TASKDECK_BROKER",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    broker: Option<String>,
+    #[cfg(feature = "broker")]
     #[command(flatten)]
-    names: BrokerArgs,
+    distributed: DistributedArgs,
     /// Accept `command` and `python` tasks (they run programs and code) over
     /// HTTP, from loopback clients or with the token. The window and the
     /// library may always submit them.
@@ -94,10 +91,6 @@ pub(crate) struct ServeArgs {
     /// cannot find them; "none" for no GPUs) [default: the NVIDIA GPUs NVML finds].
     #[arg(long, value_name = "IDS")]
     gpus: Option<String>,
-    /// Seconds an attempt stays with a worker process that stopped sending
-    /// heartbeats before it counts as lost and runs again (with --broker).
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    lease: f64,
 }
 
 /// Everything `serve` and the window share, from their flags.
@@ -120,32 +113,22 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         keep_finished,
         keep_days,
         retry_delay_ms,
-        broker,
-        names,
+        #[cfg(feature = "broker")]
+        distributed,
         allow_code_tasks,
         exec,
         gpus,
-        lease,
     } = args;
     if !grace.is_finite() || grace < 0.0 {
         bail!("--grace must be a number of seconds, zero or more");
     }
-    let broker = match broker {
-        None => None,
-        Some(url) => {
-            if !lease.is_finite() || lease < 0.1 {
-                bail!("--lease must be a number of seconds, 0.1 or more");
-            }
-            let lease = Duration::from_secs_f64(lease);
-            Some(BrokerSettings {
-                url: url.parse()?,
-                names: Names::new(&names.broker_namespace)?,
-                lease,
-                publish_wait: remote::DEFAULT_PUBLISH_WAIT,
-                local_worker: window || workers != Some(0),
-                worker_name: remote::default_worker_name(&taskdeck::telemetry::host_name()),
-            })
-        }
+    #[cfg(feature = "broker")]
+    let broker = distributed.settings(window || workers != Some(0))?;
+    #[cfg(not(feature = "broker"))]
+    let broker = {
+        // Only distributed mode's embedded worker depends on it.
+        let _ = window;
+        None
     };
     let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
     let mode = if store.memory {
@@ -226,6 +209,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "window")]
 /// Plain `taskdeck`: the stack and the window on it.
 pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
     let Prepared {
@@ -274,4 +258,15 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
         "taskdeck stopped"
     );
     shown.map_err(Into::into)
+}
+
+/// Plain `taskdeck` in a build without the `window` feature: says so, and
+/// how to get a window or run headless.
+#[cfg(not(feature = "window"))]
+pub(crate) fn window(_args: ServeArgs) -> anyhow::Result<()> {
+    bail!(
+        "this build of taskdeck has no window (it was built without the `window` feature); \
+         run `taskdeck serve` for the scheduler and its HTTP API without one, or build with \
+         the default features (`cargo build --release`) for the window"
+    )
 }

@@ -1,6 +1,5 @@
-//! The `worker` command and the flags it shares with `serve` and the window:
-//! the broker's namespace, how `command` and `python` tasks run, and which
-//! GPUs tasks may be given.
+//! The `worker` command: a worker process that takes tasks from RabbitMQ
+//! (distributed mode, the `broker` feature).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -12,55 +11,10 @@ use clap::Args;
 
 use taskdeck::remote::{self, BrokerUrl, Names, WorkerConfig, WorkerHandle};
 use taskdeck::runtime::{self, DATA_DIR_ENV};
-use taskdeck::scheduler::{GpuDevice, default_workers};
-use taskdeck::tasks::{ExecSettings, GpuMemoryProbe, Registry, register_exec_tasks};
+use taskdeck::scheduler::default_workers;
 
+use super::flags::{BrokerArgs, ExecArgs, gpu_devices};
 use super::stack::exit_now;
-
-/// How `command` and `python` tasks run.
-#[derive(Debug, Args)]
-pub(crate) struct ExecArgs {
-    /// Python interpreter for `python` tasks.
-    #[arg(
-        long,
-        env = "TASKDECK_PYTHON",
-        default_value = "python3",
-        value_name = "PROGRAM"
-    )]
-    pub(crate) python: String,
-    /// Directory added to the import path of `python` tasks (repeatable).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) pythonpath: Vec<PathBuf>,
-}
-
-impl ExecArgs {
-    /// The built-in tasks plus `command` and `python`, logging into
-    /// `DATA_DIR/logs`.
-    pub(crate) fn registry(self, data_dir: &std::path::Path) -> Registry {
-        let mut registry = Registry::with_builtins();
-        let mut settings = ExecSettings::new(data_dir.join("logs"));
-        settings.python = self.python;
-        settings.pythonpath = self.pythonpath;
-        settings.gpu_memory_probe = Some(GpuMemoryProbe(Arc::new(
-            taskdeck::telemetry::process_group_gpu_memory_mb,
-        )));
-        register_exec_tasks(&mut registry, settings);
-        registry
-    }
-}
-
-/// Where the broker is, for the scheduler and for workers.
-#[derive(Debug, Args)]
-pub(crate) struct BrokerArgs {
-    /// Queue-name prefix; the scheduler and its workers must use the same.
-    #[arg(
-        long,
-        env = "TASKDECK_BROKER_NAMESPACE",
-        default_value = remote::DEFAULT_NAMESPACE,
-        value_name = "NAME"
-    )]
-    pub(crate) broker_namespace: String,
-}
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
@@ -155,41 +109,4 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     handle.stop();
     telemetry.stop();
     Ok(())
-}
-
-/// The GPUs tasks may ask for: declared with `--gpus`, or found by NVML.
-pub(crate) fn gpu_devices(declared: Option<&str>) -> anyhow::Result<Vec<GpuDevice>> {
-    match declared.map(str::trim) {
-        Some("none" | "") => Ok(Vec::new()),
-        Some(list) => {
-            let mut ids = Vec::new();
-            for part in list.split(',') {
-                let id: u32 = part.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("--gpus takes device ids like 0,1 (or none), not {list:?}")
-                })?;
-                if ids.contains(&id) {
-                    bail!("--gpus names device {id} twice");
-                }
-                ids.push(id);
-            }
-            Ok(ids
-                .into_iter()
-                .map(|id| GpuDevice {
-                    id,
-                    memory_mb: None,
-                })
-                .collect())
-        }
-        None => Ok(match taskdeck::telemetry::discover_gpus() {
-            Ok(devices) => devices
-                .into_iter()
-                .map(|(id, memory_mb)| GpuDevice {
-                    id,
-                    memory_mb: Some(memory_mb),
-                })
-                .collect(),
-            // Resource sampling reports why (no driver, say) once it starts.
-            Err(_) => Vec::new(),
-        }),
-    }
 }

@@ -13,6 +13,10 @@
 //! grep keeps it so). It depends on [`crate::model`] alone, so the window,
 //! the HTTP API and the runtime may all use it.
 
+#[cfg(feature = "nvidia")]
+mod gpu;
+#[cfg(not(feature = "nvidia"))]
+#[path = "gpu_off.rs"]
 mod gpu;
 mod history;
 mod sampler;

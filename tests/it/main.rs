@@ -12,8 +12,10 @@ mod durable;
 mod exec;
 mod gpus;
 mod http;
+#[cfg(feature = "broker")]
 mod remote;
 mod scheduler;
 mod serve;
 mod storage;
+#[cfg(feature = "window")]
 mod window;

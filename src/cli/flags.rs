@@ -1,0 +1,151 @@
+//! Flags that `serve`, the window and `worker` share: the broker's
+//! namespace, how `command` and `python` tasks run, and which GPUs tasks may
+//! be given.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::bail;
+use clap::Args;
+
+#[cfg(feature = "broker")]
+use std::time::Duration;
+
+#[cfg(feature = "broker")]
+use taskdeck::remote::{self, Names};
+#[cfg(feature = "broker")]
+use taskdeck::runtime::BrokerSettings;
+use taskdeck::scheduler::GpuDevice;
+use taskdeck::tasks::{ExecSettings, GpuMemoryProbe, Registry, register_exec_tasks};
+
+/// How `command` and `python` tasks run.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Python interpreter for `python` tasks.
+    #[arg(
+        long,
+        env = "TASKDECK_PYTHON",
+        default_value = "python3",
+        value_name = "PROGRAM"
+    )]
+    pub(crate) python: String,
+    /// Directory added to the import path of `python` tasks (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) pythonpath: Vec<PathBuf>,
+}
+
+impl ExecArgs {
+    /// The built-in tasks plus `command` and `python`, logging into
+    /// `DATA_DIR/logs`.
+    pub(crate) fn registry(self, data_dir: &std::path::Path) -> Registry {
+        let mut registry = Registry::with_builtins();
+        let mut settings = ExecSettings::new(data_dir.join("logs"));
+        settings.python = self.python;
+        settings.pythonpath = self.pythonpath;
+        settings.gpu_memory_probe = Some(GpuMemoryProbe(Arc::new(
+            taskdeck::telemetry::process_group_gpu_memory_mb,
+        )));
+        register_exec_tasks(&mut registry, settings);
+        registry
+    }
+}
+
+/// Distributed mode for `serve` and the window: the broker, its queue
+/// namespace, and how long a silent worker keeps an attempt.
+#[cfg(feature = "broker")]
+#[derive(Debug, Args)]
+pub(crate) struct DistributedArgs {
+    /// RabbitMQ URL (amqp:// or amqps://): publish tasks to the broker for
+    /// `taskdeck worker` processes instead of the in-process queue; this
+    /// process's own workers then take tasks from the broker too.
+    #[arg(
+        long,
+        env = "TASKDECK_BROKER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    broker: Option<String>,
+    #[command(flatten)]
+    names: BrokerArgs,
+    /// Seconds an attempt stays with a worker process that stopped sending
+    /// heartbeats before it counts as lost and runs again (with --broker).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    lease: f64,
+}
+
+#[cfg(feature = "broker")]
+impl DistributedArgs {
+    /// The settings for the stack; none without `--broker`.
+    pub(crate) fn settings(self, local_worker: bool) -> anyhow::Result<Option<BrokerSettings>> {
+        let Self {
+            broker,
+            names,
+            lease,
+        } = self;
+        let Some(url) = broker else {
+            return Ok(None);
+        };
+        if !lease.is_finite() || lease < 0.1 {
+            bail!("--lease must be a number of seconds, 0.1 or more");
+        }
+        Ok(Some(BrokerSettings {
+            url: url.parse()?,
+            names: Names::new(&names.broker_namespace)?,
+            lease: Duration::from_secs_f64(lease),
+            publish_wait: remote::DEFAULT_PUBLISH_WAIT,
+            local_worker,
+            worker_name: remote::default_worker_name(&taskdeck::telemetry::host_name()),
+        }))
+    }
+}
+
+/// Where the broker is, for the scheduler and for workers.
+#[cfg(feature = "broker")]
+#[derive(Debug, Args)]
+pub(crate) struct BrokerArgs {
+    /// Queue-name prefix; the scheduler and its workers must use the same.
+    #[arg(
+        long,
+        env = "TASKDECK_BROKER_NAMESPACE",
+        default_value = remote::DEFAULT_NAMESPACE,
+        value_name = "NAME"
+    )]
+    pub(crate) broker_namespace: String,
+}
+
+/// The GPUs tasks may ask for: declared with `--gpus`, or found by NVML.
+pub(crate) fn gpu_devices(declared: Option<&str>) -> anyhow::Result<Vec<GpuDevice>> {
+    match declared.map(str::trim) {
+        Some("none" | "") => Ok(Vec::new()),
+        Some(list) => {
+            let mut ids = Vec::new();
+            for part in list.split(',') {
+                let id: u32 = part.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("--gpus takes device ids like 0,1 (or none), not {list:?}")
+                })?;
+                if ids.contains(&id) {
+                    bail!("--gpus names device {id} twice");
+                }
+                ids.push(id);
+            }
+            Ok(ids
+                .into_iter()
+                .map(|id| GpuDevice {
+                    id,
+                    memory_mb: None,
+                })
+                .collect())
+        }
+        None => Ok(match taskdeck::telemetry::discover_gpus() {
+            Ok(devices) => devices
+                .into_iter()
+                .map(|(id, memory_mb)| GpuDevice {
+                    id,
+                    memory_mb: Some(memory_mb),
+                })
+                .collect(),
+            // Resource sampling reports why (no driver, say) once it starts.
+            Err(_) => Vec::new(),
+        }),
+    }
+}
