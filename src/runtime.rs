@@ -12,10 +12,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use std::sync::Arc;
 
-use crate::api::{ApiConfig, ApiServer, ApiStartError};
-use crate::scheduler::{Scheduler, SchedulerConfig, ShutdownReport, StartError};
+use crate::api::{ApiConfig, ApiServer, ApiStartError, HistorySource};
+use crate::model::ResourceSample;
+use crate::scheduler::{Scheduler, SchedulerConfig, ShutdownReport, StartError, StoreMode};
+use crate::store::Store;
 use crate::tasks::Registry;
 use crate::telemetry::{Telemetry, TelemetryConfig, TelemetryError};
+
+mod history;
+
+pub use history::HistoryView;
 
 #[cfg(feature = "broker")]
 mod distributed;
@@ -70,6 +76,9 @@ pub enum RuntimeError {
     /// Resource sampling did not start.
     #[error("cannot start resource sampling")]
     Telemetry(#[from] TelemetryError),
+    /// The resource history thread did not start.
+    #[error("cannot start recording the resource history: {0}")]
+    History(std::io::Error),
     /// A thread of the broker bridge or the local worker did not start.
     #[error("cannot start the broker connection: {0}")]
     Broker(std::io::Error),
@@ -98,8 +107,15 @@ pub struct Stack {
     pub telemetry: Arc<Telemetry>,
     /// The HTTP listener, when running.
     pub server: Option<ApiServer>,
+    /// The resource samples of the last hour that the store held at start,
+    /// oldest first (none with a memory store).
+    pub past_samples: Vec<ResourceSample>,
     /// The broker bridge and the embedded worker, in distributed mode.
     distributed: distributed::Running,
+    /// The last hour of resource samples, for readers.
+    pub history: HistoryView,
+    /// Keeps the history and records it in the store.
+    recorder: history::Recorder,
 }
 
 impl Stack {
@@ -119,13 +135,44 @@ impl Stack {
             broker,
         } = config;
         let link = distributed::link(broker, &mut scheduler_config);
-        let scheduler = match Scheduler::start(scheduler_config, registry) {
+        // The stack opens the store itself: the scheduler keeps its tasks
+        // there, and the stack records the resource history beside them.
+        let (opened, past_samples) = match &scheduler_config.store {
+            StoreMode::Memory => (None, Vec::new()),
+            StoreMode::File(path) => {
+                match Store::open(
+                    path,
+                    scheduler_config.retention,
+                    scheduler_config.durability,
+                ) {
+                    Ok((store, mut recovered)) => {
+                        let samples = std::mem::take(&mut recovered.samples);
+                        (Some((Arc::new(store), recovered)), samples)
+                    }
+                    Err(error) => {
+                        telemetry.stop();
+                        return Err(StartError::Store(error).into());
+                    }
+                }
+            }
+        };
+        let store = opened.as_ref().map(|(store, _)| Arc::clone(store));
+        let scheduler = match Scheduler::start_with_store(scheduler_config, registry, opened) {
             Ok(scheduler) => scheduler,
             Err(error) => {
                 telemetry.stop();
                 return Err(error.into());
             }
         };
+        let (recorder, history) =
+            match history::Recorder::start(telemetry.subscribe(), store, past_samples.clone()) {
+                Ok(started) => started,
+                Err(error) => {
+                    let _ = scheduler.shutdown();
+                    telemetry.stop();
+                    return Err(RuntimeError::History(error));
+                }
+            };
         let distributed = match distributed::start(link, &scheduler, &telemetry) {
             Ok(running) => running,
             Err(error) => {
@@ -141,11 +188,21 @@ impl Stack {
                     let telemetry = Arc::clone(&telemetry);
                     Arc::new(move || telemetry.latest())
                 };
-                match ApiServer::start(api, scheduler.clone(), source) {
+                let history_source: HistorySource = {
+                    let history = history.clone();
+                    Arc::new(move || history.snapshot())
+                };
+                match ApiServer::start_with_history(
+                    api,
+                    scheduler.clone(),
+                    source,
+                    Some(history_source),
+                ) {
                     Ok(server) => Some(server),
                     Err(error) => {
                         // Nothing ran yet; give the database back before reporting.
                         distributed.stop();
+                        recorder.stop();
                         let _ = scheduler.shutdown();
                         telemetry.stop();
                         return Err(error.into());
@@ -157,7 +214,10 @@ impl Stack {
             scheduler,
             telemetry,
             server,
+            past_samples,
+            history,
             distributed,
+            recorder,
         })
     }
 
@@ -173,7 +233,10 @@ impl Stack {
             scheduler,
             telemetry,
             server,
+            past_samples: _,
+            history: _,
             distributed,
+            recorder,
         } = self;
         if let Some(server) = server {
             server.shutdown();
@@ -181,6 +244,7 @@ impl Stack {
         // The local worker hands back what it cannot finish through the
         // bridge, so the bridge stops after it and before the scheduler.
         distributed.stop();
+        recorder.stop();
         let report = scheduler.shutdown();
         telemetry.stop();
         report

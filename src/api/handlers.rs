@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::model::{ResourceSample, TaskId, TaskRecord};
+use crate::model::{ResourceSample, TaskId, TaskRecord, now_us};
 use crate::scheduler::{CancelOutcome, Scheduler, TaskQuery};
 
 use super::error::ApiError;
@@ -18,6 +18,10 @@ use super::{legacy, prometheus};
 /// Where the latest resource sample comes from.
 pub type ResourceSource = Arc<dyn Fn() -> Option<Arc<ResourceSample>> + Send + Sync>;
 
+/// Where the resource history comes from: the samples of the last hour,
+/// oldest first, shared.
+pub type HistorySource = Arc<dyn Fn() -> Arc<Vec<Arc<ResourceSample>>> + Send + Sync>;
+
 /// What handlers need.
 #[derive(Clone)]
 pub struct Context {
@@ -25,6 +29,8 @@ pub struct Context {
     pub scheduler: Scheduler,
     /// Latest machine resources.
     pub resources: ResourceSource,
+    /// The last hour of them; none where this server keeps no history.
+    pub history: Option<HistorySource>,
     /// Most tasks in one batch.
     pub max_batch: usize,
     /// Tasks that run code are accepted (see [`super::ApiConfig`]).
@@ -236,6 +242,13 @@ pub fn handle(
             let sample = (ctx.resources)();
             ok(views::monitoring(sample.as_deref(), &scheduler.stats()))
         }
+        Route::History(minutes) => {
+            let history = ctx
+                .history
+                .as_ref()
+                .ok_or_else(|| ApiError::not_found("this server keeps no resource history"))?;
+            ok(views::history(&history(), minutes, now_us()))
+        }
         Route::Workers => ok(views::workers(&scheduler.workers(), &scheduler.stats())),
         Route::Report => ok(views::report(&scheduler.stats())),
         Route::TaskTypes => ok(views::task_types(scheduler.registry())),
@@ -362,6 +375,7 @@ mod tests {
         let ctx = Context {
             scheduler,
             resources: Arc::new(|| None),
+            history: None,
             max_batch: 10,
             allow_code_tasks,
         };

@@ -26,7 +26,7 @@ mod views;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 pub use error::ApiError;
-pub use handlers::ResourceSource;
+pub use handlers::{HistorySource, ResourceSource};
 pub use server::ApiServer;
 
 /// How the HTTP listener runs.

@@ -73,6 +73,8 @@ pub enum Route {
     Run(f64),
     /// `GET /api/v1/monitoring`
     Monitoring,
+    /// `GET /api/v1/monitoring/history?minutes=M` (1-60)
+    History(u32),
     /// `GET /api/v1/workers`
     Workers,
     /// `GET /api/v1/report`
@@ -144,6 +146,9 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
             one(method, Get, Route::Wait(id, wait_timeout(&query)?), "GET")
         }
         ["api", "v1", "monitoring"] => one(method, Get, Route::Monitoring, "GET"),
+        ["api", "v1", "monitoring", "history"] => {
+            one(method, Get, Route::History(history_minutes(&query)?), "GET")
+        }
         ["api", "v1", "workers"] => one(method, Get, Route::Workers, "GET"),
         ["api", "v1", "report"] => one(method, Get, Route::Report, "GET"),
         ["api", "v1", "task-types"] => one(method, Get, Route::TaskTypes, "GET"),
@@ -186,6 +191,19 @@ fn wait_timeout(query: &HashMap<String, String>) -> Result<f64, ApiError> {
         Ok(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => Ok(secs),
         _ => Err(ApiError::bad_request(format!(
             "timeout_s must be a number of seconds from 0 to {MAX_WAIT_SECS}, got {text:?}"
+        ))),
+    }
+}
+
+/// The `minutes` of a history request: 1 to 60, default 60.
+fn history_minutes(query: &HashMap<String, String>) -> Result<u32, ApiError> {
+    let Some(text) = query.get("minutes") else {
+        return Ok(60);
+    };
+    match text.parse::<u32>() {
+        Ok(minutes) if (1..=60).contains(&minutes) => Ok(minutes),
+        _ => Err(ApiError::bad_request(format!(
+            "minutes must be a whole number from 1 to 60, got {text:?}"
         ))),
     }
 }
@@ -318,6 +336,19 @@ mod tests {
         assert_eq!(route(Get, "/api/v1/tasks/run"), Err(405));
         assert_eq!(route(Post, "/api/v1/tasks/run?timeout_s=-1"), Err(400));
         assert_eq!(route(Get, "/api/v1/monitoring"), Ok(Route::Monitoring));
+        assert_eq!(
+            route(Get, "/api/v1/monitoring/history"),
+            Ok(Route::History(60))
+        );
+        assert_eq!(
+            route(Get, "/api/v1/monitoring/history?minutes=5"),
+            Ok(Route::History(5))
+        );
+        assert_eq!(route(Get, "/api/v1/monitoring/history?minutes=0"), Err(400));
+        assert_eq!(
+            route(Get, "/api/v1/monitoring/history?minutes=61"),
+            Err(400)
+        );
         assert_eq!(route(Get, "/api/v1/workers"), Ok(Route::Workers));
         assert_eq!(route(Get, "/api/v1/report"), Ok(Route::Report));
         assert_eq!(route(Get, "/api/v1/task-types"), Ok(Route::TaskTypes));

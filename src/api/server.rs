@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tiny_http::{Header, Request, Response, Server};
 
 use super::error::ApiError;
-use super::handlers::{self, Caller, Context, Handled, Reply, ResourceSource};
+use super::handlers::{self, Caller, Context, Handled, HistorySource, Reply, ResourceSource};
 use super::longpoll::{self, Poll};
 use super::routes::{self, Method, Route};
 use super::{ApiConfig, ApiStartError};
@@ -70,6 +70,17 @@ impl ApiServer {
         scheduler: Scheduler,
         resources: ResourceSource,
     ) -> Result<Self, ApiStartError> {
+        Self::start_with_history(config, scheduler, resources, None)
+    }
+
+    /// Like [`ApiServer::start`], serving the resource history from
+    /// `history` at `/api/v1/monitoring/history`.
+    pub fn start_with_history(
+        config: ApiConfig,
+        scheduler: Scheduler,
+        resources: ResourceSource,
+        history: Option<HistorySource>,
+    ) -> Result<Self, ApiStartError> {
         let addr = super::resolve(&config)?;
         let bind_error = |detail: String| ApiStartError::Bind { addr, detail };
         let listener = listen(addr).map_err(|e| bind_error(e.to_string()))?;
@@ -90,6 +101,7 @@ impl ApiServer {
             ctx: Context {
                 scheduler: scheduler.clone(),
                 resources,
+                history,
                 max_batch: config.max_batch,
                 allow_code_tasks: config.allow_code_tasks,
             },

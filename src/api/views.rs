@@ -201,6 +201,55 @@ pub fn workers(list: &[WorkerInfo], stats: &SchedulerStats) -> Value {
     })
 }
 
+/// One resource sample as `/api/v1/monitoring` and its history show it.
+fn resources(sample: &ResourceSample) -> Value {
+    let disks: Vec<Value> = sample
+        .disks
+        .iter()
+        .map(|d| {
+            json!({
+                "mount": d.mount,
+                "used_bytes": d.used_bytes,
+                "total_bytes": d.total_bytes,
+                "percent": percent(d.used_bytes, d.total_bytes),
+            })
+        })
+        .collect();
+    let gpus = match &sample.gpus {
+        GpuState::Available { devices } => {
+            json!({ "available": !devices.is_empty(), "reason": if devices.is_empty() { Some("NVML found no devices") } else { None }, "devices": devices })
+        }
+        GpuState::Unavailable { reason } => {
+            json!({ "available": false, "reason": reason, "devices": [] })
+        }
+    };
+    json!({
+        "cpu": { "percent": sample.cpu_percent, "per_core": sample.cpu_per_core },
+        "memory": {
+            "used_bytes": sample.memory_used_bytes,
+            "total_bytes": sample.memory_total_bytes,
+            "percent": sample.memory_percent(),
+        },
+        "disks": disks,
+        "gpus": gpus,
+        "sampled_at": sample.at_us as f64 / 1e6,
+    })
+}
+
+/// `GET /api/v1/monitoring/history`: the samples of the last `minutes`
+/// before `now_us`, oldest first.
+pub fn history(samples: &[std::sync::Arc<ResourceSample>], minutes: u32, now_us: i64) -> Value {
+    let cutoff_us = now_us.saturating_sub(i64::from(minutes) * 60 * 1_000_000);
+    let start = samples.partition_point(|sample| sample.at_us < cutoff_us);
+    let shown: Vec<Value> = samples
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .map(|sample| resources(sample))
+        .collect();
+    json!({ "minutes": minutes, "count": shown.len(), "samples": shown })
+}
+
 /// Resources, workers, queue and latency in one object.
 pub fn monitoring(sample: Option<&ResourceSample>, stats: &SchedulerStats) -> Value {
     let resources = sample.map_or_else(
@@ -213,39 +262,7 @@ pub fn monitoring(sample: Option<&ResourceSample>, stats: &SchedulerStats) -> Va
                 "sampled_at": null,
             })
         },
-        |sample| {
-            let disks: Vec<Value> = sample
-                .disks
-                .iter()
-                .map(|d| {
-                    json!({
-                        "mount": d.mount,
-                        "used_bytes": d.used_bytes,
-                        "total_bytes": d.total_bytes,
-                        "percent": percent(d.used_bytes, d.total_bytes),
-                    })
-                })
-                .collect();
-            let gpus = match &sample.gpus {
-                GpuState::Available { devices } => {
-                    json!({ "available": !devices.is_empty(), "reason": if devices.is_empty() { Some("NVML found no devices") } else { None }, "devices": devices })
-                }
-                GpuState::Unavailable { reason } => {
-                    json!({ "available": false, "reason": reason, "devices": [] })
-                }
-            };
-            json!({
-                "cpu": { "percent": sample.cpu_percent, "per_core": sample.cpu_per_core },
-                "memory": {
-                    "used_bytes": sample.memory_used_bytes,
-                    "total_bytes": sample.memory_total_bytes,
-                    "percent": sample.memory_percent(),
-                },
-                "disks": disks,
-                "gpus": gpus,
-                "sampled_at": sample.at_us as f64 / 1e6,
-            })
-        },
+        resources,
     );
     let mut object = match resources {
         Value::Object(map) => map,

@@ -188,7 +188,6 @@ impl AppState {
         }
         if let Some(samples) = &self.services.samples {
             while let Ok(sample) = samples.try_recv() {
-                self.services.scheduler.save_resource_sample(&sample);
                 self.history.push(sample);
                 changed = true;
             }

@@ -220,7 +220,7 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
     } = prepare(args, true)?;
     let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
     let signals = runtime::stop_signals()?;
-    let stack = Stack::start(stack, registry)?;
+    let mut stack = Stack::start(stack, registry)?;
     let close = Arc::new(AtomicBool::new(false));
     {
         // The first Ctrl-C closes the window gracefully, a second exits.
@@ -239,7 +239,7 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
     let services = Services {
         scheduler: stack.scheduler.clone(),
         samples: Some(stack.telemetry.subscribe()),
-        past_samples: stack.scheduler.take_past_resource_samples(),
+        past_samples: std::mem::take(&mut stack.past_samples),
         http_url: stack.url(),
         data_dir: Some(data_dir),
     };

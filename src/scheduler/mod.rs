@@ -41,9 +41,10 @@ pub use policy::Backoff;
 pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerKind, WorkerState};
 
 use self::core::{Change, Core, Settled, WorkerId};
-use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskRecord, TaskSpec, now_us};
+use crate::model::{Event, EventKind, TaskId, TaskRecord, TaskSpec, now_us};
+use crate::store::Retention;
 pub use crate::store::{Durability, StorageStatus, StoreError};
-use crate::store::{Recovered, Retention, Store};
+pub use crate::store::{Recovered, Store};
 use crate::tasks::Registry;
 use events::EventBus;
 pub use events::Waker;
@@ -134,7 +135,7 @@ struct Inner {
     /// Signalled when the pool goes idle, a worker exits or tasks run out.
     state_changed: Condvar,
     registry: Arc<Registry>,
-    store: Option<Store>,
+    store: Option<Arc<Store>>,
     events: EventBus,
     metrics: Mutex<Metrics>,
     next_id: AtomicU64,
@@ -147,7 +148,6 @@ struct Inner {
     started: Instant,
     config: SchedulerConfig,
     /// Resource samples the store held at start, handed out once.
-    past_samples: Mutex<Vec<ResourceSample>>,
     /// Submits waiting for the transport to confirm their tasks.
     publish_waits: Mutex<std::collections::HashMap<TaskId, Arc<external::PublishWait>>>,
 }
@@ -290,23 +290,39 @@ impl Scheduler {
     /// are queued again (or fail when that was their last); finished tasks
     /// stay queryable.
     pub fn start(config: SchedulerConfig, registry: Registry) -> Result<Self, StartError> {
-        let (store, recovered) = match &config.store {
-            StoreMode::Memory => (
+        let opened = match &config.store {
+            StoreMode::Memory => None,
+            StoreMode::File(path) => {
+                let (store, recovered) = Store::open(path, config.retention, config.durability)?;
+                Some((Arc::new(store), recovered))
+            }
+        };
+        Self::start_with_store(config, registry, opened)
+    }
+
+    /// Like [`Scheduler::start`] on a store the caller opened (and shares,
+    /// e.g. to record resource history in it), with what it recovered; the
+    /// recovered resource samples are the caller's, not the scheduler's.
+    /// `config.store` only names the file then.
+    pub fn start_with_store(
+        config: SchedulerConfig,
+        registry: Registry,
+        opened: Option<(Arc<Store>, Recovered)>,
+    ) -> Result<Self, StartError> {
+        let (store, recovered) = match opened {
+            None => (
                 None,
                 Recovered {
                     next_id: 1,
                     ..Recovered::default()
                 },
             ),
-            StoreMode::File(path) => {
-                let (store, recovered) = Store::open(path, config.retention, config.durability)?;
-                (Some(store), recovered)
-            }
+            Some((store, recovered)) => (Some(store), recovered),
         };
         let Recovered {
             next_id,
             tasks,
-            samples,
+            samples: _,
         } = recovered;
         let recovered_count = tasks.len();
         let (target_workers, remote_lease_until) = match &config.dispatch {
@@ -337,7 +353,6 @@ impl Scheduler {
             exited: crossbeam_channel::unbounded(),
             started: Instant::now(),
             config,
-            past_samples: Mutex::new(samples),
             publish_waits: Mutex::new(std::collections::HashMap::new()),
         });
         let changed = changes.len();
@@ -665,28 +680,14 @@ impl Scheduler {
         self.inner.metrics.lock().latency_buckets(bounds_us)
     }
 
-    /// Persists a resource sample (with a durable store), so the window's
-    /// history survives a restart; written in the next group commit.
-    pub fn save_resource_sample(&self, sample: &ResourceSample) {
-        if let Some(store) = &self.inner.store {
-            store.save_sample(sample);
-        }
-    }
-
-    /// The resource samples of the last hour that the store held at start,
-    /// oldest first; the first call takes them, later calls get none.
-    pub fn take_past_resource_samples(&self) -> Vec<ResourceSample> {
-        std::mem::take(&mut *self.inner.past_samples.lock())
-    }
-
     /// Whether the store's writes succeed (none without a store).
     pub fn storage_status(&self) -> Option<StorageStatus> {
-        self.inner.store.as_ref().map(Store::status)
+        self.inner.store.as_ref().map(|store| store.status())
     }
 
     /// The database file, if tasks are persisted.
     pub fn db_path(&self) -> Option<&std::path::Path> {
-        self.inner.store.as_ref().map(Store::path)
+        self.inner.store.as_ref().map(|store| store.path())
     }
 }
 

@@ -4,7 +4,7 @@ use crate::common;
 
 use serde_json::json;
 
-use common::{WAIT, config};
+use common::{WAIT, config, wait_until};
 use taskdeck::model::{TaskSpec, TaskStatus};
 use taskdeck::scheduler::StartError;
 use taskdeck::scheduler::{Scheduler, StoreMode};
@@ -105,38 +105,51 @@ fn two_schedulers_cannot_share_a_database() {
     first.shutdown().expect("shutdown should succeed");
 }
 
+/// Resource samples stored in the database, read beside the running
+/// writer (WAL readers do not block it).
+fn stored_samples(db: &std::path::Path) -> Vec<i64> {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT at_us FROM resource_samples ORDER BY at_us") else {
+        return Vec::new();
+    };
+    stmt.query_map([], |row| row.get(0))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
 #[test]
-fn resource_history_survives_a_restart() {
+fn the_stack_records_resource_history_that_survives_a_restart() {
+    // What `taskdeck serve` and the window run: the runtime, not the
+    // scheduler and not the window, records telemetry in the store.
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("tasks.db");
-    let scheduler = start(&db, 0);
-    let now = taskdeck::model::now_us();
-    for i in 0..3 {
-        scheduler.save_resource_sample(&taskdeck::model::ResourceSample {
-            at_us: now - (3 - i) * 1_000_000,
-            cpu_percent: 10.0 * i as f32,
-            cpu_per_core: vec![10.0 * i as f32],
-            memory_used_bytes: 1 << 30,
-            memory_total_bytes: 8 << 30,
-            disks: Vec::new(),
-            gpus: taskdeck::model::GpuState::Unavailable {
-                reason: "no NVIDIA driver found".into(),
-            },
-        });
-    }
-    scheduler.shutdown().expect("shutdown should succeed");
-
-    let scheduler = start(&db, 0);
-    let samples = scheduler.take_past_resource_samples();
-    let cpu: Vec<f32> = samples.iter().map(|s| s.cpu_percent).collect();
-    assert_eq!(
-        cpu,
-        vec![0.0, 10.0, 20.0],
-        "the last hour comes back, oldest first"
-    );
+    let stack_config = || taskdeck::runtime::StackConfig {
+        scheduler: config(StoreMode::File(db.clone()), 0),
+        api: None,
+        broker: None,
+    };
+    let stack = taskdeck::runtime::Stack::start(stack_config(), Registry::with_builtins())
+        .expect("the stack should start");
     assert!(
-        scheduler.take_past_resource_samples().is_empty(),
-        "handed out once"
+        stack.past_samples.is_empty(),
+        "a new database has no history"
     );
-    scheduler.shutdown().expect("shutdown should succeed");
+    // Telemetry samples once a second.
+    assert!(
+        wait_until(WAIT, || stored_samples(&db).len() >= 2),
+        "samples should be recorded while the stack runs"
+    );
+    stack.shutdown().expect("shutdown should succeed");
+    let recorded = stored_samples(&db);
+
+    let stack = taskdeck::runtime::Stack::start(stack_config(), Registry::with_builtins())
+        .expect("the stack should start again");
+    let past: Vec<i64> = stack.past_samples.iter().map(|s| s.at_us).collect();
+    stack.shutdown().expect("shutdown should succeed");
+    assert_eq!(past, recorded, "the last hour comes back, oldest first");
+    assert!(past.len() >= 2);
 }

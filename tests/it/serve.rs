@@ -301,3 +301,88 @@ fn a_second_serve_on_a_database_in_use_says_why_once_without_colour_codes() {
         "{stderr}"
     );
 }
+
+/// Starts `taskdeck serve` on `data_dir` and returns it with its address.
+fn serve_on(data_dir: &Path) -> (Child, std::net::SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--workers", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("taskdeck serve should start");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("taskdeck listening on http://") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(LONG_WAIT)
+        .expect("the server should say where it listens");
+    (child, addr.parse().expect("an address"))
+}
+
+/// `GET /api/v1/monitoring/history?minutes=M`: the sample times, in seconds.
+fn history(addr: std::net::SocketAddr, minutes: u32) -> Vec<f64> {
+    let request = format!(
+        "GET /api/v1/monitoring/history?minutes={minutes} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let answer = common::raw_http(addr, request.as_bytes());
+    let body: serde_json::Value = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_default();
+    body["samples"]
+        .as_array()
+        .map(|samples| {
+            samples
+                .iter()
+                .filter_map(|s| s["sampled_at"].as_f64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn serve_keeps_an_hour_of_resource_history_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut first, addr) = serve_on(dir.path());
+    // Samples come once a second.
+    let mut before = Vec::new();
+    assert!(
+        wait_until(LONG_WAIT, || {
+            before = history(addr, 60);
+            before.len() >= 2
+        }),
+        "the history route should fill while serve runs: {before:?}"
+    );
+    assert!(
+        before.windows(2).all(|pair| pair[0] < pair[1]),
+        "oldest first: {before:?}"
+    );
+    sigterm(&first);
+    assert!(wait_exit(&mut first).success());
+    let recorded = before.len();
+
+    let (mut second, addr) = serve_on(dir.path());
+    let after = history(addr, 60);
+    let last_minute = history(addr, 1);
+    sigterm(&second);
+    assert!(wait_exit(&mut second).success());
+    assert!(
+        after.len() >= recorded && after[..recorded] == before[..],
+        "the samples recorded before the restart come back first: {before:?} then {after:?}"
+    );
+    assert!(
+        last_minute.len() <= after.len() && !last_minute.is_empty(),
+        "{last_minute:?}"
+    );
+}

@@ -494,6 +494,13 @@ class TaskClient:
         GPUs, workers, queue depth, throughput and latency."""
         return self.request("GET", "/api/v1/monitoring")
 
+    def history(self, minutes: int = 60) -> List[Dict[str, Any]]:
+        """Returns the resource samples of the last ``minutes`` (1-60), oldest
+        first, each shaped like :meth:`monitoring`'s resource fields (``cpu``,
+        ``memory``, ``disks``, ``gpus``, ``sampled_at``). The server keeps the
+        last hour, also across restarts."""
+        return self.request("GET", "/api/v1/monitoring/history", query={"minutes": int(minutes)})["samples"]
+
     def workers(self) -> Dict[str, Any]:
         """Returns the workers (``{"workers": [...], "busy", "idle", "total",
         "target"}``)."""

@@ -420,6 +420,17 @@ class MonitoringTest(ServerTestCase):
         self.assertLessEqual(LATENCY_FIELDS, set(sample["latency"]))
         self.assertIsInstance(sample["sampled_at"], float)
 
+    def test_history(self):
+        wait_until(lambda: len(self.main.history()) >= 2, what="two resource samples in the history")
+        samples = self.main.history(minutes=60)
+        times = [sample["sampled_at"] for sample in samples]
+        self.assertEqual(times, sorted(times))
+        for sample in samples:
+            self.assertLessEqual({"cpu", "memory", "disks", "gpus", "sampled_at"}, set(sample))
+        self.assertLessEqual(len(self.main.history(minutes=1)), len(samples))
+        with self.assertRaises(BadRequest):
+            self.main.history(minutes=0)
+
     def test_workers(self):
         pool = self.main.workers()
         self.assertEqual((pool["total"], pool["target"], len(pool["workers"])), (2, 2, 2))
@@ -606,7 +617,7 @@ class ExampleAndContractTest(ServerTestCase):
 
     def test_every_documented_route_answers(self):
         routes = documented_routes()
-        self.assertEqual(len(routes), 21, routes)
+        self.assertEqual(len(routes), 22, routes)
         done = self.main.submit("noop")
         self.finished(done)
         bodies = {
