@@ -22,6 +22,25 @@ pub struct ResourceSample {
     pub gpus: GpuState,
 }
 
+#[cfg(test)]
+impl ResourceSample {
+    /// A plain sample taken at `at_us`, for tests: an idle CPU, a little
+    /// memory, no disks, no GPUs.
+    pub(crate) fn for_tests(at_us: i64) -> Self {
+        Self {
+            at_us,
+            cpu_percent: 0.0,
+            cpu_per_core: vec![0.0],
+            memory_used_bytes: 1,
+            memory_total_bytes: 2,
+            disks: Vec::new(),
+            gpus: GpuState::Unavailable {
+                reason: "test".to_owned(),
+            },
+        }
+    }
+}
+
 impl ResourceSample {
     /// Memory in use as a percentage of the total.
     pub fn memory_percent(&self) -> f64 {

@@ -150,20 +150,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::GpuState;
 
     fn sample(at_us: i64) -> ResourceSample {
-        ResourceSample {
-            at_us,
-            cpu_percent: 1.0,
-            cpu_per_core: vec![1.0],
-            memory_used_bytes: 1,
-            memory_total_bytes: 2,
-            disks: Vec::new(),
-            gpus: GpuState::Unavailable {
-                reason: "none".into(),
-            },
-        }
+        ResourceSample::for_tests(at_us)
     }
 
     #[test]

@@ -170,22 +170,11 @@ fn duration_us(duration: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::GpuState;
 
     const SECOND_US: i64 = 1_000_000;
 
     fn sample_at(at_us: i64) -> ResourceSample {
-        ResourceSample {
-            at_us,
-            cpu_percent: 0.0,
-            cpu_per_core: vec![0.0],
-            memory_used_bytes: 1,
-            memory_total_bytes: 2,
-            disks: Vec::new(),
-            gpus: GpuState::Unavailable {
-                reason: "test".to_owned(),
-            },
-        }
+        ResourceSample::for_tests(at_us)
     }
 
     fn times(history: &History, duration: Duration) -> Vec<Option<i64>> {
