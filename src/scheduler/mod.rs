@@ -23,7 +23,7 @@ mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,15 @@ struct Inner {
     work_epoch: AtomicU64,
     /// Set while one idle worker spins; the others park.
     spinning: AtomicBool,
+    /// Transitions made under the lock whose follow-up (metrics, events,
+    /// waiters) has not been carried out yet; raised under the lock, so
+    /// [`Scheduler::wait_idle`] does not report idle before the last
+    /// finished task is counted.
+    settling: AtomicUsize,
+    /// Threads inside [`Scheduler::wait_idle`]; the last follow-up wakes
+    /// them (checked with `SeqCst` on both sides, so either the waiter sees
+    /// no follow-up left or the settler sees the waiter).
+    idle_waiters: AtomicUsize,
     /// Signalled when the pool goes idle, a worker exits or tasks run out.
     state_changed: Condvar,
     registry: Arc<Registry>,
@@ -200,17 +209,26 @@ impl Inner {
         let (settled, quiet, gpus_freed) = {
             let mut core = self.core.lock();
             let settled = transition(&mut core);
+            if settled.is_some() {
+                self.settling.fetch_add(1, Ordering::SeqCst);
+            }
             let gpus_freed = std::mem::take(&mut core.gpus_freed);
             (settled, core.active() == 0 || core.busy() == 0, gpus_freed)
         };
+        let mut last_follow_up = false;
         if let Some(settled) = settled {
             self.apply(settled);
+            last_follow_up = self.settling.fetch_sub(1, Ordering::SeqCst) == 1
+                && self.idle_waiters.load(Ordering::SeqCst) > 0;
         }
         if gpus_freed {
             // A task waiting for devices may fit now.
             self.signal_work(true);
         }
-        if quiet {
+        if quiet || last_follow_up {
+            // Through the lock, so a waiter that has just seen work left is
+            // already waiting when it is woken.
+            drop(self.core.lock());
             self.state_changed.notify_all();
         }
     }
@@ -339,6 +357,8 @@ impl Scheduler {
             work_available: Condvar::new(),
             work_epoch: AtomicU64::new(0),
             spinning: AtomicBool::new(false),
+            settling: AtomicUsize::new(0),
+            idle_waiters: AtomicUsize::new(0),
             state_changed: Condvar::new(),
             registry: Arc::new(registry),
             store,
@@ -578,18 +598,24 @@ impl Scheduler {
     /// Waits until no task is queued, running or retrying; false on timeout.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut core = self.inner.core.lock();
-        while core.active() > 0 {
-            if self
-                .inner
+        let inner = &self.inner;
+        let busy = |core: &Core| core.active() > 0 || inner.settling.load(Ordering::SeqCst) > 0;
+        inner.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let mut core = inner.core.lock();
+        let mut idle = true;
+        while busy(&core) {
+            if inner
                 .state_changed
                 .wait_until(&mut core, deadline)
                 .timed_out()
             {
-                return core.active() == 0;
+                idle = !busy(&core);
+                break;
             }
         }
-        true
+        drop(core);
+        inner.idle_waiters.fetch_sub(1, Ordering::SeqCst);
+        idle
     }
 
     /// A receiver of every lifecycle event from now on.
