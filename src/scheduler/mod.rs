@@ -16,6 +16,7 @@ mod gpus;
 mod metrics;
 pub mod policy;
 pub mod queue;
+mod reads;
 mod report;
 mod shutdown;
 mod timer;
@@ -477,47 +478,6 @@ impl Scheduler {
         Ok(ids)
     }
 
-    /// The task's current record (copied after the lock is released).
-    pub fn task(&self, id: TaskId) -> Option<TaskRecord> {
-        self.task_shared(id)
-            .map(|record| TaskRecord::clone(&record))
-    }
-
-    /// The task's current record, shared: no copy at all.
-    pub fn task_shared(&self, id: TaskId) -> Option<Arc<TaskRecord>> {
-        let core = self.inner.core.lock();
-        core.tasks.get(&id).map(|entry| Arc::clone(&entry.record))
-    }
-
-    /// The current records of `ids`, in order (none for unknown ids), taken
-    /// under one short lock that only clones shared pointers.
-    pub fn records(&self, ids: &[TaskId]) -> Vec<Option<Arc<TaskRecord>>> {
-        let core = self.inner.core.lock();
-        ids.iter()
-            .map(|id| core.tasks.get(id).map(|entry| Arc::clone(&entry.record)))
-            .collect()
-    }
-
-    /// Tasks matching a query (copied after the lock is released).
-    pub fn list(&self, query: &TaskQuery) -> Vec<TaskRecord> {
-        self.list_shared(query)
-            .iter()
-            .map(|record| TaskRecord::clone(record))
-            .collect()
-    }
-
-    /// Tasks matching a query, shared: the lock is held for the scan alone
-    /// and no record is copied.
-    pub fn list_shared(&self, query: &TaskQuery) -> Vec<Arc<TaskRecord>> {
-        let core = self.inner.core.lock();
-        query.select(core.tasks.values().map(|entry| &entry.record))
-    }
-
-    /// Queued task ids in the order they will run.
-    pub fn queued(&self) -> Vec<TaskId> {
-        self.inner.core.lock().queue.iter().collect()
-    }
-
     /// Cancels a queued or retrying task (it never runs) or asks a running
     /// one to stop.
     pub fn cancel(&self, id: TaskId) -> Result<CancelOutcome, RequestError> {
@@ -642,78 +602,6 @@ impl Scheduler {
         self.inner.core.lock().target_workers = workers;
         worker::ensure_workers(&self.inner);
         self.inner.signal_work(true);
-    }
-
-    /// Each live worker's state and counts.
-    pub fn workers(&self) -> Vec<WorkerInfo> {
-        let core = self.inner.core.lock();
-        let now = Instant::now();
-        let lease = match &self.inner.config.dispatch {
-            Dispatch::External(external) => external.lease,
-            Dispatch::Local => Duration::MAX,
-        };
-        core.workers
-            .iter()
-            .map(|(id, slot)| WorkerInfo::from_slot(*id, slot))
-            .chain(
-                core.remote
-                    .iter()
-                    .map(|(id, remote)| WorkerInfo::from_remote(*id, remote, now, lease)),
-            )
-            .collect()
-    }
-
-    /// Counts, worker load, latency percentiles and throughput.
-    pub fn stats(&self) -> SchedulerStats {
-        let (counts, queue_depth, workers_total, workers_busy, workers_target) = {
-            let core = self.inner.core.lock();
-            let (remote_total, remote_busy) = core.remote_load();
-            let counts = core.counts();
-            match &self.inner.config.dispatch {
-                Dispatch::Local => (
-                    counts,
-                    core.queue.len(),
-                    core.workers.len(),
-                    core.busy(),
-                    core.target_workers,
-                ),
-                // The broker holds the queue; every worker is a process.
-                Dispatch::External(external) => (
-                    counts,
-                    counts[crate::model::TaskStatus::Queued.index()],
-                    remote_total,
-                    remote_busy,
-                    external.hooks.local_workers(),
-                ),
-            }
-        };
-        let metrics = self.inner.metrics.lock().report(Instant::now());
-        SchedulerStats {
-            counts: StatusCounts::from_array(counts),
-            queue_depth,
-            workers_total,
-            workers_busy,
-            workers_idle: workers_total.saturating_sub(workers_busy),
-            workers_target,
-            uptime_s: self.inner.started.elapsed().as_secs_f64(),
-            metrics,
-        }
-    }
-
-    /// Submission-to-completion latency of finished tasks as cumulative
-    /// counts at each bound (microseconds).
-    pub fn latency_buckets(&self, bounds_us: &[u64]) -> LatencyBuckets {
-        self.inner.metrics.lock().latency_buckets(bounds_us)
-    }
-
-    /// Whether the store's writes succeed (none without a store).
-    pub fn storage_status(&self) -> Option<StorageStatus> {
-        self.inner.store.as_ref().map(|store| store.status())
-    }
-
-    /// The database file, if tasks are persisted.
-    pub fn db_path(&self) -> Option<&std::path::Path> {
-        self.inner.store.as_ref().map(|store| store.path())
     }
 }
 
