@@ -215,12 +215,14 @@ pub fn handle(
                     ids.len()
                 )));
             }
-            let awaited = Awaited::Many(ids);
-            let (finished, value) = many_reply(scheduler, awaited.ids())?;
-            if finished || secs <= 0.0 {
-                return ok(value);
+            let records = many_records(scheduler, &ids)?;
+            if secs <= 0.0 || records.iter().all(|record| record.status.is_final()) {
+                return ok(many_reply(&records));
             }
-            Ok(Handled::LongPoll(awaited, Duration::from_secs_f64(secs)))
+            Ok(Handled::LongPoll(
+                Awaited::Many(ids),
+                Duration::from_secs_f64(secs),
+            ))
         }
         Route::Run(secs) => {
             let spec = parse_body::<Submission>(body)?.into_spec()?;
@@ -333,17 +335,19 @@ fn one_reply(record: &TaskRecord) -> Value {
     json!({ "finished": record.status.is_final(), "task": views::task(record) })
 }
 
-/// Whether all of `ids` are final, and `{"finished", "tasks"}` for them.
-fn many_reply(scheduler: &Scheduler, ids: &[TaskId]) -> Result<(bool, Value), ApiError> {
-    let records = scheduler.records(ids);
-    let mut finished = true;
-    let mut tasks = Vec::with_capacity(records.len());
-    for (id, record) in ids.iter().zip(records) {
-        let record = record.ok_or_else(|| not_found(*id))?;
-        finished &= record.status.is_final();
-        tasks.push(views::task(&record));
-    }
-    Ok((finished, json!({ "finished": finished, "tasks": tasks })))
+/// The records of `ids`, in order; 404 naming the first unknown id.
+fn many_records(scheduler: &Scheduler, ids: &[TaskId]) -> Result<Vec<Arc<TaskRecord>>, ApiError> {
+    ids.iter()
+        .zip(scheduler.records(ids))
+        .map(|(id, record)| record.ok_or_else(|| not_found(*id)))
+        .collect()
+}
+
+/// `{"finished", "tasks"}`: whether all are final, and their records.
+fn many_reply(records: &[Arc<TaskRecord>]) -> Value {
+    let finished = records.iter().all(|record| record.status.is_final());
+    let tasks: Vec<Value> = records.iter().map(|record| views::task(record)).collect();
+    json!({ "finished": finished, "tasks": tasks })
 }
 
 /// The answer to a long poll once it ends: the records and whether they are final.
@@ -353,7 +357,7 @@ pub fn awaited_reply(scheduler: &Scheduler, awaited: &Awaited) -> Result<Reply, 
             let record = scheduler.task_shared(*id).ok_or_else(|| not_found(*id))?;
             Ok(Reply::Json(200, one_reply(&record)))
         }
-        Awaited::Many(ids) => Ok(Reply::Json(200, many_reply(scheduler, ids)?.1)),
+        Awaited::Many(ids) => Ok(Reply::Json(200, many_reply(&many_records(scheduler, ids)?))),
     }
 }
 

@@ -187,17 +187,16 @@ impl Writer {
                 error,
             }) = unwritten
             {
-                for update in updates {
-                    keep_newest(&mut self.backlog.updates, update);
-                }
-                let kept = &mut self.backlog.samples;
-                // Older samples than those kept go first; the newest stay.
-                for sample in samples.into_iter().rev() {
-                    kept.push_front(sample);
-                }
-                while kept.len() > MAX_PENDING_SAMPLES {
-                    kept.pop_front();
-                }
+                // The round began by taking the whole backlog, so what
+                // failed is the backlog now; the newest samples stay.
+                self.backlog.updates = updates.into_iter().map(|u| (u.id, u)).collect();
+                self.backlog.samples = samples.into();
+                let excess = self
+                    .backlog
+                    .samples
+                    .len()
+                    .saturating_sub(MAX_PENDING_SAMPLES);
+                self.backlog.samples.drain(..excess);
                 Err(error)
             } else if let Some(error) = insert_error {
                 Err(error)
