@@ -15,10 +15,11 @@ forbid() {
         failed=1
     fi
 }
-# only_in DIR PATTERN WHY: fails when a Rust file outside DIR (and main.rs) matches PATTERN.
+# only_in DIRS PATTERN WHY: fails when a Rust file outside DIRS (folders
+# separated by |) and main.rs matches PATTERN.
 only_in() {
-    local dir=$1 pattern=$2 why=$3 hits
-    hits=$(grep -rnE "$pattern" src --include='*.rs' | grep -v -e "^$dir/" -e '^src/main.rs:' || true)
+    local dirs=$1 pattern=$2 why=$3 hits
+    hits=$(grep -rnE "$pattern" src --include='*.rs' | grep -v -E -e "^($dirs)/" -e '^src/main.rs:' || true)
     if [ -n "$hits" ]; then
         printf 'architecture: %s\n%s\n' "$why" "$hits" >&2
         failed=1
@@ -48,6 +49,8 @@ only_in src/app '\b(egui|eframe|egui_plot|egui_extras)::' "only the window modul
 only_in src/api '\btiny_http::' "only the HTTP module uses tiny_http"
 only_in src/telemetry '\b(sysinfo|nvml_wrapper)::' "only telemetry reads sysinfo/NVML"
 only_in src/remote '\b(lapin|amqprs|tokio)::' "only the broker module uses the AMQP client and its runtime"
+only_in 'src/scheduler|src/remote' '\b(TransportLink|start_external)\b' \
+    "only the broker module holds the scheduler's transport side (clients get the Scheduler handle)"
 
 if [ $failed -ne 0 ]; then
     exit 1

@@ -79,8 +79,8 @@ pub enum RuntimeError {
     /// The resource history thread did not start.
     #[error("cannot start recording the resource history: {0}")]
     History(std::io::Error),
-    /// A thread of the broker bridge or the local worker did not start.
-    #[error("cannot start the broker connection: {0}")]
+    /// A thread of the worker embedded in this process did not start.
+    #[error("cannot start the embedded worker: {0}")]
     Broker(std::io::Error),
 }
 
@@ -130,11 +130,11 @@ impl Stack {
             tracing::warn!("no resource sample yet; monitoring reports none until the first");
         }
         let StackConfig {
-            scheduler: mut scheduler_config,
+            scheduler: scheduler_config,
             api,
             broker,
         } = config;
-        let link = distributed::link(broker, &mut scheduler_config);
+        let link = distributed::link(broker, &scheduler_config);
         // The stack opens the store itself: the scheduler keeps its tasks
         // there, and the stack records the resource history beside them.
         let (opened, past_samples) = match &scheduler_config.store {
@@ -157,30 +157,24 @@ impl Stack {
             }
         };
         let store = opened.as_ref().map(|(store, _)| Arc::clone(store));
-        let scheduler = match Scheduler::start_with_store(scheduler_config, registry, opened) {
-            Ok(scheduler) => scheduler,
-            Err(error) => {
-                telemetry.stop();
-                return Err(error.into());
-            }
-        };
+        let (scheduler, distributed) =
+            match distributed::start(link, scheduler_config, registry, opened, &telemetry) {
+                Ok(started) => started,
+                Err(error) => {
+                    telemetry.stop();
+                    return Err(error);
+                }
+            };
         let (recorder, history) =
             match history::Recorder::start(telemetry.subscribe(), store, past_samples.clone()) {
                 Ok(started) => started,
                 Err(error) => {
+                    distributed.stop();
                     let _ = scheduler.shutdown();
                     telemetry.stop();
                     return Err(RuntimeError::History(error));
                 }
             };
-        let distributed = match distributed::start(link, &scheduler, &telemetry) {
-            Ok(running) => running,
-            Err(error) => {
-                let _ = scheduler.shutdown();
-                telemetry.stop();
-                return Err(RuntimeError::Broker(error));
-            }
-        };
         let server = match api {
             None => None,
             Some(api) => {

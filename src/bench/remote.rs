@@ -11,7 +11,7 @@ use super::{
     BenchError, BenchOptions, BenchReport, measure, remove_temp_db, retention_for, store_for,
 };
 use crate::remote::{self, BridgeConfig, BridgeLink, BrokerUrl, Names};
-use crate::scheduler::{Dispatch, Scheduler, SchedulerConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tasks::Registry;
 
 /// What to measure.
@@ -73,16 +73,17 @@ pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError
     let mut config = SchedulerConfig::new(store);
     config.durability = options.phases.durability;
     config.retention = retention_for(&options.phases);
-    config.dispatch = Dispatch::External(link.dispatch());
-    let scheduler = Scheduler::start(config, Registry::with_builtins())?;
-    let outcome = link
-        .start(scheduler.clone())
-        .map_err(|e| BenchError::Stuck(format!("cannot start the bridge: {e}")))
-        .and_then(|bridge| {
-            let measured = with_workers(&scheduler, options, &namespace);
-            bridge.stop();
-            measured
-        });
+    let started = Scheduler::open_store(&config)
+        .and_then(|opened| link.start(config, Registry::with_builtins(), opened));
+    let (scheduler, bridge) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            remove_temp_db(temp_db.as_deref());
+            return Err(error.into());
+        }
+    };
+    let outcome = with_workers(&scheduler, options, &namespace);
+    bridge.stop();
     let shutdown = scheduler.shutdown();
     remove_temp_db(temp_db.as_deref());
     let workers: Vec<String> = (0..options.processes).map(worker_name).collect();

@@ -26,10 +26,10 @@ use super::protocol::{Control, Names, TaskMessage, WireOutcome, WorkerEvent};
 use super::url::BrokerUrl;
 use crate::model::{TaskId, TaskRecord};
 use crate::scheduler::{
-    Denial, ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, RemoteOutcome, Scheduler,
-    StopRequest,
+    Denial, ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, Recovered, RemoteOutcome,
+    Scheduler, SchedulerConfig, StartError, StopRequest, Store, TransportLink,
 };
-use crate::tasks::TaskError;
+use crate::tasks::{Registry, TaskError};
 
 /// Most tasks published per confirm round.
 const PUBLISH_BATCH: usize = 1_000;
@@ -81,8 +81,8 @@ impl ExternalHooks for Hooks {
     }
 }
 
-/// The bridge before the scheduler exists: it gives the scheduler its
-/// dispatch settings, then starts with the scheduler's handle.
+/// The bridge before the scheduler exists: it starts the scheduler with
+/// dispatch through itself and keeps the transport link to it.
 pub struct BridgeLink {
     config: BridgeConfig,
     hooks: Arc<Hooks>,
@@ -115,7 +115,7 @@ impl BridgeLink {
     }
 
     /// The scheduler's dispatch settings.
-    pub fn dispatch(&self) -> ExternalDispatch {
+    fn dispatch(&self) -> ExternalDispatch {
         ExternalDispatch {
             lease: self.config.lease,
             publish_wait: self.config.publish_wait,
@@ -128,8 +128,28 @@ impl BridgeLink {
         self.resize.clone()
     }
 
-    /// Starts the bridge's threads.
-    pub fn start(self, scheduler: Scheduler) -> std::io::Result<Bridge> {
+    /// Starts the scheduler with dispatch through this bridge (see
+    /// [`Scheduler::start_external`]; `opened` as for
+    /// [`Scheduler::start_with_store`]), then the bridge's threads, which
+    /// alone hold the scheduler's transport link.
+    pub fn start(
+        self,
+        config: SchedulerConfig,
+        registry: Registry,
+        opened: Option<(Arc<Store>, Recovered)>,
+    ) -> Result<(Scheduler, Bridge), StartError> {
+        let (scheduler, link) =
+            Scheduler::start_external(config, registry, opened, self.dispatch())?;
+        match self.start_threads(link) {
+            Ok(bridge) => Ok((scheduler, bridge)),
+            Err(error) => {
+                let _ = scheduler.shutdown();
+                Err(StartError::Thread(error))
+            }
+        }
+    }
+
+    fn start_threads(self, scheduler: TransportLink) -> std::io::Result<Bridge> {
         let Self {
             config,
             hooks,
@@ -200,7 +220,7 @@ impl Bridge {
 type Batch = (Vec<Arc<TaskRecord>>, oneshot::Sender<bool>);
 
 fn pump_main(
-    scheduler: &Scheduler,
+    scheduler: &TransportLink,
     connected: &AtomicBool,
     stop: &AtomicBool,
     batches: &mpsc::Sender<Batch>,
@@ -224,7 +244,7 @@ fn pump_main(
 }
 
 struct Link {
-    scheduler: Scheduler,
+    scheduler: TransportLink,
     config: BridgeConfig,
     hooks: Arc<Hooks>,
     connected: Arc<AtomicBool>,
@@ -490,7 +510,7 @@ impl Link {
                 task,
                 gpu_ids,
             } => {
-                let answer = match scheduler.claim_remote(&worker, task, gpu_ids) {
+                let answer = match scheduler.claim(&worker, task, gpu_ids) {
                     Ok(grant) => Control::Grant {
                         task,
                         attempt: grant.attempt,
@@ -524,7 +544,7 @@ impl Link {
                         .map(|(id, memory_mb)| GpuDevice { id, memory_mb })
                         .collect(),
                 };
-                for stop in scheduler.remote_heartbeat(&beat) {
+                for stop in scheduler.heartbeat(&beat) {
                     answers.push((
                         stop.worker,
                         Control::Stop {
@@ -557,16 +577,16 @@ impl Link {
                     }),
                     WireOutcome::Panicked { message } => RemoteOutcome::Panicked(message),
                 };
-                scheduler.finish_remote(&worker, task, attempt, outcome, log, run_time_us);
+                scheduler.finish(&worker, task, attempt, outcome, log, run_time_us);
             }
             WorkerEvent::Release {
                 worker,
                 task,
                 attempt,
-            } => scheduler.release_remote(&worker, task, attempt),
+            } => scheduler.release(&worker, task, attempt),
             WorkerEvent::Goodbye { worker } => {
                 tracing::info!(%worker, "worker stopped");
-                scheduler.remote_gone(&worker);
+                scheduler.worker_gone(&worker);
             }
         }
     }
@@ -587,5 +607,6 @@ fn describe(denial: Denial) -> String {
         Denial::Unknown => "unknown task".to_owned(),
         Denial::RunningElsewhere => "another worker runs it".to_owned(),
         Denial::NotQueued(status) => format!("it is {status}"),
+        Denial::NotReady => "it may not start now".to_owned(),
     }
 }

@@ -7,8 +7,9 @@
 //! scheduler granted the claim. While it runs, the worker's heartbeats renew
 //! the attempt's lease; results, heartbeats and the host's resources come
 //! back on a durable event queue. Only this module imports the AMQP client
-//! and its async runtime; it depends on the scheduler's public handle, the
-//! model and the task registry.
+//! and its async runtime. The bridge starts the scheduler and alone holds
+//! its transport side ([`crate::scheduler::TransportLink`]); the module
+//! depends on the scheduler, the model and the task registry.
 
 mod amqp;
 mod bridge;

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use super::RuntimeError;
 use crate::remote::{
     Bridge, BridgeConfig, BridgeLink, BrokerUrl, Names, ResourceSource, WorkerConfig, WorkerHandle,
 };
-use crate::scheduler::{Dispatch, Scheduler, SchedulerConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::{Recovered, Store};
+use crate::tasks::Registry;
 use crate::telemetry::Telemetry;
 
 /// Distributed mode: the scheduler publishes to the broker, and a worker
@@ -29,16 +32,16 @@ pub struct BrokerSettings {
     pub worker_name: String,
 }
 
-/// The bridge's link, made before the scheduler starts (it carries the
-/// scheduler's dispatch).
+/// The bridge, prepared before the scheduler starts (it starts the
+/// scheduler).
 pub(super) struct Link {
     link: BridgeLink,
     settings: BrokerSettings,
     local_workers: usize,
 }
 
-/// Points the scheduler's dispatch at the broker, when there is one.
-pub(super) fn link(broker: Option<BrokerSettings>, config: &mut SchedulerConfig) -> Option<Link> {
+/// Prepares the bridge to the broker, when there is one.
+pub(super) fn link(broker: Option<BrokerSettings>, config: &SchedulerConfig) -> Option<Link> {
     let settings = broker?;
     let local_workers = config.workers;
     let link = BridgeLink::new(
@@ -54,7 +57,6 @@ pub(super) fn link(broker: Option<BrokerSettings>, config: &mut SchedulerConfig)
             0
         },
     );
-    config.dispatch = Dispatch::External(link.dispatch());
     Some(Link {
         link,
         settings,
@@ -69,54 +71,76 @@ pub(super) struct Running {
     local_worker: Option<WorkerHandle>,
 }
 
-/// Starts the bridge and, when asked for, the embedded worker.
+/// Starts the scheduler: on its own workers without a link; otherwise with
+/// dispatch through the bridge, then the bridge and, when asked for, the
+/// embedded worker.
 pub(super) fn start(
     link: Option<Link>,
-    scheduler: &Scheduler,
+    config: SchedulerConfig,
+    registry: Registry,
+    opened: Option<(Arc<Store>, Recovered)>,
     telemetry: &Arc<Telemetry>,
-) -> std::io::Result<Running> {
+) -> Result<(Scheduler, Running), RuntimeError> {
     let Some(Link {
         link,
         settings,
         local_workers,
     }) = link
     else {
-        return Ok(Running::default());
+        let scheduler = Scheduler::start_with_store(config, registry, opened)?;
+        return Ok((scheduler, Running::default()));
     };
-    let (bridge, local_worker) =
-        start_distributed(link, &settings, scheduler, telemetry, local_workers)?;
-    Ok(Running {
-        bridge,
-        local_worker,
-    })
+    let size = link.local_size();
+    let (scheduler, bridge) = link.start(config, registry, opened)?;
+    if !settings.local_worker {
+        let running = Running {
+            bridge: Some(bridge),
+            local_worker: None,
+        };
+        return Ok((scheduler, running));
+    }
+    let worker = local_worker_config(&settings, &scheduler, telemetry, local_workers);
+    match WorkerHandle::start(worker, Some(size)) {
+        Ok(worker) => Ok((
+            scheduler,
+            Running {
+                bridge: Some(bridge),
+                local_worker: Some(worker),
+            },
+        )),
+        Err(error) => {
+            bridge.stop();
+            let _ = scheduler.shutdown();
+            Err(RuntimeError::Broker(error))
+        }
+    }
 }
 
 impl Running {
     /// Stops the embedded worker, then the bridge (the worker hands back
     /// through the bridge what it cannot finish).
     pub(super) fn stop(self) {
-        stop_distributed(self.local_worker, self.bridge);
+        if let Some(worker) = self.local_worker {
+            worker.stop();
+        }
+        if let Some(bridge) = self.bridge {
+            bridge.stop();
+        }
     }
 }
 
-/// Starts the bridge and, when asked for, the embedded worker.
-fn start_distributed(
-    link: BridgeLink,
+/// The settings of the worker process embedded in this one.
+fn local_worker_config(
     broker: &BrokerSettings,
     scheduler: &Scheduler,
     telemetry: &Arc<Telemetry>,
     local_workers: usize,
-) -> std::io::Result<(Option<Bridge>, Option<WorkerHandle>)> {
-    let size = link.local_size();
-    let bridge = link.start(scheduler.clone())?;
-    if !broker.local_worker {
-        return Ok((Some(bridge), None));
-    }
+) -> WorkerConfig {
     let resources: ResourceSource = {
         let telemetry = Arc::clone(telemetry);
         Arc::new(move || telemetry.latest())
     };
-    let config = WorkerConfig {
+    WorkerConfig {
         url: broker.url.clone(),
         names: broker.names.clone(),
         name: broker.worker_name.clone(),
@@ -127,22 +151,5 @@ fn start_distributed(
         registry: scheduler.registry_handle(),
         resources: Some(resources),
         gpus: scheduler.gpus().to_vec(),
-    };
-    match WorkerHandle::start(config, Some(size)) {
-        Ok(worker) => Ok((Some(bridge), Some(worker))),
-        Err(error) => {
-            bridge.stop();
-            Err(error)
-        }
-    }
-}
-
-/// Stops the embedded worker, then the bridge.
-fn stop_distributed(local_worker: Option<WorkerHandle>, bridge: Option<Bridge>) {
-    if let Some(worker) = local_worker {
-        worker.stop();
-    }
-    if let Some(bridge) = bridge {
-        bridge.stop();
     }
 }

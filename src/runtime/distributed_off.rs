@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use super::RuntimeError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::{Recovered, Store};
+use crate::tasks::Registry;
 use crate::telemetry::Telemetry;
 
 /// Distributed mode's settings; this build has none (the type has no
@@ -14,25 +17,28 @@ pub enum BrokerSettings {}
 /// Nothing to link.
 pub(super) enum Link {}
 
-/// Leaves the scheduler's dispatch to its own workers.
-pub(super) fn link(broker: Option<BrokerSettings>, _config: &mut SchedulerConfig) -> Option<Link> {
+/// Nothing to link: the scheduler runs its own workers.
+pub(super) fn link(broker: Option<BrokerSettings>, _config: &SchedulerConfig) -> Option<Link> {
     broker.map(|settings| match settings {})
 }
 
-/// Nothing runs.
+/// Nothing runs beside the scheduler.
 #[derive(Default)]
 pub(super) struct Running;
 
-/// Starts nothing.
+/// Starts the scheduler on its own workers.
 pub(super) fn start(
     link: Option<Link>,
-    _scheduler: &Scheduler,
+    config: SchedulerConfig,
+    registry: Registry,
+    opened: Option<(Arc<Store>, Recovered)>,
     _telemetry: &Arc<Telemetry>,
-) -> std::io::Result<Running> {
+) -> Result<(Scheduler, Running), RuntimeError> {
     if let Some(link) = link {
         match link {}
     }
-    Ok(Running)
+    let scheduler = Scheduler::start_with_store(config, registry, opened)?;
+    Ok((scheduler, Running))
 }
 
 impl Running {

@@ -13,7 +13,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A thread could not be started.
-    #[error("cannot start the timer thread: {0}")]
+    #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
 }
 

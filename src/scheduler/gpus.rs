@@ -1,7 +1,7 @@
 //! GPU requests at submit: which can ever be met, on this machine's devices
 //! or, in distributed mode, on one worker process heard from.
 
-use super::{Dispatch, GpuDevice, Scheduler};
+use super::{GpuDevice, Scheduler};
 use crate::model::TaskSpec;
 use crate::tasks::SpecError;
 
@@ -11,18 +11,11 @@ impl Scheduler {
         if spec.gpus == 0 {
             return Ok(());
         }
-        let fitting = if matches!(self.inner.config.dispatch, Dispatch::External(_)) {
-            // Worker processes report their devices; one of those heard
-            // from must have enough.
-            self.remote_gpu_capacity(spec.gpu_memory_mb)
-        } else {
-            self.inner
-                .config
-                .gpus
-                .iter()
-                .filter(|device| device.has_memory(spec.gpu_memory_mb))
-                .count()
-        };
+        let fitting = self.inner.transport.gpus_fitting(
+            &self.inner.core,
+            &self.inner.config.gpus,
+            spec.gpu_memory_mb,
+        );
         if usize::try_from(spec.gpus).is_ok_and(|asked| asked <= fitting) {
             return Ok(());
         }

@@ -2,8 +2,13 @@
 //! of workers that pull from it, retries with backoff, timeouts,
 //! cancellation, metrics and lifecycle events.
 //!
-//! [`Scheduler`] is the one owner of task state; the window, the HTTP API and
-//! remote transports change it only through its methods. Depends on
+//! [`Scheduler`] is the one owner of task state and the handle clients use
+//! (the window, the HTTP API, the command line, library users). Which queued
+//! task may start is decided in one place, the core's
+//! [`Core::next_ready`](self::core::Core::next_ready); who runs it is the
+//! [`transport`]'s business: the pool's own threads, or worker processes
+//! behind a transport that drives the scheduler through its own
+//! [`TransportLink`], which only that transport holds. Depends on
 //! [`crate::model`], [`crate::tasks`] and [`crate::store`].
 
 mod core;
@@ -11,15 +16,17 @@ mod core;
 mod core_tests;
 mod errors;
 mod events;
-mod external;
 mod gpus;
+mod link;
 mod metrics;
 pub mod policy;
 pub mod queue;
 mod reads;
 mod report;
 mod shutdown;
+mod start;
 mod timer;
+mod transport;
 mod worker;
 
 use std::path::PathBuf;
@@ -31,12 +38,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-pub use self::core::{CancelOutcome, GpuDevice, RequestError};
-pub use errors::{StartError, SubmitError};
-pub use external::{
-    Denial, Dispatch, ExternalDispatch, ExternalHooks, Grant, Heartbeat, RemoteOutcome,
-    StopRequest, run_attempt,
+pub use self::core::{
+    CancelOutcome, Denial, GpuDevice, Grant, Heartbeat, RequestError, StopRequest,
 };
+pub use errors::{StartError, SubmitError};
+pub use link::{ExternalDispatch, ExternalHooks, RemoteOutcome, TransportLink, run_attempt};
 pub use metrics::{LatencyBuckets, LatencySummary, MetricsReport, NameReport};
 pub use policy::Backoff;
 pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerKind, WorkerState};
@@ -51,6 +57,7 @@ use events::EventBus;
 pub use events::Waker;
 use metrics::Metrics;
 use timer::Timer;
+use transport::Transport;
 
 /// Where task state is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,8 +83,6 @@ pub struct SchedulerConfig {
     pub backoff: Backoff,
     /// How long shutdown lets running tasks finish before asking them to stop.
     pub shutdown_grace: Duration,
-    /// Who runs queued tasks: the pool's threads or worker processes.
-    pub dispatch: Dispatch,
     /// GPU devices tasks may ask for (found through NVML or declared).
     pub gpus: Vec<GpuDevice>,
 }
@@ -92,7 +97,6 @@ impl SchedulerConfig {
             retention: Retention::default(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(10),
-            dispatch: Dispatch::Local,
             gpus: Vec::new(),
         }
     }
@@ -157,9 +161,10 @@ struct Inner {
     exited: (Sender<WorkerId>, Receiver<WorkerId>),
     started: Instant,
     config: SchedulerConfig,
-    /// Resource samples the store held at start, handed out once.
+    /// Who takes the tasks that may start.
+    transport: Transport,
     /// Submits waiting for the transport to confirm their tasks.
-    publish_waits: Mutex<std::collections::HashMap<TaskId, Arc<external::PublishWait>>>,
+    publish_waits: Mutex<std::collections::HashMap<TaskId, Arc<link::PublishWait>>>,
 }
 
 impl Inner {
@@ -246,7 +251,7 @@ impl Inner {
             stop,
         } = settled;
         if let Some(stop) = stop {
-            self.request_stop(stop);
+            self.transport.stop(stop);
         }
         let Some(change) = change else {
             return;
@@ -302,101 +307,6 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// Opens the store, recovers its tasks, and starts the timer and workers.
-    ///
-    /// Recovery: queued and retrying tasks are queued again in their
-    /// original order; tasks that were running count one lost attempt and
-    /// are queued again (or fail when that was their last); finished tasks
-    /// stay queryable.
-    pub fn start(config: SchedulerConfig, registry: Registry) -> Result<Self, StartError> {
-        let opened = match &config.store {
-            StoreMode::Memory => None,
-            StoreMode::File(path) => {
-                let (store, recovered) = Store::open(path, config.retention, config.durability)?;
-                Some((Arc::new(store), recovered))
-            }
-        };
-        Self::start_with_store(config, registry, opened)
-    }
-
-    /// Like [`Scheduler::start`] on a store the caller opened (and shares,
-    /// e.g. to record resource history in it), with what it recovered; the
-    /// recovered resource samples are the caller's, not the scheduler's.
-    /// `config.store` only names the file then.
-    pub fn start_with_store(
-        config: SchedulerConfig,
-        registry: Registry,
-        opened: Option<(Arc<Store>, Recovered)>,
-    ) -> Result<Self, StartError> {
-        let (store, recovered) = match opened {
-            None => (
-                None,
-                Recovered {
-                    next_id: 1,
-                    ..Recovered::default()
-                },
-            ),
-            Some((store, recovered)) => (Some(store), recovered),
-        };
-        let Recovered {
-            next_id,
-            tasks,
-            samples: _,
-        } = recovered;
-        let recovered_count = tasks.len();
-        let (target_workers, remote_lease_until) = match &config.dispatch {
-            Dispatch::Local => (config.workers, None),
-            Dispatch::External(external) => (0, Some(Instant::now() + external.lease)),
-        };
-        let mut core = Core::new(target_workers, config.retention, config.backoff);
-        core.set_gpus(&config.gpus);
-        let changes = core.recover(tasks, now_us(), remote_lease_until);
-        let queued = core.queue.len();
-        let (timer, timer_rx) = Timer::new();
-        let inner = Arc::new(Inner {
-            core: Mutex::new(core),
-            work_available: Condvar::new(),
-            work_epoch: AtomicU64::new(0),
-            spinning: AtomicBool::new(false),
-            settling: AtomicUsize::new(0),
-            idle_waiters: AtomicUsize::new(0),
-            state_changed: Condvar::new(),
-            registry: Arc::new(registry),
-            store,
-            events: EventBus::new(),
-            metrics: Mutex::new(Metrics::new(Instant::now())),
-            next_id: AtomicU64::new(next_id.max(1)),
-            seq: AtomicU64::new(0),
-            accepting: AtomicBool::new(true),
-            shut_down: AtomicBool::new(false),
-            timer,
-            threads: Mutex::new(Threads::default()),
-            exited: crossbeam_channel::unbounded(),
-            started: Instant::now(),
-            config,
-            publish_waits: Mutex::new(std::collections::HashMap::new()),
-        });
-        let changed = changes.len();
-        for change in changes {
-            inner.emit(change);
-        }
-        if recovered_count > 0 {
-            tracing::info!(
-                tasks = recovered_count,
-                queued,
-                changed,
-                "recovered tasks from the store"
-            );
-        }
-        let timer_inner = Arc::clone(&inner);
-        let timer_thread = thread::Builder::new()
-            .name("taskdeck-timer".into())
-            .spawn(move || timer::timer_main(timer_inner, timer_rx))?;
-        inner.threads.lock().timer = Some(timer_thread);
-        worker::ensure_workers(&inner);
-        Ok(Self { inner })
-    }
-
     /// The registered task types.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
@@ -405,6 +315,12 @@ impl Scheduler {
     /// The registry, shared (for a worker embedded in this process).
     pub fn registry_handle(&self) -> Arc<Registry> {
         Arc::clone(&self.inner.registry)
+    }
+
+    /// In distributed mode, whether the transport takes submits now (the
+    /// error says why not); none when the pool's threads run the tasks.
+    pub fn transport_status(&self) -> Option<Result<(), String>> {
+        self.inner.transport.status()
     }
 
     /// The configuration it was started with.
@@ -429,7 +345,8 @@ impl Scheduler {
             return Ok(Vec::new());
         }
         self.inner
-            .transport_ready()
+            .transport
+            .ready()
             .map_err(SubmitError::Unavailable)?;
         let batch = specs.len() > 1;
         for (index, spec) in specs.iter().enumerate() {
@@ -465,15 +382,11 @@ impl Scheduler {
         let published = self.inner.publish_wait(&ids);
         self.inner.core.lock().insert_queued(records);
         self.inner.signal_work(batch);
-        if let (Some(published), Dispatch::External(external)) =
-            (published, &self.inner.config.dispatch)
-            && published.recv_timeout(external.publish_wait).is_err()
+        if let Some((published, waited)) = published
+            && published.recv_timeout(waited).is_err()
         {
-            self.published(&ids);
-            return Err(SubmitError::Unconfirmed {
-                ids,
-                waited: external.publish_wait,
-            });
+            self.inner.confirmed(&ids);
+            return Err(SubmitError::Unconfirmed { ids, waited });
         }
         Ok(ids)
     }
@@ -505,7 +418,7 @@ impl Scheduler {
             });
         if matches!(outcome, Ok(CancelOutcome::Removed)) {
             // A submit still waiting for this task's publishing need not.
-            self.published(&[id]);
+            self.inner.confirmed(&[id]);
         }
         outcome
     }
@@ -590,13 +503,13 @@ impl Scheduler {
     }
 
     /// Changes the number of workers while running. Surplus workers finish
-    /// their current task first.
+    /// their current task first. In distributed mode this sizes the worker
+    /// process embedded in this one.
     pub fn set_workers(&self, workers: usize) {
         if self.inner.is_shut_down() {
             return;
         }
-        if let Dispatch::External(external) = &self.inner.config.dispatch {
-            external.hooks.resize(workers);
+        if self.inner.transport.resize(workers) {
             return;
         }
         self.inner.core.lock().target_workers = workers;

@@ -54,17 +54,17 @@ impl ReadyQueue {
     }
 
     /// Takes the task that comes next, whatever it needs (for publishing to
-    /// a broker, where workers do the placing).
-    pub fn pop(&mut self) -> Option<TaskId> {
+    /// a broker, where workers do the placing), and what it needs.
+    pub fn pop(&mut self) -> Option<(TaskId, GpuNeed)> {
         let gpu_first = match (self.cpu.first(), self.gpu.first_key_value()) {
             (Some(cpu), Some((gpu, _))) => gpu < cpu,
             (None, Some(_)) => true,
             _ => false,
         };
         if gpu_first {
-            self.gpu.pop_first().map(|((_, id), _)| id)
+            self.gpu.pop_first().map(|((_, id), need)| (id, need))
         } else {
-            self.cpu.pop_first().map(|(_, id)| id)
+            self.cpu.pop_first().map(|(_, id)| (id, GpuNeed::default()))
         }
     }
 
@@ -141,7 +141,9 @@ mod tests {
         queue.push(5, TaskId(3), GpuNeed::default());
         queue.push(0, TaskId(4), GpuNeed::default());
         queue.push(9, TaskId(5), GpuNeed::default());
-        let order: Vec<u64> = std::iter::from_fn(|| queue.pop()).map(|id| id.0).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| queue.pop())
+            .map(|(id, _)| id.0)
+            .collect();
         assert_eq!(order, vec![2, 5, 1, 3, 4]);
     }
 
@@ -151,7 +153,7 @@ mod tests {
         queue.push(5, TaskId(10), GpuNeed::default());
         queue.push(5, TaskId(11), GpuNeed::default());
         queue.push(5, TaskId(3), GpuNeed::default());
-        assert_eq!(queue.pop(), Some(TaskId(3)));
+        assert_eq!(queue.pop(), Some((TaskId(3), GpuNeed::default())));
     }
 
     #[test]

@@ -3,11 +3,10 @@
 //! pointers or small summaries; copies are made after it is released.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{
-    Dispatch, LatencyBuckets, Scheduler, SchedulerStats, StatusCounts, StorageStatus, TaskQuery,
-    WorkerInfo,
+    LatencyBuckets, Scheduler, SchedulerStats, StatusCounts, StorageStatus, TaskQuery, WorkerInfo,
 };
 use crate::model::{TaskId, TaskRecord};
 
@@ -57,10 +56,7 @@ impl Scheduler {
     pub fn workers(&self) -> Vec<WorkerInfo> {
         let core = self.inner.core.lock();
         let now = Instant::now();
-        let lease = match &self.inner.config.dispatch {
-            Dispatch::External(external) => external.lease,
-            Dispatch::Local => Duration::MAX,
-        };
+        let lease = self.inner.transport.worker_lease();
         core.workers
             .iter()
             .map(|(id, slot)| WorkerInfo::from_slot(*id, slot))
@@ -74,36 +70,18 @@ impl Scheduler {
 
     /// Counts, worker load, latency percentiles and throughput.
     pub fn stats(&self) -> SchedulerStats {
-        let (counts, queue_depth, workers_total, workers_busy, workers_target) = {
+        let (counts, load) = {
             let core = self.inner.core.lock();
-            let (remote_total, remote_busy) = core.remote_load();
-            let counts = core.counts();
-            match &self.inner.config.dispatch {
-                Dispatch::Local => (
-                    counts,
-                    core.queue.len(),
-                    core.workers.len(),
-                    core.busy(),
-                    core.target_workers,
-                ),
-                // The broker holds the queue; every worker is a process.
-                Dispatch::External(external) => (
-                    counts,
-                    counts[crate::model::TaskStatus::Queued.index()],
-                    remote_total,
-                    remote_busy,
-                    external.hooks.local_workers(),
-                ),
-            }
+            (core.counts(), self.inner.transport.load(&core))
         };
         let metrics = self.inner.metrics.lock().report(Instant::now());
         SchedulerStats {
             counts: StatusCounts::from_array(counts),
-            queue_depth,
-            workers_total,
-            workers_busy,
-            workers_idle: workers_total.saturating_sub(workers_busy),
-            workers_target,
+            queue_depth: load.queue_depth,
+            workers_total: load.total,
+            workers_busy: load.busy,
+            workers_idle: load.total.saturating_sub(load.busy),
+            workers_target: load.target,
             uptime_s: self.inner.started.elapsed().as_secs_f64(),
             metrics,
         }

@@ -15,7 +15,7 @@ use common::{WAIT, config};
 use taskdeck::app::{Services, TaskdeckApp};
 use taskdeck::model::{TaskId, TaskSpec, TaskStatus};
 use taskdeck::scheduler::{
-    Dispatch, ExternalDispatch, ExternalHooks, Heartbeat, Scheduler, StopRequest, StoreMode,
+    ExternalDispatch, ExternalHooks, Heartbeat, Scheduler, StopRequest, StoreMode,
 };
 use taskdeck::tasks::{ExecSettings, Registry, register_exec_tasks};
 use taskdeck::telemetry::{Telemetry, TelemetryConfig};
@@ -326,30 +326,33 @@ impl ExternalHooks for RecordingHooks {
 #[test]
 fn worker_processes_show_with_their_host_and_stop_reaches_them() {
     let hooks = Arc::new(RecordingHooks::default());
-    let mut config = config(StoreMode::Memory, 2);
-    config.dispatch = Dispatch::External(ExternalDispatch {
+    let external = ExternalDispatch {
         lease: Duration::from_secs(30),
         publish_wait: WAIT,
         hooks: Arc::clone(&hooks) as Arc<dyn ExternalHooks>,
-    });
-    let scheduler = Scheduler::start(config, Registry::with_builtins()).expect("scheduler");
+    };
+    let (scheduler, link) = Scheduler::start_external(
+        config(StoreMode::Memory, 2),
+        Registry::with_builtins(),
+        None,
+        external,
+    )
+    .expect("scheduler");
     // Stands in for the bridge: confirms whatever is queued for publishing.
     let publisher = {
-        let scheduler = scheduler.clone();
+        let link = link.clone();
         std::thread::spawn(move || {
-            let tasks = scheduler.take_for_publishing(10, WAIT);
+            let tasks = link.take_for_publishing(10, WAIT);
             let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
-            scheduler.published(&ids);
+            link.published(&ids);
         })
     };
     let id = scheduler
         .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
         .expect("submit");
     publisher.join().expect("publisher");
-    scheduler
-        .claim_remote("gpu-box-1", id, Vec::new())
-        .expect("granted");
-    scheduler.remote_heartbeat(&Heartbeat {
+    link.claim("gpu-box-1", id, Vec::new()).expect("granted");
+    link.heartbeat(&Heartbeat {
         worker: "gpu-box-1".into(),
         host: "gpu-box".into(),
         concurrency: 2,

@@ -11,18 +11,21 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use serde_json::Value;
 
+mod ready;
+#[cfg(test)]
+mod ready_tests;
 mod remote;
 #[cfg(test)]
 mod remote_tests;
 mod settle;
 
+pub use ready::Placement;
+use ready::need_of;
 pub use remote::{Denial, Grant, Heartbeat, RemoteWorker, StopRequest};
 
 use super::policy::{self, Backoff, Recovery};
-use super::queue::{GpuNeed, ReadyQueue};
-use crate::model::{
-    AttemptFailure, EventKind, FailureKind, TaskId, TaskRecord, TaskSpec, TaskStatus,
-};
+use super::queue::ReadyQueue;
+use crate::model::{AttemptFailure, EventKind, FailureKind, TaskId, TaskRecord, TaskStatus};
 use crate::store::Retention;
 use crate::tasks::{CancelToken, StopReason, TaskError};
 
@@ -378,68 +381,6 @@ impl Core {
         false
     }
 
-    /// Starts the next queued task on `worker`, if dispatching; a task that
-    /// needs GPUs gets free device ids (see the ready queue's rules).
-    pub fn next_job(&mut self, worker: WorkerId, now_us: i64) -> Option<Job> {
-        if !self.dispatching {
-            return None;
-        }
-        let worker_name = self.workers.get(&worker)?.name.clone();
-        loop {
-            let (free, devices) = (&self.gpus_free, &self.gpu_devices);
-            let fits = |need: GpuNeed| {
-                let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
-                devices_for(free, devices, need.memory_mb)
-                    .take(wanted)
-                    .count()
-                    == wanted
-            };
-            let (id, need) = self.queue.pop_placeable(fits)?;
-            let Some(entry) = self.tasks.get_mut(&id) else {
-                continue;
-            };
-            if entry.record.status != TaskStatus::Queued {
-                continue;
-            }
-            let gpu_ids: Vec<u32> = devices_for(&self.gpus_free, &self.gpu_devices, need.memory_mb)
-                .take(usize::try_from(need.count).unwrap_or(usize::MAX))
-                .collect();
-            for gpu in &gpu_ids {
-                self.gpus_free.remove(gpu);
-            }
-            if !gpu_ids.is_empty() {
-                self.gpus_held.insert(id, gpu_ids.clone());
-            }
-            let record = Arc::make_mut(&mut entry.record);
-            record.gpu_ids = gpu_ids;
-            Self::set_status(&mut self.counts, record, TaskStatus::Running);
-            record.attempts += 1;
-            record.started_at_us = Some(now_us);
-            record.first_started_at_us.get_or_insert(now_us);
-            record.worker = Some(worker_name);
-            record.retry_at_us = None;
-            let cancel = CancelToken::new();
-            entry.run = Some(RunState {
-                worker,
-                attempt: record.attempts,
-                cancel: cancel.clone(),
-                lease_until: None,
-            });
-            if let Some(slot) = self.workers.get_mut(&worker) {
-                slot.current = Some(id);
-            }
-            self.busy += 1;
-            return Some(Job {
-                timeout: record.spec.timeout_ms.map(Duration::from_millis),
-                started: Change {
-                    kind: EventKind::Started,
-                    record: Arc::clone(&entry.record),
-                },
-                cancel,
-            });
-        }
-    }
-
     /// Frees the worker (thread or process) that ran `id`; `counted` when
     /// the attempt counts towards its tally.
     fn release_runner(&mut self, worker: WorkerId, id: TaskId, counted: bool, failed: bool) {
@@ -591,28 +532,6 @@ impl Core {
             }
         }
     }
-}
-
-/// What a spec needs of the GPUs, for the ready queue.
-pub(super) fn need_of(spec: &TaskSpec) -> GpuNeed {
-    GpuNeed {
-        count: spec.gpus,
-        memory_mb: spec.gpu_memory_mb,
-    }
-}
-
-/// Free devices with at least `memory_mb` (all free ones when none is asked
-/// for; a device of unknown memory counts as large enough).
-fn devices_for<'a>(
-    free: &'a std::collections::BTreeSet<u32>,
-    devices: &'a HashMap<u32, GpuDevice>,
-    memory_mb: Option<u64>,
-) -> impl Iterator<Item = u32> + 'a {
-    free.iter().copied().filter(move |id| {
-        devices
-            .get(id)
-            .is_none_or(|device| device.has_memory(memory_mb))
-    })
 }
 
 /// One GPU device tasks may be given.

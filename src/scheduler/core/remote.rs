@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{AttemptResult, Change, Core, GpuDevice, RunState, Settled, WorkerId};
-use crate::model::{EventKind, HostSummary, TaskId, TaskLog, TaskRecord, TaskStatus};
-use crate::tasks::{CancelToken, StopReason};
+use super::{AttemptResult, Change, Core, GpuDevice, Placement, Settled, WorkerId};
+use crate::model::{HostSummary, TaskId, TaskLog, TaskRecord, TaskStatus};
+use crate::tasks::StopReason;
 
 /// A worker process as the scheduler knows it.
 #[derive(Debug, Clone)]
@@ -70,6 +70,9 @@ pub enum Denial {
     RunningElsewhere,
     /// It is cancelled, finished or waiting for a retry.
     NotQueued(TaskStatus),
+    /// It is queued but may not start now (the scheduler is stopping); it
+    /// is published again once it may.
+    NotReady,
 }
 
 impl Core {
@@ -106,18 +109,16 @@ impl Core {
         }
     }
 
-    /// Pops up to `max` queued tasks for publishing, in run order. They stay
-    /// queued until a worker's claim is granted.
+    /// Takes up to `max` tasks that may start, for publishing, in run
+    /// order (see [`Core::next_ready`]). They stay queued until a worker's
+    /// claim is granted.
     pub fn take_for_publishing(&mut self, max: usize) -> Vec<Arc<TaskRecord>> {
         let mut taken = Vec::new();
         while taken.len() < max {
-            let Some(id) = self.queue.pop() else {
+            let Some((id, _)) = self.next_ready(Placement::Workers) else {
                 break;
             };
-            if let Some(entry) = self.tasks.get(&id)
-                && entry.record.status == TaskStatus::Queued
-                && entry.run.is_none()
-            {
+            if let Some(entry) = self.tasks.get(&id) {
                 taken.push(Arc::clone(&entry.record));
             }
         }
@@ -138,6 +139,8 @@ impl Core {
     ///   duplicate: one attempt runs per queued state);
     /// - a claim by the worker already running that attempt is granted again
     ///   (claims are resent after reconnecting);
+    /// - a queued task that may not start now ([`Core::may_start`]) is
+    ///   denied and published again once it may;
     /// - anything else is denied, and the worker drops the message.
     pub fn claim(
         &mut self,
@@ -166,33 +169,35 @@ impl Core {
         if entry.record.status != TaskStatus::Queued {
             return Err(Denial::NotQueued(entry.record.status));
         }
-        self.queue.remove(entry.record.spec.priority, id);
-        let record = Arc::make_mut(&mut entry.record);
-        Self::set_status(&mut self.counts, record, TaskStatus::Running);
-        record.attempts += 1;
-        record.started_at_us = Some(now_us);
-        record.first_started_at_us.get_or_insert(now_us);
-        record.worker = Some(worker_name.to_owned());
-        record.retry_at_us = None;
-        record.gpu_ids = gpu_ids;
-        entry.run = Some(RunState {
-            worker,
-            attempt: record.attempts,
-            cancel: CancelToken::new(),
-            lease_until: Some(now + lease),
-        });
+        let priority = entry.record.spec.priority;
+        if !self
+            .tasks
+            .get(&id)
+            .is_some_and(|entry| self.may_start(entry))
+        {
+            // It stays queued, to be published again once it may start.
+            self.enqueue_if_queued(id);
+            return Err(Denial::NotReady);
+        }
+        self.queue.remove(priority, id);
+        let started = self
+            .start_attempt(
+                id,
+                worker,
+                worker_name.to_owned(),
+                gpu_ids,
+                Some(now + lease),
+                now_us,
+            )
+            .ok_or(Denial::Unknown)?;
         if let Some(remote) = self.remote.get_mut(&worker) {
             remote.running.insert(id);
         }
         let grant = Grant {
-            attempt: record.attempts,
+            attempt: started.attempt,
             timeout,
         };
-        let change = Change {
-            kind: EventKind::Started,
-            record: Arc::clone(&entry.record),
-        };
-        Ok((grant, Some(change)))
+        Ok((grant, Some(started.change)))
     }
 
     /// Takes a worker's heartbeat: renews the leases of the attempts it

@@ -1,7 +1,9 @@
-//! Dispatch through an external transport (the RabbitMQ bridge): instead of
-//! the pool's threads taking queued tasks, the transport takes them for
-//! publishing, and worker processes claim, report and finish attempts
-//! through these methods. The scheduler stays the one owner of task state.
+//! The transport's side of the scheduler: a [`TransportLink`] is handed
+//! only to the transport that started the scheduler
+//! ([`Scheduler::start_external`]); through it the transport takes tasks
+//! for publishing, and worker processes claim, report and finish attempts.
+//! The client-facing [`Scheduler`] handle has none of these methods, and
+//! the scheduler stays the one owner of task state.
 //!
 //! This module knows nothing of the transport; it defines the hooks the
 //! transport gives the scheduler ([`ExternalHooks`]) and the calls it makes.
@@ -12,35 +14,13 @@ use std::time::{Duration, Instant};
 
 use super::core::{AttemptResult, Settled};
 pub use super::core::{Denial, Grant, Heartbeat, StopRequest};
+use super::transport::Transport;
 use super::{Inner, Scheduler};
 use crate::model::TaskSpec;
 use crate::model::{TaskId, TaskLog, TaskRecord, now_us};
 use crate::tasks::{Registry, TaskContext, TaskError};
 
-/// How the scheduler hands tasks to workers.
-#[derive(Clone, Default)]
-pub enum Dispatch {
-    /// The pool's threads take queued tasks (the embedded default).
-    #[default]
-    Local,
-    /// A transport publishes queued tasks to worker processes.
-    External(ExternalDispatch),
-}
-
-impl std::fmt::Debug for Dispatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Local => f.write_str("Local"),
-            Self::External(external) => f
-                .debug_struct("External")
-                .field("lease", &external.lease)
-                .field("publish_wait", &external.publish_wait)
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
-/// Settings and hooks of external dispatch.
+/// Settings and hooks of dispatch through a transport.
 #[derive(Clone)]
 pub struct ExternalDispatch {
     /// How long an attempt stays owned by its worker without a heartbeat.
@@ -49,6 +29,15 @@ pub struct ExternalDispatch {
     pub publish_wait: Duration,
     /// The transport's side.
     pub hooks: Arc<dyn ExternalHooks>,
+}
+
+impl std::fmt::Debug for ExternalDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalDispatch")
+            .field("lease", &self.lease)
+            .field("publish_wait", &self.publish_wait)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the scheduler asks of the transport. Calls must not block: they are
@@ -110,23 +99,47 @@ impl PublishWait {
     }
 }
 
+/// The transport's handle on the scheduler. Cheap to clone; it exists only
+/// in distributed mode and only the transport holds it.
+#[derive(Clone)]
+pub struct TransportLink {
+    inner: Arc<Inner>,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for TransportLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportLink")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Scheduler {
-    fn external(&self) -> Option<&ExternalDispatch> {
-        match &self.inner.config.dispatch {
-            Dispatch::External(external) => Some(external),
-            Dispatch::Local => None,
-        }
+    /// Starts a scheduler whose tasks run on worker processes reached
+    /// through a transport, like [`Scheduler::start_with_store`]. Returns
+    /// the client-facing handle and the link the transport drives it with.
+    pub fn start_external(
+        config: super::SchedulerConfig,
+        registry: Registry,
+        opened: Option<(Arc<crate::store::Store>, crate::store::Recovered)>,
+        external: ExternalDispatch,
+    ) -> Result<(Self, TransportLink), super::StartError> {
+        let lease = external.lease;
+        let scheduler = Self::launch(config, registry, opened, Transport::External(external))?;
+        let link = TransportLink {
+            inner: Arc::clone(&scheduler.inner),
+            lease,
+        };
+        Ok((scheduler, link))
     }
+}
 
-    fn lease(&self) -> Duration {
-        self.external()
-            .map_or(Duration::from_secs(30), |external| external.lease)
-    }
-
-    /// Takes up to `max` queued tasks for publishing, in run order, waiting
-    /// up to `timeout` for one. Each stays queued until a claim is granted;
-    /// report the outcome with [`Scheduler::published`] or
-    /// [`Scheduler::unpublish`].
+impl TransportLink {
+    /// Takes up to `max` tasks that may start, for publishing, in run order,
+    /// waiting up to `timeout` for one. Each stays queued until a claim is
+    /// granted; report the outcome with [`TransportLink::published`] or
+    /// [`TransportLink::unpublish`].
     pub fn take_for_publishing(&self, max: usize, timeout: Duration) -> Vec<Arc<TaskRecord>> {
         let deadline = Instant::now() + timeout;
         let mut core = self.inner.core.lock();
@@ -148,16 +161,7 @@ impl Scheduler {
 
     /// The transport confirmed these tasks: their submits may return.
     pub fn published(&self, ids: &[TaskId]) {
-        let waits: Vec<Arc<PublishWait>> = {
-            let mut all = self.inner.publish_waits.lock();
-            if all.is_empty() {
-                return;
-            }
-            ids.iter().filter_map(|id| all.remove(id)).collect()
-        };
-        for wait in waits {
-            wait.one_done();
-        }
+        self.inner.confirmed(ids);
     }
 
     /// Publishing failed: the tasks go back to the ready queue, to be taken
@@ -171,13 +175,8 @@ impl Scheduler {
 
     /// Decides a worker's claim of a delivered task (with the device ids it
     /// set aside, for a GPU task); see the core's rules.
-    pub fn claim_remote(
-        &self,
-        worker: &str,
-        id: TaskId,
-        gpu_ids: Vec<u32>,
-    ) -> Result<Grant, Denial> {
-        let lease = self.lease();
+    pub fn claim(&self, worker: &str, id: TaskId, gpu_ids: Vec<u32>) -> Result<Grant, Denial> {
+        let lease = self.lease;
         let claimed =
             self.inner
                 .core
@@ -197,8 +196,8 @@ impl Scheduler {
 
     /// Takes a worker's heartbeat; returns attempts it runs that are no
     /// longer its own (the transport asks it to stop them).
-    pub fn remote_heartbeat(&self, beat: &Heartbeat) -> Vec<StopRequest> {
-        let lease = self.lease();
+    pub fn heartbeat(&self, beat: &Heartbeat) -> Vec<StopRequest> {
+        let lease = self.lease;
         self.inner
             .core
             .lock()
@@ -209,7 +208,7 @@ impl Scheduler {
     /// for tasks that run a process). A report of an
     /// attempt that no longer counts (lost, timed out, stopped) changes
     /// nothing.
-    pub fn finish_remote(
+    pub fn finish(
         &self,
         worker: &str,
         id: TaskId,
@@ -234,14 +233,14 @@ impl Scheduler {
 
     /// A worker hands back an attempt it will not run to its end; the task
     /// is queued again without counting the attempt.
-    pub fn release_remote(&self, worker: &str, id: TaskId, attempt: u32) {
+    pub fn release(&self, worker: &str, id: TaskId, attempt: u32) {
         self.inner
             .settle(|core| Some(core.release_remote(worker, id, attempt)));
     }
 
     /// A worker process is stopping; attempts it still holds (granted after
     /// it stopped taking tasks) are queued again without counting.
-    pub fn remote_gone(&self, worker: &str) {
+    pub fn worker_gone(&self, worker: &str) {
         let settled = self.inner.core.lock().remote_gone(worker, Instant::now());
         self.apply_all(settled);
     }
@@ -249,7 +248,7 @@ impl Scheduler {
     /// Restarts every running attempt's lease from now; the transport calls
     /// it when it (re)connects, as heartbeats could not arrive before.
     pub fn renew_all_leases(&self) {
-        let until = Instant::now() + self.lease();
+        let until = Instant::now() + self.lease;
         self.inner.core.lock().renew_all_leases(until);
     }
 
@@ -281,57 +280,36 @@ impl Scheduler {
             None => Ok(()),
         }
     }
-
-    /// In distributed mode, whether the transport takes submits now (the
-    /// error says why not); none with local dispatch.
-    pub fn transport_status(&self) -> Option<Result<(), String>> {
-        self.external().map(|external| external.hooks.ready())
-    }
-
-    /// The most GPUs (with at least `memory_mb` each) one worker process
-    /// heard from within a lease has.
-    pub(super) fn remote_gpu_capacity(&self, memory_mb: Option<u64>) -> usize {
-        let lease = self.lease();
-        self.inner
-            .core
-            .lock()
-            .remote_gpu_capacity(memory_mb, lease, Instant::now())
-    }
-
-    /// Whether tasks are dispatched to worker processes.
-    pub fn is_external(&self) -> bool {
-        self.external().is_some()
-    }
 }
 
 impl Inner {
-    /// Sends a stop request to the transport, if there is one.
-    pub(super) fn request_stop(&self, request: StopRequest) {
-        if let Dispatch::External(external) = &self.config.dispatch {
-            tracing::debug!(task = %request.task, worker = %request.worker, "asking the worker to stop the attempt");
-            external.hooks.stop(request);
-        }
-    }
-
-    /// Registers a submit's wait for its tasks to be published; none in
-    /// local dispatch.
-    pub(super) fn publish_wait(&self, ids: &[TaskId]) -> Option<crossbeam_channel::Receiver<()>> {
-        if !matches!(self.config.dispatch, Dispatch::External(_)) {
-            return None;
-        }
+    /// Registers a submit's wait for the transport to confirm its tasks;
+    /// none when nothing needs confirming. Returns how long to wait.
+    pub(super) fn publish_wait(
+        &self,
+        ids: &[TaskId],
+    ) -> Option<(crossbeam_channel::Receiver<()>, Duration)> {
+        let waited = self.transport.confirm_wait()?;
         let (wait, rx) = PublishWait::new(ids.len());
         let mut all = self.publish_waits.lock();
         for id in ids {
             all.insert(*id, Arc::clone(&wait));
         }
-        Some(rx)
+        Some((rx, waited))
     }
 
-    /// Checks that the transport can take submits now.
-    pub(super) fn transport_ready(&self) -> Result<(), String> {
-        match &self.config.dispatch {
-            Dispatch::External(external) => external.hooks.ready(),
-            Dispatch::Local => Ok(()),
+    /// The transport confirmed these tasks (or a submit stopped waiting for
+    /// them): their submits may return.
+    pub(super) fn confirmed(&self, ids: &[TaskId]) {
+        let waits: Vec<Arc<PublishWait>> = {
+            let mut all = self.publish_waits.lock();
+            if all.is_empty() {
+                return;
+            }
+            ids.iter().filter_map(|id| all.remove(id)).collect()
+        };
+        for wait in waits {
+            wait.one_done();
         }
     }
 }

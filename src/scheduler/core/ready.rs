@@ -1,0 +1,164 @@
+//! Which queued task may start now, and starting it.
+//!
+//! This is the one readiness decision. The pool's threads
+//! ([`Core::next_job`]) and the transport to worker processes
+//! ([`Core::take_for_publishing`], then [`Core::claim`]) both choose through
+//! [`Core::next_ready`] and both check [`Core::may_start`]; they differ only
+//! in how GPU needs are placed ([`Placement`]) and in who runs the attempt.
+//! A new rule about which task may start belongs in `may_start` (or in the
+//! ready queue's order) and nowhere else.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Change, Core, Entry, GpuDevice, Job, RunState, WorkerId};
+use crate::model::{EventKind, TaskId, TaskSpec, TaskStatus};
+use crate::scheduler::queue::GpuNeed;
+use crate::tasks::CancelToken;
+
+/// Where a chosen task will run, which decides how its GPU need is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On the pool's threads: a GPU task waits until this machine's free
+    /// devices fit it (see the ready queue's rules).
+    Pool,
+    /// On worker processes, which place GPU tasks on their own devices: the
+    /// next task is taken whatever it needs.
+    Workers,
+}
+
+/// An attempt just started, as both kinds of runner need it.
+pub(super) struct Started {
+    pub(super) change: Change,
+    pub(super) cancel: CancelToken,
+    pub(super) attempt: u32,
+    pub(super) timeout: Option<Duration>,
+}
+
+impl Core {
+    /// Whether a task may start now: dispatch is on, the task is queued and
+    /// no attempt of it runs. Every rule about which task may start goes
+    /// here, so it holds for local workers and worker processes alike.
+    pub(super) fn may_start(&self, entry: &Entry) -> bool {
+        self.dispatching && entry.record.status == TaskStatus::Queued && entry.run.is_none()
+    }
+
+    /// Takes the next task that may start, in run order (priority, then
+    /// arrival), with what it needs of the GPUs. Entries the ready queue
+    /// still names but that may no longer start (cancelled, already
+    /// claimed) are dropped from it on the way.
+    pub fn next_ready(&mut self, placement: Placement) -> Option<(TaskId, GpuNeed)> {
+        if !self.dispatching {
+            return None;
+        }
+        loop {
+            let (id, need) = match placement {
+                Placement::Pool => {
+                    let (free, devices) = (&self.gpus_free, &self.gpu_devices);
+                    self.queue.pop_placeable(|need| {
+                        let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
+                        devices_for(free, devices, need.memory_mb)
+                            .take(wanted)
+                            .count()
+                            == wanted
+                    })?
+                }
+                Placement::Workers => self.queue.pop()?,
+            };
+            if self
+                .tasks
+                .get(&id)
+                .is_some_and(|entry| self.may_start(entry))
+            {
+                return Some((id, need));
+            }
+        }
+    }
+
+    /// Starts the next task that may start on the pool's `worker`; a task
+    /// that needs GPUs gets free device ids.
+    pub fn next_job(&mut self, worker: WorkerId, now_us: i64) -> Option<Job> {
+        let worker_name = self.workers.get(&worker)?.name.clone();
+        let (id, need) = self.next_ready(Placement::Pool)?;
+        let gpu_ids: Vec<u32> = devices_for(&self.gpus_free, &self.gpu_devices, need.memory_mb)
+            .take(usize::try_from(need.count).unwrap_or(usize::MAX))
+            .collect();
+        for gpu in &gpu_ids {
+            self.gpus_free.remove(gpu);
+        }
+        if !gpu_ids.is_empty() {
+            self.gpus_held.insert(id, gpu_ids.clone());
+        }
+        let started = self.start_attempt(id, worker, worker_name, gpu_ids, None, now_us)?;
+        if let Some(slot) = self.workers.get_mut(&worker) {
+            slot.current = Some(id);
+        }
+        self.busy += 1;
+        Some(Job {
+            started: started.change,
+            cancel: started.cancel,
+            timeout: started.timeout,
+        })
+    }
+
+    /// Marks a chosen task running on `worker` (a pool thread, or a worker
+    /// process with a lease until `lease_until`) with the given devices.
+    pub(super) fn start_attempt(
+        &mut self,
+        id: TaskId,
+        worker: WorkerId,
+        worker_name: String,
+        gpu_ids: Vec<u32>,
+        lease_until: Option<Instant>,
+        now_us: i64,
+    ) -> Option<Started> {
+        let entry = self.tasks.get_mut(&id)?;
+        let record = Arc::make_mut(&mut entry.record);
+        Self::set_status(&mut self.counts, record, TaskStatus::Running);
+        record.attempts += 1;
+        record.started_at_us = Some(now_us);
+        record.first_started_at_us.get_or_insert(now_us);
+        record.worker = Some(worker_name);
+        record.retry_at_us = None;
+        record.gpu_ids = gpu_ids;
+        let cancel = CancelToken::new();
+        entry.run = Some(RunState {
+            worker,
+            attempt: record.attempts,
+            cancel: cancel.clone(),
+            lease_until,
+        });
+        Some(Started {
+            attempt: record.attempts,
+            timeout: record.spec.timeout_ms.map(Duration::from_millis),
+            cancel,
+            change: Change {
+                kind: EventKind::Started,
+                record: Arc::clone(&entry.record),
+            },
+        })
+    }
+}
+
+/// What a spec needs of the GPUs, for the ready queue.
+pub(super) fn need_of(spec: &TaskSpec) -> GpuNeed {
+    GpuNeed {
+        count: spec.gpus,
+        memory_mb: spec.gpu_memory_mb,
+    }
+}
+
+/// Free devices with at least `memory_mb` (all free ones when none is asked
+/// for; a device of unknown memory counts as large enough).
+fn devices_for<'a>(
+    free: &'a BTreeSet<u32>,
+    devices: &'a HashMap<u32, GpuDevice>,
+    memory_mb: Option<u64>,
+) -> impl Iterator<Item = u32> + 'a {
+    free.iter().copied().filter(move |id| {
+        devices
+            .get(id)
+            .is_none_or(|device| device.has_memory(memory_mb))
+    })
+}

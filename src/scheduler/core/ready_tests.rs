@@ -1,0 +1,113 @@
+//! The readiness decision, tested once for both ways a task starts: taken
+//! by a thread of the pool, or published to worker processes and claimed.
+//! A rule about which task may start gets its test here, run in both modes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Core, Denial};
+use crate::model::{TaskId, TaskRecord, TaskSpec, TaskStatus};
+use crate::scheduler::policy::Backoff;
+use crate::store::Retention;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// How a task reaches a worker.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// A thread of the pool takes it.
+    Pool,
+    /// It is published, and a worker process claims it.
+    Workers,
+}
+
+const MODES: [Mode; 2] = [Mode::Pool, Mode::Workers];
+
+/// Queued tasks of (id, priority).
+fn core_with(tasks: &[(u64, u8)]) -> Core {
+    let backoff = Backoff {
+        base: Duration::from_millis(10),
+        max: Duration::from_secs(1),
+    };
+    let retention = Retention {
+        max_finished: 100,
+        max_age: None,
+    };
+    let mut core = Core::new(0, retention, backoff);
+    core.insert_queued(
+        tasks
+            .iter()
+            .map(|(id, priority)| {
+                let spec = TaskSpec::new("noop", vec![]).priority(*priority);
+                Arc::new(TaskRecord::new(TaskId(*id), spec, 0))
+            })
+            .collect(),
+    );
+    core
+}
+
+/// Starts the next task that may start the way `mode` does; its id.
+fn start_next(core: &mut Core, mode: Mode) -> Option<TaskId> {
+    match mode {
+        Mode::Pool => {
+            core.target_workers += 1;
+            let (worker, _) = core.add_worker();
+            core.next_job(worker, 1).map(|job| job.started.record.id)
+        }
+        Mode::Workers => {
+            let id = core.take_for_publishing(1).first()?.id;
+            core.claim("box-1", id, Vec::new(), LEASE, Instant::now(), 1)
+                .ok()
+                .map(|_| id)
+        }
+    }
+}
+
+fn start_all(core: &mut Core, mode: Mode) -> Vec<u64> {
+    std::iter::from_fn(|| start_next(core, mode))
+        .map(|id| id.0)
+        .collect()
+}
+
+#[test]
+fn both_modes_start_by_priority_then_arrival() {
+    for mode in MODES {
+        let mut core = core_with(&[(1, 5), (2, 9), (3, 5), (4, 9), (5, 0)]);
+        assert_eq!(start_all(&mut core, mode), vec![2, 4, 1, 3, 5], "{mode:?}");
+        assert_eq!(core.counts()[TaskStatus::Running.index()], 5, "{mode:?}");
+    }
+}
+
+#[test]
+fn a_cancelled_task_never_starts_in_either_mode() {
+    for mode in MODES {
+        let mut core = core_with(&[(1, 5), (2, 5), (3, 5)]);
+        core.cancel(TaskId(2), true, 1).expect("cancel");
+        assert_eq!(start_all(&mut core, mode), vec![1, 3], "{mode:?}");
+    }
+}
+
+#[test]
+fn no_task_starts_in_either_mode_while_dispatch_is_stopped() {
+    for mode in MODES {
+        let mut core = core_with(&[(1, 5), (2, 5)]);
+        core.dispatching = false;
+        assert_eq!(start_next(&mut core, mode), None, "{mode:?}");
+        core.dispatching = true;
+        assert_eq!(start_all(&mut core, mode), vec![1, 2], "{mode:?}");
+    }
+}
+
+#[test]
+fn a_task_published_before_dispatch_stopped_is_denied_and_published_again() {
+    let mut core = core_with(&[(1, 5)]);
+    let published = core.take_for_publishing(10);
+    assert_eq!(published.len(), 1);
+    core.dispatching = false;
+    let denied = core.claim("box-1", TaskId(1), Vec::new(), LEASE, Instant::now(), 1);
+    assert_eq!(denied.err(), Some(Denial::NotReady));
+    assert_eq!(core.counts()[TaskStatus::Queued.index()], 1);
+    assert!(core.take_for_publishing(10).is_empty());
+    core.dispatching = true;
+    assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
+}
