@@ -1,5 +1,5 @@
-//! Embedding Taskdeck: register your own task next to the built-ins, submit
-//! mock ML/CV jobs and your task, and wait for the results.
+//! Embedding Taskdeck: register your own task next to the built-in and demo
+//! tasks, submit mock ML/CV jobs and your task, and wait for the results.
 //!
 //! Run with `cargo run --release --example embed`.
 
@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde_json::json;
 use taskdeck::model::TaskSpec;
 use taskdeck::scheduler::{Scheduler, SchedulerConfig};
-use taskdeck::tasks::{Param, ParamType, Registry, Signature, TaskError};
+use taskdeck::tasks::{Param, ParamType, Signature, TaskError};
 
 fn main() -> anyhow::Result<()> {
-    let mut registry = Registry::with_builtins();
+    let mut registry = taskdeck::demo::registry();
     registry.register(
         "word_count",
         "Counts the words of a text.",

@@ -7,6 +7,7 @@
 //! - [`model`]: plain data (ids, specs, records, events, resource samples).
 //! - [`tasks`]: the registry of runnable task types, the built-ins and the
 //!   `command`/`python` tasks.
+//! - [`demo`]: the demo workloads (mock ML and CV jobs doing real CPU work).
 //! - [`store`]: SQLite persistence with group commit and recovery.
 //! - [`telemetry`]: CPU, memory, disk and GPU sampling thread and bounded history.
 //! - [`scheduler`]: the engine: queue, dispatch, workers, retries, metrics.
@@ -26,6 +27,7 @@ pub mod api;
 pub mod app;
 pub mod bench;
 pub mod client;
+pub mod demo;
 pub mod model;
 #[cfg(feature = "broker")]
 pub mod remote;

@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn fields_become_a_validated_spec() {
-        let registry = Registry::with_builtins();
+        let registry = crate::demo::registry();
         let spec = form("mock_ml_task", &["1500", "Random Forest"])
             .build(&registry)
             .expect("valid form");
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn bad_fields_are_explained() {
-        let registry = Registry::with_builtins();
+        let registry = crate::demo::registry();
         let missing = form("mock_cv_task", &["100", ""]).build(&registry);
         assert!(
             missing

@@ -265,7 +265,7 @@ impl AppState {
             Action::SubmitRandom(count) => {
                 let specs = (0..count)
                     .map(|_| {
-                        crate::tasks::random_mock_spec(&mut self.rng, crate::tasks::RANDOM_MAX_MS)
+                        crate::demo::random_mock_spec(&mut self.rng, crate::demo::RANDOM_MAX_MS)
                     })
                     .collect();
                 match scheduler.submit_batch(specs) {

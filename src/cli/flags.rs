@@ -35,10 +35,10 @@ pub(crate) struct ExecArgs {
 }
 
 impl ExecArgs {
-    /// The built-in tasks plus `command` and `python`, logging into
-    /// `DATA_DIR/logs`.
+    /// The built-in and demo tasks plus `command` and `python`, logging
+    /// into `DATA_DIR/logs`.
     pub(crate) fn registry(self, data_dir: &std::path::Path) -> Registry {
-        let mut registry = Registry::with_builtins();
+        let mut registry = taskdeck::demo::registry();
         let mut settings = ExecSettings::new(data_dir.join("logs"));
         settings.python = self.python;
         settings.pythonpath = self.pythonpath;

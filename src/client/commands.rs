@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 
 use super::Client;
-use crate::tasks::{parse_arg, random_mock_spec};
+use crate::demo::random_mock_spec;
+use crate::tasks::parse_arg;
 
 /// Longest single long poll the server allows.
 const POLL_CHUNK_S: f64 = 300.0;

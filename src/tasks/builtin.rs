@@ -1,47 +1,14 @@
-//! Built-in tasks: the mock ML/CV jobs used in demos, and small tasks for
-//! benchmarks and tests.
+//! Built-in tasks: small tasks for benchmarks and tests. (The demo
+//! workloads, `mock_ml_task` and `mock_cv_task`, live in the `demo` module.)
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::mock::{self, CV_OPERATIONS, ML_ALGORITHMS};
 use super::{Param, ParamType, Registry, Signature, TaskError};
 
-/// Registers `mock_ml_task`, `mock_cv_task`, `noop`, `sleep` and `fail`.
+/// Registers `noop`, `sleep` and `fail`.
 pub fn register_builtins(registry: &mut Registry) {
-    registry.register(
-        "mock_ml_task",
-        format!(
-            "Trains a small model on synthetic data for duration_ms, doing real CPU work. \
-             Algorithms: {}.",
-            ML_ALGORITHMS.join(", ")
-        ),
-        Signature::new(vec![
-            Param::required("duration_ms", ParamType::UInt),
-            Param::required("algorithm", ParamType::String),
-        ]),
-        |ctx, args| {
-            let duration = Duration::from_millis(args.u64("duration_ms")?);
-            mock::run_ml(ctx, duration, args.str("algorithm")?)
-        },
-    );
-    registry.register(
-        "mock_cv_task",
-        format!(
-            "Processes synthetic video frames for duration_ms, doing real CPU work. \
-             Operations: {}.",
-            CV_OPERATIONS.join(", ")
-        ),
-        Signature::new(vec![
-            Param::required("duration_ms", ParamType::UInt),
-            Param::required("operation", ParamType::String),
-        ]),
-        |ctx, args| {
-            let duration = Duration::from_millis(args.u64("duration_ms")?);
-            mock::run_cv(ctx, duration, args.str("operation")?)
-        },
-    );
     registry.register(
         "noop",
         "Returns its arguments at once; for benchmarks.",

@@ -1,5 +1,6 @@
 //! The task registry: named Rust functions with argument signatures, the
-//! context they run with, and the built-in tasks.
+//! context they run with, the small built-in tasks, and the `command` and
+//! `python` tasks that run processes.
 //!
 //! Depends only on [`crate::model`]. The scheduler looks tasks up here to
 //! validate submissions and to run attempts; a program that embeds Taskdeck
@@ -8,7 +9,6 @@
 mod builtin;
 mod context;
 mod exec;
-mod mock;
 mod signature;
 
 use std::collections::BTreeMap;
@@ -20,7 +20,6 @@ use serde_json::Value;
 pub use builtin::register_builtins;
 pub use context::{CancelToken, StopReason, TaskContext};
 pub use exec::{ExecSettings, GpuMemoryProbe, register_exec_tasks};
-pub use mock::{CV_OPERATIONS, ML_ALGORITHMS, RANDOM_MAX_MS, RANDOM_MIN_MS, random_mock_spec};
 pub use signature::{ArgError, BoundArgs, Param, ParamType, Signature, parse_arg};
 
 use crate::model::TaskSpec;
@@ -281,7 +280,7 @@ mod tests {
         let unknown = registry.validate(&TaskSpec::new("nope", vec![]));
         assert!(matches!(unknown, Err(SpecError::UnknownTask { .. })));
         let message = unknown.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(message.contains("mock_ml_task"), "{message}");
+        assert!(message.contains("noop"), "{message}");
 
         let high = TaskSpec::new("noop", vec![]).priority(10);
         assert_eq!(
@@ -295,9 +294,9 @@ mod tests {
     #[test]
     fn validate_checks_arguments_against_the_signature() {
         let registry = Registry::with_builtins();
-        let ok = TaskSpec::new("mock_ml_task", vec![json!(1000), json!("Random Forest")]);
+        let ok = TaskSpec::new("fail", vec![json!(1)]);
         assert!(registry.validate(&ok).is_ok());
-        let missing = TaskSpec::new("mock_ml_task", vec![json!(1000)]);
+        let missing = TaskSpec::new("fail", vec![]);
         assert!(matches!(
             registry.validate(&missing),
             Err(SpecError::Arguments { .. })

@@ -14,7 +14,7 @@ use serde_json::json;
 use common::{config, wait_until};
 use taskdeck::model::TaskSpec;
 use taskdeck::scheduler::{Scheduler, StoreMode};
-use taskdeck::tasks::{CV_OPERATIONS, ML_ALGORITHMS, Registry};
+use taskdeck::demo::{CV_OPERATIONS, ML_ALGORITHMS};
 
 const TASKS: usize = 40;
 const LONG_WAIT: Duration = Duration::from_secs(60);
@@ -59,7 +59,7 @@ fn count(db: &Path, status: &str) -> usize {
 fn seed(db: &Path) {
     let scheduler = Scheduler::start(
         config(StoreMode::File(db.to_owned()), 0),
-        Registry::with_builtins(),
+        taskdeck::demo::registry(),
     )
     .expect("scheduler should start");
     let specs = (0..TASKS)

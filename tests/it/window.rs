@@ -17,13 +17,13 @@ use taskdeck::model::{TaskId, TaskSpec, TaskStatus};
 use taskdeck::scheduler::{
     ExternalDispatch, ExternalHooks, Heartbeat, Scheduler, StopRequest, StoreMode,
 };
-use taskdeck::tasks::{ExecSettings, Registry, register_exec_tasks};
+use taskdeck::tasks::{ExecSettings, register_exec_tasks};
 use taskdeck::telemetry::{Telemetry, TelemetryConfig};
 
 fn scheduler(workers: usize) -> Scheduler {
     Scheduler::start(
         config(StoreMode::Memory, workers),
-        Registry::with_builtins(),
+        taskdeck::demo::registry(),
     )
     .expect("scheduler should start")
 }
@@ -333,7 +333,7 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
     };
     let (scheduler, link) = Scheduler::start_external(
         config(StoreMode::Memory, 2),
-        Registry::with_builtins(),
+        taskdeck::demo::registry(),
         None,
         external,
     )
@@ -392,7 +392,7 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
 #[test]
 fn a_command_created_in_the_window_runs_and_its_output_shows() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut registry = Registry::with_builtins();
+    let mut registry = taskdeck::demo::registry();
     register_exec_tasks(&mut registry, ExecSettings::new(dir.path().join("logs")));
     let scheduler =
         Scheduler::start(config(StoreMode::Memory, 1), registry).expect("scheduler should start");
@@ -479,7 +479,7 @@ fn a_full_disk_shows_in_the_header_and_clears_by_itself() {
     let mount = std::path::PathBuf::from(mount);
     let scheduler = Scheduler::start(
         config(StoreMode::File(mount.join("tasks.db")), 2),
-        Registry::with_builtins(),
+        taskdeck::demo::registry(),
     )
     .expect("scheduler should start");
     let mut harness = harness(services(&scheduler));

@@ -39,7 +39,7 @@ pub fn config(store: StoreMode, workers: usize) -> SchedulerConfig {
 
 /// An in-memory scheduler with the built-ins plus `extra`'s registrations.
 pub fn start_memory(workers: usize, extra: impl FnOnce(&mut Registry)) -> Scheduler {
-    let mut registry = Registry::with_builtins();
+    let mut registry = taskdeck::demo::registry();
     extra(&mut registry);
     Scheduler::start(config(StoreMode::Memory, workers), registry)
         .expect("in-memory scheduler should start")
@@ -65,7 +65,7 @@ impl Api {
     ) -> Self {
         let scheduler = Scheduler::start(
             config(StoreMode::Memory, workers),
-            Registry::with_builtins(),
+            taskdeck::demo::registry(),
         )
         .expect("scheduler should start");
         let telemetry = std::sync::Arc::new(

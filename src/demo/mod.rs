@@ -1,9 +1,12 @@
-//! The mock machine-learning and computer-vision jobs used in demos.
+//! The demo workloads: mock machine-learning and computer-vision jobs
+//! (`mock_ml_task`, `mock_cv_task`) like those of the user's earlier demo
+//! scripts, registered beside the built-in tasks by [`registry`].
 //!
 //! They do real CPU work on synthetic data for the requested time, so a
 //! resource monitor visibly moves, and return a small JSON summary computed
-//! from that work. The kernels live in [`ml`], [`unsupervised`] and [`cv`]; this module holds
-//! the names, the shared compute pool and the pacing loop.
+//! from that work. The kernels live in [`ml`], [`unsupervised`] and [`cv`];
+//! this module holds the names, the registration, the shared compute pool
+//! and the pacing loop.
 //!
 //! Pacing rules:
 //! - Work runs in short steps (about 2-8 ms) on one shared rayon pool with
@@ -13,7 +16,8 @@
 //!   stopped task returns within one step and a finished one overshoots its
 //!   duration by at most one step.
 //!
-//! Depends only on [`super`] (the task context and errors).
+//! A user of the task registry like any program that embeds Taskdeck:
+//! depends only on [`crate::model`] and [`crate::tasks`].
 
 mod cv;
 mod ml;
@@ -25,7 +29,8 @@ use std::time::{Duration, Instant};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use serde_json::Value;
 
-use super::{TaskContext, TaskError};
+use crate::model::TaskSpec;
+use crate::tasks::{Param, ParamType, Registry, Signature, TaskContext, TaskError};
 
 /// Algorithms the mock ML task knows by name.
 pub const ML_ALGORITHMS: &[&str] = &[
@@ -46,6 +51,51 @@ pub const CV_OPERATIONS: &[&str] = &[
     "Gender and Age Prediction",
 ];
 
+/// The built-in tasks ([`Registry::with_builtins`]) and the demo tasks:
+/// what `taskdeck serve` and the window offer before `command` and
+/// `python` are added.
+pub fn registry() -> Registry {
+    let mut registry = Registry::with_builtins();
+    register_demo_tasks(&mut registry);
+    registry
+}
+
+/// Registers `mock_ml_task` and `mock_cv_task`.
+pub fn register_demo_tasks(registry: &mut Registry) {
+    registry.register(
+        "mock_ml_task",
+        format!(
+            "Trains a small model on synthetic data for duration_ms, doing real CPU work. \
+             Algorithms: {}.",
+            ML_ALGORITHMS.join(", ")
+        ),
+        Signature::new(vec![
+            Param::required("duration_ms", ParamType::UInt),
+            Param::required("algorithm", ParamType::String),
+        ]),
+        |ctx, args| {
+            let duration = Duration::from_millis(args.u64("duration_ms")?);
+            run_ml(ctx, duration, args.str("algorithm")?)
+        },
+    );
+    registry.register(
+        "mock_cv_task",
+        format!(
+            "Processes synthetic video frames for duration_ms, doing real CPU work. \
+             Operations: {}.",
+            CV_OPERATIONS.join(", ")
+        ),
+        Signature::new(vec![
+            Param::required("duration_ms", ParamType::UInt),
+            Param::required("operation", ParamType::String),
+        ]),
+        |ctx, args| {
+            let duration = Duration::from_millis(args.u64("duration_ms")?);
+            run_cv(ctx, duration, args.str("operation")?)
+        },
+    );
+}
+
 /// Shortest duration of a random mock task, in ms.
 pub const RANDOM_MIN_MS: u64 = 1_000;
 /// Longest duration of a random mock task by default, in ms.
@@ -53,15 +103,15 @@ pub const RANDOM_MAX_MS: u64 = 20_000;
 
 /// A random mock task the way the user's old demo script made them: either
 /// kind, a random algorithm or operation, `RANDOM_MIN_MS` to `max_ms` long.
-pub fn random_mock_spec(rng: &mut fastrand::Rng, max_ms: u64) -> crate::model::TaskSpec {
+pub fn random_mock_spec(rng: &mut fastrand::Rng, max_ms: u64) -> TaskSpec {
     let max_ms = max_ms.max(1);
     let duration = rng.u64(RANDOM_MIN_MS.min(max_ms)..=max_ms);
     if rng.bool() {
         let algorithm = ML_ALGORITHMS[rng.usize(..ML_ALGORITHMS.len())];
-        crate::model::TaskSpec::new("mock_ml_task", vec![duration.into(), algorithm.into()])
+        TaskSpec::new("mock_ml_task", vec![duration.into(), algorithm.into()])
     } else {
         let operation = CV_OPERATIONS[rng.usize(..CV_OPERATIONS.len())];
-        crate::model::TaskSpec::new("mock_cv_task", vec![duration.into(), operation.into()])
+        TaskSpec::new("mock_cv_task", vec![duration.into(), operation.into()])
     }
 }
 
