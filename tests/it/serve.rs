@@ -12,9 +12,9 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::json;
 
 use common::{config, wait_until};
+use taskdeck::demo::{CV_OPERATIONS, ML_ALGORITHMS};
 use taskdeck::model::TaskSpec;
 use taskdeck::scheduler::{Scheduler, StoreMode};
-use taskdeck::demo::{CV_OPERATIONS, ML_ALGORITHMS};
 
 const TASKS: usize = 40;
 const LONG_WAIT: Duration = Duration::from_secs(60);

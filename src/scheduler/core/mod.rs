@@ -49,9 +49,9 @@ pub struct RunState {
 /// A task and, while it runs, its attempt.
 #[derive(Debug)]
 pub struct Entry {
-    /// The task's record, shared with transitions still being published
-    /// (changed copy-on-write, so a transition shares it rather than copying
-    /// it; events carry their own copy).
+    /// The task's record, shared with transitions still being published,
+    /// their events and readers (changed copy-on-write, so none of them
+    /// copies it).
     pub record: Arc<TaskRecord>,
     /// Set while an attempt runs.
     pub run: Option<RunState>,
