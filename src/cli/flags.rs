@@ -68,10 +68,16 @@ pub(crate) struct DistributedArgs {
     #[command(flatten)]
     names: BrokerArgs,
     /// Seconds an attempt stays with a worker process that stopped sending
-    /// heartbeats before it counts as lost and runs again (with --broker).
+    /// heartbeats before it counts as lost and runs again (with --broker;
+    /// 1 or more). A worker whose process ends loses its attempts within
+    /// about half a second whatever the lease.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     lease: f64,
 }
+
+/// The shortest lease `--lease` accepts.
+#[cfg(feature = "broker")]
+const MIN_LEASE_SECS: f64 = 1.0;
 
 #[cfg(feature = "broker")]
 impl DistributedArgs {
@@ -85,8 +91,11 @@ impl DistributedArgs {
         let Some(url) = broker else {
             return Ok(None);
         };
-        if !lease.is_finite() || lease < 0.1 {
-            bail!("--lease must be a number of seconds, 0.1 or more");
+        if !lease.is_finite() || lease < MIN_LEASE_SECS {
+            bail!(
+                "--lease must be a number of seconds, {MIN_LEASE_SECS} or more: a shorter lease can run \
+                 out on a healthy worker while its machine or the broker is busy"
+            );
         }
         Ok(Some(BrokerSettings {
             url: url.parse()?,

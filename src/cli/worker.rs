@@ -36,7 +36,9 @@ pub(crate) struct WorkerArgs {
     /// Unique worker name [default: HOST-PID].
     #[arg(long)]
     pub(crate) name: Option<String>,
-    /// Seconds between heartbeats; keep it well under the scheduler's --lease.
+    /// Seconds between heartbeats (0.05 or more); the worker sends them at
+    /// least three times per scheduler --lease, which it learns from the
+    /// scheduler.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub(crate) heartbeat: f64,
     /// Seconds running tasks get to finish at shutdown before they are stopped and handed back.

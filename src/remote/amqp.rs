@@ -110,6 +110,35 @@ pub async fn declare_control(
     Ok(queue)
 }
 
+/// Declares one worker's presence queue: not durable (a broker restart
+/// ends every connection anyway, and the token must not outlive it), removed
+/// after an hour without a consumer, and dead-lettering to the event queue,
+/// where an expired token returned by a closed connection lands.
+pub async fn declare_presence(
+    channel: &Channel,
+    names: &Names,
+    worker: &str,
+) -> Result<String, LinkError> {
+    let queue = names.presence(worker);
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-expires".into(),
+        AMQPValue::LongUInt(CONTROL_QUEUE_EXPIRES_MS),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(names.events().as_str().into()),
+    );
+    channel
+        .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
+        .await?;
+    Ok(queue)
+}
+
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions {
         durable: true,
@@ -160,7 +189,8 @@ pub async fn publish<T: Serialize>(
         .await?)
 }
 
-/// Delays between connection attempts: 0.5 s doubling up to 5 s.
+/// Delays between connection attempts: 0.1 s doubling up to 5 s (a worker
+/// back within moments of a network blip keeps its attempts).
 #[derive(Debug, Clone, Copy)]
 pub struct Reconnect {
     next: Duration,
@@ -173,7 +203,7 @@ impl Default for Reconnect {
 }
 
 impl Reconnect {
-    const FIRST: Duration = Duration::from_millis(500);
+    const FIRST: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
     /// The delay before the next attempt; each call doubles the next one.
@@ -197,8 +227,9 @@ mod tests {
     fn reconnect_delays_double_up_to_the_cap_and_reset() {
         let mut reconnect = Reconnect::default();
         let delays: Vec<u128> = (0..6).map(|_| reconnect.delay().as_millis()).collect();
-        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200]);
+        assert_eq!(reconnect.delay(), Duration::from_secs(5));
         reconnect.reset();
-        assert_eq!(reconnect.delay(), Duration::from_millis(500));
+        assert_eq!(reconnect.delay(), Duration::from_millis(100));
     }
 }

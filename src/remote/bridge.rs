@@ -37,6 +37,9 @@ const PUBLISH_BATCH: usize = 1_000;
 const EVENT_BATCH: usize = 1_000;
 /// How often leases are checked.
 const LEASE_CHECK: Duration = Duration::from_millis(250);
+/// How long a worker whose connection closed may take to come back (after
+/// a network blip it reconnects at once) before its attempts are lost.
+const RECONNECT_GRACE: Duration = Duration::from_millis(400);
 
 /// How the scheduler reaches the broker.
 #[derive(Debug, Clone)]
@@ -517,6 +520,9 @@ impl Link {
                         timeout_ms: grant
                             .timeout
                             .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+                        lease_ms: Some(
+                            u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX),
+                        ),
                     },
                     Err(denial) => Control::Deny {
                         task,
@@ -532,6 +538,7 @@ impl Link {
                 running,
                 resources,
                 gpus,
+                session,
             } => {
                 let beat = Heartbeat {
                     worker,
@@ -543,6 +550,7 @@ impl Link {
                         .into_iter()
                         .map(|(id, memory_mb)| GpuDevice { id, memory_mb })
                         .collect(),
+                    session,
                 };
                 for stop in scheduler.heartbeat(&beat) {
                     answers.push((
@@ -584,6 +592,22 @@ impl Link {
                 task,
                 attempt,
             } => scheduler.release(&worker, task, attempt),
+            WorkerEvent::ConnectionLost { worker, session } => {
+                let waiting = scheduler.connection_lost(&worker, session, RECONNECT_GRACE);
+                if waiting > 0 {
+                    tracing::warn!(
+                        %worker,
+                        attempts = waiting,
+                        grace_ms = RECONNECT_GRACE.as_millis() as u64,
+                        "worker's connection closed; its attempts run again unless it is back within the grace"
+                    );
+                    let scheduler = scheduler.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RECONNECT_GRACE).await;
+                        scheduler.expire_leases();
+                    });
+                }
+            }
             WorkerEvent::Goodbye { worker } => {
                 tracing::info!(%worker, "worker stopped");
                 scheduler.worker_gone(&worker);

@@ -68,6 +68,7 @@ pub fn delete_queues(url: &BrokerUrl, names: &Names, workers: &[String]) -> Resu
         let channel = connection.create_channel().await?;
         let mut queues = vec![names.tasks(), names.events()];
         queues.extend(workers.iter().map(|worker| names.control(worker)));
+        queues.extend(workers.iter().map(|worker| names.presence(worker)));
         for queue in queues {
             channel
                 .queue_delete(

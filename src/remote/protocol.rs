@@ -7,6 +7,12 @@
 //!   of attempts, goodbyes), consumed by the scheduler.
 //! - `NS.worker.NAME` (durable, expires when unused for an hour): what the
 //!   scheduler answers one worker (grants, denials, stop requests).
+//! - `NS.presence.NAME` (not durable, expires when unused for an hour): the
+//!   worker's presence token for its current connection, which it holds
+//!   unacknowledged; when the connection closes without a goodbye (the
+//!   process was killed), the broker returns the token to the queue,
+//!   where it has expired and is dead-lettered to `NS.events` as
+//!   [`WorkerEvent::ConnectionLost`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -82,6 +88,11 @@ impl Names {
     /// The answer queue of one worker.
     pub fn control(&self, worker: &str) -> String {
         format!("{}.worker.{worker}", self.namespace)
+    }
+
+    /// The presence queue of one worker (see the module's notes).
+    pub fn presence(&self, worker: &str) -> String {
+        format!("{}.presence.{worker}", self.namespace)
     }
 
     /// The namespace.
@@ -185,6 +196,10 @@ pub enum WorkerEvent {
         /// Its GPU devices tasks may be given: id and memory in MB.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         gpus: Vec<(u32, Option<u64>)>,
+        /// Its current connection to the broker (random per connection; 0
+        /// from workers that do not say).
+        #[serde(default)]
+        session: u64,
     },
     /// An attempt ended.
     Finished {
@@ -222,6 +237,14 @@ pub enum WorkerEvent {
         /// Worker name.
         worker: String,
     },
+    /// The worker's connection `session` closed without a goodbye: its
+    /// presence token, dead-lettered by the broker (never sent directly).
+    ConnectionLost {
+        /// Worker name.
+        worker: String,
+        /// The connection that closed.
+        session: u64,
+    },
 }
 
 /// What the scheduler answers one worker.
@@ -236,6 +259,10 @@ pub enum Control {
         attempt: u32,
         /// Time allowed.
         timeout_ms: Option<u64>,
+        /// The scheduler's lease: the worker's heartbeats come at least
+        /// three times within it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_ms: Option<u64>,
     },
     /// Do not run it; drop the message.
     Deny {
@@ -265,6 +292,7 @@ mod tests {
         assert_eq!(names.tasks(), "prod-1.tasks");
         assert_eq!(names.events(), "prod-1.events");
         assert_eq!(names.control("gpu-box.7"), "prod-1.worker.gpu-box.7");
+        assert_eq!(names.presence("gpu-box.7"), "prod-1.presence.gpu-box.7");
         assert_eq!(names.gpu_tasks(2), "prod-1.tasks.gpus-2");
         assert!(Names::new("").is_err());
         assert!(Names::new("a b").is_err());
@@ -300,7 +328,8 @@ mod tests {
             Control::Grant {
                 task: TaskId(3),
                 attempt: 1,
-                timeout_ms: None
+                timeout_ms: None,
+                lease_ms: None,
             }
         );
     }

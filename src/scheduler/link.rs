@@ -245,6 +245,17 @@ impl TransportLink {
         self.apply_all(settled);
     }
 
+    /// The broker reports that a worker's connection `session` closed
+    /// without a goodbye: its attempts are lost unless it is heard from
+    /// within `grace` (call [`TransportLink::expire_leases`] then). Returns
+    /// how many attempts wait for it.
+    pub fn connection_lost(&self, worker: &str, session: u64, grace: Duration) -> usize {
+        self.inner
+            .core
+            .lock()
+            .connection_lost(worker, session, grace, Instant::now())
+    }
+
     /// Restarts every running attempt's lease from now; the transport calls
     /// it when it (re)connects, as heartbeats could not arrive before.
     pub fn renew_all_leases(&self) {

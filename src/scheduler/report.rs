@@ -154,7 +154,7 @@ impl WorkerInfo {
             .map(|at| now.saturating_duration_since(at));
         let state = if remote.gone {
             WorkerState::Stopped
-        } else if since.is_none_or(|since| since > lease) {
+        } else if remote.disconnected || since.is_none_or(|since| since > lease) {
             WorkerState::Silent
         } else if remote.running.is_empty() {
             WorkerState::Idle

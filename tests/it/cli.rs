@@ -216,3 +216,32 @@ fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
         text(&output)
     );
 }
+
+#[test]
+fn a_lease_too_short_for_healthy_workers_is_refused_before_starting() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .args([
+            "serve",
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--lease",
+            "0.5",
+        ])
+        .args(["--broker", "amqp://guest:guest@127.0.0.1:1/%2f"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let exited = wait_until(WAIT, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(exited, "serve started with a 0.5 s lease");
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("--lease must be"), "{message}");
+    assert!(message.contains("1 or more"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+}

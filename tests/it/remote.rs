@@ -440,6 +440,87 @@ fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
 }
 
 #[test]
+fn a_killed_worker_s_attempt_runs_again_at_once_not_after_its_lease() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("killfast")
+    else {
+        return;
+    };
+    // The default lease (30 s): only the closed connection can tell the
+    // scheduler this early that the worker is gone.
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0"],
+    );
+    let mut doomed = worker(&url, &ns, "doomed", 1);
+    let id = submit(&server.client, "sleep", json!([3_000]), json!({}));
+    assert!(wait_until(LONG, || {
+        let record = task(&server.client, id);
+        status(&record) == "running" && record["worker"] == "doomed"
+    }));
+    let _survivor = worker(&url, &ns, "survivor", 1);
+    doomed.kill9();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let record = task(&server.client, id);
+            record["worker"] == "survivor" && record["attempts"] == 2
+        }),
+        "the attempt was not run again well within the 30 s lease: {}",
+        task(&server.client, id)
+    );
+    let record = &wait_final(&server.client, &[id], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}");
+    let failures = record["failures"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failures.len(), 1, "{record}");
+    assert_eq!(failures[0]["kind"], "lost");
+    let message = failures[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("lost its connection"), "{message}");
+    let entry = workers(&server.client)
+        .into_iter()
+        .find(|w| w["name"] == "doomed")
+        .expect("the dead worker is still listed");
+    assert_eq!(entry["state"], "silent", "{entry}");
+    drop((server, doomed, _survivor));
+    delete_queues(&ns, &["doomed", "survivor"]);
+}
+
+#[test]
+fn a_worker_asked_for_rare_heartbeats_still_keeps_a_short_lease() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("beats")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0", "--lease", "1"],
+    );
+    // Heartbeats every 5 s would let a 1 s lease run out four times over;
+    // the worker learns the lease from its first grant and beats faster.
+    let _slow = worker_with(&url, &ns, "rare", 1, &["--heartbeat", "5"], &[]);
+    let id = submit(&server.client, "sleep", json!([3_500]), json!({}));
+    let record = &wait_final(&server.client, &[id], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}");
+    assert_eq!(record["attempts"], 1, "no attempt was lost: {record}");
+    drop((server, _slow));
+    delete_queues(&ns, &["rare"]);
+}
+
+#[test]
 fn the_scheduler_killed_and_restarted_loses_nothing_and_applies_what_arrived() {
     let Some(Case {
         dir,

@@ -353,6 +353,7 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
     publisher.join().expect("publisher");
     link.claim("gpu-box-1", id, Vec::new()).expect("granted");
     link.heartbeat(&Heartbeat {
+        session: 1,
         worker: "gpu-box-1".into(),
         host: "gpu-box".into(),
         concurrency: 2,

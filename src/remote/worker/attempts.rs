@@ -190,6 +190,7 @@ impl Worker {
                 .iter()
                 .map(|device| (device.id, device.memory_mb))
                 .collect(),
+            session: self.session_id,
         };
         amqp::publish(
             &session.publish,

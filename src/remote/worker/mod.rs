@@ -12,6 +12,7 @@
 //! timeout never applies to it; the scheduler's lease does).
 
 mod attempts;
+mod presence;
 mod slots;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -61,7 +62,8 @@ pub struct WorkerConfig {
     pub host: String,
     /// Attempts run at once.
     pub concurrency: usize,
-    /// Time between heartbeats (keep it well under the scheduler's lease).
+    /// Time between heartbeats; at most a third of the scheduler's lease
+    /// is used once a grant says what the lease is.
     pub heartbeat: Duration,
     /// How long stopping lets running attempts finish before asking them to
     /// stop (they are then handed back and run again elsewhere).
@@ -196,6 +198,10 @@ struct Worker {
     next_tag: u64,
     /// Device ids neither running nor set aside for a claim.
     gpus_free: BTreeSet<u32>,
+    /// The current connection, for heartbeats and the presence token.
+    session_id: u64,
+    /// The scheduler's lease, from its grants.
+    lease: Option<Duration>,
 }
 
 /// One connection's channels and consumers.
@@ -247,6 +253,33 @@ impl Worker {
             stopping: None,
             next_tag: 0,
             gpus_free: BTreeSet::new(),
+            session_id: 0,
+            lease: None,
+        }
+    }
+
+    /// Time between heartbeats: as configured, but at least three within
+    /// the scheduler's lease once it is known.
+    fn beat_every(&self) -> Duration {
+        match self.lease {
+            Some(lease) => self.config.heartbeat.min(lease / 3),
+            None => self.config.heartbeat,
+        }
+    }
+
+    /// Takes the scheduler's lease from a grant.
+    fn learn_lease(&mut self, lease: Duration) {
+        if self.lease == Some(lease) {
+            return;
+        }
+        self.lease = Some(lease);
+        if self.config.heartbeat > lease / 3 {
+            tracing::info!(
+                asked_ms = self.config.heartbeat.as_millis() as u64,
+                lease_ms = lease.as_millis() as u64,
+                every_ms = self.beat_every().as_millis() as u64,
+                "sending heartbeats more often than asked, to stay within the scheduler's lease"
+            );
         }
     }
 
@@ -334,6 +367,15 @@ impl Worker {
                 FieldTable::default(),
             )
             .await?;
+        self.session_id = fastrand::u64(1..);
+        let mut presence = presence::Presence::hold(
+            &connection,
+            &names,
+            &self.config.name,
+            self.session_id,
+            &self.config.url,
+        )
+        .await?;
         let (deliveries_tx, mut deliveries) = mpsc::unbounded_channel();
         let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
         let (failures_tx, mut failures) = mpsc::unbounded_channel();
@@ -359,9 +401,18 @@ impl Worker {
             self.top_up(&mut session).await?;
         }
         let mut tick = tokio::time::interval(TICK);
-        let mut last_beat = Instant::now();
+        let mut last_beat = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                _ = tokio::time::sleep_until(last_beat + self.beat_every()) => {
+                    last_beat = tokio::time::Instant::now();
+                    self.heartbeat(&session).await?;
+                    presence.renew().await?;
+                }
+                token = presence.next() => match token {
+                    Some(token) => presence.took(token?).await?,
+                    None => return Err(closed(&self.config.url, "the broker ended the presence consumer")),
+                },
                 changed = shutdown.changed(), if self.stopping.is_none() => {
                     if changed.is_err() || *shutdown.borrow() {
                         self.begin_stop(&mut session).await?;
@@ -406,16 +457,13 @@ impl Worker {
                     if self.stopping.is_none() {
                         self.top_up(&mut session).await?;
                     }
-                    if last_beat.elapsed() >= self.config.heartbeat {
-                        last_beat = Instant::now();
-                        self.heartbeat(&session).await?;
-                    }
                     if self.stopping.is_some() && self.running.is_empty() {
                         if !self.goodbye_sent {
                             self.goodbye_sent = true;
                             self.report(WorkerEvent::Goodbye { worker: self.config.name.clone() });
                             self.flush_outbox(&mut session).await?;
                         } else if self.outbox.is_empty() {
+                            presence.release().await?;
                             let _ = connection.close(200, "taskdeck worker stopping".into()).await;
                             tracing::info!(worker = %self.config.name, "worker stopped");
                             return Ok(End::Stopped);

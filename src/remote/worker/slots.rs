@@ -284,7 +284,13 @@ impl Worker {
                 task,
                 attempt,
                 timeout_ms,
-            } => self.granted(session, task, attempt, timeout_ms).await?,
+                lease_ms,
+            } => {
+                if let Some(lease_ms) = lease_ms {
+                    self.learn_lease(Duration::from_millis(lease_ms));
+                }
+                self.granted(session, task, attempt, timeout_ms).await?;
+            }
             Control::Deny { task, reason } => {
                 if let Some((_, claim)) = take_claim(session, task) {
                     tracing::debug!(%task, %reason, "claim denied; dropping the message");

@@ -34,6 +34,11 @@ pub struct RemoteWorker {
     pub resources: Option<HostSummary>,
     /// It said goodbye.
     pub gone: bool,
+    /// Its connection to the broker closed without a goodbye, and it has
+    /// not been heard from since.
+    pub disconnected: bool,
+    /// Its current connection, from its heartbeats (0: not known).
+    pub session: u64,
     /// Its GPU devices, from its last heartbeat.
     pub gpus: Vec<GpuDevice>,
 }
@@ -96,6 +101,8 @@ impl Core {
                 last_heard: None,
                 resources: None,
                 gone: false,
+                disconnected: false,
+                session: 0,
                 gpus: Vec::new(),
             },
         );
@@ -106,7 +113,48 @@ impl Core {
         if let Some(remote) = self.remote.get_mut(&worker) {
             remote.last_heard = Some(now);
             remote.gone = false;
+            remote.disconnected = false;
         }
+    }
+
+    /// The broker says the worker's connection `session` closed without a
+    /// goodbye (the process was killed, or its host went away): its
+    /// attempts count as lost unless it is heard from within `grace` (it
+    /// reconnects after a network blip). A report about a connection that
+    /// is not the worker's current one changes nothing. Returns how many
+    /// attempts now wait for the worker.
+    pub fn connection_lost(
+        &mut self,
+        worker_name: &str,
+        session: u64,
+        grace: Duration,
+        now: Instant,
+    ) -> usize {
+        let Some(&worker) = self.remote_ids.get(worker_name) else {
+            return 0;
+        };
+        let Some(remote) = self.remote.get_mut(&worker) else {
+            return 0;
+        };
+        if remote.gone || session == 0 || remote.session != session {
+            return 0;
+        }
+        remote.disconnected = true;
+        let until = now + grace;
+        let running: Vec<TaskId> = remote.running.iter().copied().collect();
+        let mut waiting = 0;
+        for id in running {
+            if let Some(run) = self
+                .tasks
+                .get_mut(&id)
+                .and_then(|entry| entry.run.as_mut())
+                .filter(|run| run.worker == worker)
+            {
+                run.lease_until = Some(run.lease_until.map_or(until, |at| at.min(until)));
+                waiting += 1;
+            }
+        }
+        waiting
     }
 
     /// Takes up to `max` tasks that may start, for publishing, in run
@@ -216,6 +264,9 @@ impl Core {
             remote.concurrency = beat.concurrency;
             remote.resources.clone_from(&beat.resources);
             remote.gpus.clone_from(&beat.gpus);
+            if beat.session != 0 {
+                remote.session = beat.session;
+            }
         }
         let mut stale = Vec::new();
         for &(id, attempt) in &beat.running {
@@ -351,10 +402,10 @@ impl Core {
     ) -> Option<Settled> {
         let entry = self.tasks.get_mut(&id)?;
         let run = entry.run.take_if(|run| run.worker == worker)?;
-        let name = self
+        let (name, disconnected) = self
             .remote
             .get(&worker)
-            .map(|remote| remote.name.clone())
+            .map(|remote| (remote.name.clone(), remote.disconnected))
             .unwrap_or_default();
         self.release_runner(worker, id, false, true);
         let mut settled = Settled {
@@ -366,8 +417,15 @@ impl Core {
             }),
             ..Settled::default()
         };
+        // The task did not fail, its worker did: the next attempt runs on
+        // another at once (it still counts against the retries).
+        let why = if disconnected {
+            "lost its connection to the broker (its process ended or its host is unreachable)"
+        } else {
+            why
+        };
         let message = format!("worker {name} {why}; attempt {} was lost", run.attempt);
-        self.record_lost(id, message, now, now_us, &mut settled);
+        self.record_lost(id, message, false, now, now_us, &mut settled);
         Some(settled)
     }
 
@@ -383,6 +441,7 @@ impl Core {
             .values()
             .filter(|remote| {
                 !remote.gone
+                    && !remote.disconnected
                     && remote
                         .last_heard
                         .is_some_and(|at| now.saturating_duration_since(at) <= lease)
@@ -403,7 +462,7 @@ impl Core {
     pub fn remote_load(&self) -> (usize, usize) {
         self.remote
             .values()
-            .filter(|remote| !remote.gone && remote.last_heard.is_some())
+            .filter(|remote| !remote.gone && !remote.disconnected && remote.last_heard.is_some())
             .fold((0, 0), |(total, busy), remote| {
                 (total + remote.concurrency, busy + remote.running.len())
             })
@@ -437,4 +496,6 @@ pub struct Heartbeat {
     pub resources: Option<HostSummary>,
     /// Its GPU devices tasks may be given.
     pub gpus: Vec<GpuDevice>,
+    /// Its current connection to the broker (0: not said).
+    pub session: u64,
 }

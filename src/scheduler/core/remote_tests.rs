@@ -46,6 +46,7 @@ fn beat(worker: &str, running: &[(u64, u32)]) -> Heartbeat {
         running: running.iter().map(|(id, a)| (TaskId(*id), *a)).collect(),
         resources: None,
         gpus: Vec::new(),
+        session: 7,
     }
 }
 
@@ -125,6 +126,54 @@ fn heartbeats_renew_leases_and_a_silent_worker_loses_its_attempt() {
         30,
     );
     assert!(late.change.is_none());
+}
+
+const GRACE: Duration = Duration::from_millis(400);
+
+#[test]
+fn a_closed_connection_loses_its_attempts_after_the_grace_and_requeues_at_once() {
+    let mut core = core_with(&[1]);
+    let start = Instant::now();
+    core.heartbeat(&beat("a", &[]), LEASE, start);
+    core.claim("a", TaskId(1), Vec::new(), LEASE, start, 0)
+        .expect("granted");
+    assert_eq!(core.connection_lost("a", 7, GRACE, start), 1);
+    assert!(
+        core.expire_leases(start + GRACE / 2, 10).is_empty(),
+        "within the grace"
+    );
+    let lost_at = start + GRACE;
+    let settled = core.expire_leases(lost_at, 20);
+    assert_eq!(settled.len(), 1);
+    let change = settled[0].change.as_ref().expect("a transition");
+    assert_eq!(change.kind, EventKind::Retrying);
+    let failure = &change.record.failures[0];
+    assert_eq!(failure.kind, FailureKind::Lost);
+    assert!(
+        failure.message.contains("lost its connection"),
+        "{}",
+        failure.message
+    );
+    let (due, _) = settled[0].retry_at.expect("queued again");
+    assert_eq!(due, lost_at, "no backoff: the next attempt runs elsewhere");
+    assert_eq!(core.remote_load(), (0, 0), "its slots count no more");
+}
+
+#[test]
+fn a_worker_back_within_the_grace_keeps_its_attempts() {
+    let mut core = core_with(&[1]);
+    let start = Instant::now();
+    core.heartbeat(&beat("a", &[]), LEASE, start);
+    core.claim("a", TaskId(1), Vec::new(), LEASE, start, 0)
+        .expect("granted");
+    core.connection_lost("a", 7, GRACE, start);
+    let mut back = beat("a", &[(1, 1)]);
+    back.session = 8;
+    assert!(core.heartbeat(&back, LEASE, start + GRACE / 2).is_empty());
+    assert!(core.expire_leases(start + GRACE * 2, 10).is_empty());
+    // The token of the closed connection, arriving late, changes nothing.
+    assert_eq!(core.connection_lost("a", 7, GRACE, start + GRACE), 0);
+    assert!(core.expire_leases(start + GRACE * 3, 10).is_empty());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! dying worker, shutdown put-back, and the retention of finished tasks.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{AttemptResult, Change, Core, Settled, WorkerId};
 use crate::model::{AttemptFailure, EventKind, FailureKind, TaskId, TaskLog, TaskStatus};
@@ -80,7 +80,16 @@ impl Core {
                 self.put_back(id, &mut settled);
             }
             Some((kind, message, retryable, _)) => {
-                self.record_failure(id, kind, message, retryable, now, now_us, &mut settled);
+                self.record_failure(
+                    id,
+                    kind,
+                    message,
+                    retryable,
+                    true,
+                    now,
+                    now_us,
+                    &mut settled,
+                );
             }
         }
         settled
@@ -140,6 +149,7 @@ impl Core {
             FailureKind::TimedOut,
             message,
             true,
+            true,
             now,
             now_us,
             &mut settled,
@@ -162,21 +172,35 @@ impl Core {
         self.free_gpus(id);
         let mut settled = Settled::default();
         let message = format!("worker {} died during attempt {attempt}", slot.name);
-        self.record_lost(id, message, now, now_us, &mut settled);
+        self.record_lost(id, message, true, now, now_us, &mut settled);
         Some(settled)
     }
 
     /// Counts the attempt of `id` as lost (its worker died or went silent);
     /// retried like any retryable failure.
+    ///
+    /// Without `backoff` the retry is queued at once (the attempt still
+    /// counts): for an attempt lost with its worker process, whose next
+    /// attempt runs on another.
     pub(super) fn record_lost(
         &mut self,
         id: TaskId,
         message: String,
+        backoff: bool,
         now: Instant,
         now_us: i64,
         settled: &mut Settled,
     ) {
-        self.record_failure(id, FailureKind::Lost, message, true, now, now_us, settled);
+        self.record_failure(
+            id,
+            FailureKind::Lost,
+            message,
+            true,
+            backoff,
+            now,
+            now_us,
+            settled,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -186,6 +210,7 @@ impl Core {
         kind: FailureKind,
         message: String,
         retryable: bool,
+        backoff: bool,
         now: Instant,
         now_us: i64,
         settled: &mut Settled,
@@ -202,7 +227,11 @@ impl Core {
             at_us: now_us,
         });
         if policy::should_retry(retryable, record.attempts, record.spec.max_retries) {
-            let delay = self.backoff.delay(record.attempts, fastrand::f64());
+            let delay = if backoff {
+                self.backoff.delay(record.attempts, fastrand::f64())
+            } else {
+                Duration::ZERO
+            };
             let retry_at_us = policy::due_at_us(delay);
             record.retry_at_us = Some(retry_at_us);
             Self::set_status(&mut self.counts, record, TaskStatus::Retrying);

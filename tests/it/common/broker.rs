@@ -87,6 +87,7 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
 pub fn delete_queues(namespace: &str, workers: &[&str]) {
     let mut queues = vec![format!("{namespace}.tasks"), format!("{namespace}.events")];
     queues.extend(workers.iter().map(|w| format!("{namespace}.worker.{w}")));
+    queues.extend(workers.iter().map(|w| format!("{namespace}.presence.{w}")));
     for queue in queues {
         let _ = Command::new("rabbitmqctl")
             .args(["delete_queue", &queue])
@@ -290,9 +291,12 @@ pub fn worker_with(
         .arg("worker")
         .args(["--broker", broker, "--broker-namespace", namespace])
         .args(["--name", name, "--concurrency", &concurrency.to_string()])
-        .args(["--heartbeat", "0.2", "--grace", "2"])
+        .args(["--grace", "2"])
         .args(extra)
         .env("RUST_LOG", "info");
+    if !extra.contains(&"--heartbeat") {
+        command.args(["--heartbeat", "0.2"]);
+    }
     let proc = Proc::spawn(command);
     assert!(
         proc.first_line
