@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{
     BenchError, BenchOptions, BenchReport, measure, remove_temp_db, retention_for, store_for,
 };
-use crate::remote::{self, BridgeConfig, BridgeLink, BrokerUrl, Names};
+use crate::remote::{self, Bridge, BridgeConfig, BridgeLink, BrokerUrl, Names};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tasks::Registry;
 
@@ -34,6 +34,10 @@ pub struct RemoteBenchReport {
     pub processes: usize,
     /// Slots of each.
     pub concurrency: usize,
+    /// Messages through the broker per task, counted at the scheduler's
+    /// bridge over both phases (every message goes through it: tasks,
+    /// claims, grants, results, and the workers' heartbeats).
+    pub broker_messages_per_task: f64,
     /// Throughput and latency through the broker.
     #[serde(flatten)]
     pub phases: BenchReport,
@@ -82,7 +86,7 @@ pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError
             return Err(error.into());
         }
     };
-    let outcome = with_workers(&scheduler, options, &namespace);
+    let outcome = with_workers(&scheduler, &bridge, options, &namespace);
     bridge.stop();
     let shutdown = scheduler.shutdown();
     remove_temp_db(temp_db.as_deref());
@@ -90,11 +94,13 @@ pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError
     if let Err(error) = remote::delete_queues(&options.url, &names, &workers) {
         tracing::warn!(%error, "could not remove the benchmark's queues");
     }
-    let phases = outcome?;
+    let (phases, messages) = outcome?;
     shutdown?;
+    let tasks = (options.phases.tasks + options.phases.latency_tasks).max(1);
     Ok(RemoteBenchReport {
         processes: options.processes,
         concurrency: options.concurrency,
+        broker_messages_per_task: (messages as f64 / tasks as f64 * 100.0).round() / 100.0,
         phases,
     })
 }
@@ -103,11 +109,14 @@ fn worker_name(index: usize) -> String {
     format!("bench-{}-{index}", std::process::id())
 }
 
+/// Starts the worker processes, waits until they report, measures; the
+/// report and the messages the bridge saw during the measured phases.
 fn with_workers(
     scheduler: &Scheduler,
+    bridge: &Bridge,
     options: &RemoteBenchOptions,
     namespace: &str,
-) -> Result<BenchReport, BenchError> {
+) -> Result<(BenchReport, u64), BenchError> {
     let exe = std::env::current_exe()
         .map_err(|e| BenchError::Stuck(format!("cannot find the taskdeck binary: {e}")))?;
     let mut workers = Workers(Vec::new());
@@ -139,7 +148,10 @@ fn with_workers(
         workers: options.processes * options.concurrency,
         ..options.phases.clone()
     };
+    let before = bridge.traffic();
     let report = measure(scheduler, &phases);
+    let after = bridge.traffic();
     drop(workers);
-    report
+    let messages = (after.published + after.consumed) - (before.published + before.consumed);
+    Ok((report?, messages))
 }

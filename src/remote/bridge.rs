@@ -8,7 +8,7 @@
 //! bridge only through [`ExternalHooks`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -163,8 +163,10 @@ impl BridgeLink {
         let (batches_tx, batches_rx) = mpsc::channel::<Batch>(1);
         let connected = Arc::new(AtomicBool::new(false));
         let pump_stop = Arc::new(AtomicBool::new(false));
+        let traffic = Arc::new(Traffic::default());
         let link = Link {
             scheduler: scheduler.clone(),
+            traffic: Arc::clone(&traffic),
             config,
             hooks: Arc::clone(&hooks),
             connected: Arc::clone(&connected),
@@ -187,6 +189,7 @@ impl BridgeLink {
             pump_stop,
             threads: vec![pump, io],
             url: hooks.url.clone(),
+            traffic,
         })
     }
 }
@@ -197,6 +200,7 @@ pub struct Bridge {
     pump_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     url: String,
+    traffic: Arc<Traffic>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -206,6 +210,14 @@ impl std::fmt::Debug for Bridge {
 }
 
 impl Bridge {
+    /// The messages published and consumed so far.
+    pub fn traffic(&self) -> BridgeTraffic {
+        BridgeTraffic {
+            published: self.traffic.published.load(Ordering::Relaxed),
+            consumed: self.traffic.consumed.load(Ordering::Relaxed),
+        }
+    }
+
     /// Stops publishing and consuming and closes the connection. Reports not
     /// yet applied stay in the broker for the next start.
     pub fn stop(mut self) {
@@ -246,8 +258,26 @@ fn pump_main(
     }
 }
 
+/// Messages the bridge has published to and consumed from the broker.
+#[derive(Debug, Default)]
+struct Traffic {
+    published: AtomicU64,
+    consumed: AtomicU64,
+}
+
+/// What went through the bridge so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeTraffic {
+    /// Messages published: tasks, grants, denials, stop requests.
+    pub published: u64,
+    /// Messages consumed: every worker report (claims, heartbeats, results,
+    /// hand-backs, goodbyes, lost connections).
+    pub consumed: u64,
+}
+
 struct Link {
     scheduler: TransportLink,
+    traffic: Arc<Traffic>,
     config: BridgeConfig,
     hooks: Arc<Hooks>,
     connected: Arc<AtomicBool>,
@@ -404,6 +434,7 @@ impl Link {
                     amqp::publish(&publisher, &names.control(&stop.worker), &control, 0, Keep::Transient)
                         .await
                         .map_err(failed)?;
+                    self.traffic.published.fetch_add(1, Ordering::Relaxed);
                 }
                 delivery = events.next() => {
                     let Some(delivery) = delivery else {
@@ -466,6 +497,9 @@ impl Link {
                 amqp::publish(channel, &queue, &message, task.spec.priority, Keep::Durable).await?,
             );
         }
+        self.traffic
+            .published
+            .fetch_add(tasks.len() as u64, Ordering::Relaxed);
         Ok(confirms)
     }
 
@@ -478,6 +512,9 @@ impl Link {
         batch: Vec<Delivery>,
     ) -> Result<(), LinkError> {
         let mut answers: Vec<(String, Control)> = Vec::new();
+        self.traffic
+            .consumed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for delivery in &batch {
             match serde_json::from_slice::<WorkerEvent>(&delivery.data) {
                 Ok(event) => self.apply(event, &mut answers),
@@ -499,6 +536,9 @@ impl Link {
             let queue = self.config.names.control(worker);
             amqp::publish(channel, &queue, control, 0, Keep::Transient).await?;
         }
+        self.traffic
+            .published
+            .fetch_add(answers.len() as u64, Ordering::Relaxed);
         if let Some(last) = batch.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }

@@ -20,7 +20,7 @@ mod worker;
 use std::time::Duration;
 
 pub use amqp::LinkError;
-pub use bridge::{Bridge, BridgeConfig, BridgeLink};
+pub use bridge::{Bridge, BridgeConfig, BridgeLink, BridgeTraffic};
 pub use protocol::{DEFAULT_NAMESPACE, NameError, Names, check_name};
 pub use url::{BrokerUrl, UrlError};
 pub use worker::{ResourceSource, WorkerConfig, WorkerHandle};

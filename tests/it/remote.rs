@@ -919,3 +919,34 @@ fn amqps_connects_through_tls_and_checks_the_certificate() {
     let _ = tls.wait();
     delete_queues(&ns, &["tls-w", "tls-untrusted"]);
 }
+
+#[test]
+fn bench_through_the_broker_prints_one_json_line_with_the_messages_per_task() {
+    let Some(Case { url, _guard, .. }) = Case::shared("bench") else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .args(["bench", "--broker", &url, "--memory"])
+        .args(["--tasks", "300", "--latency-tasks", "50"])
+        .args(["--processes", "1", "--concurrency", "2"])
+        .output()
+        .expect("bench should run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let report: Value = serde_json::from_str(lines[0]).expect("one JSON object");
+    assert_eq!(report["processes"], 1);
+    assert_eq!(report["latency"]["samples"], 50);
+    assert!(
+        report["throughput_tasks_per_s"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    // At least each task's message and its result went through the broker.
+    let per_task = report["broker_messages_per_task"].as_f64().unwrap_or(0.0);
+    assert!((2.0..20.0).contains(&per_task), "{report}");
+}
