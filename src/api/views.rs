@@ -23,6 +23,41 @@ pub struct Submission {
     timeout_s: Option<f64>,
     gpus: Option<i64>,
     gpu_memory_mb: Option<i64>,
+    /// Seconds from now before which the task may not start.
+    delay_s: Option<f64>,
+    /// The time before which the task may not start: seconds since the
+    /// epoch, or an RFC 3339 time with its offset.
+    not_before: Option<Value>,
+}
+
+/// The longest delay or timeout accepted: a year.
+const YEAR_S: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A start time as submitted: seconds since the epoch, or RFC 3339 text.
+fn start_time(value: &Value) -> Result<i64, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "not_before must be seconds since the epoch or an RFC 3339 time such as \
+             2026-12-02T03:00:00Z, got {value}"
+        ))
+    };
+    let micros = match value {
+        Value::Number(number) => {
+            let secs = number.as_f64().filter(|s| s.is_finite() && *s >= 0.0);
+            secs.map(|s| (s * 1e6).round() as i64).ok_or_else(bad)?
+        }
+        Value::String(text) => text
+            .parse::<jiff::Timestamp>()
+            .map_err(|_| bad())?
+            .as_microsecond(),
+        _ => return Err(bad()),
+    };
+    if micros > crate::model::now_us() + (YEAR_S * 1e6) as i64 {
+        return Err(ApiError::bad_request(format!(
+            "not_before {value} is more than a year ahead"
+        )));
+    }
+    Ok(micros)
 }
 
 impl Submission {
@@ -37,8 +72,27 @@ impl Submission {
             timeout_s,
             gpus,
             gpu_memory_mb,
+            delay_s,
+            not_before,
         } = self;
         let mut spec = TaskSpec::new(task, args);
+        spec.not_before_us = match (delay_s, not_before) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give delay_s or not_before, not both",
+                ));
+            }
+            (Some(secs), None) => {
+                if !secs.is_finite() || !(0.0..=YEAR_S).contains(&secs) {
+                    return Err(ApiError::bad_request(format!(
+                        "delay_s must be a number of seconds from 0 to a year, got {secs}"
+                    )));
+                }
+                Some(crate::model::now_us() + (secs * 1e6).round() as i64)
+            }
+            (None, Some(value)) => Some(start_time(&value)?),
+            (None, None) => None,
+        };
         spec.kwargs = kwargs;
         if let Some(priority) = priority {
             spec.priority = u8::try_from(priority)
@@ -57,7 +111,7 @@ impl Submission {
                 })?;
         }
         if let Some(secs) = timeout_s {
-            if !secs.is_finite() || secs <= 0.0 || secs > 365.0 * 24.0 * 3600.0 {
+            if !secs.is_finite() || secs <= 0.0 || secs > YEAR_S {
                 return Err(ApiError::bad_request(format!(
                     "timeout_s must be a positive number of seconds (at most a year), got {secs}"
                 )));
@@ -155,6 +209,7 @@ pub fn task(record: &TaskRecord) -> Value {
         "priority": record.spec.priority,
         "max_retries": record.spec.max_retries,
         "timeout_s": record.spec.timeout_ms.map(|ms| ms as f64 / 1000.0),
+        "not_before": secs(record.spec.not_before_us),
         "status": record.status,
         "attempts": record.attempts,
         "failures": failures,

@@ -30,9 +30,16 @@ pub struct CreateForm {
     pub timeout_enabled: bool,
     /// The limit in seconds.
     pub timeout_s: f64,
+    /// Whether the task starts only after a delay.
+    pub delay_enabled: bool,
+    /// The delay in seconds from the submit.
+    pub delay_s: f64,
     /// Why the last submit was refused.
     pub error: Option<String>,
 }
+
+/// The longest delay the form accepts: a year.
+const MAX_DELAY_S: f64 = 365.0 * 86_400.0;
 
 impl Default for CreateForm {
     fn default() -> Self {
@@ -46,6 +53,8 @@ impl Default for CreateForm {
             gpus: 0,
             timeout_enabled: false,
             timeout_s: 60.0,
+            delay_enabled: false,
+            delay_s: 60.0,
             error: None,
         }
     }
@@ -109,6 +118,12 @@ impl CreateForm {
                 return Err("the timeout must be more than 0 seconds".into());
             }
             spec.timeout_ms = Some((self.timeout_s * 1000.0).ceil() as u64);
+        }
+        if self.delay_enabled {
+            if !(self.delay_s.is_finite() && (0.0..=MAX_DELAY_S).contains(&self.delay_s)) {
+                return Err("the delay must be 0 seconds to a year".into());
+            }
+            spec.not_before_us = Some(crate::model::now_us() + (self.delay_s * 1e6).round() as i64);
         }
         registry.validate(&spec).map_err(|e| e.to_string())?;
         Ok(spec)
@@ -222,6 +237,16 @@ impl CreateForm {
                 )
                 .labelled_by(label.id);
                 ui.end_row();
+                let label = ui.checkbox(&mut self.delay_enabled, "Start after (s)");
+                ui.add_enabled(
+                    self.delay_enabled,
+                    egui::DragValue::new(&mut self.delay_s)
+                        .range(0.0..=MAX_DELAY_S)
+                        .speed(1.0),
+                )
+                .labelled_by(label.id)
+                .on_hover_text("The task waits queued this long before it may start");
+                ui.end_row();
             });
         if let Some(error) = &self.error {
             ui.label(RichText::new(error).color(theme.error()));
@@ -253,6 +278,26 @@ mod tests {
             params: params.iter().map(|p| (*p).to_owned()).collect(),
             ..CreateForm::default()
         }
+    }
+
+    #[test]
+    fn a_delay_becomes_a_start_time_and_a_bad_one_is_refused() {
+        let registry = crate::demo::registry();
+        let mut delayed = form("sleep", &["10"]);
+        delayed.delay_enabled = true;
+        delayed.delay_s = 90.0;
+        let before = crate::model::now_us();
+        let spec = delayed.build(&registry).expect("valid form");
+        let at = spec.not_before_us.expect("a start time");
+        assert!((before + 90_000_000..=crate::model::now_us() + 90_000_000).contains(&at));
+        delayed.delay_s = -1.0;
+        assert!(delayed.build(&registry).is_err());
+        delayed.delay_enabled = false;
+        let now = delayed.build(&registry).expect("valid form");
+        assert_eq!(
+            now.not_before_us, None,
+            "the delay applies only when ticked"
+        );
     }
 
     #[test]

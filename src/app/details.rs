@@ -16,6 +16,21 @@ fn ago(at_us: i64, now_us: i64) -> String {
     }
 }
 
+/// A start time relative to now: "in 1.5 min", or "passed 3.0 s ago".
+fn until(at_us: i64, now_us: i64) -> String {
+    if at_us <= now_us {
+        return format!("passed {}", ago(at_us, now_us));
+    }
+    let secs = (at_us - now_us) as f64 / 1e6;
+    if secs < 120.0 {
+        format!("in {secs:.1} s")
+    } else if secs < 7_200.0 {
+        format!("in {:.1} min", secs / 60.0)
+    } else {
+        format!("in {:.1} h", secs / 3_600.0)
+    }
+}
+
 fn duration(micros: Option<i64>) -> String {
     micros.map_or_else(|| "-".to_owned(), |us| format!("{:.3} s", us as f64 / 1e6))
 }
@@ -55,6 +70,11 @@ pub fn details_ui(ui: &mut Ui, record: Option<&TaskRecord>, theme: Theme) {
                 |ms| format!("{:.3} s", ms as f64 / 1000.0),
             ));
             ui.end_row();
+            if let Some(at_us) = r.spec.not_before_us {
+                ui.label("Not before");
+                ui.label(until(at_us, now));
+                ui.end_row();
+            }
             ui.label("Worker");
             ui.label(r.worker.as_deref().unwrap_or("-"));
             ui.end_row();

@@ -61,6 +61,13 @@ pub(crate) struct SubmitArgs {
     /// Memory each of its GPUs must have, in MB.
     #[arg(long, value_name = "MB", requires = "gpus")]
     gpu_memory_mb: Option<u64>,
+    /// Start no sooner than this long from now, e.g. 90s, 2h, 1h30m.
+    #[arg(long, value_name = "DURATION", conflicts_with = "at")]
+    delay: Option<String>,
+    /// Start no sooner than this time: 2026-12-02T03:00 (this machine's
+    /// time zone) or RFC 3339 with an offset.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
     /// Wait for the task to finish and show it.
     #[arg(long)]
     wait: bool,
@@ -139,6 +146,12 @@ pub(crate) fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     }
     if let Some(mb) = args.gpu_memory_mb {
         submission["gpu_memory_mb"] = serde_json::json!(mb);
+    }
+    if let Some(delay) = &args.delay {
+        submission["delay_s"] = serde_json::json!(commands::parse_delay(delay)?);
+    }
+    if let Some(at) = &args.at {
+        submission["not_before"] = serde_json::json!(commands::parse_at(at)?);
     }
     let client = args.remote.client();
     let id = client.submit(&submission)?;

@@ -48,6 +48,51 @@ pub fn submission(
     Ok(object)
 }
 
+/// Reads a delay such as `90s`, `2h`, `1h30m` or `500ms`; seconds.
+pub fn parse_delay(text: &str) -> anyhow::Result<f64> {
+    let delay: jiff::SignedDuration = text.trim().parse().map_err(|_| {
+        anyhow::anyhow!("--delay takes a duration such as 90s, 2h or 1h30m, got {text:?}")
+    })?;
+    if delay.is_negative() {
+        bail!("--delay must not be negative, got {text:?}");
+    }
+    Ok(delay.as_secs_f64())
+}
+
+/// Reads a start time: RFC 3339 with an offset (`2026-12-02T03:00:00Z`),
+/// or a date and time in this machine's time zone (`2026-12-02T03:00`,
+/// `2026-12-02 03:00`); seconds since the epoch.
+pub fn parse_at(text: &str) -> anyhow::Result<f64> {
+    let text = text.trim();
+    let at = match text.parse::<jiff::Timestamp>() {
+        Ok(at) => at,
+        Err(_) => text
+            .parse::<jiff::civil::DateTime>()
+            .and_then(|civil| civil.to_zoned(jiff::tz::TimeZone::system()))
+            .map(|zoned| zoned.timestamp())
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--at takes a time such as 2026-12-02T03:00 (local) or \
+                     2026-12-02T03:00:00Z, got {text:?}"
+                )
+            })?,
+    };
+    Ok(at.as_microsecond() as f64 / 1e6)
+}
+
+/// A time in seconds since the epoch, in this machine's time zone.
+fn local_time(secs: f64) -> String {
+    let micros = (secs * 1e6).round() as i64;
+    jiff::Timestamp::from_microsecond(micros).map_or_else(
+        |_| format!("{secs:.3}"),
+        |at| {
+            at.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        },
+    )
+}
+
 fn seconds(value: &Value) -> String {
     value
         .as_f64()
@@ -74,6 +119,9 @@ pub fn describe(task: &Value) -> String {
     );
     if let Some(worker) = task["worker"].as_str() {
         let _ = writeln!(out, "  worker:      {worker}");
+    }
+    if let Some(at) = task["not_before"].as_f64() {
+        let _ = writeln!(out, "  not before:  {}", local_time(at));
     }
     let _ = writeln!(
         out,
@@ -280,5 +328,23 @@ mod tests {
                 ["mock_ml_task", "mock_cv_task"].contains(&task["task"].as_str().unwrap_or(""))
             );
         }
+    }
+
+    #[test]
+    fn delays_and_start_times_are_read_as_people_write_them() {
+        let delay = |text| parse_delay(text).ok();
+        assert_eq!(delay("90s"), Some(90.0));
+        assert_eq!(delay("2h"), Some(7_200.0));
+        assert_eq!(delay("1h30m"), Some(5_400.0));
+        assert_eq!(delay("500ms"), Some(0.5));
+        assert_eq!(delay("soon"), None);
+        assert_eq!(delay("-5s"), None);
+        let utc = parse_at("2026-12-02T03:00:00Z").expect("RFC 3339");
+        assert_eq!(utc, 1_796_180_400.0);
+        let offset = parse_at("2026-12-02T04:00:00+01:00").expect("with an offset");
+        assert_eq!(offset, utc);
+        assert!(parse_at("2026-12-02T03:00").is_ok(), "local time");
+        assert!(parse_at("2026-12-02 03:00").is_ok(), "local time, a space");
+        assert!(parse_at("tomorrow").is_err());
     }
 }

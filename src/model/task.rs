@@ -66,6 +66,10 @@ pub struct TaskSpec {
     /// devices' total memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory_mb: Option<u64>,
+    /// Not startable before this time (microseconds since the epoch); the
+    /// task waits queued until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_us: Option<i64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -92,7 +96,16 @@ impl TaskSpec {
             timeout_ms: None,
             gpus: 0,
             gpu_memory_mb: None,
+            not_before_us: None,
         }
+    }
+
+    /// Keeps the task from starting before `at_us` (microseconds since the
+    /// epoch).
+    #[must_use]
+    pub fn not_before_us(mut self, at_us: i64) -> Self {
+        self.not_before_us = Some(at_us);
+        self
     }
 
     /// Asks for this many GPUs.

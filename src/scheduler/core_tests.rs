@@ -31,6 +31,7 @@ fn core_with(tasks: &[(u64, u8)], max_finished: usize) -> Core {
                 Arc::new(TaskRecord::new(TaskId(*id), spec, 0))
             })
             .collect(),
+        0,
     );
     core
 }

@@ -294,19 +294,32 @@ impl TransportLink {
 }
 
 impl Inner {
-    /// Registers a submit's wait for the transport to confirm its tasks;
-    /// none when nothing needs confirming. Returns how long to wait.
+    /// Registers a submit's wait for the transport to confirm the tasks
+    /// it publishes now (accepted at `now_us`: a task that waits for its
+    /// start time is published then, and the submit does not wait for it);
+    /// none when nothing needs confirming. Returns how long to wait, and
+    /// the tasks waited for.
     pub(super) fn publish_wait(
         &self,
-        ids: &[TaskId],
-    ) -> Option<(crossbeam_channel::Receiver<()>, Duration)> {
+        records: &[Arc<TaskRecord>],
+        now_us: i64,
+    ) -> Option<(crossbeam_channel::Receiver<()>, Duration, Vec<TaskId>)> {
         let waited = self.transport.confirm_wait()?;
+        let ids: Vec<TaskId> = records
+            .iter()
+            .filter(|record| !super::core::starts_later(&record.spec, now_us))
+            .map(|record| record.id)
+            .collect();
+        if ids.is_empty() {
+            return None;
+        }
         let (wait, rx) = PublishWait::new(ids.len());
         let mut all = self.publish_waits.lock();
-        for id in ids {
+        for id in &ids {
             all.insert(*id, Arc::clone(&wait));
         }
-        Some((rx, waited))
+        drop(all);
+        Some((rx, waited, ids))
     }
 
     /// The transport confirmed these tasks (or a submit stopped waiting for

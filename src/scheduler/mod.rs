@@ -239,6 +239,19 @@ impl Inner {
         }
     }
 
+    /// Arms the timer for tasks that wait for their start time (`at_us`,
+    /// microseconds since the epoch).
+    fn delay_starts(&self, delayed: &[(TaskId, i64)]) {
+        if delayed.is_empty() {
+            return;
+        }
+        let (now, now_us) = (Instant::now(), now_us());
+        for (id, at_us) in delayed {
+            let ahead = u64::try_from(at_us.saturating_sub(now_us)).unwrap_or(0);
+            self.timer.start(*id, now + Duration::from_micros(ahead));
+        }
+    }
+
     /// Carries out what a settled attempt or cancel asks for.
     fn apply(&self, settled: Settled) {
         let Settled {
@@ -379,13 +392,14 @@ impl Scheduler {
             self.inner.announce(EventKind::Submitted, record);
         }
         let ids: Vec<TaskId> = records.iter().map(|r| r.id).collect();
-        let published = self.inner.publish_wait(&ids);
-        self.inner.core.lock().insert_queued(records);
+        let published = self.inner.publish_wait(&records, now);
+        let delayed = self.inner.core.lock().insert_queued(records, now);
+        self.inner.delay_starts(&delayed);
         self.inner.signal_work(batch);
-        if let Some((published, waited)) = published
+        if let Some((published, waited, publish_now)) = published
             && published.recv_timeout(waited).is_err()
         {
-            self.inner.confirmed(&ids);
+            self.inner.confirmed(&publish_now);
             return Err(SubmitError::Unconfirmed { ids, waited });
         }
         Ok(ids)
@@ -427,7 +441,13 @@ impl Scheduler {
     pub fn retry(&self, id: TaskId) -> Result<(), RequestError> {
         let change = self.inner.core.lock().retry(id)?;
         self.inner.emit(change);
-        if self.inner.core.lock().enqueue_if_queued(id) {
+        let mut core = self.inner.core.lock();
+        if let Some(at_us) = core.start_ahead(id, now_us()) {
+            // Cancelled before its start time: it waits for it again.
+            drop(core);
+            self.inner.delay_starts(&[(id, at_us)]);
+        } else if core.enqueue_if_queued(id) {
+            drop(core);
             self.inner.signal_work(false);
         }
         Ok(())

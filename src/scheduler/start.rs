@@ -117,6 +117,8 @@ impl Scheduler {
             transport,
             publish_waits: Mutex::new(std::collections::HashMap::new()),
         });
+        let delayed = inner.core.lock().delayed_starts(now_us());
+        inner.delay_starts(&delayed);
         let changed = changes.len();
         for change in changes {
             inner.emit(change);

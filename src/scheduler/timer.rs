@@ -1,4 +1,5 @@
-//! The timer thread: ends retry backoffs and enforces attempt timeouts.
+//! The timer thread: ends retry backoffs, starts delayed tasks at their
+//! time and enforces attempt timeouts.
 //!
 //! It waits on its channel until the earliest due item, so it sleeps only
 //! while nothing is due and wakes at once for new work or shutdown.
@@ -17,6 +18,7 @@ use crate::model::{TaskId, now_us};
 pub(super) enum Due {
     Retry { id: TaskId, retry_at_us: i64 },
     Deadline { id: TaskId, attempt: u32 },
+    Start { id: TaskId },
 }
 
 #[derive(Debug)]
@@ -51,6 +53,12 @@ impl Timer {
         let _ = self
             .tx
             .send(TimerMsg::At(due, Due::Deadline { id, attempt }));
+    }
+
+    /// Puts the delayed task `id` in the ready queue at `due` (its start
+    /// time) if it is still queued.
+    pub(super) fn start(&self, id: TaskId, due: Instant) {
+        let _ = self.tx.send(TimerMsg::At(due, Due::Start { id }));
     }
 
     /// Stops the thread.
@@ -91,6 +99,11 @@ fn fire(inner: &Arc<Inner>, item: Due, now: Instant) {
                 if inner.core.lock().enqueue_if_queued(id) {
                     inner.signal_work(false);
                 }
+            }
+        }
+        Due::Start { id } => {
+            if inner.core.lock().enqueue_if_queued(id) {
+                inner.signal_work(false);
             }
         }
         Due::Deadline { id, attempt } => {

@@ -14,9 +14,9 @@ use crate::model::{AttemptFailure, TaskId, TaskLog, TaskRecord, TaskSpec, TaskSt
 pub(super) const INSERT_SQL: &str = "INSERT INTO tasks (id, name, args, kwargs, priority, \
      max_retries, timeout_ms, status, attempts, failures, submitted_at_us, first_started_at_us, \
      started_at_us, finished_at_us, retry_at_us, worker, result, error, version, log, gpus, \
-     gpu_memory_mb, gpu_ids) \
+     gpu_memory_mb, gpu_ids, not_before_us) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20, ?21, ?22, ?23)";
+     ?20, ?21, ?22, ?23, ?24)";
 
 /// Writes the mutable fields unless the stored row is as new or newer, so
 /// updates that arrive out of order never move a task backwards.
@@ -29,7 +29,7 @@ pub(super) const UPDATE_SQL: &str = "UPDATE tasks SET status = ?2, attempts = ?3
 const SELECT_ALL_SQL: &str = "SELECT id, name, args, kwargs, priority, max_retries, timeout_ms, \
      status, attempts, failures, submitted_at_us, first_started_at_us, started_at_us, \
      finished_at_us, retry_at_us, worker, result, error, version, log, gpus, gpu_memory_mb, \
-     gpu_ids FROM tasks ORDER BY id";
+     gpu_ids, not_before_us FROM tasks ORDER BY id";
 
 /// The fields of a [`TaskRecord`] that change after submission, copied out
 /// of the caller's record so that it can be sent to the writer thread; JSON
@@ -148,6 +148,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         timeout_ms,
         gpus,
         gpu_memory_mb,
+        not_before_us,
     } = spec;
     stmt.execute(params![
         to_i64(id.0)?,
@@ -173,6 +174,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         gpus,
         gpu_memory_mb.map(to_i64).transpose()?,
         to_json(gpu_ids)?,
+        not_before_us,
     ])?;
     Ok(())
 }
@@ -337,6 +339,7 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
             gpu_memory_mb: gpu_memory_mb
                 .map(|mb| unsigned(mb, "gpu_memory_mb"))
                 .transpose()?,
+            not_before_us: column(row, 23, "not_before_us")?,
         },
         status,
         attempts: column(row, 8, "attempts")?,

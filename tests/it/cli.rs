@@ -4,29 +4,32 @@ use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use common::{WAIT, wait_until};
 
 struct Server {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
+        let mut args = vec!["--memory"];
+        args.extend_from_slice(extra);
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::start_in(dir.path(), &args);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// `serve` with its data directory (and database) in `dir`.
+    fn start_in(dir: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
-            .args([
-                "serve",
-                "--memory",
-                "--workers",
-                "2",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--workers", "2", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -47,7 +50,7 @@ impl Server {
         Self {
             child,
             url,
-            _dir: dir,
+            _dir: None,
         }
     }
 
@@ -65,6 +68,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
     }
@@ -244,4 +248,68 @@ fn a_lease_too_short_for_healthy_workers_is_refused_before_starting() {
     assert!(message.contains("--lease must be"), "{message}");
     assert!(message.contains("1 or more"), "{message}");
     assert!(!message.contains("panicked"), "{message}");
+}
+
+#[test]
+fn a_delayed_task_keeps_its_time_across_kill_9_and_runs_after_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_in(dir.path(), &[]);
+    let submitted = server.run(&["submit", "noop", "--delay", "4s"]);
+    assert!(submitted.status.success(), "{}", text(&submitted));
+    let id = text(&submitted)
+        .trim()
+        .strip_prefix("submitted task ")
+        .and_then(|id| id.parse::<u64>().ok())
+        .expect("an id");
+    let status = server.run(&["status", &id.to_string()]);
+    assert!(text(&status).contains("not before:"), "{}", text(&status));
+    let client = taskdeck::client::Client::new(&server.url, None, WAIT);
+    let before = client.task(id).expect("the task");
+    assert_eq!(before["status"], "queued", "{before}");
+    let not_before = before["not_before"].as_f64().expect("a start time");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    // The same data directory: the database and its delayed task.
+    let server = Server::start_in(dir.path(), &[]);
+    let client = taskdeck::client::Client::new(&server.url, None, WAIT);
+    let after = client.task(id).expect("the task survived");
+    assert_eq!(after["status"], "queued", "{after}");
+    assert_eq!(after["not_before"].as_f64(), Some(not_before));
+    assert!(wait_until(Duration::from_secs(30), || {
+        client
+            .task(id)
+            .is_ok_and(|task| task["status"] == "completed")
+    }));
+    let done = client.task(id).expect("the task");
+    let started = done["first_started_at"].as_f64().expect("it ran");
+    assert!(started >= not_before, "{done}");
+}
+
+#[test]
+fn a_bad_delay_is_a_plain_message() {
+    let server = Server::start(&[]);
+    for args in [
+        vec!["submit", "noop", "--delay", "soon"],
+        vec!["submit", "noop", "--delay=-5s"],
+        vec!["submit", "noop", "--at", "tomorrow"],
+        vec![
+            "submit",
+            "noop",
+            "--delay",
+            "5s",
+            "--at",
+            "2026-12-02T03:00",
+        ],
+    ] {
+        let output = server.run(&args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        let message = text(&output);
+        assert!(
+            message.contains("--delay") || message.contains("--at"),
+            "{args:?}: {message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+    }
+    let listed = server.run(&["list", "--json"]);
+    assert!(!text(&listed).contains("noop"), "nothing was submitted");
 }

@@ -423,6 +423,30 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         (
             "/api/v1/tasks",
+            r#"{"task": "noop", "delay_s": -1}"#,
+            "400",
+            "delay_s must be",
+        ),
+        (
+            "/api/v1/tasks",
+            r#"{"task": "noop", "delay_s": 1, "not_before": 2}"#,
+            "400",
+            "not both",
+        ),
+        (
+            "/api/v1/tasks",
+            r#"{"task": "noop", "not_before": "tomorrow"}"#,
+            "400",
+            "RFC 3339",
+        ),
+        (
+            "/api/v1/tasks",
+            r#"{"task": "noop", "not_before": 99999999999}"#,
+            "400",
+            "more than a year ahead",
+        ),
+        (
+            "/api/v1/tasks",
             r#"{"task": "mock_ml_task", "args": [100]}"#,
             "400",
             "missing argument",

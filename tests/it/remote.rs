@@ -950,3 +950,41 @@ fn bench_through_the_broker_prints_one_json_line_with_the_messages_per_task() {
     let per_task = report["broker_messages_per_task"].as_f64().unwrap_or(0.0);
     assert!((2.0..20.0).contains(&per_task), "{report}");
 }
+
+#[test]
+fn a_delayed_task_waits_for_its_time_through_the_broker_too() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("delayed")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0"],
+    );
+    let _w = worker(&url, &ns, "later", 2);
+    let delayed = submit(
+        &server.client,
+        "noop",
+        json!([]),
+        json!({"delay_s": 4.0, "priority": 9}),
+    );
+    let now = submit(&server.client, "noop", json!([]), json!({}));
+    let first = &wait_final(&server.client, &[now], LONG)[0];
+    assert_eq!(status(first), "completed", "{first}");
+    assert_eq!(status(&task(&server.client, delayed)), "queued");
+    let record = &wait_final(&server.client, &[delayed], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}");
+    let not_before = record["not_before"].as_f64().expect("a start time");
+    let started = record["first_started_at"].as_f64().expect("it ran");
+    assert!(started >= not_before, "{record}");
+    drop((server, _w));
+    delete_queues(&ns, &["later"]);
+}

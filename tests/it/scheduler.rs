@@ -468,3 +468,37 @@ fn finished_history_is_bounded_by_the_retention() {
     assert_eq!(scheduler.stats().metrics.total_latency.count, 20);
     scheduler.shutdown().expect("shutdown should succeed");
 }
+
+#[test]
+fn a_delayed_task_waits_queued_for_its_time_and_then_starts_at_once() {
+    let scheduler = start_memory(2, |_| {});
+    let not_before = taskdeck::model::now_us() + 600_000;
+    let delayed = scheduler
+        .submit(
+            TaskSpec::new("noop", vec![])
+                .priority(9)
+                .not_before_us(not_before),
+        )
+        .expect("submit");
+    let now = scheduler
+        .submit(TaskSpec::new("noop", vec![]))
+        .expect("submit");
+    let first = scheduler.wait(now, WAIT).expect("known task");
+    assert_eq!(first.status, TaskStatus::Completed);
+    let waiting = scheduler.task(delayed).expect("known task");
+    assert_eq!(
+        waiting.status,
+        TaskStatus::Queued,
+        "a higher priority does not start it early"
+    );
+    assert_eq!(waiting.spec.not_before_us, Some(not_before));
+    let done = scheduler.wait(delayed, WAIT).expect("known task");
+    assert_eq!(done.status, TaskStatus::Completed);
+    let started = done.first_started_at_us.expect("it ran");
+    assert!(
+        started >= not_before,
+        "started {} µs early",
+        not_before - started
+    );
+    scheduler.shutdown().expect("shutdown should succeed");
+}

@@ -9,6 +9,7 @@ its own client when requests should run in parallel.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import socket
@@ -81,6 +82,8 @@ def _submission(
     timeout: Optional[float] = None,
     gpus: Optional[int] = None,
     gpu_memory_mb: Optional[int] = None,
+    delay: Optional[float] = None,
+    not_before: Union[None, float, "datetime.datetime"] = None,
 ) -> Dict[str, Any]:
     """Builds a submission object, leaving out what the server defaults."""
     if not isinstance(name, str) or not name:
@@ -98,7 +101,22 @@ def _submission(
         body["gpus"] = gpus
     if gpu_memory_mb is not None:
         body["gpu_memory_mb"] = gpu_memory_mb
+    if delay is not None and not_before is not None:
+        raise TypeError("give delay or not_before, not both")
+    if delay is not None:
+        body["delay_s"] = delay
+    if not_before is not None:
+        body["not_before"] = _epoch_seconds(not_before)
     return body
+
+
+def _epoch_seconds(at: Union[float, "datetime.datetime"]) -> float:
+    """A start time as seconds since the epoch; a naive datetime is local."""
+    if isinstance(at, datetime.datetime):
+        return at.timestamp()
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        raise TypeError(f"not_before is a datetime or seconds since the epoch, not {at!r}")
+    return float(at)
 
 
 def _normalise_task(task: TaskSpec) -> Dict[str, Any]:
@@ -201,6 +219,8 @@ class TaskClient:
         kwargs: Optional[Mapping[str, Any]] = None,
         gpus: Optional[int] = None,
         gpu_memory_mb: Optional[int] = None,
+        delay: Optional[float] = None,
+        not_before: Union[None, float, datetime.datetime] = None,
     ) -> int:
         """Submits one task and returns its id.
 
@@ -215,11 +235,18 @@ class TaskClient:
             gpus: GPUs the task needs; the server assigns device ids and the
                 task's processes see them in ``CUDA_VISIBLE_DEVICES``.
             gpu_memory_mb: memory each of those GPUs must have.
+            delay: seconds from now before which the task may not start (it
+                waits queued until then, also across server restarts).
+            not_before: the time before which it may not start: a
+                ``datetime`` (naive ones are local time) or seconds since the
+                epoch. Not together with ``delay``.
 
         Raises:
             BadRequest: the name is unknown or the arguments do not fit.
         """
-        body = _submission(name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb)
+        body = _submission(
+            name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb, delay, not_before
+        )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
     def submit_command(

@@ -10,6 +10,7 @@ are predictable). Run from the repository root with either of:
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import subprocess
@@ -37,7 +38,7 @@ RECORD_FIELDS = {
     "id", "task", "args", "kwargs", "priority", "max_retries", "timeout_s", "status",
     "attempts", "failures", "submitted_at", "first_started_at", "started_at",
     "finished_at", "retry_at", "worker", "result", "error", "queue_wait_s",
-    "run_time_s", "total_latency_s",
+    "run_time_s", "total_latency_s", "not_before",
 }
 LATENCY_FIELDS = {"count", "mean_s", "p50_s", "p95_s", "p99_s", "max_s"}
 LEGACY_MONITORING_KEYS = {
@@ -125,6 +126,29 @@ class SubmitAndWaitTest(ServerTestCase):
             (tuned["args"], tuned["priority"], tuned["max_retries"], tuned["timeout_s"]),
             ([7], 8, 1, 5.5),
         )
+
+    def test_a_delayed_task_waits_for_its_time(self):
+        submitted = time.time()
+        task_id = self.main.submit("noop", delay=0.5)
+        waiting = self.main.get(task_id)
+        self.assertEqual(waiting["status"], "queued")
+        self.assertGreaterEqual(waiting["not_before"], submitted + 0.5 - 0.05)
+        record = self.finished(task_id)
+        self.assertEqual(record["status"], "completed")
+        self.assertGreaterEqual(record["started_at"], waiting["not_before"])
+        past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+        at_once = self.finished(self.main.submit("noop", not_before=past))
+        self.assertEqual(at_once["status"], "completed")
+        self.assertAlmostEqual(at_once["not_before"], past.timestamp(), places=3)
+        by_text = self.idle.request(
+            "POST", "/api/v1/tasks", {"task": "noop", "not_before": "2027-06-02T03:04:05+00:00"}
+        )
+        later = self.idle.get(by_text["id"])
+        self.assertEqual(later["not_before"], 1811905445.0)
+        with self.assertRaises(TypeError):
+            self.main.submit("noop", delay=1, not_before=past)
+        with self.assertRaises(BadRequest):
+            self.main.submit("noop", delay=-1)
 
     def test_mock_ml_and_cv_tasks_run_for_their_duration(self):
         ml = self.main.submit("mock_ml_task", 200, "Random Forest")

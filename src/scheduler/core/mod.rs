@@ -258,14 +258,46 @@ impl Core {
         record.version += 1;
     }
 
-    /// Adds accepted tasks to the table and the queue.
-    pub fn insert_queued(&mut self, records: Vec<Arc<TaskRecord>>) {
+    /// Adds accepted tasks to the table and the ready queue; a task whose
+    /// start time is still ahead at `now_us` waits outside the ready queue,
+    /// and is returned with that time (the caller arms the timer, then calls
+    /// [`Core::enqueue_if_queued`]).
+    pub fn insert_queued(
+        &mut self,
+        records: Vec<Arc<TaskRecord>>,
+        now_us: i64,
+    ) -> Vec<(TaskId, i64)> {
+        let mut delayed = Vec::new();
         for record in records {
             self.counts[TaskStatus::Queued.index()] += 1;
-            self.queue
-                .push(record.spec.priority, record.id, need_of(&record.spec));
+            match start_ahead(&record.spec, now_us) {
+                Some(at_us) => delayed.push((record.id, at_us)),
+                None => self
+                    .queue
+                    .push(record.spec.priority, record.id, need_of(&record.spec)),
+            }
             self.tasks.insert(record.id, Entry { record, run: None });
         }
+        delayed
+    }
+
+    /// The start time of a queued task that is still ahead at `now_us`.
+    pub fn start_ahead(&self, id: TaskId, now_us: i64) -> Option<i64> {
+        let entry = self.tasks.get(&id)?;
+        if entry.record.status != TaskStatus::Queued || entry.run.is_some() {
+            return None;
+        }
+        start_ahead(&entry.record.spec, now_us)
+    }
+
+    /// Queued tasks whose start time is still ahead at `now_us` (after a
+    /// restart, for the timer).
+    pub fn delayed_starts(&self, now_us: i64) -> Vec<(TaskId, i64)> {
+        self.tasks
+            .values()
+            .filter(|entry| entry.record.status == TaskStatus::Queued && entry.run.is_none())
+            .filter_map(|entry| Some((entry.record.id, start_ahead(&entry.record.spec, now_us)?)))
+            .collect()
     }
 
     /// Takes stored tasks back after a restart, applying [`policy::recovery`].
@@ -315,8 +347,10 @@ impl Core {
                     finished.push((record.id, record.finished_at_us.unwrap_or(0)));
                 }
                 Recovery::Requeue | Recovery::LostThenRequeue => {
-                    self.queue
-                        .push(record.spec.priority, record.id, need_of(&record.spec));
+                    if start_ahead(&record.spec, now_us).is_none() {
+                        self.queue
+                            .push(record.spec.priority, record.id, need_of(&record.spec));
+                    }
                     if record.status != TaskStatus::Queued {
                         if rule == Recovery::LostThenRequeue {
                             record.failures.push(lost_attempt(&record, now_us));
@@ -532,6 +566,17 @@ impl Core {
             }
         }
     }
+}
+
+/// The spec's start time, when it is still ahead at `now_us`.
+fn start_ahead(spec: &crate::model::TaskSpec, now_us: i64) -> Option<i64> {
+    spec.not_before_us.filter(|at_us| *at_us > now_us)
+}
+
+/// Whether a task of this spec, accepted at `now_us`, waits for its start
+/// time before it enters the ready queue.
+pub(in crate::scheduler) fn starts_later(spec: &crate::model::TaskSpec, now_us: i64) -> bool {
+    start_ahead(spec, now_us).is_some()
 }
 
 /// One GPU device tasks may be given.

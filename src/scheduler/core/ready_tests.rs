@@ -42,6 +42,7 @@ fn core_with(tasks: &[(u64, u8)]) -> Core {
                 Arc::new(TaskRecord::new(TaskId(*id), spec, 0))
             })
             .collect(),
+        0,
     );
     core
 }
@@ -110,4 +111,42 @@ fn a_task_published_before_dispatch_stopped_is_denied_and_published_again() {
     assert!(core.take_for_publishing(10).is_empty());
     core.dispatching = true;
     assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
+}
+
+#[test]
+fn a_delayed_task_starts_in_neither_mode_before_its_time() {
+    for mode in MODES {
+        let mut core = core_with(&[]);
+        let delayed = TaskSpec::new("noop", vec![])
+            .priority(9)
+            .not_before_us(1_000);
+        let delayed = core.insert_queued(
+            vec![
+                Arc::new(TaskRecord::new(TaskId(1), delayed, 0)),
+                Arc::new(TaskRecord::new(TaskId(2), TaskSpec::new("noop", vec![]), 0)),
+            ],
+            500,
+        );
+        assert_eq!(delayed, vec![(TaskId(1), 1_000)], "{mode:?}");
+        assert_eq!(start_all(&mut core, mode), vec![2], "{mode:?}");
+        assert_eq!(core.counts()[TaskStatus::Queued.index()], 1, "{mode:?}");
+        assert_eq!(core.start_ahead(TaskId(1), 999), Some(1_000));
+        assert_eq!(core.start_ahead(TaskId(1), 1_000), None);
+        // The timer, at its time:
+        assert!(core.enqueue_if_queued(TaskId(1)));
+        assert_eq!(start_all(&mut core, mode), vec![1], "{mode:?}");
+    }
+}
+
+#[test]
+fn after_a_restart_a_delayed_task_still_waits_for_its_time() {
+    let mut core = core_with(&[]);
+    let spec = TaskSpec::new("noop", vec![]).not_before_us(5_000);
+    core.recover(vec![TaskRecord::new(TaskId(3), spec, 0)], 1_000, None);
+    assert_eq!(core.delayed_starts(1_000), vec![(TaskId(3), 5_000)]);
+    assert!(core.queue.is_empty());
+    assert!(
+        core.delayed_starts(5_000).is_empty(),
+        "due: nothing to wait for"
+    );
 }

@@ -34,6 +34,7 @@ fn core_with(ids: &[u64]) -> Core {
                 ))
             })
             .collect(),
+        0,
     );
     core
 }
