@@ -121,7 +121,8 @@ impl From<RequestError> for ApiError {
             RequestError::NotFound(_) => Self::not_found(error.to_string()),
             RequestError::AlreadyFinished { .. }
             | RequestError::NotRetryable { .. }
-            | RequestError::Running(_) => Self::conflict(error.to_string()),
+            | RequestError::Running(_)
+            | RequestError::NotWaiting { .. } => Self::conflict(error.to_string()),
             RequestError::ShuttingDown => Self::unavailable(error.to_string()),
         }
     }

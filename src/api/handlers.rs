@@ -194,6 +194,15 @@ pub fn handle(
             scheduler.retry(id)?;
             ok(json!({ "id": id, "status": "queued" }))
         }
+        Route::Hold(id) | Route::Release(id) => {
+            if matches!(route, Route::Hold(_)) {
+                scheduler.hold(id)?;
+            } else {
+                scheduler.release(id)?;
+            }
+            let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
+            ok(views::task(&record))
+        }
         Route::Wait(id, secs) => {
             let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
             if record.status.is_final() || secs <= 0.0 {

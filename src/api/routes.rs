@@ -65,6 +65,10 @@ pub enum Route {
     Cancel(TaskId),
     /// `POST /api/v1/tasks/{id}/retry`
     Retry(TaskId),
+    /// `POST /api/v1/tasks/{id}/hold`
+    Hold(TaskId),
+    /// `POST /api/v1/tasks/{id}/release`
+    Release(TaskId),
     /// `GET /api/v1/tasks/{id}/wait?timeout_s=S`
     Wait(TaskId, f64),
     /// `POST /api/v1/tasks/wait?timeout_s=S`: several tasks, ids in the body
@@ -140,6 +144,10 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
         }
         ["api", "v1", "tasks", id, "retry"] => {
             one(method, Post, Route::Retry(task_id(id)?), "POST")
+        }
+        ["api", "v1", "tasks", id, "hold"] => one(method, Post, Route::Hold(task_id(id)?), "POST"),
+        ["api", "v1", "tasks", id, "release"] => {
+            one(method, Post, Route::Release(task_id(id)?), "POST")
         }
         ["api", "v1", "tasks", id, "wait"] => {
             let id = task_id(id)?;
@@ -319,6 +327,14 @@ mod tests {
         assert_eq!(
             route(Post, "/api/v1/tasks/7/retry"),
             Ok(Route::Retry(TaskId(7)))
+        );
+        assert_eq!(
+            route(Post, "/api/v1/tasks/7/hold"),
+            Ok(Route::Hold(TaskId(7)))
+        );
+        assert_eq!(
+            route(Post, "/api/v1/tasks/7/release"),
+            Ok(Route::Release(TaskId(7)))
         );
         assert_eq!(
             route(Get, "/api/v1/tasks/7/wait"),

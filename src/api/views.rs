@@ -211,6 +211,7 @@ pub fn task(record: &TaskRecord) -> Value {
         "timeout_s": record.spec.timeout_ms.map(|ms| ms as f64 / 1000.0),
         "not_before": secs(record.spec.not_before_us),
         "status": record.status,
+        "held": record.held,
         "attempts": record.attempts,
         "failures": failures,
         "submitted_at": record.submitted_at_us as f64 / 1e6,

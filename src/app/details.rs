@@ -50,6 +50,9 @@ pub fn details_ui(ui: &mut Ui, record: Option<&TaskRecord>, theme: Theme) {
     ui.horizontal(|ui| {
         ui.strong(format!("Task {} · {}", r.id, r.spec.name));
         ui.label(RichText::new(r.status.as_str()).color(theme.status(r.status)));
+        if r.held {
+            ui.label(RichText::new("held: starts only after a release").color(theme.weak()));
+        }
     });
     egui::Grid::new("details_grid")
         .num_columns(2)

@@ -48,6 +48,10 @@ pub enum Action {
     Stop(Vec<TaskId>),
     /// Queue failed or cancelled tasks again.
     Retry(Vec<TaskId>),
+    /// Hold waiting tasks: they do not start until released.
+    Hold(Vec<TaskId>),
+    /// Release held tasks.
+    Release(Vec<TaskId>),
     /// Drop finished rows from the table.
     ClearFinished,
     /// Resize the worker pool.
@@ -309,6 +313,26 @@ impl AppState {
                 }
                 self.report(done, "queued again", errors);
             }
+            Action::Hold(ids) => {
+                let (mut done, mut errors) = (0, Vec::new());
+                for id in ids {
+                    match scheduler.hold(id) {
+                        Ok(()) => done += 1,
+                        Err(error) => errors.push(error.to_string()),
+                    }
+                }
+                self.report(done, "held", errors);
+            }
+            Action::Release(ids) => {
+                let (mut done, mut errors) = (0, Vec::new());
+                for id in ids {
+                    match scheduler.release(id) {
+                        Ok(()) => done += 1,
+                        Err(error) => errors.push(error.to_string()),
+                    }
+                }
+                self.report(done, "released", errors);
+            }
             Action::ClearFinished => {
                 let gone = self.tasks.clear_finished();
                 self.say(
@@ -367,6 +391,18 @@ impl AppState {
     /// Selected tasks that run.
     pub fn stoppable(&self) -> Vec<TaskId> {
         self.tasks.selected_where(|s| s == TaskStatus::Running)
+    }
+
+    /// Selected waiting tasks that are not held.
+    pub fn holdable(&self) -> Vec<TaskId> {
+        self.tasks.selected_records_where(|record| {
+            matches!(record.status, TaskStatus::Queued | TaskStatus::Retrying) && !record.held
+        })
+    }
+
+    /// Selected held tasks.
+    pub fn releasable(&self) -> Vec<TaskId> {
+        self.tasks.selected_records_where(|record| record.held)
     }
 
     /// Selected tasks that can be retried.

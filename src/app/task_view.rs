@@ -248,9 +248,14 @@ impl TaskView {
 
     /// The selected records whose status passes `keep`.
     pub fn selected_where(&self, keep: impl Fn(TaskStatus) -> bool) -> Vec<TaskId> {
+        self.selected_records_where(|record| keep(record.status))
+    }
+
+    /// Selected tasks whose record passes `keep`.
+    pub fn selected_records_where(&self, keep: impl Fn(&TaskRecord) -> bool) -> Vec<TaskId> {
         self.selected()
             .into_iter()
-            .filter(|id| self.rows.get(id).is_some_and(|r| keep(r.status)))
+            .filter(|id| self.rows.get(id).is_some_and(|r| keep(r)))
             .collect()
     }
 }

@@ -45,6 +45,8 @@ fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
     let removable = state.removable();
     let stoppable = state.stoppable();
     let retryable = state.retryable();
+    let holdable = state.holdable();
+    let releasable = state.releasable();
     ui.horizontal_wrapped(|ui| {
         if ui.button("Create task").clicked() {
             actions.push(Action::OpenCreate);
@@ -79,6 +81,21 @@ fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
             .clicked()
         {
             actions.push(Action::Retry(retryable));
+        }
+        if ui
+            .add_enabled(!holdable.is_empty(), egui::Button::new("Hold"))
+            .on_hover_text("Held tasks keep their place but do not start until released")
+            .on_disabled_hover_text("Select queued or retrying tasks to hold them")
+            .clicked()
+        {
+            actions.push(Action::Hold(holdable));
+        }
+        if ui
+            .add_enabled(!releasable.is_empty(), egui::Button::new("Release"))
+            .on_disabled_hover_text("Select held tasks to release them")
+            .clicked()
+        {
+            actions.push(Action::Release(releasable));
         }
         if ui
             .button("Clear finished")
@@ -223,10 +240,12 @@ fn row_cells(row: &mut egui_extras::TableRow<'_, '_>, r: &TaskRecord, now_us: i6
     }
     cell(row, args);
     cell(row, r.spec.priority.to_string());
-    cell(
-        row,
-        RichText::new(r.status.as_str()).color(theme.status(r.status)),
-    );
+    let status = if r.held {
+        format!("{} (held)", r.status.as_str())
+    } else {
+        r.status.as_str().to_owned()
+    };
+    cell(row, RichText::new(status).color(theme.status(r.status)));
     cell(row, r.attempts.to_string());
     cell(row, r.worker.as_deref().unwrap_or(""));
     cell(row, ago(r.submitted_at_us, now_us));

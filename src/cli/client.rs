@@ -1,5 +1,5 @@
 //! The commands that talk to a running server over HTTP: submit, status,
-//! list, cancel, retry, wait, monitor, mock.
+//! list, cancel, retry, hold, release, wait, monitor, mock.
 
 use std::time::Duration;
 
@@ -232,6 +232,23 @@ pub(crate) fn status(args: IdArgs) -> anyhow::Result<()> {
 pub(crate) fn retry(args: IdArgs) -> anyhow::Result<()> {
     args.remote.client().retry(args.id)?;
     println!("task {} queued again", args.id);
+    Ok(())
+}
+
+/// `taskdeck hold ID`.
+pub(crate) fn hold(args: IdArgs) -> anyhow::Result<()> {
+    args.remote.client().hold(args.id)?;
+    println!(
+        "task {} held; it starts only after `taskdeck release {}`",
+        args.id, args.id
+    );
+    Ok(())
+}
+
+/// `taskdeck release ID`.
+pub(crate) fn release(args: IdArgs) -> anyhow::Result<()> {
+    args.remote.client().release(args.id)?;
+    println!("task {} released", args.id);
     Ok(())
 }
 

@@ -51,6 +51,10 @@ enum Command {
     Cancel(IdArgs),
     /// Queue a failed or cancelled task again.
     Retry(IdArgs),
+    /// Hold a queued or retrying task: it does not start until released.
+    Hold(IdArgs),
+    /// Release a held task: it may start again.
+    Release(IdArgs),
     /// Wait for a task to finish and show it; fails unless it completed.
     Wait(WaitArgs),
     /// Show resources, workers, queue and latency.
@@ -83,6 +87,8 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::List(args) => client::list(args),
         Command::Cancel(args) => client::cancel(args),
         Command::Retry(args) => client::retry(args),
+        Command::Hold(args) => client::hold(args),
+        Command::Release(args) => client::release(args),
         Command::Wait(args) => client::wait(args),
         Command::Monitor(args) => client::monitor(args),
         Command::Mock(args) => client::mock(args),

@@ -123,6 +123,9 @@ pub fn describe(task: &Value) -> String {
     if let Some(at) = task["not_before"].as_f64() {
         let _ = writeln!(out, "  not before:  {}", local_time(at));
     }
+    if task["held"] == true {
+        let _ = writeln!(out, "  held:        it starts only after a release");
+    }
     let _ = writeln!(
         out,
         "  queue wait {}, run time {}, total {}",

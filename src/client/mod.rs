@@ -185,6 +185,16 @@ impl Client {
         self.call("POST", &format!("/api/v1/tasks/{id}/retry"), None)
     }
 
+    /// Holds a queued or retrying task; its record.
+    pub fn hold(&self, id: u64) -> Result<Value, ClientError> {
+        self.call("POST", &format!("/api/v1/tasks/{id}/hold"), None)
+    }
+
+    /// Releases a held task; its record.
+    pub fn release(&self, id: u64) -> Result<Value, ClientError> {
+        self.call("POST", &format!("/api/v1/tasks/{id}/release"), None)
+    }
+
     /// Long-polls until the task finishes or `timeout_s` passes (at most 300
     /// per call); `{"finished", "task"}`.
     pub fn wait(&self, id: u64, timeout_s: f64) -> Result<Value, ClientError> {

@@ -24,6 +24,10 @@ pub enum EventKind {
     Failed,
     /// The task was cancelled before or while it ran.
     Cancelled,
+    /// A user held the waiting task: it does not start until released.
+    Held,
+    /// A user released the held task: it may start again.
+    Released,
 }
 
 /// One lifecycle transition, with the task's record as it stood right after it.

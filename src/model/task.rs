@@ -303,6 +303,10 @@ pub struct TaskRecord {
     /// GPU device ids assigned to the latest attempt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpu_ids: Vec<u32>,
+    /// Held by a user: it stays queued (or retrying) and does not start
+    /// until released.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Grows with every change to the record; newer versions win in the store
     /// and in subscribers' views.
     pub version: u64,
@@ -327,6 +331,7 @@ impl TaskRecord {
             error: None,
             log: None,
             gpu_ids: Vec::new(),
+            held: false,
             version: 1,
         }
     }

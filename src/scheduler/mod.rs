@@ -252,6 +252,20 @@ impl Inner {
         }
     }
 
+    /// Puts a queued task whose change is out in the ready queue, or arms
+    /// the timer when its start time is still ahead (a delayed task
+    /// retried or released before its time).
+    fn make_ready(&self, id: TaskId) {
+        let mut core = self.core.lock();
+        if let Some(at_us) = core.start_ahead(id, now_us()) {
+            drop(core);
+            self.delay_starts(&[(id, at_us)]);
+        } else if core.enqueue_if_queued(id) {
+            drop(core);
+            self.signal_work(false);
+        }
+    }
+
     /// Carries out what a settled attempt or cancel asks for.
     fn apply(&self, settled: Settled) {
         let Settled {
@@ -441,15 +455,30 @@ impl Scheduler {
     pub fn retry(&self, id: TaskId) -> Result<(), RequestError> {
         let change = self.inner.core.lock().retry(id)?;
         self.inner.emit(change);
-        let mut core = self.inner.core.lock();
-        if let Some(at_us) = core.start_ahead(id, now_us()) {
-            // Cancelled before its start time: it waits for it again.
-            drop(core);
-            self.inner.delay_starts(&[(id, at_us)]);
-        } else if core.enqueue_if_queued(id) {
-            drop(core);
-            self.inner.signal_work(false);
+        self.inner.make_ready(id);
+        Ok(())
+    }
+
+    /// Holds a queued or retrying task: it keeps its place and status but
+    /// does not start until [`Scheduler::release`]d (the hold survives
+    /// restarts). Holding a held task changes nothing.
+    pub fn hold(&self, id: TaskId) -> Result<(), RequestError> {
+        let change = self.inner.core.lock().hold(id)?;
+        if let Some(change) = change {
+            self.inner.emit(change);
         }
+        Ok(())
+    }
+
+    /// Releases a held task: it may start again (at its start time, if that
+    /// is still ahead). Releasing a task that is not held changes nothing.
+    pub fn release(&self, id: TaskId) -> Result<(), RequestError> {
+        let change = self.inner.core.lock().release(id)?;
+        let Some(change) = change else {
+            return Ok(());
+        };
+        self.inner.emit(change);
+        self.inner.make_ready(id);
         Ok(())
     }
 

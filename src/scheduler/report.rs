@@ -279,6 +279,8 @@ pub(super) fn log_transition(kind: EventKind, record: &TaskRecord) {
             "task attempt failed; retrying"
         ),
         EventKind::Requeued => tracing::info!(task, name, attempt, "task queued again"),
+        EventKind::Held => tracing::info!(task, name, "task held"),
+        EventKind::Released => tracing::info!(task, name, "task released"),
         EventKind::Completed => tracing::info!(
             task,
             name,

@@ -14,22 +14,22 @@ use crate::model::{AttemptFailure, TaskId, TaskLog, TaskRecord, TaskSpec, TaskSt
 pub(super) const INSERT_SQL: &str = "INSERT INTO tasks (id, name, args, kwargs, priority, \
      max_retries, timeout_ms, status, attempts, failures, submitted_at_us, first_started_at_us, \
      started_at_us, finished_at_us, retry_at_us, worker, result, error, version, log, gpus, \
-     gpu_memory_mb, gpu_ids, not_before_us) \
+     gpu_memory_mb, gpu_ids, not_before_us, held) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20, ?21, ?22, ?23, ?24)";
+     ?20, ?21, ?22, ?23, ?24, ?25)";
 
 /// Writes the mutable fields unless the stored row is as new or newer, so
 /// updates that arrive out of order never move a task backwards.
 pub(super) const UPDATE_SQL: &str = "UPDATE tasks SET status = ?2, attempts = ?3, failures = ?4, \
      first_started_at_us = ?5, started_at_us = ?6, finished_at_us = ?7, retry_at_us = ?8, \
-     worker = ?9, result = ?10, error = ?11, version = ?12, log = ?13, gpu_ids = ?14 \
+     worker = ?9, result = ?10, error = ?11, version = ?12, log = ?13, gpu_ids = ?14, held = ?15 \
      WHERE id = ?1 AND version < ?12";
 
 /// Reads every row in id order; columns in [`decode`]'s order.
 const SELECT_ALL_SQL: &str = "SELECT id, name, args, kwargs, priority, max_retries, timeout_ms, \
      status, attempts, failures, submitted_at_us, first_started_at_us, started_at_us, \
      finished_at_us, retry_at_us, worker, result, error, version, log, gpus, gpu_memory_mb, \
-     gpu_ids, not_before_us FROM tasks ORDER BY id";
+     gpu_ids, not_before_us, held FROM tasks ORDER BY id";
 
 /// The fields of a [`TaskRecord`] that change after submission, copied out
 /// of the caller's record so that it can be sent to the writer thread; JSON
@@ -62,6 +62,8 @@ pub(super) struct TaskUpdate {
     log: Option<TaskLog>,
     /// See [`TaskRecord::gpu_ids`].
     gpu_ids: Vec<u32>,
+    /// See [`TaskRecord::held`].
+    held: bool,
     /// See [`TaskRecord::version`]; the highest one wins.
     pub(super) version: u64,
 }
@@ -87,6 +89,7 @@ impl TaskUpdate {
             error,
             log,
             gpu_ids,
+            held,
             version,
         } = record;
         Self {
@@ -103,6 +106,7 @@ impl TaskUpdate {
             error: error.clone(),
             log: log.clone(),
             gpu_ids: gpu_ids.clone(),
+            held: *held,
             version: *version,
         }
     }
@@ -137,6 +141,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         error,
         log,
         gpu_ids,
+        held,
         version,
     } = record;
     let TaskSpec {
@@ -175,6 +180,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         gpu_memory_mb.map(to_i64).transpose()?,
         to_json(gpu_ids)?,
         not_before_us,
+        held,
     ])?;
     Ok(())
 }
@@ -199,6 +205,7 @@ pub(super) fn update(
         error,
         log,
         gpu_ids,
+        held,
         version,
     } = update;
     let changed = stmt.execute(params![
@@ -216,6 +223,7 @@ pub(super) fn update(
         to_i64(*version)?,
         log.as_ref().map(to_json).transpose()?,
         to_json(gpu_ids)?,
+        held,
     ])?;
     Ok(changed > 0)
 }
@@ -355,5 +363,6 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
         version: unsigned(column(row, 18, "version")?, "version")?,
         log: json_column(row, 19, "log")?,
         gpu_ids: required_json(row, 22, "gpu_ids")?,
+        held: column(row, 24, "held")?,
     })
 }

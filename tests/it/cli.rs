@@ -313,3 +313,73 @@ fn a_bad_delay_is_a_plain_message() {
     let listed = server.run(&["list", "--json"]);
     assert!(!text(&listed).contains("noop"), "nothing was submitted");
 }
+
+#[test]
+fn a_held_task_stays_held_across_kill_9_and_runs_once_released() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_in(dir.path(), &[]);
+    let submitted = server.run(&["submit", "noop"]);
+    let id = text(&submitted)
+        .trim()
+        .strip_prefix("submitted task ")
+        .and_then(|id| id.parse::<u64>().ok())
+        .expect("an id");
+    // A task that runs at once cannot be held; queue one behind a blocker.
+    let blockers: Vec<String> = (0..2)
+        .map(|_| {
+            let out = server.run(&["submit", "sleep", "60000"]);
+            text(&out).trim().replace("submitted task ", "")
+        })
+        .collect();
+    let client = taskdeck::client::Client::new(&server.url, None, WAIT);
+    assert!(wait_until(WAIT, || {
+        blockers.iter().all(|b| {
+            client
+                .task(b.parse().unwrap_or(0))
+                .is_ok_and(|t| t["status"] == "running")
+        })
+    }));
+    let waiting = server.run(&["submit", "noop"]);
+    let waiting_id = text(&waiting).trim().replace("submitted task ", "");
+    let held = server.run(&["hold", &waiting_id]);
+    assert!(held.status.success(), "{}", text(&held));
+    let running = server.run(&["hold", &blockers[0]]);
+    assert!(!running.status.success(), "a running task cannot be held");
+    assert!(
+        text(&running).contains("only queued or retrying"),
+        "{}",
+        text(&running)
+    );
+    let status = server.run(&["status", &waiting_id]);
+    assert!(text(&status).contains("held:"), "{}", text(&status));
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    // Restarted without the blockers' slots taken for long: they were
+    // running, so they are queued again; the held task must stay put.
+    let server = Server::start_in(dir.path(), &[]);
+    let client = taskdeck::client::Client::new(&server.url, None, WAIT);
+    for blocker in &blockers {
+        let cancelled = server.run(&["cancel", blocker]);
+        assert!(cancelled.status.success(), "{}", text(&cancelled));
+    }
+    let waiting_id: u64 = waiting_id.parse().expect("an id");
+    let record = client.task(waiting_id).expect("the task survived");
+    assert_eq!(record["held"], true, "{record}");
+    assert_eq!(record["status"], "queued", "{record}");
+    assert!(
+        !wait_until(std::time::Duration::from_millis(500), || {
+            client
+                .task(waiting_id)
+                .is_ok_and(|t| t["status"] != "queued")
+        }),
+        "a held task does not start"
+    );
+    let released = server.run(&["release", &waiting_id.to_string()]);
+    assert!(released.status.success(), "{}", text(&released));
+    assert!(wait_until(WAIT, || {
+        client
+            .task(waiting_id)
+            .is_ok_and(|t| t["status"] == "completed")
+    }));
+    assert!(client.task(id).is_ok_and(|t| t["status"] == "completed"));
+}

@@ -942,3 +942,31 @@ fn run_and_wait_many_answer_in_one_round_trip() {
     );
     assert_eq!(api.scheduler.stats().queue_depth, 0);
 }
+
+#[test]
+fn hold_and_release_answer_with_the_record_and_refuse_what_cannot_be_held() {
+    let api = Api::start(0, None);
+    let client = api.client(None);
+    let id = client
+        .submit(&serde_json::json!({"task": "noop"}))
+        .expect("submit");
+    let held = client.hold(id).expect("hold");
+    assert_eq!(
+        (held["id"].as_u64(), held["held"].as_bool()),
+        (Some(id), Some(true))
+    );
+    assert_eq!(held["status"], "queued");
+    let again = client
+        .hold(id)
+        .expect("holding a held task changes nothing");
+    assert_eq!(again["held"], true);
+    let released = client.release(id).expect("release");
+    assert_eq!(released["held"], false);
+    let unknown = client.hold(999_999).expect_err("unknown");
+    assert!(unknown.to_string().contains("404"), "{unknown}");
+    api.scheduler
+        .cancel(taskdeck::model::TaskId(id))
+        .expect("cancel");
+    let finished = client.hold(id).expect_err("finished");
+    assert!(finished.to_string().contains("409"), "{finished}");
+}

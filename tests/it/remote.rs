@@ -988,3 +988,45 @@ fn a_delayed_task_waits_for_its_time_through_the_broker_too() {
     drop((server, _w));
     delete_queues(&ns, &["later"]);
 }
+
+#[test]
+fn a_task_held_after_it_was_published_runs_only_once_released() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("held")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0"],
+    );
+    let _w = worker(&url, &ns, "holder", 1);
+    let first = submit(&server.client, "sleep", json!([1_500]), json!({}));
+    assert!(wait_until(LONG, || status(&task(&server.client, first)) == "running"));
+    // Published to the broker at once, and held while it waits there.
+    let held = submit(&server.client, "noop", json!([]), json!({}));
+    let record = server.client.hold(held).expect("held");
+    assert_eq!(record["held"], true, "{record}");
+    let done = &wait_final(&server.client, &[first], LONG)[0];
+    assert_eq!(status(done), "completed", "{done}");
+    assert!(
+        !wait_until(Duration::from_secs(1), || status(&task(
+            &server.client,
+            held
+        )) != "queued"),
+        "the worker's claim of a held task is refused"
+    );
+    server.client.release(held).expect("released");
+    let record = &wait_final(&server.client, &[held], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}");
+    assert_eq!(record["attempts"], 1, "{record}");
+    drop((server, _w));
+    delete_queues(&ns, &["holder"]);
+}

@@ -531,3 +531,41 @@ fn a_full_disk_shows_in_the_header_and_clears_by_itself() {
     );
     scheduler.shutdown().expect("shutdown");
 }
+
+#[test]
+fn hold_keeps_a_queued_task_from_starting_and_release_lets_it_run() {
+    let scheduler = scheduler(0);
+    let id = scheduler
+        .submit(TaskSpec::new("noop", vec![]))
+        .expect("submit");
+    let mut harness = harness(services(&scheduler));
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label(&format!("#{id}"))
+        .is_some()));
+    assert!(
+        harness
+            .get_by_label("Release")
+            .accesskit_node()
+            .is_disabled(),
+        "nothing held is selected"
+    );
+    harness.get_by_label(&format!("#{id}")).click();
+    harness.run_steps(2);
+    harness.get_by_label("Hold").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("queued (held)")
+        .is_some()));
+    assert!(scheduler.task(id).is_some_and(|r| r.held));
+    scheduler.set_workers(2);
+    assert!(
+        !scheduler.wait_idle(std::time::Duration::from_millis(300)),
+        "held: nothing runs"
+    );
+    let release = harness.get_by_label("Release");
+    assert!(!release.accesskit_node().is_disabled());
+    release.click();
+    harness.run_steps(2);
+    assert!(scheduler.wait_idle(WAIT));
+    assert_eq!(status(&scheduler, id.0), Some(TaskStatus::Completed));
+    scheduler.shutdown().expect("shutdown");
+}

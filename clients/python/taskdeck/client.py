@@ -514,6 +514,25 @@ class TaskClient:
         """
         return self.request("POST", _task_path(task_id, "/retry"))
 
+    def hold(self, task_id: int) -> Dict[str, Any]:
+        """Holds a queued or retrying task: it keeps its place but does not
+        start until :meth:`release` (the hold survives server restarts).
+        Returns the record (``record["held"]`` is true).
+
+        Raises:
+            NotFound: no task has this id.
+            Conflict: the task is running or finished.
+        """
+        return self.request("POST", _task_path(task_id, "/hold"))
+
+    def release(self, task_id: int) -> Dict[str, Any]:
+        """Releases a held task (it may start again); returns the record.
+
+        Raises:
+            NotFound: no task has this id.
+        """
+        return self.request("POST", _task_path(task_id, "/release"))
+
     # ------------------------------------------------------------ monitoring
 
     def monitoring(self) -> Dict[str, Any]:

@@ -150,6 +150,18 @@ class SubmitAndWaitTest(ServerTestCase):
         with self.assertRaises(BadRequest):
             self.main.submit("noop", delay=-1)
 
+    def test_hold_and_release(self):
+        task_id = self.idle.submit("noop")
+        self.assertTrue(self.idle.hold(task_id)["held"])
+        self.assertTrue(self.idle.get(task_id)["held"])
+        self.assertEqual(self.idle.get(task_id)["status"], "queued")
+        self.assertFalse(self.idle.release(task_id)["held"])
+        done = self.finished(self.main.submit("noop"))
+        with self.assertRaises(Conflict):
+            self.main.hold(done["id"])
+        with self.assertRaises(NotFound):
+            self.main.hold(10**9)
+
     def test_mock_ml_and_cv_tasks_run_for_their_duration(self):
         ml = self.main.submit("mock_ml_task", 200, "Random Forest")
         cv = self.main.submit("mock_cv_task", 200, "Object Detection")
@@ -641,7 +653,7 @@ class ExampleAndContractTest(ServerTestCase):
 
     def test_every_documented_route_answers(self):
         routes = documented_routes()
-        self.assertEqual(len(routes), 22, routes)
+        self.assertEqual(len(routes), 24, routes)
         done = self.main.submit("noop")
         self.finished(done)
         bodies = {
@@ -658,7 +670,7 @@ class ExampleAndContractTest(ServerTestCase):
                 try:
                     self.main.request(method.upper(), target, bodies.get((method, path)), query=query)
                 except Conflict:
-                    pass  # Cancelling or retrying a completed task; the route exists.
+                    pass  # Cancelling, retrying or holding a completed task; the route exists.
 
 
 def documented_routes() -> list:

@@ -154,6 +154,14 @@ pub enum RequestError {
     /// The task is running, and only waiting tasks were asked for.
     #[error("task {0} is running; only queued or retrying tasks can be removed")]
     Running(TaskId),
+    /// Only waiting (queued or retrying) tasks can be held.
+    #[error("task {id} is {status}; only queued or retrying tasks can be held")]
+    NotWaiting {
+        /// The task.
+        id: TaskId,
+        /// Its status.
+        status: TaskStatus,
+    },
     /// The scheduler is shutting down.
     #[error("the scheduler is shutting down")]
     ShuttingDown,
@@ -290,12 +298,58 @@ impl Core {
         start_ahead(&entry.record.spec, now_us)
     }
 
+    /// Holds a waiting (queued or retrying) task: it stays so, but does
+    /// not start until released. None when it already is held.
+    pub fn hold(&mut self, id: TaskId) -> Result<Option<Change>, RequestError> {
+        let entry = self.tasks.get_mut(&id).ok_or(RequestError::NotFound(id))?;
+        let status = entry.record.status;
+        match status {
+            TaskStatus::Queued | TaskStatus::Retrying => {}
+            TaskStatus::Running => return Err(RequestError::NotWaiting { id, status }),
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
+                return Err(RequestError::AlreadyFinished { id, status });
+            }
+        }
+        if entry.record.held {
+            return Ok(None);
+        }
+        self.queue.remove(entry.record.spec.priority, id);
+        let record = Arc::make_mut(&mut entry.record);
+        record.held = true;
+        record.version += 1;
+        Ok(Some(Change {
+            kind: EventKind::Held,
+            record: Arc::clone(&entry.record),
+        }))
+    }
+
+    /// Releases a held task; none when it was not held. The caller then
+    /// puts it in the ready queue ([`Core::enqueue_if_queued`]) or waits
+    /// for its start time.
+    pub fn release(&mut self, id: TaskId) -> Result<Option<Change>, RequestError> {
+        let entry = self.tasks.get_mut(&id).ok_or(RequestError::NotFound(id))?;
+        if !entry.record.held {
+            return Ok(None);
+        }
+        let record = Arc::make_mut(&mut entry.record);
+        record.held = false;
+        record.version += 1;
+        Ok(Some(Change {
+            kind: EventKind::Released,
+            record: Arc::clone(&entry.record),
+        }))
+    }
+
     /// Queued tasks whose start time is still ahead at `now_us` (after a
     /// restart, for the timer).
     pub fn delayed_starts(&self, now_us: i64) -> Vec<(TaskId, i64)> {
         self.tasks
             .values()
-            .filter(|entry| entry.record.status == TaskStatus::Queued && entry.run.is_none())
+            .filter(|entry| {
+                entry.record.status == TaskStatus::Queued
+                    && !entry.record.held
+                    && entry.run.is_none()
+            })
             .filter_map(|entry| Some((entry.record.id, start_ahead(&entry.record.spec, now_us)?)))
             .collect()
     }
@@ -347,7 +401,7 @@ impl Core {
                     finished.push((record.id, record.finished_at_us.unwrap_or(0)));
                 }
                 Recovery::Requeue | Recovery::LostThenRequeue => {
-                    if start_ahead(&record.spec, now_us).is_none() {
+                    if start_ahead(&record.spec, now_us).is_none() && !record.held {
                         self.queue
                             .push(record.spec.priority, record.id, need_of(&record.spec));
                     }
@@ -467,7 +521,7 @@ impl Core {
         let Some(entry) = self.tasks.get(&id) else {
             return false;
         };
-        if entry.record.status != TaskStatus::Queued || entry.run.is_some() {
+        if entry.record.status != TaskStatus::Queued || entry.record.held || entry.run.is_some() {
             return false;
         }
         self.queue
@@ -535,6 +589,7 @@ impl Core {
         record.result = None;
         record.error = None;
         record.finished_at_us = None;
+        record.held = false;
         Self::set_status(&mut self.counts, record, TaskStatus::Queued);
         Ok(Change {
             kind: EventKind::Requeued,

@@ -37,11 +37,15 @@ pub(super) struct Started {
 }
 
 impl Core {
-    /// Whether a task may start now: dispatch is on, the task is queued and
-    /// no attempt of it runs. Every rule about which task may start goes
-    /// here, so it holds for local workers and worker processes alike.
+    /// Whether a task may start now: dispatch is on, the task is queued,
+    /// not held, and no attempt of it runs. Every rule about which task may
+    /// start goes here, so it holds for local workers and worker processes
+    /// alike.
     pub(super) fn may_start(&self, entry: &Entry) -> bool {
-        self.dispatching && entry.record.status == TaskStatus::Queued && entry.run.is_none()
+        self.dispatching
+            && entry.record.status == TaskStatus::Queued
+            && !entry.record.held
+            && entry.run.is_none()
     }
 
     /// Takes the next task that may start, in run order (priority, then

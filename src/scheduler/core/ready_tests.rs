@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Core, Denial};
+use super::{Core, Denial, RequestError};
 use crate::model::{TaskId, TaskRecord, TaskSpec, TaskStatus};
 use crate::scheduler::policy::Backoff;
 use crate::store::Retention;
@@ -149,4 +149,42 @@ fn after_a_restart_a_delayed_task_still_waits_for_its_time() {
         core.delayed_starts(5_000).is_empty(),
         "due: nothing to wait for"
     );
+}
+
+#[test]
+fn a_held_task_starts_in_neither_mode_until_released() {
+    for mode in MODES {
+        let mut core = core_with(&[(1, 9), (2, 5)]);
+        let held = core.hold(TaskId(1)).expect("holdable");
+        assert!(held.is_some_and(|change| change.record.held), "{mode:?}");
+        assert!(core.hold(TaskId(1)).expect("again").is_none(), "no change");
+        assert_eq!(start_all(&mut core, mode), vec![2], "{mode:?}");
+        assert!(
+            !core.enqueue_if_queued(TaskId(1)),
+            "a timer or retry does not free it"
+        );
+        assert!(core.release(TaskId(1)).expect("releasable").is_some());
+        assert!(core.enqueue_if_queued(TaskId(1)));
+        assert_eq!(start_all(&mut core, mode), vec![1], "{mode:?}");
+        assert!(matches!(
+            core.hold(TaskId(1)),
+            Err(RequestError::NotWaiting { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_task_held_after_it_was_published_is_denied_and_waits_for_its_release() {
+    let mut core = core_with(&[(1, 5)]);
+    assert_eq!(core.take_for_publishing(10).len(), 1);
+    core.hold(TaskId(1)).expect("holdable");
+    let denied = core.claim("box-1", TaskId(1), Vec::new(), LEASE, Instant::now(), 1);
+    assert_eq!(denied.err(), Some(Denial::NotReady));
+    assert!(
+        core.take_for_publishing(10).is_empty(),
+        "not published again"
+    );
+    core.release(TaskId(1)).expect("releasable");
+    core.enqueue_if_queued(TaskId(1));
+    assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
 }
