@@ -115,6 +115,19 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        let message = format!("not stored: {error}");
+        match error {
+            StoreError::Full { .. } => Self::new(507, "storage_full", message),
+            StoreError::Unwritable(_) | StoreError::Closed => {
+                Self::new(503, "storage_unavailable", message)
+            }
+            _ => Self::internal(message),
+        }
+    }
+}
+
 impl From<RequestError> for ApiError {
     fn from(error: RequestError) -> Self {
         match error {

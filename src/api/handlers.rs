@@ -262,6 +262,14 @@ pub fn handle(
         }
         Route::Workers => ok(views::workers(&scheduler.workers(), &scheduler.stats())),
         Route::Report => ok(views::report(&scheduler.stats())),
+        Route::Pause | Route::Resume => {
+            if matches!(route, Route::Pause) {
+                scheduler.pause()?;
+            } else {
+                scheduler.resume()?;
+            }
+            ok(json!({ "paused": scheduler.is_paused() }))
+        }
         Route::TaskTypes => ok(views::task_types(scheduler.registry())),
         Route::Health => Ok(Handled::Reply(health(scheduler))),
         Route::Metrics => {

@@ -83,6 +83,10 @@ pub enum Route {
     Workers,
     /// `GET /api/v1/report`
     Report,
+    /// `POST /api/v1/pause`
+    Pause,
+    /// `POST /api/v1/resume`
+    Resume,
     /// `GET /api/v1/task-types`
     TaskTypes,
     /// `GET /healthz`
@@ -159,6 +163,8 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
         }
         ["api", "v1", "workers"] => one(method, Get, Route::Workers, "GET"),
         ["api", "v1", "report"] => one(method, Get, Route::Report, "GET"),
+        ["api", "v1", "pause"] => one(method, Post, Route::Pause, "POST"),
+        ["api", "v1", "resume"] => one(method, Post, Route::Resume, "POST"),
         ["api", "v1", "task-types"] => one(method, Get, Route::TaskTypes, "GET"),
         ["healthz"] => one(method, Get, Route::Health, "GET"),
         ["metrics"] => one(method, Get, Route::Metrics, "GET"),

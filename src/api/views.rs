@@ -358,6 +358,7 @@ pub fn report(stats: &SchedulerStats) -> Value {
     json!({
         "counts": stats.counts,
         "queue_depth": stats.queue_depth,
+        "paused": stats.paused,
         "uptime_s": stats.uptime_s,
         "throughput_per_s": stats.metrics.throughput_per_s,
         "finished_last_minute": stats.metrics.finished_last_minute,

@@ -53,6 +53,11 @@ pub fn header_ui(ui: &mut Ui, state: &AppState, theme: Theme) {
                 ui.label(RichText::new("API off").color(theme.weak()));
             }
         }
+        if stats.paused {
+            ui.separator();
+            ui.label(RichText::new("Paused").color(theme.error()))
+                .on_hover_text("No task starts until the scheduler is resumed; running ones go on");
+        }
         match &state.broker {
             None => {}
             Some(Ok(())) => {

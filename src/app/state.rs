@@ -52,6 +52,8 @@ pub enum Action {
     Hold(Vec<TaskId>),
     /// Release held tasks.
     Release(Vec<TaskId>),
+    /// Pause (true) or resume (false) the scheduler.
+    SetPaused(bool),
     /// Drop finished rows from the table.
     ClearFinished,
     /// Resize the worker pool.
@@ -332,6 +334,27 @@ impl AppState {
                     }
                 }
                 self.report(done, "released", errors);
+            }
+            Action::SetPaused(paused) => {
+                let result = if paused {
+                    scheduler.pause()
+                } else {
+                    scheduler.resume()
+                };
+                match result {
+                    Ok(()) => {
+                        self.stats = scheduler.stats();
+                        self.say(
+                            if paused {
+                                "Scheduler paused: no task starts until it is resumed"
+                            } else {
+                                "Scheduler resumed"
+                            },
+                            false,
+                        );
+                    }
+                    Err(error) => self.say(format!("Could not pause or resume: {error}"), true),
+                }
             }
             Action::ClearFinished => {
                 let gone = self.tasks.clear_finished();

@@ -97,6 +97,18 @@ fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
         {
             actions.push(Action::Release(releasable));
         }
+        let paused = state.stats.paused;
+        if ui
+            .button(if paused { "Resume" } else { "Pause" })
+            .on_hover_text(if paused {
+                "Let queued tasks start again"
+            } else {
+                "No task starts until resumed; running tasks go on"
+            })
+            .clicked()
+        {
+            actions.push(Action::SetPaused(!paused));
+        }
         if ui
             .button("Clear finished")
             .on_hover_text("Remove finished tasks from this table (their history stays)")

@@ -1,5 +1,5 @@
 //! The commands that talk to a running server over HTTP: submit, status,
-//! list, cancel, retry, hold, release, wait, monitor, mock.
+//! list, cancel, retry, hold, release, pause, resume, wait, monitor, mock.
 
 use std::time::Duration;
 
@@ -71,6 +71,12 @@ pub(crate) struct SubmitArgs {
     /// Wait for the task to finish and show it.
     #[arg(long)]
     wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RemoteArgs {
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +255,20 @@ pub(crate) fn hold(args: IdArgs) -> anyhow::Result<()> {
 pub(crate) fn release(args: IdArgs) -> anyhow::Result<()> {
     args.remote.client().release(args.id)?;
     println!("task {} released", args.id);
+    Ok(())
+}
+
+/// `taskdeck pause`.
+pub(crate) fn pause(args: RemoteArgs) -> anyhow::Result<()> {
+    args.remote.client().pause()?;
+    println!("scheduler paused: no task starts until `taskdeck resume`; running tasks go on");
+    Ok(())
+}
+
+/// `taskdeck resume`.
+pub(crate) fn resume(args: RemoteArgs) -> anyhow::Result<()> {
+    args.remote.client().resume()?;
+    println!("scheduler resumed");
     Ok(())
 }
 

@@ -55,6 +55,10 @@ enum Command {
     Hold(IdArgs),
     /// Release a held task: it may start again.
     Release(IdArgs),
+    /// Pause the scheduler: no task starts until resumed (running ones go on).
+    Pause(client::RemoteArgs),
+    /// Resume a paused scheduler.
+    Resume(client::RemoteArgs),
     /// Wait for a task to finish and show it; fails unless it completed.
     Wait(WaitArgs),
     /// Show resources, workers, queue and latency.
@@ -89,6 +93,8 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Retry(args) => client::retry(args),
         Command::Hold(args) => client::hold(args),
         Command::Release(args) => client::release(args),
+        Command::Pause(args) => client::pause(args),
+        Command::Resume(args) => client::resume(args),
         Command::Wait(args) => client::wait(args),
         Command::Monitor(args) => client::monitor(args),
         Command::Mock(args) => client::mock(args),

@@ -185,6 +185,16 @@ impl Client {
         self.call("POST", &format!("/api/v1/tasks/{id}/retry"), None)
     }
 
+    /// Pauses the scheduler; `{"paused": true}`.
+    pub fn pause(&self) -> Result<Value, ClientError> {
+        self.call("POST", "/api/v1/pause", None)
+    }
+
+    /// Resumes the scheduler; `{"paused": false}`.
+    pub fn resume(&self) -> Result<Value, ClientError> {
+        self.call("POST", "/api/v1/resume", None)
+    }
+
     /// Holds a queued or retrying task; its record.
     pub fn hold(&self, id: u64) -> Result<Value, ClientError> {
         self.call("POST", &format!("/api/v1/tasks/{id}/hold"), None)

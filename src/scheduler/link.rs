@@ -296,7 +296,8 @@ impl TransportLink {
 impl Inner {
     /// Registers a submit's wait for the transport to confirm the tasks
     /// it publishes now (accepted at `now_us`: a task that waits for its
-    /// start time is published then, and the submit does not wait for it);
+    /// start time is published then, and while the scheduler is paused
+    /// nothing is, so the submit does not wait for those);
     /// none when nothing needs confirming. Returns how long to wait, and
     /// the tasks waited for.
     pub(super) fn publish_wait(
@@ -305,6 +306,10 @@ impl Inner {
         now_us: i64,
     ) -> Option<(crossbeam_channel::Receiver<()>, Duration, Vec<TaskId>)> {
         let waited = self.transport.confirm_wait()?;
+        if self.core.lock().paused {
+            // Nothing is published while paused; the store has the tasks.
+            return None;
+        }
         let ids: Vec<TaskId> = records
             .iter()
             .filter(|record| !super::core::starts_later(&record.spec, now_us))

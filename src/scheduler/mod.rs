@@ -11,6 +11,7 @@
 //! [`TransportLink`], which only that transport holds. Depends on
 //! [`crate::model`], [`crate::tasks`] and [`crate::store`].
 
+mod control;
 mod core;
 #[cfg(test)]
 mod core_tests;
@@ -454,29 +455,6 @@ impl Scheduler {
     /// Queues a failed or cancelled task again with a fresh retry budget.
     pub fn retry(&self, id: TaskId) -> Result<(), RequestError> {
         let change = self.inner.core.lock().retry(id)?;
-        self.inner.emit(change);
-        self.inner.make_ready(id);
-        Ok(())
-    }
-
-    /// Holds a queued or retrying task: it keeps its place and status but
-    /// does not start until [`Scheduler::release`]d (the hold survives
-    /// restarts). Holding a held task changes nothing.
-    pub fn hold(&self, id: TaskId) -> Result<(), RequestError> {
-        let change = self.inner.core.lock().hold(id)?;
-        if let Some(change) = change {
-            self.inner.emit(change);
-        }
-        Ok(())
-    }
-
-    /// Releases a held task: it may start again (at its start time, if that
-    /// is still ahead). Releasing a task that is not held changes nothing.
-    pub fn release(&self, id: TaskId) -> Result<(), RequestError> {
-        let change = self.inner.core.lock().release(id)?;
-        let Some(change) = change else {
-            return Ok(());
-        };
         self.inner.emit(change);
         self.inner.make_ready(id);
         Ok(())

@@ -70,9 +70,9 @@ impl Scheduler {
 
     /// Counts, worker load, latency percentiles and throughput.
     pub fn stats(&self) -> SchedulerStats {
-        let (counts, load) = {
+        let (counts, load, paused) = {
             let core = self.inner.core.lock();
-            (core.counts(), self.inner.transport.load(&core))
+            (core.counts(), self.inner.transport.load(&core), core.paused)
         };
         let metrics = self.inner.metrics.lock().report(Instant::now());
         SchedulerStats {
@@ -83,6 +83,7 @@ impl Scheduler {
             workers_idle: load.total.saturating_sub(load.busy),
             workers_target: load.target,
             uptime_s: self.inner.started.elapsed().as_secs_f64(),
+            paused,
             metrics,
         }
     }

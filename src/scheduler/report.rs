@@ -238,6 +238,8 @@ pub struct SchedulerStats {
     pub workers_target: usize,
     /// Seconds since start.
     pub uptime_s: f64,
+    /// Paused by a user: no task starts.
+    pub paused: bool,
     /// Latency percentiles and throughput.
     pub metrics: MetricsReport,
 }

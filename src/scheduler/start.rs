@@ -78,6 +78,7 @@ impl Scheduler {
             next_id,
             tasks,
             samples: _,
+            settings,
         } = recovered;
         let recovered_count = tasks.len();
         let mut core = Core::new(
@@ -86,6 +87,14 @@ impl Scheduler {
             config.backoff,
         );
         core.set_gpus(&config.gpus);
+        core.paused = settings
+            .get(super::control::PAUSED_KEY)
+            .is_some_and(|value| value == "true");
+        if core.paused {
+            tracing::warn!(
+                "the scheduler is paused (as it was when it stopped): no task starts until it is resumed"
+            );
+        }
         let changes = core.recover(
             tasks,
             now_us(),

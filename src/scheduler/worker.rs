@@ -85,7 +85,7 @@ fn worker_main(inner: Arc<Inner>, id: WorkerId, name: String) {
                     break job;
                 }
                 let epoch = inner.work_epoch.load(Ordering::Acquire);
-                if may_spin && core.dispatching && inner.start_spinning() {
+                if may_spin && core.dispatch_open() && inner.start_spinning() {
                     drop(core);
                     let saw_work = spin_until(SPIN_FOR, || {
                         inner.work_epoch.load(Ordering::Acquire) != epoch

@@ -35,6 +35,7 @@ mod retention;
 mod rows;
 mod samples;
 mod schema;
+mod settings;
 mod status;
 mod writer;
 
@@ -213,6 +214,8 @@ pub struct Recovered {
     pub tasks: Vec<TaskRecord>,
     /// The resource samples of the last [`SAMPLE_RETENTION`], oldest first.
     pub samples: Vec<ResourceSample>,
+    /// The stored settings, by key (see [`Store::set_setting`]).
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// Handle to the store's writer thread.
@@ -275,6 +278,7 @@ impl Store {
         } = rows::load(&conn).map_err(open_error)?;
         retention::retain(&mut records, &retention, now);
         let recent_samples = samples::load(&conn, sample_cutoff_us).map_err(open_error)?;
+        let stored_settings = settings::load(&conn).map_err(open_error)?;
         tracing::info!(
             path = %path.display(),
             tasks = records.len(),
@@ -307,6 +311,7 @@ impl Store {
             next_id,
             tasks: records,
             samples: recent_samples,
+            settings: stored_settings,
         };
         Ok((store, recovered))
     }
@@ -350,6 +355,17 @@ impl Store {
                 Err(TryRecvError::Disconnected) => return Err(StoreError::Closed),
             }
         }
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a setting under `key`; returns once it is committed.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.send(Op::Setting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reply,
+        })?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 

@@ -60,6 +60,15 @@ pub(super) enum Op {
     Sample(ResourceSample),
     /// A request to answer once everything sent before it is committed.
     Flush(Reply),
+    /// A setting to store; the reply comes once it is committed.
+    Setting {
+        /// Its key.
+        key: String,
+        /// Its new value.
+        value: String,
+        /// Where to say whether it was committed.
+        reply: Reply,
+    },
 }
 
 /// The state of the writer thread.
@@ -268,6 +277,8 @@ struct Batch {
     samples: Vec<ResourceSample>,
     /// Flush callers waiting for this commit.
     flushes: Vec<Reply>,
+    /// Settings to store, each in its own transaction.
+    settings: Vec<(String, String, Reply)>,
 }
 
 /// Keeps `update` unless `updates` holds a newer version of its task.
@@ -348,6 +359,7 @@ impl Batch {
             && self.updates.is_empty()
             && self.samples.is_empty()
             && self.flushes.is_empty()
+            && self.settings.is_empty()
     }
 
     /// Adds an operation, if any.
@@ -364,6 +376,7 @@ impl Batch {
             Op::Update(update) => keep_newest(&mut self.updates, update),
             Op::Sample(sample) => self.samples.push(sample),
             Op::Flush(reply) => self.flushes.push(reply),
+            Op::Setting { key, value, reply } => self.settings.push((key, value, reply)),
         }
     }
 
@@ -383,7 +396,20 @@ impl Batch {
             updates,
             samples,
             flushes,
+            settings,
         } = self;
+        for (key, value, reply) in settings {
+            let result = super::settings::upsert(conn, &key, &value).map_err(|error| {
+                if is_disk_full(&error) {
+                    StoreError::Full {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    StoreError::Write(Arc::new(error))
+                }
+            });
+            answer(&reply, result);
+        }
         let mut updates: Vec<TaskUpdate> = updates.into_values().collect();
         updates.sort_unstable_by_key(|update| update.id);
         let groups: Vec<&[TaskRecord]> = inserts.iter().map(|group| &group.records[..]).collect();

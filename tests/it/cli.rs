@@ -383,3 +383,40 @@ fn a_held_task_stays_held_across_kill_9_and_runs_once_released() {
     }));
     assert!(client.task(id).is_ok_and(|t| t["status"] == "completed"));
 }
+
+#[test]
+fn a_paused_scheduler_stays_paused_across_kill_9_until_resumed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_in(dir.path(), &[]);
+    let paused = server.run(&["pause"]);
+    assert!(paused.status.success(), "{}", text(&paused));
+    assert!(text(&paused).contains("paused"), "{}", text(&paused));
+    let submitted = server.run(&["submit", "noop"]);
+    assert!(submitted.status.success(), "{}", text(&submitted));
+    let id: u64 = text(&submitted)
+        .trim()
+        .strip_prefix("submitted task ")
+        .and_then(|id| id.parse().ok())
+        .expect("an id");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let server = Server::start_in(dir.path(), &[]);
+    let client = taskdeck::client::Client::new(&server.url, None, WAIT);
+    let report = client.call("GET", "/api/v1/report", None).expect("report");
+    assert_eq!(report["paused"], true, "{report}");
+    assert!(
+        !wait_until(Duration::from_millis(500), || {
+            client.task(id).is_ok_and(|t| t["status"] != "queued")
+        }),
+        "nothing starts while paused"
+    );
+    let resumed = server.run(&["resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(wait_until(WAIT, || {
+        client.task(id).is_ok_and(|t| t["status"] == "completed")
+    }));
+    assert_eq!(
+        client.call("GET", "/api/v1/report", None).expect("report")["paused"],
+        false
+    );
+}

@@ -1030,3 +1030,36 @@ fn a_task_held_after_it_was_published_runs_only_once_released() {
     drop((server, _w));
     delete_queues(&ns, &["holder"]);
 }
+
+#[test]
+fn a_paused_scheduler_sends_nothing_to_workers_until_resumed() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("paused")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0"],
+    );
+    let _w = worker(&url, &ns, "waiter", 2);
+    server.client.pause().expect("pause");
+    let id = submit(&server.client, "noop", json!([]), json!({}));
+    assert!(
+        !wait_until(Duration::from_secs(1), || status(&task(&server.client, id))
+            != "queued"),
+        "nothing starts while paused"
+    );
+    server.client.resume().expect("resume");
+    let record = &wait_final(&server.client, &[id], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}");
+    drop((server, _w));
+    delete_queues(&ns, &["waiter"]);
+}

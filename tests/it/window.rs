@@ -569,3 +569,28 @@ fn hold_keeps_a_queued_task_from_starting_and_release_lets_it_run() {
     assert_eq!(status(&scheduler, id.0), Some(TaskStatus::Completed));
     scheduler.shutdown().expect("shutdown");
 }
+
+#[test]
+fn pause_stops_tasks_from_starting_shows_in_the_header_and_resume_lets_them_run() {
+    let scheduler = scheduler(2);
+    let mut harness = harness(services(&scheduler));
+    harness.run_steps(2);
+    harness.get_by_label("Pause").click();
+    assert!(run_until(&mut harness, |h| h
+        .query_by_label("Paused")
+        .is_some()));
+    assert!(scheduler.is_paused());
+    let id = scheduler
+        .submit(TaskSpec::new("noop", vec![]))
+        .expect("submit");
+    assert!(
+        !scheduler.wait_idle(std::time::Duration::from_millis(300)),
+        "paused: nothing starts"
+    );
+    harness.get_by_label("Resume").click();
+    harness.run_steps(2);
+    assert!(!scheduler.is_paused());
+    assert!(scheduler.wait_idle(WAIT));
+    assert_eq!(status(&scheduler, id.0), Some(TaskStatus::Completed));
+    scheduler.shutdown().expect("shutdown");
+}

@@ -525,6 +525,17 @@ class TaskClient:
         """
         return self.request("POST", _task_path(task_id, "/hold"))
 
+    def pause(self) -> Dict[str, Any]:
+        """Pauses the scheduler: no task starts until :meth:`resume` (running
+        ones go on; submits are still accepted); it stays paused across
+        server restarts. Returns ``{"paused": True}``.
+        """
+        return self.request("POST", "/api/v1/pause")
+
+    def resume(self) -> Dict[str, Any]:
+        """Resumes a paused scheduler; returns ``{"paused": False}``."""
+        return self.request("POST", "/api/v1/resume")
+
     def release(self, task_id: int) -> Dict[str, Any]:
         """Releases a held task (it may start again); returns the record.
 

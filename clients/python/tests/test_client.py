@@ -162,6 +162,18 @@ class SubmitAndWaitTest(ServerTestCase):
         with self.assertRaises(NotFound):
             self.main.hold(10**9)
 
+    def test_pause_and_resume(self):
+        self.assertEqual(self.main.pause(), {"paused": True})
+        try:
+            self.assertTrue(self.main.report()["paused"])
+            task_id = self.main.submit("noop")
+            with self.assertRaises(TaskdeckTimeout):
+                self.main.wait(task_id, timeout=0.3)
+            self.assertEqual(self.main.status(task_id), "queued")
+        finally:
+            self.assertEqual(self.main.resume(), {"paused": False})
+        self.assertEqual(self.finished(task_id)["status"], "completed")
+
     def test_mock_ml_and_cv_tasks_run_for_their_duration(self):
         ml = self.main.submit("mock_ml_task", 200, "Random Forest")
         cv = self.main.submit("mock_cv_task", 200, "Object Detection")
@@ -653,7 +665,7 @@ class ExampleAndContractTest(ServerTestCase):
 
     def test_every_documented_route_answers(self):
         routes = documented_routes()
-        self.assertEqual(len(routes), 24, routes)
+        self.assertEqual(len(routes), 26, routes)
         done = self.main.submit("noop")
         self.finished(done)
         bodies = {

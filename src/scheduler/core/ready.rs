@@ -42,10 +42,16 @@ impl Core {
     /// start goes here, so it holds for local workers and worker processes
     /// alike.
     pub(super) fn may_start(&self, entry: &Entry) -> bool {
-        self.dispatching
+        self.dispatch_open()
             && entry.record.status == TaskStatus::Queued
             && !entry.record.held
             && entry.run.is_none()
+    }
+
+    /// Whether any task may start: dispatch is on (not shutting down) and
+    /// the scheduler is not paused.
+    pub fn dispatch_open(&self) -> bool {
+        self.dispatching && !self.paused
     }
 
     /// Takes the next task that may start, in run order (priority, then
@@ -53,7 +59,7 @@ impl Core {
     /// still names but that may no longer start (cancelled, already
     /// claimed) are dropped from it on the way.
     pub fn next_ready(&mut self, placement: Placement) -> Option<(TaskId, GpuNeed)> {
-        if !self.dispatching {
+        if !self.dispatch_open() {
             return None;
         }
         loop {

@@ -188,3 +188,23 @@ fn a_task_held_after_it_was_published_is_denied_and_waits_for_its_release() {
     core.enqueue_if_queued(TaskId(1));
     assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
 }
+
+#[test]
+fn nothing_starts_in_either_mode_while_paused() {
+    for mode in MODES {
+        let mut core = core_with(&[(1, 5), (2, 5)]);
+        core.paused = true;
+        assert_eq!(start_next(&mut core, mode), None, "{mode:?}");
+        core.paused = false;
+        assert_eq!(start_all(&mut core, mode), vec![1, 2], "{mode:?}");
+    }
+    // A task published before the pause: its claim is refused and it waits.
+    let mut core = core_with(&[(1, 5)]);
+    assert_eq!(core.take_for_publishing(10).len(), 1);
+    core.paused = true;
+    let denied = core.claim("box-1", TaskId(1), Vec::new(), LEASE, Instant::now(), 1);
+    assert_eq!(denied.err(), Some(Denial::NotReady));
+    assert!(core.take_for_publishing(10).is_empty());
+    core.paused = false;
+    assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
+}
