@@ -179,7 +179,8 @@ pub fn handle(
         Route::List(params) => ok(list(scheduler, &params)),
         Route::Get(id) => {
             let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
-            ok(views::task(&record))
+            let waiting = scheduler.waiting(&[id]).pop().flatten();
+            ok(views::task_waiting(&record, waiting))
         }
         Route::Cancel(id) => {
             let outcome = scheduler.cancel(id)?;
@@ -201,7 +202,8 @@ pub fn handle(
                 scheduler.release(id)?;
             }
             let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
-            ok(views::task(&record))
+            let waiting = scheduler.waiting(&[id]).pop().flatten();
+            ok(views::task_waiting(&record, waiting))
         }
         Route::Wait(id, secs) => {
             let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
@@ -309,10 +311,12 @@ fn list(scheduler: &Scheduler, params: &ListParams) -> Value {
         limit: params.limit,
         oldest_first: params.order == Order::Oldest,
     };
-    let tasks: Vec<Value> = scheduler
-        .list_shared(&query)
+    let records = scheduler.list_shared(&query);
+    let ids: Vec<TaskId> = records.iter().map(|record| record.id).collect();
+    let tasks: Vec<Value> = records
         .iter()
-        .map(|record| views::task(record))
+        .zip(scheduler.waiting(&ids))
+        .map(|(record, waiting)| views::task_waiting(record, waiting))
         .collect();
     json!({
         "count": tasks.len(),

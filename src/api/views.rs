@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::model::{GpuState, ResourceSample, TaskId, TaskRecord, TaskSpec, TaskStatus, percent};
-use crate::scheduler::{LatencySummary, SchedulerStats, StorageStatus, WorkerInfo};
+use crate::scheduler::{LatencySummary, SchedulerStats, StorageStatus, Waiting, WorkerInfo};
 use crate::tasks::Registry;
 
 use super::error::ApiError;
@@ -231,6 +231,28 @@ pub fn task(record: &TaskRecord) -> Value {
         "run_time_s": secs(record.run_time_us()),
         "total_latency_s": secs(record.total_latency_us()),
     })
+}
+
+/// A task record with why it waits (`waiting`, null unless it is queued or
+/// retrying).
+pub fn task_waiting(record: &TaskRecord, waiting: Option<Waiting>) -> Value {
+    let mut view = task(record);
+    let now = crate::model::now_us();
+    view["waiting"] = waiting.map_or(Value::Null, |waiting| {
+        let mut reason = json!({
+            "code": waiting.code(),
+            "message": waiting.message(now),
+        });
+        match waiting {
+            Waiting::Behind { ahead, .. } => reason["ahead"] = json!(ahead),
+            Waiting::RetryBackoff { until_us } | Waiting::NotBefore { until_us } => {
+                reason["until"] = json!(until_us as f64 / 1e6);
+            }
+            _ => {}
+        }
+        reason
+    });
+    view
 }
 
 /// Latency percentiles in seconds.

@@ -5,6 +5,7 @@ use eframe::egui::{self, RichText, Ui};
 
 use super::theme::Theme;
 use crate::model::{TaskRecord, now_us};
+use crate::scheduler::Waiting;
 
 /// A time as seconds ago.
 fn ago(at_us: i64, now_us: i64) -> String {
@@ -40,7 +41,12 @@ fn pretty(value: &serde_json::Value) -> String {
 }
 
 /// Lays out the details of `record`, or a hint when none is selected.
-pub fn details_ui(ui: &mut Ui, record: Option<&TaskRecord>, theme: Theme) {
+pub fn details_ui(
+    ui: &mut Ui,
+    record: Option<&TaskRecord>,
+    waiting: Option<Waiting>,
+    theme: Theme,
+) {
     ui.heading("Details");
     let Some(r) = record else {
         ui.label(RichText::new("Select one task to see its details.").color(theme.weak()));
@@ -50,10 +56,11 @@ pub fn details_ui(ui: &mut Ui, record: Option<&TaskRecord>, theme: Theme) {
     ui.horizontal(|ui| {
         ui.strong(format!("Task {} · {}", r.id, r.spec.name));
         ui.label(RichText::new(r.status.as_str()).color(theme.status(r.status)));
-        if r.held {
-            ui.label(RichText::new("held: starts only after a release").color(theme.weak()));
-        }
     });
+    if let Some(waiting) = waiting {
+        ui.label(RichText::new(format!("Waiting: {}", waiting.message(now))).color(theme.weak()))
+            .on_hover_text(waiting.code());
+    }
     egui::Grid::new("details_grid")
         .num_columns(2)
         .show(ui, |ui| {

@@ -151,7 +151,8 @@ impl TaskdeckApp {
             .resizable(true)
             .show(ui, |ui| {
                 let focused = state.focused().and_then(|id| state.tasks.get(id));
-                details::details_ui(ui, focused, theme);
+                let waiting = focused.and_then(|record| state.waiting(record.id));
+                details::details_ui(ui, focused, waiting, theme);
             });
         egui::CentralPanel::default().show(ui, |ui| {
             actions.extend(tasks::tasks_ui(ui, state, theme));

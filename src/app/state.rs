@@ -15,7 +15,7 @@ use super::resources::{ResourcesPanel, TaskMarker};
 use super::task_view::{SelectMode, TaskView, ViewSettings};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskSpec, TaskStatus, now_us};
 use crate::scheduler::{
-    CancelOutcome, Scheduler, SchedulerStats, StorageStatus, TaskQuery, WorkerInfo,
+    CancelOutcome, Scheduler, SchedulerStats, StorageStatus, TaskQuery, Waiting, WorkerInfo,
 };
 use crate::telemetry::History;
 
@@ -432,6 +432,11 @@ impl AppState {
     pub fn retryable(&self) -> Vec<TaskId> {
         self.tasks
             .selected_where(|s| matches!(s, TaskStatus::Failed | TaskStatus::Cancelled))
+    }
+
+    /// Why a task waits, as the scheduler sees it now.
+    pub fn waiting(&self, id: TaskId) -> Option<Waiting> {
+        self.services.scheduler.waiting(&[id]).pop().flatten()
     }
 
     /// Microseconds since the epoch, for relative times in the panels.

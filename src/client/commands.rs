@@ -123,8 +123,8 @@ pub fn describe(task: &Value) -> String {
     if let Some(at) = task["not_before"].as_f64() {
         let _ = writeln!(out, "  not before:  {}", local_time(at));
     }
-    if task["held"] == true {
-        let _ = writeln!(out, "  held:        it starts only after a release");
+    if let Some(reason) = task["waiting"]["message"].as_str() {
+        let _ = writeln!(out, "  waiting:     {reason}");
     }
     let _ = writeln!(
         out,

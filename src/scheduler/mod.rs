@@ -40,7 +40,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use self::core::{
-    CancelOutcome, Denial, GpuDevice, Grant, Heartbeat, RequestError, StopRequest,
+    CancelOutcome, Denial, GpuDevice, Grant, Heartbeat, RequestError, StopRequest, Waiting,
 };
 pub use errors::{StartError, SubmitError};
 pub use link::{ExternalDispatch, ExternalHooks, RemoteOutcome, TransportLink, run_attempt};

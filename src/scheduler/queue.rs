@@ -110,6 +110,22 @@ impl ReadyQueue {
         self.cpu.is_empty() && self.gpu.is_empty()
     }
 
+    /// Queued ids in the order they would run if nothing waited for GPUs,
+    /// merged lazily from both kinds (no copy, stops where the caller does).
+    pub fn ordered(&self) -> impl Iterator<Item = TaskId> + '_ {
+        let mut cpu = self.cpu.iter().peekable();
+        let mut gpu = self.gpu.keys().peekable();
+        std::iter::from_fn(move || {
+            let take_gpu = match (cpu.peek(), gpu.peek()) {
+                (Some(c), Some(g)) => g < c,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            let key = if take_gpu { gpu.next() } else { cpu.next() };
+            key.map(|(_, id)| *id)
+        })
+    }
+
     /// Queued ids in the order they would run if nothing waited for GPUs.
     pub fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
         let mut keys: Vec<Key> = self.cpu.iter().chain(self.gpu.keys()).copied().collect();
@@ -197,5 +213,18 @@ mod tests {
         assert_eq!(queue.iter().collect::<Vec<_>>(), vec![TaskId(3)]);
         assert!(queue.remove(5, TaskId(3)));
         assert_eq!(queue.pop(), None);
+    }
+
+    #[test]
+    fn ordered_merges_both_kinds_like_iter() {
+        let mut queue = ReadyQueue::new();
+        queue.push(5, TaskId(4), need(1));
+        queue.push(5, TaskId(1), GpuNeed::default());
+        queue.push(9, TaskId(7), GpuNeed::default());
+        queue.push(9, TaskId(2), need(2));
+        queue.push(0, TaskId(3), GpuNeed::default());
+        let lazy: Vec<TaskId> = queue.ordered().collect();
+        assert_eq!(lazy, queue.iter().collect::<Vec<_>>());
+        assert_eq!(lazy, [2, 7, 1, 4, 3].map(TaskId));
     }
 }

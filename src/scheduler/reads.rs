@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    LatencyBuckets, Scheduler, SchedulerStats, StatusCounts, StorageStatus, TaskQuery, WorkerInfo,
+    LatencyBuckets, Scheduler, SchedulerStats, StatusCounts, StorageStatus, TaskQuery, Waiting,
+    WorkerInfo,
 };
 use crate::model::{TaskId, TaskRecord};
 
@@ -45,6 +46,17 @@ impl Scheduler {
     pub fn list_shared(&self, query: &TaskQuery) -> Vec<Arc<TaskRecord>> {
         let core = self.inner.core.lock();
         query.select(core.tasks.values().map(|entry| &entry.record))
+    }
+
+    /// Why each of these tasks waits (none for one that runs, finished or
+    /// is unknown); the lock is held for one pass over the ready queue,
+    /// which stops at the last of them.
+    pub fn waiting(&self, ids: &[TaskId]) -> Vec<Option<Waiting>> {
+        let published = self.inner.transport.confirm_wait().is_some();
+        self.inner
+            .core
+            .lock()
+            .waiting(ids, crate::model::now_us(), published)
     }
 
     /// Queued task ids in the order they will run.

@@ -351,7 +351,11 @@ fn a_held_task_stays_held_across_kill_9_and_runs_once_released() {
         text(&running)
     );
     let status = server.run(&["status", &waiting_id]);
-    assert!(text(&status).contains("held:"), "{}", text(&status));
+    assert!(
+        text(&status).contains("waiting:     held"),
+        "{}",
+        text(&status)
+    );
     let _ = server.child.kill();
     let _ = server.child.wait();
     // Restarted without the blockers' slots taken for long: they were

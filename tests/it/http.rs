@@ -970,3 +970,41 @@ fn hold_and_release_answer_with_the_record_and_refuse_what_cannot_be_held() {
     let finished = client.hold(id).expect_err("finished");
     assert!(finished.to_string().contains("409"), "{finished}");
 }
+
+#[test]
+fn a_queued_task_says_why_it_waits_in_its_record_and_in_lists() {
+    let api = Api::start(0, None);
+    let client = api.client(None);
+    let first = client
+        .submit(&serde_json::json!({"task": "noop", "priority": 9}))
+        .expect("submit");
+    let second = client
+        .submit(&serde_json::json!({"task": "noop"}))
+        .expect("submit");
+    let later = client
+        .submit(&serde_json::json!({"task": "noop", "delay_s": 600}))
+        .expect("submit");
+    let record = client.task(second).expect("record");
+    assert_eq!(record["waiting"]["code"], "queued_behind", "{record}");
+    assert_eq!(record["waiting"]["ahead"], 1, "{record}");
+    let record = client.task(first).expect("record");
+    assert_eq!(record["waiting"]["ahead"], 0, "{record}");
+    let record = client.task(later).expect("record");
+    assert_eq!(record["waiting"]["code"], "not_before", "{record}");
+    assert!(record["waiting"]["until"].as_f64() > Some(0.0), "{record}");
+    let listed = client.list("status=queued").expect("list");
+    let codes: Vec<&str> = listed["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|task| task["waiting"]["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["not_before", "queued_behind", "queued_behind"]);
+    api.scheduler.set_workers(1);
+    let done = api
+        .scheduler
+        .wait(taskdeck::model::TaskId(first), WAIT)
+        .expect("known");
+    assert_eq!(done.status, taskdeck::model::TaskStatus::Completed);
+    assert!(client.task(first).expect("record")["waiting"].is_null());
+}

@@ -555,6 +555,12 @@ fn hold_keeps_a_queued_task_from_starting_and_release_lets_it_run() {
     assert!(run_until(&mut harness, |h| h
         .query_by_label("queued (held)")
         .is_some()));
+    assert!(
+        run_until(&mut harness, |h| h
+            .query_by_label("Waiting: held; it starts only after a release")
+            .is_some()),
+        "the details say why it waits"
+    );
     assert!(scheduler.task(id).is_some_and(|r| r.held));
     scheduler.set_workers(2);
     assert!(

@@ -152,7 +152,9 @@ class SubmitAndWaitTest(ServerTestCase):
 
     def test_hold_and_release(self):
         task_id = self.idle.submit("noop")
+        self.assertEqual(self.idle.get(task_id)["waiting"]["code"], "queued_behind")
         self.assertTrue(self.idle.hold(task_id)["held"])
+        self.assertEqual(self.idle.get(task_id)["waiting"]["code"], "held")
         self.assertTrue(self.idle.get(task_id)["held"])
         self.assertEqual(self.idle.get(task_id)["status"], "queued")
         self.assertFalse(self.idle.release(task_id)["held"])

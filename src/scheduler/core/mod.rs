@@ -23,6 +23,7 @@ mod waiting;
 pub use ready::Placement;
 use ready::need_of;
 pub use remote::{Denial, Grant, Heartbeat, RemoteWorker, StopRequest};
+pub use waiting::Waiting;
 
 use super::policy::{self, Backoff, Recovery};
 use super::queue::ReadyQueue;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Core, Denial, RequestError};
+use super::{Core, Denial, RequestError, Waiting};
 use crate::model::{TaskId, TaskRecord, TaskSpec, TaskStatus};
 use crate::scheduler::policy::Backoff;
 use crate::store::Retention;
@@ -207,4 +207,30 @@ fn nothing_starts_in_either_mode_while_paused() {
     assert!(core.take_for_publishing(10).is_empty());
     core.paused = false;
     assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
+}
+
+#[test]
+fn each_waiting_task_says_why() {
+    let mut core = core_with(&[(1, 5), (2, 9), (3, 5)]);
+    let later = TaskSpec::new("noop", vec![]).not_before_us(9_000);
+    core.insert_queued(vec![Arc::new(TaskRecord::new(TaskId(4), later, 0))], 1_000);
+    core.hold(TaskId(3)).expect("holdable");
+    let ids = [1, 2, 3, 4, 99].map(TaskId);
+    let why = core.waiting(&ids, 1_000, false);
+    assert_eq!(why[0], Some(Waiting::Behind { ahead: 1, gpus: 0 }));
+    assert_eq!(why[1], Some(Waiting::Behind { ahead: 0, gpus: 0 }));
+    assert_eq!(why[2], Some(Waiting::Held));
+    assert_eq!(why[3], Some(Waiting::NotBefore { until_us: 9_000 }));
+    assert_eq!(why[4], None, "unknown");
+    assert_eq!(why[1].map(|w| w.code()), Some("queued_behind"));
+    assert!(why[0].is_some_and(|w| w.message(1_000).contains("1 task(s)")));
+    core.paused = true;
+    assert_eq!(core.waiting(&ids, 1_000, false)[0], Some(Waiting::Paused));
+    core.paused = false;
+    // Published to a broker: out of the ready queue, waiting for a slot.
+    assert_eq!(core.take_for_publishing(1).len(), 1);
+    assert_eq!(core.waiting(&ids, 1_000, true)[1], Some(Waiting::Published));
+    // Running and finished tasks do not wait.
+    assert_eq!(start_next(&mut core, Mode::Pool), Some(TaskId(1)));
+    assert_eq!(core.waiting(&ids, 1_000, true)[0], None);
 }

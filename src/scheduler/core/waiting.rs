@@ -105,3 +105,162 @@ impl Core {
             .collect()
     }
 }
+
+/// Why a task that has not started yet waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// It failed an attempt and waits out the retry backoff until then.
+    RetryBackoff {
+        /// When the next attempt is due, microseconds since the epoch.
+        until_us: i64,
+    },
+    /// A user held it.
+    Held,
+    /// Its start time is ahead.
+    NotBefore {
+        /// The start time, microseconds since the epoch.
+        until_us: i64,
+    },
+    /// The scheduler is paused.
+    Paused,
+    /// The scheduler is shutting down.
+    ShuttingDown,
+    /// In the ready queue with this many tasks before it; a GPU task may
+    /// also wait for free devices.
+    Behind {
+        /// Tasks that start before it.
+        ahead: usize,
+        /// GPUs it needs.
+        gpus: u32,
+    },
+    /// Handed to the broker; it waits for a free worker slot.
+    Published,
+}
+
+impl Waiting {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::RetryBackoff { .. } => "retry_backoff",
+            Self::Held => "held",
+            Self::NotBefore { .. } => "not_before",
+            Self::Paused => "scheduler_paused",
+            Self::ShuttingDown => "shutting_down",
+            Self::Behind { gpus: 0, .. } => "queued_behind",
+            Self::Behind { .. } => "waiting_for_gpus",
+            Self::Published => "waiting_for_worker",
+        }
+    }
+
+    /// A sentence for people, with times relative to `now_us`.
+    pub fn message(&self, now_us: i64) -> String {
+        let after = |until_us: i64| {
+            let secs = (until_us - now_us).max(0) as f64 / 1e6;
+            if secs < 120.0 {
+                format!("{secs:.1} s")
+            } else if secs < 7_200.0 {
+                format!("{:.1} min", secs / 60.0)
+            } else {
+                format!("{:.1} h", secs / 3_600.0)
+            }
+        };
+        match *self {
+            Self::RetryBackoff { until_us } => {
+                format!(
+                    "waits out its retry backoff; next attempt in {}",
+                    after(until_us)
+                )
+            }
+            Self::Held => "held; it starts only after a release".to_owned(),
+            Self::NotBefore { until_us } => {
+                format!("not before its start time, in {}", after(until_us))
+            }
+            Self::Paused => {
+                "the scheduler is paused; nothing starts until it is resumed".to_owned()
+            }
+            Self::ShuttingDown => {
+                "the scheduler is shutting down; it runs after the next start".to_owned()
+            }
+            Self::Behind { ahead: 0, gpus: 0 } => "next to start, when a worker is free".to_owned(),
+            Self::Behind { ahead, gpus: 0 } => {
+                format!("{ahead} task(s) of higher priority or queued earlier start first")
+            }
+            Self::Behind { ahead, gpus } => format!(
+                "needs {gpus} free GPU(s); {ahead} task(s) of higher priority or queued earlier come first"
+            ),
+            Self::Published => "handed to the broker; waits for a free worker slot".to_owned(),
+        }
+    }
+}
+
+impl Core {
+    /// Why each of these tasks waits (none for a task that runs, finished
+    /// or is unknown). One pass over the ready queue for all of them.
+    ///
+    /// `published`: a queued task outside the ready queue has been handed
+    /// to a broker (with worker processes); with the pool it is about to
+    /// start.
+    pub fn waiting(&self, ids: &[TaskId], now_us: i64, published: bool) -> Vec<Option<Waiting>> {
+        let in_queue: std::collections::HashSet<TaskId> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.tasks.get(id).is_some_and(|entry| {
+                    entry.record.status == TaskStatus::Queued && entry.run.is_none()
+                })
+            })
+            .collect();
+        let mut ahead = std::collections::HashMap::new();
+        if !in_queue.is_empty() {
+            for (position, id) in self.queue.ordered().enumerate() {
+                if in_queue.contains(&id) {
+                    ahead.insert(id, position);
+                    if ahead.len() == in_queue.len() {
+                        break;
+                    }
+                }
+            }
+        }
+        ids.iter()
+            .map(|id| {
+                let entry = self.tasks.get(id)?;
+                let record = &entry.record;
+                match record.status {
+                    TaskStatus::Retrying => {
+                        if record.held {
+                            return Some(Waiting::Held);
+                        }
+                        return record
+                            .retry_at_us
+                            .map(|until_us| Waiting::RetryBackoff { until_us });
+                    }
+                    TaskStatus::Queued if entry.run.is_none() => {}
+                    _ => return None,
+                }
+                if record.held {
+                    return Some(Waiting::Held);
+                }
+                if let Some(until_us) = start_ahead(&record.spec, now_us) {
+                    return Some(Waiting::NotBefore { until_us });
+                }
+                if self.paused {
+                    return Some(Waiting::Paused);
+                }
+                if !self.dispatching {
+                    return Some(Waiting::ShuttingDown);
+                }
+                Some(match ahead.get(id) {
+                    Some(ahead) => Waiting::Behind {
+                        ahead: *ahead,
+                        gpus: record.spec.gpus,
+                    },
+                    None if published => Waiting::Published,
+                    None => Waiting::Behind {
+                        ahead: 0,
+                        gpus: record.spec.gpus,
+                    },
+                })
+            })
+            .collect()
+    }
+}
