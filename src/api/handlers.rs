@@ -264,12 +264,17 @@ pub fn handle(
         }
         Route::Workers => ok(views::workers(&scheduler.workers(), &scheduler.stats())),
         Route::Report => ok(views::report(&scheduler.stats())),
-        Route::Pause | Route::Resume => {
-            if matches!(route, Route::Pause) {
-                scheduler.pause()?;
+        Route::Pause { stop_running } => {
+            let stopped = if stop_running {
+                scheduler.pause_and_stop()?
             } else {
-                scheduler.resume()?;
-            }
+                scheduler.pause()?;
+                0
+            };
+            ok(json!({ "paused": scheduler.is_paused(), "stopped": stopped }))
+        }
+        Route::Resume => {
+            scheduler.resume()?;
             ok(json!({ "paused": scheduler.is_paused() }))
         }
         Route::TaskTypes => ok(views::task_types(scheduler.registry())),

@@ -83,8 +83,11 @@ pub enum Route {
     Workers,
     /// `GET /api/v1/report`
     Report,
-    /// `POST /api/v1/pause`
-    Pause,
+    /// `POST /api/v1/pause[?stop_running=true]`
+    Pause {
+        /// Also stop the running tasks and put them back in the queue.
+        stop_running: bool,
+    },
     /// `POST /api/v1/resume`
     Resume,
     /// `GET /api/v1/task-types`
@@ -163,7 +166,10 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
         }
         ["api", "v1", "workers"] => one(method, Get, Route::Workers, "GET"),
         ["api", "v1", "report"] => one(method, Get, Route::Report, "GET"),
-        ["api", "v1", "pause"] => one(method, Post, Route::Pause, "POST"),
+        ["api", "v1", "pause"] => {
+            let stop_running = stop_running(&query)?;
+            one(method, Post, Route::Pause { stop_running }, "POST")
+        }
         ["api", "v1", "resume"] => one(method, Post, Route::Resume, "POST"),
         ["api", "v1", "task-types"] => one(method, Get, Route::TaskTypes, "GET"),
         ["healthz"] => one(method, Get, Route::Health, "GET"),
@@ -205,6 +211,17 @@ fn wait_timeout(query: &HashMap<String, String>) -> Result<f64, ApiError> {
         Ok(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => Ok(secs),
         _ => Err(ApiError::bad_request(format!(
             "timeout_s must be a number of seconds from 0 to {MAX_WAIT_SECS}, got {text:?}"
+        ))),
+    }
+}
+
+/// `stop_running` of a pause: `true` or `false`, default false.
+fn stop_running(query: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match query.get("stop_running").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(text) => Err(ApiError::bad_request(format!(
+            "stop_running must be true or false, got {text:?}"
         ))),
     }
 }
@@ -334,6 +351,11 @@ mod tests {
             route(Post, "/api/v1/tasks/7/retry"),
             Ok(Route::Retry(TaskId(7)))
         );
+        assert_eq!(
+            route(Post, "/api/v1/pause?stop_running=true"),
+            Ok(Route::Pause { stop_running: true })
+        );
+        assert!(route(Post, "/api/v1/pause?stop_running=yes").is_err());
         assert_eq!(
             route(Post, "/api/v1/tasks/7/hold"),
             Ok(Route::Hold(TaskId(7)))

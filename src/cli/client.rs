@@ -74,6 +74,16 @@ pub(crate) struct SubmitArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct PauseArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Also stop the running tasks; they go back to the queue without
+    /// counting an attempt and start again after the resume.
+    #[arg(long)]
+    stop_running: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct RemoteArgs {
     #[command(flatten)]
     remote: Remote,
@@ -258,10 +268,18 @@ pub(crate) fn release(args: IdArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `taskdeck pause`.
-pub(crate) fn pause(args: RemoteArgs) -> anyhow::Result<()> {
-    args.remote.client().pause()?;
-    println!("scheduler paused: no task starts until `taskdeck resume`; running tasks go on");
+/// `taskdeck pause [--stop-running]`.
+pub(crate) fn pause(args: PauseArgs) -> anyhow::Result<()> {
+    let answer = args.remote.client().pause(args.stop_running)?;
+    if args.stop_running {
+        println!(
+            "scheduler paused: no task starts until `taskdeck resume`; {} running task(s) asked \
+             to stop and put back in the queue",
+            answer["stopped"]
+        );
+    } else {
+        println!("scheduler paused: no task starts until `taskdeck resume`; running tasks go on");
+    }
     Ok(())
 }
 

@@ -55,8 +55,9 @@ enum Command {
     Hold(IdArgs),
     /// Release a held task: it may start again.
     Release(IdArgs),
-    /// Pause the scheduler: no task starts until resumed (running ones go on).
-    Pause(client::RemoteArgs),
+    /// Pause the scheduler: no task starts until resumed (running ones go
+    /// on, unless --stop-running).
+    Pause(client::PauseArgs),
     /// Resume a paused scheduler.
     Resume(client::RemoteArgs),
     /// Wait for a task to finish and show it; fails unless it completed.

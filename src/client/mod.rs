@@ -185,9 +185,15 @@ impl Client {
         self.call("POST", &format!("/api/v1/tasks/{id}/retry"), None)
     }
 
-    /// Pauses the scheduler; `{"paused": true}`.
-    pub fn pause(&self) -> Result<Value, ClientError> {
-        self.call("POST", "/api/v1/pause", None)
+    /// Pauses the scheduler (and, with `stop_running`, stops the running
+    /// tasks and puts them back); `{"paused": true, "stopped": N}`.
+    pub fn pause(&self, stop_running: bool) -> Result<Value, ClientError> {
+        let path = if stop_running {
+            "/api/v1/pause?stop_running=true"
+        } else {
+            "/api/v1/pause"
+        };
+        self.call("POST", path, None)
     }
 
     /// Resumes the scheduler; `{"paused": false}`.

@@ -120,6 +120,8 @@ pub enum WireStop {
     TimedOut,
     /// Its worker is shutting down.
     Shutdown,
+    /// The scheduler was paused with its running tasks stopped.
+    Paused,
 }
 
 impl From<StopReason> for WireStop {
@@ -128,6 +130,7 @@ impl From<StopReason> for WireStop {
             StopReason::Cancelled => Self::Cancelled,
             StopReason::TimedOut => Self::TimedOut,
             StopReason::Shutdown => Self::Shutdown,
+            StopReason::Paused => Self::Paused,
         }
     }
 }
@@ -138,6 +141,7 @@ impl From<WireStop> for StopReason {
             WireStop::Cancelled => Self::Cancelled,
             WireStop::TimedOut => Self::TimedOut,
             WireStop::Shutdown => Self::Shutdown,
+            WireStop::Paused => Self::Paused,
         }
     }
 }

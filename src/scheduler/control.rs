@@ -38,6 +38,29 @@ impl Scheduler {
         self.set_paused(true)
     }
 
+    /// Pauses like [`Scheduler::pause`] and asks every running task to stop;
+    /// each goes back to the queue without counting the attempt (it keeps
+    /// its place and starts again after the resume). Returns how many were
+    /// asked to stop.
+    pub fn pause_and_stop(&self) -> Result<usize, StoreError> {
+        self.set_paused(true)?;
+        let (requests, running) = {
+            let core = self.inner.core.lock();
+            let running = core.counts()[crate::model::TaskStatus::Running.index()];
+            (core.stop_running(crate::tasks::StopReason::Paused), running)
+        };
+        for request in requests {
+            self.inner.transport.stop(request);
+        }
+        if running > 0 {
+            tracing::info!(
+                running,
+                "asked the running tasks to stop; they go back to the queue"
+            );
+        }
+        Ok(running)
+    }
+
     /// Resumes a paused scheduler: queued tasks start again.
     pub fn resume(&self) -> Result<(), StoreError> {
         self.set_paused(false)

@@ -20,6 +20,9 @@ pub enum StopReason {
     TimedOut,
     /// The scheduler is shutting down and its grace period ran out.
     Shutdown,
+    /// The scheduler was paused with its running tasks stopped; the task
+    /// goes back to the queue without counting the attempt.
+    Paused,
 }
 
 impl StopReason {
@@ -28,6 +31,7 @@ impl StopReason {
             Self::Cancelled => 1,
             Self::TimedOut => 2,
             Self::Shutdown => 3,
+            Self::Paused => 4,
         }
     }
 
@@ -36,6 +40,7 @@ impl StopReason {
             1 => Some(Self::Cancelled),
             2 => Some(Self::TimedOut),
             3 => Some(Self::Shutdown),
+            4 => Some(Self::Paused),
             _ => None,
         }
     }

@@ -60,6 +60,7 @@ impl TaskError {
             StopReason::Cancelled => "cancelled",
             StopReason::TimedOut => "timed out",
             StopReason::Shutdown => "stopped by shutdown",
+            StopReason::Paused => "stopped because the scheduler was paused",
         };
         Self {
             retryable: true,

@@ -1050,7 +1050,7 @@ fn a_paused_scheduler_sends_nothing_to_workers_until_resumed() {
         &["--workers", "0"],
     );
     let _w = worker(&url, &ns, "waiter", 2);
-    server.client.pause().expect("pause");
+    server.client.pause(false).expect("pause");
     let id = submit(&server.client, "noop", json!([]), json!({}));
     assert!(
         !wait_until(Duration::from_secs(1), || status(&task(&server.client, id))
@@ -1062,4 +1062,42 @@ fn a_paused_scheduler_sends_nothing_to_workers_until_resumed() {
     assert_eq!(status(record), "completed", "{record}");
     drop((server, _w));
     delete_queues(&ns, &["waiter"]);
+}
+
+#[test]
+fn pausing_with_stop_running_brings_tasks_back_from_worker_processes() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("pausestop")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0"],
+    );
+    let _w = worker(&url, &ns, "stopper", 1);
+    let id = submit(&server.client, "sleep", json!([60_000]), json!({}));
+    assert!(wait_until(LONG, || status(&task(&server.client, id)) == "running"));
+    let answer = server.client.pause(true).expect("pause");
+    assert_eq!(answer["stopped"], 1, "{answer}");
+    assert!(wait_until(LONG, || status(&task(&server.client, id)) == "queued"));
+    let record = task(&server.client, id);
+    assert_eq!(record["attempts"], 0, "{record}");
+    server.client.resume().expect("resume");
+    assert!(wait_until(LONG, || {
+        let record = task(&server.client, id);
+        status(&record) == "running" && record["attempts"] == 1
+    }));
+    server.client.cancel(id).expect("cancel");
+    let record = &wait_final(&server.client, &[id], LONG)[0];
+    assert_eq!(status(record), "cancelled", "{record}");
+    drop((server, _w));
+    delete_queues(&ns, &["stopper"]);
 }

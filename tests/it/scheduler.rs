@@ -502,3 +502,30 @@ fn a_delayed_task_waits_queued_for_its_time_and_then_starts_at_once() {
     );
     scheduler.shutdown().expect("shutdown should succeed");
 }
+
+#[test]
+fn pausing_with_stop_running_puts_running_tasks_back_without_counting_them() {
+    let scheduler = start_memory(1, |_| {});
+    let id = scheduler
+        .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
+        .expect("submit");
+    assert!(wait_until(WAIT, || scheduler
+        .task(id)
+        .is_some_and(|r| r.status == TaskStatus::Running)));
+    assert_eq!(scheduler.pause_and_stop().expect("paused"), 1);
+    assert!(wait_until(WAIT, || scheduler
+        .task(id)
+        .is_some_and(|r| r.status == TaskStatus::Queued)));
+    let record = scheduler.task(id).expect("known");
+    assert_eq!(record.attempts, 0, "the stopped attempt does not count");
+    assert!(record.failures.is_empty());
+    assert!(scheduler.is_paused());
+    scheduler.resume().expect("resumed");
+    assert!(wait_until(WAIT, || scheduler
+        .task(id)
+        .is_some_and(
+            |r| r.status == TaskStatus::Running && r.attempts == 1
+        )));
+    scheduler.cancel(id).expect("cancel");
+    scheduler.shutdown().expect("shutdown should succeed");
+}

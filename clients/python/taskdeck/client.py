@@ -525,12 +525,15 @@ class TaskClient:
         """
         return self.request("POST", _task_path(task_id, "/hold"))
 
-    def pause(self) -> Dict[str, Any]:
-        """Pauses the scheduler: no task starts until :meth:`resume` (running
-        ones go on; submits are still accepted); it stays paused across
-        server restarts. Returns ``{"paused": True}``.
+    def pause(self, stop_running: bool = False) -> Dict[str, Any]:
+        """Pauses the scheduler: no task starts until :meth:`resume`
+        (submits are still accepted); it stays paused across server
+        restarts. Running tasks go on, or with ``stop_running=True`` are
+        stopped and put back in the queue without counting an attempt.
+        Returns ``{"paused": True, "stopped": N}``.
         """
-        return self.request("POST", "/api/v1/pause")
+        query = {"stop_running": "true"} if stop_running else None
+        return self.request("POST", "/api/v1/pause", query=query)
 
     def resume(self) -> Dict[str, Any]:
         """Resumes a paused scheduler; returns ``{"paused": False}``."""

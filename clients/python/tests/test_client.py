@@ -165,8 +165,8 @@ class SubmitAndWaitTest(ServerTestCase):
             self.main.hold(10**9)
 
     def test_pause_and_resume(self):
-        self.assertEqual(self.main.pause(), {"paused": True})
         try:
+            self.assertEqual(self.main.pause(), {"paused": True, "stopped": 0})
             self.assertTrue(self.main.report()["paused"])
             task_id = self.main.submit("noop")
             with self.assertRaises(TaskdeckTimeout):

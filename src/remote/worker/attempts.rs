@@ -124,7 +124,7 @@ impl Worker {
         for (task, attempt, reason) in abandoned {
             tracing::warn!(%task, attempt, "attempt did not stop when asked; leaving its thread behind");
             self.release(task);
-            let event = if reason == StopReason::Shutdown {
+            let event = if matches!(reason, StopReason::Shutdown | StopReason::Paused) {
                 WorkerEvent::Release {
                     worker: self.config.name.clone(),
                     task,

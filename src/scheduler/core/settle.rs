@@ -75,7 +75,7 @@ impl Core {
                     &mut settled,
                 );
             }
-            Some((_, _, _, Some(StopReason::Shutdown))) => {
+            Some((_, _, _, Some(StopReason::Shutdown | StopReason::Paused))) => {
                 settled.attempt = None;
                 self.put_back(id, &mut settled);
             }
@@ -285,6 +285,23 @@ impl Core {
 
     /// Cancellation tokens of every attempt running on a thread of the pool
     /// (worker processes keep theirs running across a scheduler restart).
+    /// Asks every running attempt to stop for `reason`: the pool's through
+    /// their tokens; returns the stop requests for worker processes.
+    pub fn stop_running(&self, reason: StopReason) -> Vec<super::StopRequest> {
+        let mut requests = Vec::new();
+        for (id, entry) in &self.tasks {
+            let Some(run) = &entry.run else {
+                continue;
+            };
+            if self.is_remote(run.worker) {
+                requests.extend(self.remote_stop(*id, reason));
+            } else {
+                run.cancel.cancel(reason);
+            }
+        }
+        requests
+    }
+
     pub fn running_tokens(&self) -> Vec<CancelToken> {
         self.tasks
             .values()
