@@ -234,3 +234,13 @@ fn each_waiting_task_says_why() {
     assert_eq!(start_next(&mut core, Mode::Pool), Some(TaskId(1)));
     assert_eq!(core.waiting(&ids, 1_000, true)[0], None);
 }
+
+#[test]
+fn a_held_task_cancelled_is_no_longer_held() {
+    let mut core = core_with(&[(1, 5)]);
+    core.hold(TaskId(1)).expect("holdable");
+    core.cancel(TaskId(1), true, 1).expect("cancel");
+    let record = &core.tasks[&TaskId(1)].record;
+    assert_eq!(record.status, TaskStatus::Cancelled);
+    assert!(!record.held);
+}

@@ -326,6 +326,9 @@ impl Core {
         record.finished_at_us = Some(now_us);
         record.retry_at_us = None;
         record.error = error;
+        // A hold means "do not start yet"; a finished task has nothing left
+        // to hold.
+        record.held = false;
         Self::set_status(&mut self.counts, record, status);
         if status != TaskStatus::Cancelled {
             let latency = record.total_latency_us().unwrap_or(0);
