@@ -1,14 +1,15 @@
 //! What each route does: one function per route, from a parsed request to
 //! an answer. No I/O beyond calling the scheduler.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::model::{ResourceSample, TaskId, TaskRecord, now_us};
-use crate::scheduler::{CancelOutcome, Scheduler, TaskQuery};
+use crate::model::{ResourceSample, TaskId, TaskRecord, TaskStatus, now_us};
+use crate::scheduler::{CancelOutcome, Scheduler, TaskQuery, Waiting};
 
 use super::error::ApiError;
 use super::routes::{ListParams, Order, Route};
@@ -317,11 +318,26 @@ fn list(scheduler: &Scheduler, params: &ListParams) -> Value {
         oldest_first: params.order == Order::Oldest,
     };
     let records = scheduler.list_shared(&query);
-    let ids: Vec<TaskId> = records.iter().map(|record| record.id).collect();
+    // Only tasks that have not started can wait: ask for those alone, so a
+    // page of finished tasks costs the scheduler's lock nothing more.
+    let unstarted: Vec<TaskId> = records
+        .iter()
+        .filter(|record| matches!(record.status, TaskStatus::Queued | TaskStatus::Retrying))
+        .map(|record| record.id)
+        .collect();
+    let reasons: HashMap<TaskId, Waiting> = if unstarted.is_empty() {
+        HashMap::new()
+    } else {
+        unstarted
+            .iter()
+            .copied()
+            .zip(scheduler.waiting(&unstarted))
+            .filter_map(|(id, waiting)| Some((id, waiting?)))
+            .collect()
+    };
     let tasks: Vec<Value> = records
         .iter()
-        .zip(scheduler.waiting(&ids))
-        .map(|(record, waiting)| views::task_waiting(record, waiting))
+        .map(|record| views::task_waiting(record, reasons.get(&record.id).copied()))
         .collect();
     json!({
         "count": tasks.len(),
