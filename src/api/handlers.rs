@@ -178,11 +178,7 @@ pub fn handle(
             Ok(Handled::Reply(Reply::Json(201, json!({ "ids": ids }))))
         }
         Route::List(params) => ok(list(scheduler, &params)),
-        Route::Get(id) => {
-            let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
-            let waiting = scheduler.waiting(&[id]).pop().flatten();
-            ok(views::task_waiting(&record, waiting))
-        }
+        Route::Get(id) => ok(record_view(scheduler, id)?),
         Route::Cancel(id) => {
             let outcome = scheduler.cancel(id)?;
             let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
@@ -196,15 +192,13 @@ pub fn handle(
             scheduler.retry(id)?;
             ok(json!({ "id": id, "status": "queued" }))
         }
-        Route::Hold(id) | Route::Release(id) => {
-            if matches!(route, Route::Hold(_)) {
-                scheduler.hold(id)?;
-            } else {
-                scheduler.release(id)?;
-            }
-            let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
-            let waiting = scheduler.waiting(&[id]).pop().flatten();
-            ok(views::task_waiting(&record, waiting))
+        Route::Hold(id) => {
+            scheduler.hold(id)?;
+            ok(record_view(scheduler, id)?)
+        }
+        Route::Release(id) => {
+            scheduler.release(id)?;
+            ok(record_view(scheduler, id)?)
         }
         Route::Wait(id, secs) => {
             let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
@@ -307,6 +301,13 @@ pub fn handle(
 
 fn not_found(id: TaskId) -> ApiError {
     ApiError::not_found(format!("task {id} not found"))
+}
+
+/// One task's record with why it waits; 404 for an unknown id.
+fn record_view(scheduler: &Scheduler, id: TaskId) -> Result<Value, ApiError> {
+    let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
+    let waiting = scheduler.waiting(&[id]).pop().flatten();
+    Ok(views::task_waiting(&record, waiting))
 }
 
 fn list(scheduler: &Scheduler, params: &ListParams) -> Value {

@@ -15,7 +15,7 @@ use super::resources::{ResourcesPanel, TaskMarker};
 use super::task_view::{SelectMode, TaskView, ViewSettings};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskSpec, TaskStatus, now_us};
 use crate::scheduler::{
-    CancelOutcome, Scheduler, SchedulerStats, StorageStatus, TaskQuery, Waiting, WorkerInfo,
+    RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery, Waiting, WorkerInfo,
 };
 use crate::telemetry::History;
 
@@ -286,55 +286,14 @@ impl AppState {
                 }
             }
             Action::Remove(ids) => {
-                let (mut done, mut errors) = (0, Vec::new());
-                for id in ids {
-                    match scheduler.remove(id) {
-                        Ok(()) => done += 1,
-                        Err(error) => errors.push(error.to_string()),
-                    }
-                }
-                self.report(done, "removed from the queue", errors);
+                self.for_each(&ids, "removed from the queue", |id| scheduler.remove(id))
             }
             Action::Stop(ids) => {
-                let (mut done, mut errors) = (0, Vec::new());
-                for id in ids {
-                    match scheduler.cancel(id) {
-                        Ok(CancelOutcome::StopRequested | CancelOutcome::Removed) => done += 1,
-                        Err(error) => errors.push(error.to_string()),
-                    }
-                }
-                self.report(done, "asked to stop", errors);
+                self.for_each(&ids, "asked to stop", |id| scheduler.cancel(id).map(drop))
             }
-            Action::Retry(ids) => {
-                let (mut done, mut errors) = (0, Vec::new());
-                for id in ids {
-                    match scheduler.retry(id) {
-                        Ok(()) => done += 1,
-                        Err(error) => errors.push(error.to_string()),
-                    }
-                }
-                self.report(done, "queued again", errors);
-            }
-            Action::Hold(ids) => {
-                let (mut done, mut errors) = (0, Vec::new());
-                for id in ids {
-                    match scheduler.hold(id) {
-                        Ok(()) => done += 1,
-                        Err(error) => errors.push(error.to_string()),
-                    }
-                }
-                self.report(done, "held", errors);
-            }
-            Action::Release(ids) => {
-                let (mut done, mut errors) = (0, Vec::new());
-                for id in ids {
-                    match scheduler.release(id) {
-                        Ok(()) => done += 1,
-                        Err(error) => errors.push(error.to_string()),
-                    }
-                }
-                self.report(done, "released", errors);
-            }
+            Action::Retry(ids) => self.for_each(&ids, "queued again", |id| scheduler.retry(id)),
+            Action::Hold(ids) => self.for_each(&ids, "held", |id| scheduler.hold(id)),
+            Action::Release(ids) => self.for_each(&ids, "released", |id| scheduler.release(id)),
             Action::SetPaused(paused) => {
                 let result = if paused {
                     scheduler.pause()
@@ -374,6 +333,24 @@ impl AppState {
             Action::SetView(settings) => self.tasks.set_settings(settings),
             Action::OpenCreate => self.create.open(),
         }
+    }
+
+    /// Applies `request` to each task and says how many it was done to, and
+    /// the first refusal.
+    fn for_each(
+        &mut self,
+        ids: &[TaskId],
+        what: &str,
+        request: impl Fn(TaskId) -> Result<(), RequestError>,
+    ) {
+        let (mut done, mut errors) = (0, Vec::new());
+        for id in ids {
+            match request(*id) {
+                Ok(()) => done += 1,
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        self.report(done, what, errors);
     }
 
     fn report(&mut self, done: usize, what: &str, errors: Vec<String>) {
