@@ -110,7 +110,6 @@ impl From<SubmitError> for ApiError {
             SubmitError::Store(_) => Self::internal(error.to_string()),
             // The tasks are accepted and will run; only the broker's
             // confirmation is missing.
-            SubmitError::Unconfirmed { .. } => Self::new(504, "unconfirmed", error.to_string()),
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct RemoteBenchOptions {
     pub processes: usize,
     /// Slots of each.
     pub concurrency: usize,
+    /// Attempts each may hold waiting for a slot (`worker --prefetch`).
+    pub prefetch: usize,
     /// The in-process phases' settings (`workers` is ignored).
     pub phases: BenchOptions,
 }
@@ -34,9 +36,11 @@ pub struct RemoteBenchReport {
     pub processes: usize,
     /// Slots of each.
     pub concurrency: usize,
+    /// Attempts each may hold waiting for a slot.
+    pub prefetch: usize,
     /// Messages through the broker per task, counted at the scheduler's
-    /// bridge over both phases (every message goes through it: tasks,
-    /// claims, grants, results, and the workers' heartbeats).
+    /// bridge over both phases (every message goes through it: placements,
+    /// results, and the workers' heartbeats).
     pub broker_messages_per_task: f64,
     /// Throughput and latency through the broker.
     #[serde(flatten)]
@@ -70,7 +74,6 @@ pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError
             url: options.url.clone(),
             names: names.clone(),
             lease: remote::DEFAULT_LEASE,
-            publish_wait: remote::DEFAULT_PUBLISH_WAIT,
         },
         0,
     );
@@ -100,6 +103,7 @@ pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError
     Ok(RemoteBenchReport {
         processes: options.processes,
         concurrency: options.concurrency,
+        prefetch: options.prefetch,
         broker_messages_per_task: (messages as f64 / tasks as f64 * 100.0).round() / 100.0,
         phases,
     })
@@ -127,6 +131,7 @@ fn with_workers(
             .args(["--broker-namespace", namespace])
             .args(["--name", &worker_name(index)])
             .args(["--concurrency", &options.concurrency.to_string()])
+            .args(["--prefetch", &options.prefetch.to_string()])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -59,6 +59,10 @@ pub(crate) struct BenchArgs {
     /// Slots of each worker process (with --broker) [default: logical CPUs].
     #[arg(long, requires = "broker")]
     concurrency: Option<usize>,
+    /// Attempts each worker process may hold waiting for a slot (with
+    /// --broker; see `worker --prefetch`).
+    #[arg(long, default_value_t = 0, requires = "broker")]
+    prefetch: usize,
 }
 
 /// `taskdeck bench`: runs the chosen benchmark and prints its JSON line.
@@ -95,6 +99,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     url: url.parse()?,
                     processes: args.processes.max(1),
                     concurrency: args.concurrency.unwrap_or_else(default_workers).max(1),
+                    prefetch: args.prefetch,
                     phases: options,
                 };
                 serde_json::to_string(&bench::remote::run(&options)?)?

@@ -101,7 +101,6 @@ impl DistributedArgs {
             url: url.parse()?,
             names: Names::new(&names.broker_namespace)?,
             lease: Duration::from_secs_f64(lease),
-            publish_wait: remote::DEFAULT_PUBLISH_WAIT,
             local_worker,
             worker_name: remote::default_worker_name(&taskdeck::telemetry::host_name()),
         }))

@@ -41,6 +41,12 @@ pub(crate) struct WorkerArgs {
     /// scheduler.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub(crate) heartbeat: f64,
+    /// Attempts that may wait on this worker for a free slot beyond those
+    /// it runs, so that a slot that frees starts the next one without a
+    /// round trip to the scheduler: for many short tasks, or a worker far
+    /// from the broker. They show as running from when they are placed.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) prefetch: u16,
     /// Seconds running tasks get to finish at shutdown before they are stopped and handed back.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub(crate) grace: f64,
@@ -64,6 +70,7 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         concurrency,
         name,
         heartbeat,
+        prefetch,
         grace,
         exec,
         gpus,
@@ -97,6 +104,7 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         name: name.clone(),
         host,
         concurrency,
+        prefetch: usize::from(prefetch),
         heartbeat: Duration::from_secs_f64(heartbeat),
         stop_grace: Duration::from_secs_f64(grace),
         registry: Arc::new(exec.registry(&data_dir)),

@@ -8,7 +8,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Serialize;
 
-use super::protocol::{CONTROL_QUEUE_EXPIRES_MS, MAX_PRIORITY, Names};
+use super::protocol::{CONTROL_QUEUE_EXPIRES_MS, Names};
 use super::url::BrokerUrl;
 
 /// How long connecting may take before it counts as failed.
@@ -58,36 +58,11 @@ pub fn scrub(text: &str, url: &BrokerUrl) -> String {
     text.replace(url.secret(), &url.to_string())
 }
 
-/// Declares the task queue (durable, priorities 0-9) and the event queue
-/// (durable). Declaring is idempotent.
+/// Declares the event queue (durable). Declaring is idempotent.
 pub async fn declare_shared(channel: &Channel, names: &Names) -> Result<(), LinkError> {
-    declare_task_queue(channel, &names.tasks()).await?;
     channel
         .queue_declare(names.events().into(), durable(), FieldTable::default())
         .await?;
-    Ok(())
-}
-
-/// Declares the queue of tasks that need `gpus` GPUs (durable, priorities
-/// 0-9, like the task queue).
-pub async fn declare_gpu_tasks(
-    channel: &Channel,
-    names: &Names,
-    gpus: u32,
-) -> Result<String, LinkError> {
-    let queue = names.gpu_tasks(gpus);
-    declare_task_queue(channel, &queue).await?;
-    Ok(queue)
-}
-
-/// Declares a durable queue of task messages that keeps priorities 0-9 apart.
-async fn declare_task_queue(channel: &Channel, queue: &str) -> Result<(), LinkError> {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-max-priority".into(),
-        AMQPValue::ShortShortUInt(MAX_PRIORITY + 1),
-    );
-    channel.queue_declare(queue.into(), durable(), args).await?;
     Ok(())
 }
 
@@ -149,22 +124,22 @@ fn durable() -> QueueDeclareOptions {
 /// Whether a message must survive a broker restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
-    /// Written to disk (tasks, results, hand-backs, goodbyes).
+    /// Written to disk (results, hand-backs, goodbyes).
     Durable,
-    /// Kept in memory only: claims, answers, stop requests and heartbeats,
-    /// which their sender repeats when they are lost.
+    /// Kept in memory only: placements, stop requests and heartbeats, which
+    /// their sender repeats when they are lost (the scheduler sends every
+    /// placement again when it reconnects).
     Transient,
 }
 
-/// Message properties: JSON, a priority, and persistence.
-pub fn properties(priority: u8, keep: Keep) -> BasicProperties {
+/// Message properties: JSON and persistence.
+pub fn properties(keep: Keep) -> BasicProperties {
     let mode = match keep {
         Keep::Durable => 2,
         Keep::Transient => 1,
     };
     BasicProperties::default()
         .with_delivery_mode(mode)
-        .with_priority(priority.min(MAX_PRIORITY))
         .with_content_type("application/json".into())
 }
 
@@ -174,7 +149,6 @@ pub async fn publish<T: Serialize>(
     channel: &Channel,
     queue: &str,
     message: &T,
-    priority: u8,
     keep: Keep,
 ) -> Result<lapin::PublisherConfirm, LinkError> {
     let payload = serde_json::to_vec(message)?;
@@ -184,7 +158,7 @@ pub async fn publish<T: Serialize>(
             queue.into(),
             BasicPublishOptions::default(),
             &payload,
-            properties(priority, keep),
+            properties(keep),
         )
         .await?)
 }

@@ -1,38 +1,41 @@
-//! The scheduler's side of the broker: publishes queued tasks (with
-//! publisher confirms), applies what workers report, answers their claims,
-//! sends stop requests and expires leases.
+//! The scheduler's side of the broker: sends the attempts the scheduler
+//! places to their workers' queues (persistent, with publisher confirms),
+//! applies what workers report, sends stop and hand-back requests and
+//! expires leases.
 //!
-//! Threads: `taskdeck-broker` runs the AMQP connection on a one-thread
-//! tokio runtime; `taskdeck-broker-pump` takes queued tasks from the
-//! scheduler and hands them over in batches. The scheduler learns of the
-//! bridge only through [`ExternalHooks`].
+//! One thread, `taskdeck-broker`, runs the AMQP connection on a one-thread
+//! tokio runtime. It places tasks when the scheduler says work may have
+//! come (a submit, a retry due, a release), after each batch of worker
+//! reports (an attempt that ended frees its slot) and on its lease tick.
+//! A placement not yet confirmed by the broker when the connection drops is
+//! sent again on the next (the worker ignores one it already has). The
+//! scheduler learns of the bridge only through [`ExternalHooks`].
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::amqp::{self, Keep, LinkError, Reconnect};
-use super::protocol::{Control, Names, TaskMessage, WireOutcome, WorkerEvent};
+use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WorkerEvent};
 use super::url::BrokerUrl;
-use crate::model::{TaskId, TaskRecord};
+use crate::model::TaskId;
 use crate::scheduler::{
-    Denial, ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, Recovered, RemoteOutcome,
+    ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, Placed, Recovered, RemoteOutcome,
     Scheduler, SchedulerConfig, StartError, StopRequest, Store, TransportLink,
 };
 use crate::tasks::{Registry, TaskError};
 
-/// Most tasks published per confirm round.
-const PUBLISH_BATCH: usize = 1_000;
+/// Most attempts placed per round.
+const PLACE_BATCH: usize = 1_000;
 /// Most worker reports applied per store commit.
 const EVENT_BATCH: usize = 1_000;
 /// How often leases are checked.
@@ -50,8 +53,6 @@ pub struct BridgeConfig {
     pub names: Names,
     /// How long an attempt stays with a silent worker.
     pub lease: Duration,
-    /// How long a submit waits for the broker's confirm.
-    pub publish_wait: Duration,
 }
 
 /// The hooks the scheduler calls, and what the bridge tells it.
@@ -59,6 +60,9 @@ struct Hooks {
     url: String,
     status: Mutex<Result<(), String>>,
     stops: mpsc::UnboundedSender<StopRequest>,
+    /// Wakes the connection's loop to place tasks (one pending wake is
+    /// enough).
+    work: mpsc::Sender<()>,
     local_workers: AtomicUsize,
     resize: watch::Sender<usize>,
 }
@@ -66,6 +70,11 @@ struct Hooks {
 impl ExternalHooks for Hooks {
     fn ready(&self) -> Result<(), String> {
         self.status.lock().clone()
+    }
+
+    fn work(&self) {
+        // Full: a wake is pending already, which places this work too.
+        let _ = self.work.try_send(());
     }
 
     fn stop(&self, request: StopRequest) {
@@ -90,6 +99,7 @@ pub struct BridgeLink {
     config: BridgeConfig,
     hooks: Arc<Hooks>,
     stops: mpsc::UnboundedReceiver<StopRequest>,
+    work: mpsc::Receiver<()>,
     resize: watch::Receiver<usize>,
 }
 
@@ -98,6 +108,7 @@ impl BridgeLink {
     /// embedded in this one (0 for none).
     pub fn new(config: BridgeConfig, local_workers: usize) -> Self {
         let (stops_tx, stops) = mpsc::unbounded_channel();
+        let (work_tx, work) = mpsc::channel(1);
         let (resize_tx, resize) = watch::channel(local_workers);
         let hooks = Arc::new(Hooks {
             url: config.url.to_string(),
@@ -106,6 +117,7 @@ impl BridgeLink {
                 config.url
             ))),
             stops: stops_tx,
+            work: work_tx,
             local_workers: AtomicUsize::new(local_workers),
             resize: resize_tx,
         });
@@ -113,6 +125,7 @@ impl BridgeLink {
             config,
             hooks,
             stops,
+            work,
             resize,
         }
     }
@@ -121,7 +134,6 @@ impl BridgeLink {
     fn dispatch(&self) -> ExternalDispatch {
         ExternalDispatch {
             lease: self.config.lease,
-            publish_wait: self.config.publish_wait,
             hooks: Arc::clone(&self.hooks) as Arc<dyn ExternalHooks>,
         }
     }
@@ -157,37 +169,28 @@ impl BridgeLink {
             config,
             hooks,
             stops,
+            work,
             resize: _,
         } = self;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (batches_tx, batches_rx) = mpsc::channel::<Batch>(1);
-        let connected = Arc::new(AtomicBool::new(false));
-        let pump_stop = Arc::new(AtomicBool::new(false));
         let traffic = Arc::new(Traffic::default());
         let link = Link {
-            scheduler: scheduler.clone(),
+            scheduler,
             traffic: Arc::clone(&traffic),
             config,
             hooks: Arc::clone(&hooks),
-            connected: Arc::clone(&connected),
-            gpu_queues: Mutex::new(std::collections::HashSet::new()),
+            warned: parking_lot::Mutex::new(HashSet::new()),
+            next_placement: AtomicU64::new(u64::try_from(crate::model::now_us()).unwrap_or(1)),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let io = thread::Builder::new()
             .name("taskdeck-broker".into())
-            .spawn(move || runtime.block_on(link.run(stops, batches_rx, shutdown_rx)))?;
-        let pump = {
-            let stop = Arc::clone(&pump_stop);
-            thread::Builder::new()
-                .name("taskdeck-broker-pump".into())
-                .spawn(move || pump_main(&scheduler, &connected, &stop, &batches_tx))?
-        };
+            .spawn(move || runtime.block_on(link.run(stops, work, shutdown_rx)))?;
         Ok(Bridge {
             shutdown: shutdown_tx,
-            pump_stop,
-            threads: vec![pump, io],
+            thread: Some(io),
             url: hooks.url.clone(),
             traffic,
         })
@@ -197,8 +200,7 @@ impl BridgeLink {
 /// The running bridge.
 pub struct Bridge {
     shutdown: watch::Sender<bool>,
-    pump_stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
     url: String,
     traffic: Arc<Traffic>,
 }
@@ -218,42 +220,14 @@ impl Bridge {
         }
     }
 
-    /// Stops publishing and consuming and closes the connection. Reports not
+    /// Stops placing and consuming and closes the connection. Reports not
     /// yet applied stay in the broker for the next start.
     pub fn stop(mut self) {
-        self.pump_stop.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
-        for thread in self.threads.drain(..) {
-            if thread.join().is_err() {
-                tracing::error!("a broker thread panicked");
-            }
-        }
-    }
-}
-
-/// Tasks to publish, and where to say whether they were.
-type Batch = (Vec<Arc<TaskRecord>>, oneshot::Sender<bool>);
-
-fn pump_main(
-    scheduler: &TransportLink,
-    connected: &AtomicBool,
-    stop: &AtomicBool,
-    batches: &mpsc::Sender<Batch>,
-) {
-    while !stop.load(Ordering::Acquire) {
-        if !connected.load(Ordering::Acquire) {
-            thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        let tasks = scheduler.take_for_publishing(PUBLISH_BATCH, Duration::from_millis(200));
-        if tasks.is_empty() {
-            continue;
-        }
-        let ids: Vec<TaskId> = tasks.iter().map(|task| task.id).collect();
-        let (reply_tx, reply) = oneshot::channel();
-        let delivered = batches.blocking_send((tasks, reply_tx)).is_ok();
-        if !delivered || !reply.blocking_recv().unwrap_or(false) {
-            scheduler.unpublish(&ids);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the broker thread panicked");
         }
     }
 }
@@ -268,9 +242,9 @@ struct Traffic {
 /// What went through the bridge so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BridgeTraffic {
-    /// Messages published: tasks, grants, denials, stop requests.
+    /// Messages published: placements, stop and hand-back requests.
     pub published: u64,
-    /// Messages consumed: every worker report (claims, heartbeats, results,
+    /// Messages consumed: every worker report (heartbeats, results,
     /// hand-backs, goodbyes, lost connections).
     pub consumed: u64,
 }
@@ -280,35 +254,39 @@ struct Link {
     traffic: Arc<Traffic>,
     config: BridgeConfig,
     hooks: Arc<Hooks>,
-    connected: Arc<AtomicBool>,
-    /// GPU task queues declared on the current connection.
-    gpu_queues: Mutex<std::collections::HashSet<u32>>,
+    /// Workers of an older protocol already warned about.
+    warned: Mutex<HashSet<String>>,
+    /// The next placement's id (from the clock at start, so ids stay unique
+    /// across restarts).
+    next_placement: AtomicU64,
 }
+
+/// Placements sent but not yet confirmed by the broker, by task and
+/// attempt: sent again on the next connection if this one drops first.
+type Unconfirmed = BTreeMap<(TaskId, u32), (String, Control)>;
 
 impl Link {
     async fn run(
         self,
         mut stops: mpsc::UnboundedReceiver<StopRequest>,
-        mut batches: mpsc::Receiver<Batch>,
+        mut work: mpsc::Receiver<()>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut reconnect = Reconnect::default();
-        let mut first = true;
+        let mut unconfirmed = Unconfirmed::new();
         loop {
             let outcome = self
                 .session(
-                    first,
                     &mut stops,
-                    &mut batches,
+                    &mut work,
                     &mut shutdown,
                     &mut reconnect,
+                    &mut unconfirmed,
                 )
                 .await;
-            self.connected.store(false, Ordering::Release);
             match outcome {
                 Ok(()) => return,
-                Err((error, connected_once)) => {
-                    first &= !connected_once;
+                Err(error) => {
                     let message = error.to_string();
                     *self.hooks.status.lock() = Err(format!(
                         "the broker at {} is unavailable: {message}",
@@ -329,51 +307,26 @@ impl Link {
         }
     }
 
-    /// One connection's life; `Err` carries whether it got connected.
+    /// One connection's life.
     async fn session(
         &self,
-        first: bool,
         stops: &mut mpsc::UnboundedReceiver<StopRequest>,
-        batches: &mut mpsc::Receiver<Batch>,
+        work: &mut mpsc::Receiver<()>,
         shutdown: &mut watch::Receiver<bool>,
         reconnect: &mut Reconnect,
-    ) -> Result<(), (LinkError, bool)> {
-        let not_connected = |error: LinkError| (error, false);
-        let connection = amqp::connect(&self.config.url, "taskdeck scheduler")
-            .await
-            .map_err(not_connected)?;
-        let publisher = connection
-            .create_channel()
-            .await
-            .map_err(|e| not_connected(e.into()))?;
+        unconfirmed: &mut Unconfirmed,
+    ) -> Result<(), LinkError> {
+        let connection = amqp::connect(&self.config.url, "taskdeck scheduler").await?;
+        let publisher = connection.create_channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| not_connected(e.into()))?;
-        amqp::declare_shared(&publisher, &self.config.names)
-            .await
-            .map_err(not_connected)?;
+            .await?;
+        amqp::declare_shared(&publisher, &self.config.names).await?;
         let names = &self.config.names;
-        if first {
-            // The store is the truth about what is queued: messages left from
-            // before this start are replaced by a fresh publish of every
-            // queued task (duplicates would only be denied anyway).
-            let purged = publisher
-                .queue_purge(names.tasks().into(), QueuePurgeOptions::default())
-                .await
-                .map_err(|e| not_connected(e.into()))?;
-            if purged > 0 {
-                tracing::info!(purged, "replaced the task messages left in the broker");
-            }
-        }
-        let consumer_channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| not_connected(e.into()))?;
+        let consumer_channel = connection.create_channel().await?;
         consumer_channel
             .basic_qos(EVENT_BATCH as u16, BasicQosOptions::default())
-            .await
-            .map_err(|e| not_connected(e.into()))?;
+            .await?;
         let mut events = consumer_channel
             .basic_consume(
                 names.events().into(),
@@ -381,134 +334,136 @@ impl Link {
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await
-            .map_err(|e| not_connected(e.into()))?;
+            .await?;
         reconnect.reset();
-        self.gpu_queues.lock().clear();
         // Leases were not renewed while the broker was away.
         self.scheduler.renew_all_leases();
-        *self.hooks.status.lock() = Ok(());
-        self.connected.store(true, Ordering::Release);
-        tracing::info!(broker = %self.config.url, namespace = names.namespace(), "connected to the broker");
-        let mut lease_check = tokio::time::interval(LEASE_CHECK);
+        let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel::<Vec<(TaskId, u32)>>();
         let (failures_tx, mut failures) = mpsc::unbounded_channel::<LinkError>();
-        let failed = |error: LinkError| (error, true);
+        let sender = Sender {
+            channel: &publisher,
+            names,
+            confirmed: &confirmed_tx,
+            failures: &failures_tx,
+            traffic: &self.traffic,
+        };
+        // What the last connection may have lost goes out again first.
+        if !unconfirmed.is_empty() {
+            tracing::info!(
+                placements = unconfirmed.len(),
+                "sending again the placements the broker had not confirmed"
+            );
+            let again: Vec<((TaskId, u32), String, Control)> = unconfirmed
+                .iter()
+                .map(|(key, (worker, control))| (*key, worker.clone(), control.clone()))
+                .collect();
+            sender.send_runs(again).await?;
+        }
+        *self.hooks.status.lock() = Ok(());
+        tracing::info!(broker = %self.config.url, namespace = names.namespace(), "connected to the broker");
+        self.place(&sender, unconfirmed).await?;
+        let mut lease_check = tokio::time::interval(LEASE_CHECK);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
                     let _ = connection.close(200, "taskdeck scheduler stopping".into()).await;
                     return Ok(());
                 }
-                Some((tasks, reply)) = batches.recv() => {
-                    // The confirms are awaited beside the loop, so reports
-                    // keep flowing meanwhile; the pump waits for the reply.
-                    match self.publish_tasks(&publisher, &tasks).await {
-                        Ok(confirms) => {
-                            let scheduler = self.scheduler.clone();
-                            let failures = failures_tx.clone();
-                            tokio::spawn(async move {
-                                let outcome = await_confirms(confirms).await;
-                                if outcome.is_ok() {
-                                    let ids: Vec<TaskId> = tasks.iter().map(|task| task.id).collect();
-                                    scheduler.published(&ids);
-                                }
-                                let _ = reply.send(outcome.is_ok());
-                                if let Err(error) = outcome {
-                                    let _ = failures.send(error);
-                                }
-                            });
-                        }
-                        Err(error) => {
-                            let _ = reply.send(false);
-                            return Err(failed(error));
-                        }
+                Some(()) = work.recv() => self.place(&sender, unconfirmed).await?,
+                Some(keys) = confirmed.recv() => {
+                    for key in keys {
+                        unconfirmed.remove(&key);
                     }
                 }
-                Some(error) = failures.recv() => return Err(failed(error)),
+                Some(error) = failures.recv() => return Err(error),
                 Some(stop) = stops.recv() => {
                     let control = Control::Stop {
                         task: stop.task,
                         attempt: stop.attempt,
                         reason: stop.reason.into(),
                     };
-                    amqp::publish(&publisher, &names.control(&stop.worker), &control, 0, Keep::Transient)
-                        .await
-                        .map_err(failed)?;
-                    self.traffic.published.fetch_add(1, Ordering::Relaxed);
+                    sender.send(&stop.worker, &control).await?;
                 }
                 delivery = events.next() => {
                     let Some(delivery) = delivery else {
-                        return Err(failed(LinkError::Connect {
+                        return Err(LinkError::Connect {
                             url: self.config.url.to_string(),
                             reason: "the broker cancelled the event consumer".into(),
-                        }));
+                        });
                     };
-                    let mut batch = vec![delivery.map_err(|e| failed(e.into()))?];
+                    let mut batch = vec![delivery?];
                     while batch.len() < EVENT_BATCH {
                         match futures_lite::future::poll_once(events.next()).await {
-                            Some(Some(next)) => batch.push(next.map_err(|e| failed(e.into()))?),
+                            Some(Some(next)) => batch.push(next?),
                             _ => break,
                         }
                     }
-                    self.apply_events(&publisher, batch).await.map_err(failed)?;
+                    self.apply_events(&sender, batch).await?;
+                    // Ended attempts freed their slots; new workers came.
+                    self.place(&sender, unconfirmed).await?;
                 }
                 _ = lease_check.tick() => {
                     let lost = self.scheduler.expire_leases();
                     if lost > 0 {
                         tracing::warn!(lost, "attempts lost: their workers stopped sending heartbeats");
                     }
+                    self.place(&sender, unconfirmed).await?;
                     if !connection.status().connected() {
-                        return Err(failed(LinkError::Connect {
+                        return Err(LinkError::Connect {
                             url: self.config.url.to_string(),
                             reason: "the connection closed".into(),
-                        }));
+                        });
                     }
                 }
             }
         }
     }
 
-    /// Publishes tasks; returns their pending confirms.
-    async fn publish_tasks(
+    /// Places what may start and sends it, round after round while rounds
+    /// come back full; sends the hand-back requests the rounds decided.
+    async fn place(
         &self,
-        channel: &lapin::Channel,
-        tasks: &[Arc<TaskRecord>],
-    ) -> Result<Vec<lapin::PublisherConfirm>, LinkError> {
-        let names = &self.config.names;
-        let mut confirms = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            let message = TaskMessage {
-                task: task.id,
-                spec: task.spec.clone(),
-            };
-            // A GPU task goes to the queue of its GPU count, which only
-            // workers with that many devices consume.
-            let queue = match task.spec.gpus {
-                0 => names.tasks(),
-                gpus => {
-                    let first = self.gpu_queues.lock().insert(gpus);
-                    if first {
-                        amqp::declare_gpu_tasks(channel, names, gpus).await?;
-                    }
-                    names.gpu_tasks(gpus)
-                }
-            };
-            confirms.push(
-                amqp::publish(channel, &queue, &message, task.spec.priority, Keep::Durable).await?,
-            );
+        sender: &Sender<'_>,
+        unconfirmed: &mut Unconfirmed,
+    ) -> Result<(), LinkError> {
+        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let Placed { runs, reclaims, .. } = self.scheduler.place(PLACE_BATCH);
+            let full = runs.len() == PLACE_BATCH;
+            let mut batch = Vec::with_capacity(runs.len());
+            for run in runs {
+                let key = (run.record.id, run.attempt);
+                let control = Control::Run {
+                    task: run.record.id,
+                    attempt: run.attempt,
+                    placement: self.next_placement.fetch_add(1, Ordering::Relaxed),
+                    spec: run.record.spec.clone(),
+                    timeout_ms: run.record.spec.timeout_ms,
+                    lease_ms,
+                    gpu_ids: run.gpu_ids,
+                };
+                unconfirmed.insert(key, (run.worker.clone(), control.clone()));
+                batch.push((key, run.worker, control));
+            }
+            sender.send_runs(batch).await?;
+            for reclaim in reclaims {
+                let control = Control::Reclaim {
+                    task: reclaim.task,
+                    attempt: reclaim.attempt,
+                };
+                sender.send(&reclaim.worker, &control).await?;
+            }
+            if !full {
+                return Ok(());
+            }
         }
-        self.traffic
-            .published
-            .fetch_add(tasks.len() as u64, Ordering::Relaxed);
-        Ok(confirms)
     }
 
     /// Applies a batch of worker reports, commits them, answers, and only
-    /// then acknowledges them: a report is never lost, and a grant is sent
-    /// only once the task's running state is on disk.
+    /// then acknowledges them: a report is never lost.
     async fn apply_events(
         &self,
-        channel: &lapin::Channel,
+        sender: &Sender<'_>,
         batch: Vec<Delivery>,
     ) -> Result<(), LinkError> {
         let mut answers: Vec<(String, Control)> = Vec::new();
@@ -530,15 +485,11 @@ impl Link {
                 reason: format!("the store failed: {error}"),
             });
         }
-        // Answers are not waited for: a worker sends an unanswered claim
-        // again, and an attempt whose grant was lost runs out its lease.
+        // Stop requests are not waited for: a worker that misses one still
+        // lists the attempt in its next heartbeat and is asked again.
         for (worker, control) in &answers {
-            let queue = self.config.names.control(worker);
-            amqp::publish(channel, &queue, control, 0, Keep::Transient).await?;
+            sender.send(worker, control).await?;
         }
-        self.traffic
-            .published
-            .fetch_add(answers.len() as u64, Ordering::Relaxed);
         if let Some(last) = batch.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
@@ -548,42 +499,31 @@ impl Link {
     fn apply(&self, event: WorkerEvent, answers: &mut Vec<(String, Control)>) {
         let scheduler = &self.scheduler;
         match event {
-            WorkerEvent::Claim {
-                worker,
-                task,
-                gpu_ids,
-            } => {
-                let answer = match scheduler.claim(&worker, task, gpu_ids) {
-                    Ok(grant) => Control::Grant {
-                        task,
-                        attempt: grant.attempt,
-                        timeout_ms: grant
-                            .timeout
-                            .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
-                        lease_ms: Some(
-                            u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX),
-                        ),
-                    },
-                    Err(denial) => Control::Deny {
-                        task,
-                        reason: describe(denial),
-                    },
-                };
-                answers.push((worker, answer));
-            }
             WorkerEvent::Heartbeat {
                 worker,
                 host,
                 concurrency,
+                prefetch,
+                protocol,
                 running,
                 resources,
                 gpus,
                 session,
             } => {
+                if protocol < PROTOCOL && self.warned.lock().insert(worker.clone()) {
+                    tracing::warn!(
+                        %worker,
+                        protocol,
+                        expected = PROTOCOL,
+                        "a worker of an older Taskdeck version is connected; nothing is placed on it until it is upgraded"
+                    );
+                }
                 let beat = Heartbeat {
                     worker,
                     host,
                     concurrency,
+                    prefetch,
+                    takes_placements: protocol >= PROTOCOL,
                     running,
                     resources,
                     gpus: gpus
@@ -656,21 +596,62 @@ impl Link {
     }
 }
 
-/// Waits for every confirm; a negative one is an error.
-async fn await_confirms(confirms: Vec<lapin::PublisherConfirm>) -> Result<(), LinkError> {
-    for confirm in confirms {
-        if confirm.await?.is_nack() {
-            return Err(LinkError::Nacked);
-        }
-    }
-    Ok(())
+/// Publishes to workers' queues on one connection's channel.
+struct Sender<'a> {
+    channel: &'a lapin::Channel,
+    names: &'a Names,
+    confirmed: &'a mpsc::UnboundedSender<Vec<(TaskId, u32)>>,
+    failures: &'a mpsc::UnboundedSender<LinkError>,
+    traffic: &'a Traffic,
 }
 
-fn describe(denial: Denial) -> String {
-    match denial {
-        Denial::Unknown => "unknown task".to_owned(),
-        Denial::RunningElsewhere => "another worker runs it".to_owned(),
-        Denial::NotQueued(status) => format!("it is {status}"),
-        Denial::NotReady => "it may not start now".to_owned(),
+impl Sender<'_> {
+    /// Sends a request that its sender repeats when it is lost (kept in
+    /// memory only, not confirmed).
+    async fn send(&self, worker: &str, control: &Control) -> Result<(), LinkError> {
+        let queue = self.names.control(worker);
+        amqp::publish(self.channel, &queue, control, Keep::Transient).await?;
+        self.traffic.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends placements (persistent); their confirms are awaited beside the
+    /// loop and reported by key, a negative one ends the connection.
+    async fn send_runs(
+        &self,
+        runs: Vec<((TaskId, u32), String, Control)>,
+    ) -> Result<(), LinkError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let mut pending = Vec::with_capacity(runs.len());
+        for (key, worker, control) in &runs {
+            let queue = self.names.control(worker);
+            let confirm = amqp::publish(self.channel, &queue, control, Keep::Durable).await?;
+            pending.push((*key, confirm));
+        }
+        self.traffic
+            .published
+            .fetch_add(runs.len() as u64, Ordering::Relaxed);
+        let confirmed = self.confirmed.clone();
+        let failures = self.failures.clone();
+        tokio::spawn(async move {
+            let mut keys = Vec::with_capacity(pending.len());
+            for (key, confirm) in pending {
+                match confirm.await {
+                    Ok(confirmation) if !confirmation.is_nack() => keys.push(key),
+                    Ok(_) => {
+                        let _ = failures.send(LinkError::Nacked);
+                        break;
+                    }
+                    Err(error) => {
+                        let _ = failures.send(error.into());
+                        break;
+                    }
+                }
+            }
+            let _ = confirmed.send(keys);
+        });
+        Ok(())
     }
 }

@@ -1,12 +1,13 @@
 //! Distributed mode on RabbitMQ: the scheduler's bridge to the broker and
 //! the worker process.
 //!
-//! The scheduler stays the one owner of task state. It publishes each
-//! queued task to a durable priority queue (publisher confirms); a worker
-//! with a free slot receives it, claims it, and runs it only once the
-//! scheduler granted the claim. While it runs, the worker's heartbeats renew
-//! the attempt's lease; results, heartbeats and the host's resources come
-//! back on a durable event queue. Only this module imports the AMQP client
+//! The scheduler stays the one owner of task state. It knows every worker's
+//! slots from its heartbeats and places each task that may start on one of
+//! them itself, sending it to that worker's queue (persistent, publisher
+//! confirms): the placement is the grant, so a task costs two messages, the
+//! placement and the result. While an attempt runs, the worker's heartbeats
+//! renew its lease; results, heartbeats and the host's resources come back
+//! on a durable event queue. Only this module imports the AMQP client
 //! and its async runtime. The bridge starts the scheduler and alone holds
 //! its transport side ([`crate::scheduler::TransportLink`]); the module
 //! depends on the scheduler, the model and the task registry.
@@ -32,9 +33,6 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 pub fn heartbeat_for(lease: Duration) -> Duration {
     (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(10))
 }
-
-/// How long a submit waits for the broker's confirm by default.
-pub const DEFAULT_PUBLISH_WAIT: Duration = Duration::from_secs(30);
 
 /// The worker name used when none is given: host name and process id.
 pub fn default_worker_name(host: &str) -> String {
@@ -66,7 +64,7 @@ pub fn delete_queues(url: &BrokerUrl, names: &Names, workers: &[String]) -> Resu
     runtime.block_on(async {
         let connection = amqp::connect(url, "taskdeck cleanup").await?;
         let channel = connection.create_channel().await?;
-        let mut queues = vec![names.tasks(), names.events()];
+        let mut queues = vec![names.events()];
         queues.extend(workers.iter().map(|worker| names.control(worker)));
         queues.extend(workers.iter().map(|worker| names.presence(worker)));
         for queue in queues {

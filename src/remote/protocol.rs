@@ -1,12 +1,14 @@
 //! What travels through the broker: queue names and the JSON messages
 //! between the scheduler and worker processes. Pure data; no I/O.
 //!
-//! - `NS.tasks` (durable, priorities 0-9): one message per queued task,
-//!   published by the scheduler, consumed by workers.
-//! - `NS.events` (durable): what workers report (claims, heartbeats, ends
-//!   of attempts, goodbyes), consumed by the scheduler.
+//! - `NS.events` (durable): what workers report (heartbeats, ends of
+//!   attempts, hand-backs, goodbyes), consumed by the scheduler.
 //! - `NS.worker.NAME` (durable, expires when unused for an hour): what the
-//!   scheduler answers one worker (grants, denials, stop requests).
+//!   scheduler sends one worker: the attempts placed on it (each placement
+//!   is the grant: the scheduler chose the worker, so there is no claim),
+//!   stop requests, and requests to hand back an attempt not yet started.
+//!   The worker acknowledges them once handled, so a message in flight
+//!   when its connection drops is delivered again on the next.
 //! - `NS.presence.NAME` (not durable, expires when unused for an hour): the
 //!   worker's presence token for its current connection, which it holds
 //!   unacknowledged; when the connection closes without a goodbye (the
@@ -20,8 +22,9 @@ use serde_json::Value;
 use crate::model::{HostSummary, TaskId, TaskLog, TaskSpec};
 use crate::tasks::StopReason;
 
-/// Highest priority the task queue keeps apart (`x-max-priority`).
-pub const MAX_PRIORITY: u8 = 9;
+/// The version of this protocol a worker speaks, sent with its heartbeats;
+/// the scheduler places attempts only on workers that speak this one.
+pub const PROTOCOL: u32 = 2;
 
 /// The default namespace of queue names.
 pub const DEFAULT_NAMESPACE: &str = "taskdeck";
@@ -69,17 +72,6 @@ impl Names {
         })
     }
 
-    /// The task queue (tasks that need no GPU).
-    pub fn tasks(&self) -> String {
-        format!("{}.tasks", self.namespace)
-    }
-
-    /// The queue of tasks that need `gpus` GPUs; only workers with that many
-    /// consume from it.
-    pub fn gpu_tasks(&self, gpus: u32) -> String {
-        format!("{}.tasks.gpus-{gpus}", self.namespace)
-    }
-
     /// The queue of worker reports.
     pub fn events(&self) -> String {
         format!("{}.events", self.namespace)
@@ -99,15 +91,6 @@ impl Names {
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
-}
-
-/// One queued task on the task queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskMessage {
-    /// The task.
-    pub task: TaskId,
-    /// What to run.
-    pub spec: TaskSpec,
 }
 
 /// Why an attempt was asked to stop, on the wire.
@@ -175,25 +158,24 @@ pub enum WireOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerEvent {
-    /// The worker got a task's message and asks to run it.
-    Claim {
-        /// Worker name.
-        worker: String,
-        /// The task.
-        task: TaskId,
-        /// The worker's GPU device ids set aside for it, when it needs GPUs.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        gpu_ids: Vec<u32>,
-    },
     /// Sent periodically: the worker is alive and runs these attempts.
     Heartbeat {
         /// Worker name.
         worker: String,
         /// Its host.
         host: String,
-        /// Attempts it runs at once.
+        /// Attempts it runs at once (0 while it stops: place nothing).
         concurrency: usize,
-        /// Task and attempt of each attempt it runs.
+        /// Attempts it keeps waiting beyond those it runs, so that a slot
+        /// that frees starts the next one without a round trip.
+        #[serde(default)]
+        prefetch: usize,
+        /// The protocol it speaks ([`PROTOCOL`]; 1 from workers that do not
+        /// say, which claim tasks from a shared queue).
+        #[serde(default = "first_protocol")]
+        protocol: u32,
+        /// Task and attempt of each attempt placed on it that it has not
+        /// finished: running or waiting for a slot.
         running: Vec<(TaskId, u32)>,
         /// Its host's load.
         resources: Option<HostSummary>,
@@ -227,7 +209,8 @@ pub enum WorkerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         log: Option<TaskLog>,
     },
-    /// The worker gives back a granted attempt it will not run to its end.
+    /// The worker gives back an attempt placed on it that it will not run
+    /// to its end (it had not started it, or it is stopping).
     Release {
         /// Worker name.
         worker: String,
@@ -255,25 +238,33 @@ pub enum WorkerEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
-    /// Run the claimed task as this attempt.
-    Grant {
+    /// Run this attempt: the scheduler placed it on this worker.
+    Run {
         /// The task.
         task: TaskId,
         /// The attempt number to report.
         attempt: u32,
-        /// Time allowed.
+        /// Unique to this placement (an attempt number comes again after a
+        /// hand-back); the same when the scheduler sends it again.
+        placement: u64,
+        /// What to run.
+        spec: TaskSpec,
+        /// Time allowed, counted from when the attempt starts.
         timeout_ms: Option<u64>,
         /// The scheduler's lease: the worker's heartbeats come at least
         /// three times within it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        lease_ms: Option<u64>,
+        lease_ms: u64,
+        /// The worker's GPU devices given to it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gpu_ids: Vec<u32>,
     },
-    /// Do not run it; drop the message.
-    Deny {
+    /// Hand this attempt back if it has not started (another worker has a
+    /// free slot for it); one that started runs on.
+    Reclaim {
         /// The task.
         task: TaskId,
-        /// Why, for the log.
-        reason: String,
+        /// The attempt.
+        attempt: u32,
     },
     /// Stop this attempt.
     Stop {
@@ -286,6 +277,10 @@ pub enum Control {
     },
 }
 
+fn first_protocol() -> u32 {
+    1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,11 +288,9 @@ mod tests {
     #[test]
     fn names_are_checked_and_composed() {
         let names = Names::new("prod-1").expect("a valid namespace");
-        assert_eq!(names.tasks(), "prod-1.tasks");
         assert_eq!(names.events(), "prod-1.events");
         assert_eq!(names.control("gpu-box.7"), "prod-1.worker.gpu-box.7");
         assert_eq!(names.presence("gpu-box.7"), "prod-1.presence.gpu-box.7");
-        assert_eq!(names.gpu_tasks(2), "prod-1.tasks.gpus-2");
         assert!(Names::new("").is_err());
         assert!(Names::new("a b").is_err());
         assert!(check_name("worker name", &"x".repeat(101)).is_err());
@@ -324,17 +317,39 @@ mod tests {
         assert!(text.contains(r#""stop":"timed_out""#), "{text}");
         let back: WorkerEvent = serde_json::from_str(&text).expect("parses");
         assert_eq!(back, event);
-        let control: Control =
-            serde_json::from_str(r#"{"type":"grant","task":3,"attempt":1,"timeout_ms":null}"#)
-                .expect("parses");
-        assert_eq!(
-            control,
-            Control::Grant {
-                task: TaskId(3),
-                attempt: 1,
-                timeout_ms: None,
-                lease_ms: None,
+        let spec = serde_json::to_value(TaskSpec::new("noop", Vec::new())).expect("a spec");
+        let control: Control = serde_json::from_value(serde_json::json!({
+            "type": "run", "task": 3, "attempt": 1, "placement": 42, "timeout_ms": null,
+            "lease_ms": 30000, "spec": spec,
+        }))
+        .expect("parses");
+        let Control::Run {
+            task,
+            attempt,
+            placement: 42,
+            spec,
+            timeout_ms: None,
+            lease_ms: 30_000,
+            gpu_ids,
+        } = control
+        else {
+            panic!("a run message: {control:?}");
+        };
+        assert_eq!((task, attempt, spec.name.as_str()), (TaskId(3), 1, "noop"));
+        assert!(gpu_ids.is_empty());
+        // A heartbeat from a worker that does not say its protocol is one
+        // of the first, which is given nothing.
+        let beat: WorkerEvent = serde_json::from_str(
+            r#"{"type":"heartbeat","worker":"w","host":"h","concurrency":2,"running":[]}"#,
+        )
+        .expect("parses");
+        assert!(matches!(
+            beat,
+            WorkerEvent::Heartbeat {
+                protocol: 1,
+                prefetch: 0,
+                ..
             }
-        );
+        ));
     }
 }

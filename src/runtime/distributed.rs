@@ -23,8 +23,6 @@ pub struct BrokerSettings {
     pub names: Names,
     /// How long an attempt stays with a worker that stopped sending heartbeats.
     pub lease: std::time::Duration,
-    /// How long a submit waits for the broker's confirm.
-    pub publish_wait: std::time::Duration,
     /// Whether to run the embedded worker (the window always does, so its
     /// pool control can grow it from zero).
     pub local_worker: bool,
@@ -49,7 +47,6 @@ pub(super) fn link(broker: Option<BrokerSettings>, config: &SchedulerConfig) -> 
             url: settings.url.clone(),
             names: settings.names.clone(),
             lease: settings.lease,
-            publish_wait: settings.publish_wait,
         },
         if settings.local_worker {
             local_workers
@@ -146,6 +143,7 @@ fn local_worker_config(
         name: broker.worker_name.clone(),
         host: crate::telemetry::host_name(),
         concurrency: local_workers,
+        prefetch: 0,
         heartbeat: crate::remote::heartbeat_for(broker.lease),
         stop_grace: scheduler.config().shutdown_grace,
         registry: scheduler.registry_handle(),

@@ -1,8 +1,5 @@
 //! Why the scheduler could not start, or refused a submission.
 
-use std::time::Duration;
-
-use crate::model::TaskId;
 use crate::store::StoreError;
 use crate::tasks::SpecError;
 
@@ -38,21 +35,4 @@ pub enum SubmitError {
     /// was accepted.
     #[error("{0}")]
     Unavailable(String),
-    /// The tasks are stored and will run, but the transport did not confirm
-    /// them in time (they are published once it is back).
-    #[error("tasks {} are stored, but the broker did not confirm them within {} s; they are published when it is back", format_ids(ids), waited.as_secs())]
-    Unconfirmed {
-        /// The accepted tasks.
-        ids: Vec<TaskId>,
-        /// How long the submit waited.
-        waited: Duration,
-    },
-}
-
-fn format_ids(ids: &[TaskId]) -> String {
-    match ids {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [first, .., last] => format!("{first}-{last}"),
-    }
 }

@@ -1,7 +1,8 @@
 //! The transport's side of the scheduler: a [`TransportLink`] is handed
 //! only to the transport that started the scheduler
-//! ([`Scheduler::start_external`]); through it the transport takes tasks
-//! for publishing, and worker processes claim, report and finish attempts.
+//! ([`Scheduler::start_external`]); through it the transport places tasks
+//! on worker processes, and passes on what those report: heartbeats, ends
+//! of attempts, hand-backs, lost connections.
 //! The client-facing [`Scheduler`] handle has none of these methods, and
 //! the scheduler stays the one owner of task state.
 //!
@@ -9,15 +10,14 @@
 //! transport gives the scheduler ([`ExternalHooks`]) and the calls it makes.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::core::{AttemptResult, Settled};
-pub use super::core::{Denial, Grant, Heartbeat, StopRequest};
+pub use super::core::{Heartbeat, Placed, StopRequest};
 use super::transport::Transport;
 use super::{Inner, Scheduler};
 use crate::model::TaskSpec;
-use crate::model::{TaskId, TaskLog, TaskRecord, now_us};
+use crate::model::{TaskId, TaskLog, now_us};
 use crate::tasks::{Registry, TaskContext, TaskError};
 
 /// Settings and hooks of dispatch through a transport.
@@ -25,8 +25,6 @@ use crate::tasks::{Registry, TaskContext, TaskError};
 pub struct ExternalDispatch {
     /// How long an attempt stays owned by its worker without a heartbeat.
     pub lease: Duration,
-    /// How long a submit waits for the transport to confirm its tasks.
-    pub publish_wait: Duration,
     /// The transport's side.
     pub hooks: Arc<dyn ExternalHooks>,
 }
@@ -35,7 +33,6 @@ impl std::fmt::Debug for ExternalDispatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExternalDispatch")
             .field("lease", &self.lease)
-            .field("publish_wait", &self.publish_wait)
             .finish_non_exhaustive()
     }
 }
@@ -43,9 +40,12 @@ impl std::fmt::Debug for ExternalDispatch {
 /// What the scheduler asks of the transport. Calls must not block: they are
 /// made from the scheduler's threads and the callers of its handle.
 pub trait ExternalHooks: Send + Sync {
-    /// Whether submits can be confirmed now; the error says why not (with
-    /// no credentials in it).
+    /// Whether submits can be taken now; the error says why not (with no
+    /// credentials in it).
     fn ready(&self) -> Result<(), String>;
+    /// Tasks may have become ready to start: the transport should call
+    /// [`TransportLink::place`] soon.
+    fn work(&self);
     /// Asks the worker running an attempt to stop it.
     fn stop(&self, request: StopRequest);
     /// The pool size was changed (the transport may run a local worker).
@@ -71,30 +71,6 @@ impl From<RemoteOutcome> for AttemptResult {
             RemoteOutcome::Completed(value) => Self::Completed(value),
             RemoteOutcome::Error(error) => Self::Error(error),
             RemoteOutcome::Panicked(message) => Self::Panicked(message),
-        }
-    }
-}
-
-/// Waits of submits for their tasks to be published, shared with the core.
-#[derive(Debug)]
-pub(super) struct PublishWait {
-    remaining: std::sync::atomic::AtomicUsize,
-    done: crossbeam_channel::Sender<()>,
-}
-
-impl PublishWait {
-    pub(super) fn new(count: usize) -> (Arc<Self>, crossbeam_channel::Receiver<()>) {
-        let (done, rx) = crossbeam_channel::bounded(1);
-        let wait = Arc::new(Self {
-            remaining: std::sync::atomic::AtomicUsize::new(count),
-            done,
-        });
-        (wait, rx)
-    }
-
-    fn one_done(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _ = self.done.try_send(());
         }
     }
 }
@@ -136,62 +112,19 @@ impl Scheduler {
 }
 
 impl TransportLink {
-    /// Takes up to `max` tasks that may start, for publishing, in run order,
-    /// waiting up to `timeout` for one. Each stays queued until a claim is
-    /// granted; report the outcome with [`TransportLink::published`] or
-    /// [`TransportLink::unpublish`].
-    pub fn take_for_publishing(&self, max: usize, timeout: Duration) -> Vec<Arc<TaskRecord>> {
-        let deadline = Instant::now() + timeout;
-        let mut core = self.inner.core.lock();
-        loop {
-            let taken = core.take_for_publishing(max);
-            if !taken.is_empty() || self.inner.is_shut_down() {
-                return taken;
-            }
-            if self
-                .inner
-                .work_available
-                .wait_until(&mut core, deadline)
-                .timed_out()
-            {
-                return core.take_for_publishing(max);
-            }
+    /// Places what may start now on worker processes, up to `max`
+    /// attempts (see the core's rules), and records their starts; returns
+    /// what to send to the workers.
+    pub fn place(&self, max: usize) -> Placed {
+        let mut placed = self
+            .inner
+            .core
+            .lock()
+            .place(max, self.lease, Instant::now(), now_us());
+        for change in placed.changes.drain(..) {
+            self.inner.emit(change);
         }
-    }
-
-    /// The transport confirmed these tasks: their submits may return.
-    pub fn published(&self, ids: &[TaskId]) {
-        self.inner.confirmed(ids);
-    }
-
-    /// Publishing failed: the tasks go back to the ready queue, to be taken
-    /// again once the transport is back.
-    pub fn unpublish(&self, ids: &[TaskId]) {
-        let requeued = self.inner.core.lock().unpublish(ids);
-        if requeued > 0 {
-            tracing::debug!(requeued, "tasks wait for the broker to come back");
-        }
-    }
-
-    /// Decides a worker's claim of a delivered task (with the device ids it
-    /// set aside, for a GPU task); see the core's rules.
-    pub fn claim(&self, worker: &str, id: TaskId, gpu_ids: Vec<u32>) -> Result<Grant, Denial> {
-        let lease = self.lease;
-        let claimed =
-            self.inner
-                .core
-                .lock()
-                .claim(worker, id, gpu_ids, lease, Instant::now(), now_us());
-        let (grant, started) = claimed?;
-        if let Some(started) = started {
-            if let Some(timeout) = grant.timeout {
-                self.inner
-                    .timer
-                    .deadline(id, grant.attempt, Instant::now() + timeout);
-            }
-            self.inner.emit(started);
-        }
-        Ok(grant)
+        placed
     }
 
     /// Takes a worker's heartbeat; returns attempts it runs that are no
@@ -289,56 +222,6 @@ impl TransportLink {
         match &self.inner.store {
             Some(store) => store.flush(),
             None => Ok(()),
-        }
-    }
-}
-
-impl Inner {
-    /// Registers a submit's wait for the transport to confirm the tasks
-    /// it publishes now (accepted at `now_us`: a task that waits for its
-    /// start time is published then, and while the scheduler is paused
-    /// nothing is, so the submit does not wait for those);
-    /// none when nothing needs confirming. Returns how long to wait, and
-    /// the tasks waited for.
-    pub(super) fn publish_wait(
-        &self,
-        records: &[Arc<TaskRecord>],
-        now_us: i64,
-    ) -> Option<(crossbeam_channel::Receiver<()>, Duration, Vec<TaskId>)> {
-        let waited = self.transport.confirm_wait()?;
-        if self.core.lock().paused {
-            // Nothing is published while paused; the store has the tasks.
-            return None;
-        }
-        let ids: Vec<TaskId> = records
-            .iter()
-            .filter(|record| !super::core::starts_later(&record.spec, now_us))
-            .map(|record| record.id)
-            .collect();
-        if ids.is_empty() {
-            return None;
-        }
-        let (wait, rx) = PublishWait::new(ids.len());
-        let mut all = self.publish_waits.lock();
-        for id in &ids {
-            all.insert(*id, Arc::clone(&wait));
-        }
-        drop(all);
-        Some((rx, waited, ids))
-    }
-
-    /// The transport confirmed these tasks (or a submit stopped waiting for
-    /// them): their submits may return.
-    pub(super) fn confirmed(&self, ids: &[TaskId]) {
-        let waits: Vec<Arc<PublishWait>> = {
-            let mut all = self.publish_waits.lock();
-            if all.is_empty() {
-                return;
-            }
-            ids.iter().filter_map(|id| all.remove(id)).collect()
-        };
-        for wait in waits {
-            wait.one_done();
         }
     }
 }

@@ -40,7 +40,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use self::core::{
-    CancelOutcome, Denial, GpuDevice, Grant, Heartbeat, RequestError, StopRequest, Waiting,
+    CancelOutcome, GpuDevice, Heartbeat, Placed, Reclaim, RequestError, Run, StopRequest, Waiting,
 };
 pub use errors::{StartError, SubmitError};
 pub use link::{ExternalDispatch, ExternalHooks, RemoteOutcome, TransportLink, run_attempt};
@@ -164,8 +164,6 @@ struct Inner {
     config: SchedulerConfig,
     /// Who takes the tasks that may start.
     transport: Transport,
-    /// Submits waiting for the transport to confirm their tasks.
-    publish_waits: Mutex<std::collections::HashMap<TaskId, Arc<link::PublishWait>>>,
 }
 
 impl Inner {
@@ -183,6 +181,7 @@ impl Inner {
     /// Wakes one idle worker (or all) after queueing work.
     fn signal_work(&self, all: bool) {
         self.work_epoch.fetch_add(1, Ordering::Release);
+        self.transport.work();
         if all {
             self.work_available.notify_all();
         } else {
@@ -407,16 +406,9 @@ impl Scheduler {
             self.inner.announce(EventKind::Submitted, record);
         }
         let ids: Vec<TaskId> = records.iter().map(|r| r.id).collect();
-        let published = self.inner.publish_wait(&records, now);
         let delayed = self.inner.core.lock().insert_queued(records, now);
         self.inner.delay_starts(&delayed);
         self.inner.signal_work(batch);
-        if let Some((published, waited, publish_now)) = published
-            && published.recv_timeout(waited).is_err()
-        {
-            self.inner.confirmed(&publish_now);
-            return Err(SubmitError::Unconfirmed { ids, waited });
-        }
         Ok(ids)
     }
 
@@ -445,10 +437,6 @@ impl Scheduler {
                     None
                 }
             });
-        if matches!(outcome, Ok(CancelOutcome::Removed)) {
-            // A submit still waiting for this task's publishing need not.
-            self.inner.confirmed(&[id]);
-        }
         outcome
     }
 

@@ -52,11 +52,11 @@ impl Scheduler {
     /// is unknown); the lock is held for one pass over the ready queue,
     /// which stops at the last of them.
     pub fn waiting(&self, ids: &[TaskId]) -> Vec<Option<Waiting>> {
-        let published = self.inner.transport.confirm_wait().is_some();
+        let workers = self.inner.transport.worker_processes(Instant::now());
         self.inner
             .core
             .lock()
-            .waiting(ids, crate::model::now_us(), published)
+            .waiting(ids, crate::model::now_us(), workers)
     }
 
     /// Queued task ids in the order they will run.

@@ -124,7 +124,6 @@ impl Scheduler {
             started: Instant::now(),
             config,
             transport,
-            publish_waits: Mutex::new(std::collections::HashMap::new()),
         });
         let delayed = inner.core.lock().delayed_starts(now_us());
         inner.delay_starts(&delayed);

@@ -5,8 +5,9 @@
 //! ([`Core::next_ready`](super::core::Core::next_ready)); a
 //! [`Transport`] only says who takes it from there. With
 //! [`Transport::Pool`] the scheduler's own threads take it; with
-//! [`Transport::External`] a transport (the RabbitMQ bridge) publishes it to
-//! worker processes, which claim it through the scheduler's
+//! [`Transport::External`] the scheduler places it on a worker process
+//! ([`Core::place`](super::core::Core::place)) and a transport (the
+//! RabbitMQ bridge) sends it there, driving the scheduler through its
 //! [`TransportLink`](super::TransportLink). Everything else the scheduler
 //! does is the same in both modes, so every `match` on the mode lives here.
 
@@ -81,12 +82,19 @@ impl Transport {
         }
     }
 
-    /// How long a submit waits for the transport to confirm its tasks;
-    /// none when nothing needs confirming.
-    pub(super) fn confirm_wait(&self) -> Option<Duration> {
+    /// For tasks that run on worker processes: now, and how recently a
+    /// worker must have been heard from to count as connected.
+    pub(super) fn worker_processes(&self, now: Instant) -> Option<(Instant, Duration)> {
         match self {
             Self::Pool => None,
-            Self::External(external) => Some(external.publish_wait),
+            Self::External(external) => Some((now, external.lease)),
+        }
+    }
+
+    /// Tells the transport that tasks may have become ready to start.
+    pub(super) fn work(&self) {
+        if let Self::External(external) = self {
+            external.hooks.work();
         }
     }
 

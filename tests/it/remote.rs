@@ -632,6 +632,75 @@ fn an_unreachable_broker_is_reported_and_retried_without_the_password() {
 /// default when dropped.
 struct ConsumerTimeout;
 
+/// Consumes one message of a fresh queue and holds it unacknowledged;
+/// true when the broker closes the channel within `within` (its consumer
+/// timeout is in force).
+fn a_held_delivery_is_cut_off(url: &str, queue: &str, within: Duration) -> bool {
+    use futures_lite::StreamExt;
+    use lapin::options::{
+        BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::FieldTable;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let properties = lapin::ConnectionProperties::default();
+        let connection = lapin::Connection::connect(url, properties)
+            .await
+            .expect("connects");
+        let channel = connection.create_channel().await.expect("a channel");
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declared");
+        channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                b"held",
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .expect("published");
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "held".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consumes");
+        let _held = consumer
+            .next()
+            .await
+            .expect("a delivery")
+            .expect("delivered");
+        let deadline = Instant::now() + within;
+        let mut cut = false;
+        while Instant::now() < deadline {
+            if !channel.status().connected() {
+                cut = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if let Ok(cleanup) = connection.create_channel().await {
+            let _ = cleanup
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await;
+        }
+        cut
+    })
+}
+
 impl ConsumerTimeout {
     fn set(ms: u64) -> Self {
         rabbitmqctl(&[
@@ -681,14 +750,15 @@ fn a_task_far_longer_than_the_consumer_timeout_runs_once_and_completes_once() {
         json!({ "max_retries": 0 }),
     );
 
-    // The control: a delivery held unacknowledged (a claim its dead
-    // scheduler never answers) does get its channel closed meanwhile.
-    let control_ns = namespace("long-control");
-    let mut dead = serve(&url, &control_ns, None, dir.path(), &["--workers", "0"]);
-    submit(&dead.client, "noop", json!([]), json!({}));
-    dead.proc.kill9();
-    let held = worker(&url, &control_ns, "held", 1);
-
+    // The control: a consumer that holds a delivery unacknowledged does
+    // get its channel closed meanwhile.
+    let control = {
+        let url = url.clone();
+        let queue = format!("{ns}.held-control");
+        std::thread::spawn(move || {
+            a_held_delivery_is_cut_off(&url, &queue, Duration::from_secs(150))
+        })
+    };
     let record = &wait_final(&server.client, &[id], Duration::from_secs(150))[0];
     assert_eq!(status(record), "completed", "{record}");
     assert_eq!(record["attempts"], 1, "{record}");
@@ -703,14 +773,9 @@ fn a_task_far_longer_than_the_consumer_timeout_runs_once_and_completes_once() {
         assert!(!log.contains("lost the broker"), "{log}");
     }
     assert!(
-        wait_until(Duration::from_secs(30), || held
-            .stderr()
-            .contains("PRECONDITION_FAILED")),
-        "the consumer timeout was in force: {}",
-        held.stderr()
+        control.join().expect("the control thread"),
+        "the consumer timeout was in force"
     );
-    drop(held);
-    delete_queues(&control_ns, &["held"]);
     drop((server, a, b));
     delete_queues(&ns, &["long-a", "long-b"]);
 }

@@ -307,6 +307,7 @@ impl ExternalHooks for RecordingHooks {
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }
+    fn work(&self) {}
     fn stop(&self, request: StopRequest) {
         self.stops.lock().expect("lock").push(request);
     }
@@ -328,7 +329,6 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
     let hooks = Arc::new(RecordingHooks::default());
     let external = ExternalDispatch {
         lease: Duration::from_secs(30),
-        publish_wait: WAIT,
         hooks: Arc::clone(&hooks) as Arc<dyn ExternalHooks>,
     };
     let (scheduler, link) = Scheduler::start_external(
@@ -338,29 +338,30 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
         external,
     )
     .expect("scheduler");
-    // Stands in for the bridge: confirms whatever is queued for publishing.
-    let publisher = {
-        let link = link.clone();
-        std::thread::spawn(move || {
-            let tasks = link.take_for_publishing(10, WAIT);
-            let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
-            link.published(&ids);
-        })
-    };
-    let id = scheduler
-        .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
-        .expect("submit");
-    publisher.join().expect("publisher");
-    link.claim("gpu-box-1", id, Vec::new()).expect("granted");
-    link.heartbeat(&Heartbeat {
+    // Stands in for the bridge: a worker process says it has two slots,
+    // and the task is placed on it.
+    let beat = |running: Vec<(TaskId, u32)>| Heartbeat {
         session: 1,
         worker: "gpu-box-1".into(),
         host: "gpu-box".into(),
         concurrency: 2,
-        running: vec![(id, 1)],
+        prefetch: 0,
+        takes_placements: true,
+        running,
         resources: None,
         gpus: Vec::new(),
-    });
+    };
+    link.heartbeat(&beat(Vec::new()));
+    let id = scheduler
+        .submit(TaskSpec::new("sleep", vec![json!(60_000)]))
+        .expect("submit");
+    let placed = link.place(10);
+    assert_eq!(placed.runs.len(), 1);
+    assert_eq!(
+        (placed.runs[0].record.id, placed.runs[0].worker.as_str()),
+        (id, "gpu-box-1")
+    );
+    link.heartbeat(&beat(vec![(id, 1)]));
     let mut harness = harness(services(&scheduler));
     assert!(run_until(&mut harness, |h| h
         .query_by_label("gpu-box-1 @ gpu-box")

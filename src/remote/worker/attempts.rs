@@ -5,14 +5,15 @@
 use super::*;
 
 impl Worker {
-    pub(super) fn start_attempt(
-        &mut self,
-        task: TaskId,
-        attempt: u32,
-        timeout_ms: Option<u64>,
-        spec: TaskSpec,
-        gpu_ids: Vec<u32>,
-    ) {
+    pub(super) fn start_attempt(&mut self, placed: Waiting) {
+        let Waiting {
+            task,
+            attempt,
+            placement,
+            spec,
+            timeout_ms,
+            gpu_ids,
+        } = placed;
         let cancel = CancelToken::new();
         let ctx = TaskContext::new(task, attempt, self.config.name.clone(), cancel.clone())
             .with_gpus(gpu_ids.clone());
@@ -40,7 +41,7 @@ impl Worker {
             task,
             Running {
                 attempt,
-                gpu_ids,
+                placement,
                 cancel,
                 deadline: timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
                 stop_asked: None,
@@ -150,10 +151,11 @@ impl Worker {
         }
     }
 
-    /// Forgets a running attempt and frees its devices.
+    /// Forgets a running attempt, freeing its slot; a placement of it sent
+    /// again is ignored.
     pub(super) fn release(&mut self, task: TaskId) {
         if let Some(run) = self.running.remove(&task) {
-            self.gpus_free.extend(run.gpu_ids);
+            self.ended_recently.insert(run.placement);
         }
     }
 
@@ -176,12 +178,25 @@ impl Worker {
             .running
             .iter()
             .map(|(task, run)| (*task, run.attempt))
+            .chain(
+                self.waiting
+                    .iter()
+                    .map(|waiting| (waiting.task, waiting.attempt)),
+            )
             .collect();
         running.sort_unstable();
+        // A stopping worker has no slots for new attempts.
+        let concurrency = if self.stopping.is_some() {
+            0
+        } else {
+            self.concurrency
+        };
         let beat = WorkerEvent::Heartbeat {
             worker: self.config.name.clone(),
             host: self.config.host.clone(),
-            concurrency: self.concurrency,
+            concurrency,
+            prefetch: self.prefetch(),
+            protocol: PROTOCOL,
             running,
             resources,
             gpus: self
@@ -196,7 +211,6 @@ impl Worker {
             &session.publish,
             &self.config.names.events(),
             &beat,
-            0,
             Keep::Transient,
         )
         .await?;
@@ -220,7 +234,7 @@ impl Worker {
             if session.unconfirmed.contains(number) {
                 continue;
             }
-            let confirm = amqp::publish(&session.publish, &queue, event, 0, Keep::Durable).await?;
+            let confirm = amqp::publish(&session.publish, &queue, event, Keep::Durable).await?;
             session.unconfirmed.insert(*number);
             let number = *number;
             let confirmed = session.confirmed_tx.clone();
@@ -236,7 +250,7 @@ impl Worker {
     }
 }
 
-fn finished(
+pub(super) fn finished(
     worker: &str,
     task: TaskId,
     attempt: u32,

@@ -1,37 +1,34 @@
-//! The worker process: consumes tasks from the broker, claims each one from
-//! the scheduler before running it, runs granted attempts on threads,
-//! reports heartbeats (with the host's resources) and results, and follows
-//! stop requests. `taskdeck worker` runs it alone; the window and `serve`
-//! embed one so the local machine keeps working.
+//! The worker process: runs the attempts the scheduler places on it (on
+//! threads), reports heartbeats (with the host's resources) and results,
+//! and follows stop and hand-back requests. `taskdeck worker` runs it
+//! alone; the window and `serve` embed one so the local machine keeps
+//! working.
 //!
-//! Load balancing: each free slot is one consumer with a prefetch of one,
-//! under a channel-wide prefetch equal to the concurrency. A granted
-//! delivery's consumer is cancelled before the delivery is acknowledged, so
-//! the broker never pushes a task to a worker without a free slot, and a
-//! running task holds no unacknowledged delivery (the broker's consumer
-//! timeout never applies to it; the scheduler's lease does).
+//! Load balancing is the scheduler's: it knows each worker's slots from
+//! its heartbeats and places at most one attempt per slot plus the
+//! worker's prefetch, which waits here for a slot (so a slot that frees
+//! starts the next attempt at once, without a round trip). Messages on the
+//! worker's queue are acknowledged once handled, so none holds a delivery
+//! while a task runs (the broker's consumer timeout never applies; the
+//! scheduler's lease does).
 
 mod attempts;
+mod placed;
 mod presence;
-mod slots;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions,
-};
+use lapin::Channel;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
-use lapin::{Acker, Channel, Consumer};
 use tokio::sync::{mpsc, watch};
 
 use super::amqp::{self, Keep, LinkError, Reconnect};
-use super::protocol::{Control, Names, TaskMessage, WireOutcome, WireStop, WorkerEvent};
+use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WireStop, WorkerEvent};
 use super::url::BrokerUrl;
 use crate::model::{HostSummary, ResourceSample, TaskId, TaskLog, TaskSpec, now_us};
 use crate::scheduler::{GpuDevice, RemoteOutcome, run_attempt};
@@ -42,9 +39,11 @@ use crate::tasks::{CancelToken, Registry, StopReason, TaskContext};
 const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How often deadlines and the connection are checked.
 const TICK: Duration = Duration::from_millis(250);
-/// A claim not answered for this long is sent again (the scheduler answers
-/// repeated claims the same way).
-const CLAIM_RESEND: Duration = Duration::from_secs(10);
+/// How many ended attempts are remembered, so that a placement the
+/// scheduler sends again after a reconnect does not run twice.
+const ENDED_REMEMBERED: usize = 65_536;
+/// Most messages from the scheduler handled before they are acknowledged.
+const CONTROL_BATCH: usize = 256;
 
 /// Reads the host's latest resource sample.
 pub type ResourceSource = Arc<dyn Fn() -> Option<Arc<ResourceSample>> + Send + Sync>;
@@ -62,6 +61,10 @@ pub struct WorkerConfig {
     pub host: String,
     /// Attempts run at once.
     pub concurrency: usize,
+    /// Attempts that may wait here for a slot beyond those that run. They
+    /// show as running from when they are placed; one waiting while
+    /// another worker has a free slot is asked back.
+    pub prefetch: usize,
     /// Time between heartbeats; at most a third of the scheduler's lease
     /// is used once a grant says what the lease is.
     pub heartbeat: Duration,
@@ -149,8 +152,7 @@ impl WorkerHandle {
 
 struct Running {
     attempt: u32,
-    /// Device ids it holds.
-    gpu_ids: Vec<u32>,
+    placement: u64,
     cancel: CancelToken,
     deadline: Option<Instant>,
     stop_asked: Option<(Instant, StopReason)>,
@@ -166,27 +168,31 @@ struct Ended {
     run_time_us: i64,
 }
 
-/// A delivery claimed and waiting for the scheduler's answer.
-struct Claim {
+/// An attempt placed on this worker that waits for a slot.
+struct Waiting {
     task: TaskId,
+    attempt: u32,
+    placement: u64,
     spec: TaskSpec,
-    acker: Acker,
-    sent_at: Instant,
-    /// Device ids set aside for it (a GPU task).
+    timeout_ms: Option<u64>,
     gpu_ids: Vec<u32>,
 }
 
-/// One consumer of a free slot: on the task queue (`gpus` 0) or on the queue
-/// of tasks that need `gpus` GPUs, with the delivery it claimed, if any.
-struct Slot {
-    gpus: u32,
-    claim: Option<Claim>,
+/// The placements of the newest ended attempts, oldest first, bounded.
+#[derive(Default)]
+struct EndedRecently {
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
 }
 
 struct Worker {
     config: WorkerConfig,
     concurrency: usize,
     running: HashMap<TaskId, Running>,
+    /// Placed attempts waiting for a slot, in the order they came.
+    waiting: VecDeque<Waiting>,
+    /// Attempts that ended here, to ignore if placed again.
+    ended_recently: EndedRecently,
     /// Reports waiting for the broker's confirm, oldest first, by number.
     outbox: VecDeque<(u64, WorkerEvent)>,
     next_report: u64,
@@ -195,21 +201,15 @@ struct Worker {
     ended_tx: mpsc::UnboundedSender<Ended>,
     ended_rx: mpsc::UnboundedReceiver<Ended>,
     stopping: Option<Instant>,
-    next_tag: u64,
-    /// Device ids neither running nor set aside for a claim.
-    gpus_free: BTreeSet<u32>,
     /// The current connection, for heartbeats and the presence token.
     session_id: u64,
-    /// The scheduler's lease, from its grants.
+    /// The scheduler's lease, from its placements.
     lease: Option<Duration>,
 }
 
-/// One connection's channels and consumers.
+/// One connection's channel for reports, and what waits on it.
 struct Session {
-    consume: Channel,
     publish: Channel,
-    consumers: HashMap<String, Slot>,
-    deliveries_tx: mpsc::UnboundedSender<(String, Result<Delivery, lapin::Error>)>,
     /// Reports published on this connection, waiting for their confirm.
     unconfirmed: HashSet<u64>,
     /// Confirmed report numbers, from the tasks that wait for confirms.
@@ -245,14 +245,14 @@ impl Worker {
             concurrency: config.concurrency,
             config,
             running: HashMap::new(),
+            waiting: VecDeque::new(),
+            ended_recently: EndedRecently::default(),
             outbox: VecDeque::new(),
             next_report: 0,
             goodbye_sent: false,
             ended_tx,
             ended_rx,
             stopping: None,
-            next_tag: 0,
-            gpus_free: BTreeSet::new(),
             session_id: 0,
             lease: None,
         }
@@ -267,7 +267,7 @@ impl Worker {
         }
     }
 
-    /// Takes the scheduler's lease from a grant.
+    /// Takes the scheduler's lease from a placement.
     fn learn_lease(&mut self, lease: Duration) {
         if self.lease == Some(lease) {
             return;
@@ -311,7 +311,10 @@ impl Worker {
                         tokio::select! {
                             _ = &mut sleep => break,
                             _ = shutdown.changed() => break,
-                            Some(ended) = self.ended_rx.recv() => self.ended(ended),
+                            Some(ended) = self.ended_rx.recv() => {
+                                self.ended(ended);
+                                self.start_waiting();
+                            }
                         }
                     }
                 }
@@ -337,33 +340,12 @@ impl Worker {
             .await?;
         amqp::declare_shared(&publish, &names).await?;
         let control_queue = amqp::declare_control(&publish, &names, &self.config.name).await?;
-        for gpus in 1..=self.gpu_total() {
-            amqp::declare_gpu_tasks(&publish, &names, gpus).await?;
-        }
-        // Claims died with the last connection; what runs keeps its devices.
-        self.gpus_free = self.config.gpus.iter().map(|device| device.id).collect();
-        for run in self.running.values() {
-            for id in &run.gpu_ids {
-                self.gpus_free.remove(id);
-            }
-        }
-        let consume = connection.create_channel().await?;
-        let limit = u16::try_from(self.concurrency.max(1)).unwrap_or(u16::MAX);
-        consume
-            .basic_qos(1, BasicQosOptions { global: false })
-            .await?;
-        consume
-            .basic_qos(limit, BasicQosOptions { global: true })
-            .await?;
         let control_channel = connection.create_channel().await?;
         let mut control = control_channel
             .basic_consume(
                 control_queue.as_str().into(),
                 format!("{}-control", self.config.name).as_str().into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
+                BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
@@ -376,14 +358,10 @@ impl Worker {
             &self.config.url,
         )
         .await?;
-        let (deliveries_tx, mut deliveries) = mpsc::unbounded_channel();
         let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
         let (failures_tx, mut failures) = mpsc::unbounded_channel();
         let mut session = Session {
-            consume,
             publish,
-            consumers: HashMap::new(),
-            deliveries_tx,
             unconfirmed: HashSet::new(),
             confirmed_tx,
             failures_tx,
@@ -397,9 +375,6 @@ impl Worker {
         );
         self.flush_outbox(&mut session).await?;
         self.heartbeat(&session).await?;
-        if self.stopping.is_none() && !*shutdown.borrow() {
-            self.top_up(&mut session).await?;
-        }
         let mut tick = tokio::time::interval(TICK);
         let mut last_beat = tokio::time::Instant::now();
         loop {
@@ -415,19 +390,16 @@ impl Worker {
                 },
                 changed = shutdown.changed(), if self.stopping.is_none() => {
                     if changed.is_err() || *shutdown.borrow() {
-                        self.begin_stop(&mut session).await?;
+                        self.begin_stop();
+                        self.flush_outbox(&mut session).await?;
+                        self.heartbeat(&session).await?;
                     }
                 }
                 Some(changed) = next_size(size) => {
                     self.concurrency = changed;
                     tracing::info!(concurrency = changed, "worker resized");
-                    let limit = u16::try_from(changed.max(1)).unwrap_or(u16::MAX);
-                    session.consume.basic_qos(limit, BasicQosOptions { global: true }).await?;
-                    self.top_up(&mut session).await?;
+                    self.start_waiting();
                     self.heartbeat(&session).await?;
-                }
-                Some((tag, delivery)) = deliveries.recv() => {
-                    self.delivered(&mut session, tag, delivery?).await?;
                 }
                 Some(report) = confirmed.recv() => {
                     session.unconfirmed.remove(&report);
@@ -438,13 +410,27 @@ impl Worker {
                     let Some(message) = message else {
                         return Err(closed(&self.config.url, "the broker cancelled the control consumer"));
                     };
-                    self.control(&mut session, &message?.data).await?;
+                    let mut last = message?;
+                    self.control(&last.data);
+                    for _ in 1..CONTROL_BATCH {
+                        match futures_lite::future::poll_once(control.next()).await {
+                            Some(Some(next)) => {
+                                last = next?;
+                                self.control(&last.data);
+                            }
+                            _ => break,
+                        }
+                    }
+                    self.start_waiting();
+                    self.flush_outbox(&mut session).await?;
+                    // Handled: a message delivered again after a reconnect
+                    // is one this worker ignores.
+                    last.acker.ack(BasicAckOptions { multiple: true }).await?;
                 }
                 Some(ended) = self.ended_rx.recv() => {
                     self.ended(ended);
-                    // Free the slot first, so the next task is on its way
-                    // while the report is confirmed.
-                    self.top_up(&mut session).await?;
+                    // The next waiting attempt takes the slot at once.
+                    self.start_waiting();
                     self.flush_outbox(&mut session).await?;
                 }
                 _ = tick.tick() => {
@@ -452,11 +438,8 @@ impl Worker {
                         return Err(closed(&self.config.url, "the connection closed"));
                     }
                     self.check_deadlines();
-                    self.resend_claims(&mut session).await?;
+                    self.start_waiting();
                     self.flush_outbox(&mut session).await?;
-                    if self.stopping.is_none() {
-                        self.top_up(&mut session).await?;
-                    }
                     if self.stopping.is_some() && self.running.is_empty() {
                         if !self.goodbye_sent {
                             self.goodbye_sent = true;
@@ -482,18 +465,6 @@ async fn next_size(size: &mut Option<watch::Receiver<usize>>) -> Option<usize> {
             Err(_) => std::future::pending().await,
         },
         None => std::future::pending().await,
-    }
-}
-
-async fn forward(
-    mut consumer: Consumer,
-    tag: String,
-    deliveries: mpsc::UnboundedSender<(String, Result<Delivery, lapin::Error>)>,
-) {
-    while let Some(delivery) = consumer.next().await {
-        if deliveries.send((tag.clone(), delivery)).is_err() {
-            return;
-        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use serde_json::Value;
 
+mod place;
 mod ready;
 #[cfg(test)]
 mod ready_tests;
@@ -20,9 +21,10 @@ mod remote_tests;
 mod settle;
 mod waiting;
 
+pub use place::{Placed, Reclaim, Run};
 pub use ready::Placement;
 use ready::need_of;
-pub use remote::{Denial, Grant, Heartbeat, RemoteWorker, StopRequest};
+pub use remote::{Heartbeat, RemoteWorker, StopRequest};
 pub use waiting::Waiting;
 
 use super::policy::{self, Backoff, Recovery};
@@ -415,6 +417,7 @@ impl Core {
         self.free_gpus(id);
         if let Some(remote) = self.remote.get_mut(&worker) {
             remote.running.remove(&id);
+            remote.reclaiming.remove(&id);
             if counted {
                 remote.tasks_run += 1;
                 remote.tasks_failed += u64::from(failed);
@@ -533,12 +536,6 @@ impl Core {
 /// The spec's start time, when it is still ahead at `now_us`.
 fn start_ahead(spec: &crate::model::TaskSpec, now_us: i64) -> Option<i64> {
     spec.not_before_us.filter(|at_us| *at_us > now_us)
-}
-
-/// Whether a task of this spec, accepted at `now_us`, waits for its start
-/// time before it enters the ready queue.
-pub(in crate::scheduler) fn starts_later(spec: &crate::model::TaskSpec, now_us: i64) -> bool {
-    start_ahead(spec, now_us).is_some()
 }
 
 /// One GPU device tasks may be given.

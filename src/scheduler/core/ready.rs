@@ -1,10 +1,10 @@
 //! Which queued task may start now, and starting it.
 //!
 //! This is the one readiness decision. The pool's threads
-//! ([`Core::next_job`]) and the transport to worker processes
-//! ([`Core::take_for_publishing`], then [`Core::claim`]) both choose through
-//! [`Core::next_ready`] and both check [`Core::may_start`]; they differ only
-//! in how GPU needs are placed ([`Placement`]) and in who runs the attempt.
+//! ([`Core::next_job`]) and the placement on worker processes
+//! ([`Core::place`]) both choose through [`Core::next_ready`] and both check
+//! [`Core::may_start`]; they differ only in whose free devices a GPU task
+//! needs ([`Placement`]) and in who runs the attempt.
 //! A new rule about which task may start belongs in `may_start` (or in the
 //! ready queue's order) and nowhere else.
 
@@ -23,9 +23,14 @@ pub enum Placement {
     /// On the pool's threads: a GPU task waits until this machine's free
     /// devices fit it (see the ready queue's rules).
     Pool,
-    /// On worker processes, which place GPU tasks on their own devices: the
-    /// next task is taken whatever it needs.
-    Workers,
+    /// On worker processes heard from within `lease` of `now`: a GPU task
+    /// waits until one of them has a free slot and enough free devices.
+    Workers {
+        /// Now.
+        now: Instant,
+        /// How recently a worker must have been heard from.
+        lease: Duration,
+    },
 }
 
 /// An attempt just started, as both kinds of runner need it.
@@ -55,9 +60,10 @@ impl Core {
     }
 
     /// Takes the next task that may start, in run order (priority, then
-    /// arrival), with what it needs of the GPUs. Entries the ready queue
-    /// still names but that may no longer start (cancelled, already
-    /// claimed) are dropped from it on the way.
+    /// arrival; a GPU task only once its devices are free), with what it
+    /// needs of the GPUs. Entries the ready queue still names but that may
+    /// no longer start (cancelled, already running) are dropped from it on
+    /// the way.
     pub fn next_ready(&mut self, placement: Placement) -> Option<(TaskId, GpuNeed)> {
         if !self.dispatch_open() {
             return None;
@@ -74,7 +80,14 @@ impl Core {
                             == wanted
                     })?
                 }
-                Placement::Workers => self.queue.pop()?,
+                Placement::Workers { now, lease } => {
+                    let (remote, tasks) = (&self.remote, &self.tasks);
+                    self.queue.pop_placeable(|need| {
+                        remote
+                            .values()
+                            .any(|worker| worker.available(now, lease) && worker.fits(need, tasks))
+                    })?
+                }
             };
             if self
                 .tasks

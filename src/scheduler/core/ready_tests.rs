@@ -1,11 +1,11 @@
 //! The readiness decision, tested once for both ways a task starts: taken
-//! by a thread of the pool, or published to worker processes and claimed.
+//! by a thread of the pool, or placed on a worker process.
 //! A rule about which task may start gets its test here, run in both modes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Core, Denial, RequestError, Waiting};
+use super::{Core, Heartbeat, RequestError, Waiting};
 use crate::model::{TaskId, TaskRecord, TaskSpec, TaskStatus};
 use crate::scheduler::policy::Backoff;
 use crate::store::Retention;
@@ -17,7 +17,7 @@ const LEASE: Duration = Duration::from_secs(30);
 enum Mode {
     /// A thread of the pool takes it.
     Pool,
-    /// It is published, and a worker process claims it.
+    /// It is placed on a worker process.
     Workers,
 }
 
@@ -56,11 +56,28 @@ fn start_next(core: &mut Core, mode: Mode) -> Option<TaskId> {
             core.next_job(worker, 1).map(|job| job.started.record.id)
         }
         Mode::Workers => {
-            let id = core.take_for_publishing(1).first()?.id;
-            core.claim("box-1", id, Vec::new(), LEASE, Instant::now(), 1)
-                .ok()
-                .map(|_| id)
+            let now = Instant::now();
+            // A worker with a free slot for each task.
+            let slots = core.remote.values().map(|w| w.running.len()).sum::<usize>() + 1;
+            core.heartbeat(&worker_beat(slots), LEASE, now);
+            let placed = core.place(1, LEASE, now, 1);
+            placed.runs.first().map(|run| run.record.id)
         }
+    }
+}
+
+/// A heartbeat of worker process "box-1" with `slots` slots.
+fn worker_beat(slots: usize) -> Heartbeat {
+    Heartbeat {
+        worker: "box-1".into(),
+        host: "box".into(),
+        concurrency: slots,
+        prefetch: 0,
+        takes_placements: true,
+        running: Vec::new(),
+        resources: None,
+        gpus: Vec::new(),
+        session: 1,
     }
 }
 
@@ -97,20 +114,6 @@ fn no_task_starts_in_either_mode_while_dispatch_is_stopped() {
         core.dispatching = true;
         assert_eq!(start_all(&mut core, mode), vec![1, 2], "{mode:?}");
     }
-}
-
-#[test]
-fn a_task_published_before_dispatch_stopped_is_denied_and_published_again() {
-    let mut core = core_with(&[(1, 5)]);
-    let published = core.take_for_publishing(10);
-    assert_eq!(published.len(), 1);
-    core.dispatching = false;
-    let denied = core.claim("box-1", TaskId(1), Vec::new(), LEASE, Instant::now(), 1);
-    assert_eq!(denied.err(), Some(Denial::NotReady));
-    assert_eq!(core.counts()[TaskStatus::Queued.index()], 1);
-    assert!(core.take_for_publishing(10).is_empty());
-    core.dispatching = true;
-    assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
 }
 
 #[test]
@@ -174,22 +177,6 @@ fn a_held_task_starts_in_neither_mode_until_released() {
 }
 
 #[test]
-fn a_task_held_after_it_was_published_is_denied_and_waits_for_its_release() {
-    let mut core = core_with(&[(1, 5)]);
-    assert_eq!(core.take_for_publishing(10).len(), 1);
-    core.hold(TaskId(1)).expect("holdable");
-    let denied = core.claim("box-1", TaskId(1), Vec::new(), LEASE, Instant::now(), 1);
-    assert_eq!(denied.err(), Some(Denial::NotReady));
-    assert!(
-        core.take_for_publishing(10).is_empty(),
-        "not published again"
-    );
-    core.release(TaskId(1)).expect("releasable");
-    core.enqueue_if_queued(TaskId(1));
-    assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
-}
-
-#[test]
 fn nothing_starts_in_either_mode_while_paused() {
     for mode in MODES {
         let mut core = core_with(&[(1, 5), (2, 5)]);
@@ -198,15 +185,6 @@ fn nothing_starts_in_either_mode_while_paused() {
         core.paused = false;
         assert_eq!(start_all(&mut core, mode), vec![1, 2], "{mode:?}");
     }
-    // A task published before the pause: its claim is refused and it waits.
-    let mut core = core_with(&[(1, 5)]);
-    assert_eq!(core.take_for_publishing(10).len(), 1);
-    core.paused = true;
-    let denied = core.claim("box-1", TaskId(1), Vec::new(), LEASE, Instant::now(), 1);
-    assert_eq!(denied.err(), Some(Denial::NotReady));
-    assert!(core.take_for_publishing(10).is_empty());
-    core.paused = false;
-    assert_eq!(start_all(&mut core, Mode::Workers), vec![1]);
 }
 
 #[test]
@@ -216,7 +194,7 @@ fn each_waiting_task_says_why() {
     core.insert_queued(vec![Arc::new(TaskRecord::new(TaskId(4), later, 0))], 1_000);
     core.hold(TaskId(3)).expect("holdable");
     let ids = [1, 2, 3, 4, 99].map(TaskId);
-    let why = core.waiting(&ids, 1_000, false);
+    let why = core.waiting(&ids, 1_000, None);
     assert_eq!(why[0], Some(Waiting::Behind { ahead: 1, gpus: 0 }));
     assert_eq!(why[1], Some(Waiting::Behind { ahead: 0, gpus: 0 }));
     assert_eq!(why[2], Some(Waiting::Held));
@@ -225,14 +203,23 @@ fn each_waiting_task_says_why() {
     assert_eq!(why[1].map(|w| w.code()), Some("queued_behind"));
     assert!(why[0].is_some_and(|w| w.message(1_000).contains("1 task(s)")));
     core.paused = true;
-    assert_eq!(core.waiting(&ids, 1_000, false)[0], Some(Waiting::Paused));
+    assert_eq!(core.waiting(&ids, 1_000, None)[0], Some(Waiting::Paused));
     core.paused = false;
-    // Published to a broker: out of the ready queue, waiting for a slot.
-    assert_eq!(core.take_for_publishing(1).len(), 1);
-    assert_eq!(core.waiting(&ids, 1_000, true)[1], Some(Waiting::Published));
+    // On worker processes, with none connected.
+    let workers = Some((Instant::now(), LEASE));
+    assert_eq!(
+        core.waiting(&ids, 1_000, workers)[1],
+        Some(Waiting::NoWorker)
+    );
+    assert_eq!(Waiting::NoWorker.code(), "waiting_for_worker");
     // Running and finished tasks do not wait.
-    assert_eq!(start_next(&mut core, Mode::Pool), Some(TaskId(1)));
-    assert_eq!(core.waiting(&ids, 1_000, true)[0], None);
+    assert_eq!(start_next(&mut core, Mode::Workers), Some(TaskId(2)));
+    assert_eq!(core.waiting(&ids, 1_000, workers)[1], None);
+    assert_eq!(
+        core.waiting(&ids, 1_000, workers)[0],
+        Some(Waiting::Behind { ahead: 0, gpus: 0 }),
+        "a worker is connected"
+    );
 }
 
 #[test]

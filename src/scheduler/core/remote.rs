@@ -1,16 +1,16 @@
-//! Attempts that run on worker processes reached through a broker: claims,
-//! leases renewed by heartbeats, results, and the workers themselves.
+//! Attempts that run on worker processes reached through a broker: leases
+//! renewed by heartbeats, results, and the workers themselves (placing
+//! attempts on them is in `place`).
 //!
-//! The scheduler keeps ownership of every task: a worker runs an attempt
-//! only after its claim was granted here, and an attempt whose lease is not
-//! renewed is counted as lost and retried like any other failure.
+//! The scheduler keeps ownership of every task: a worker runs only the
+//! attempts placed on it here, and an attempt whose lease is not renewed is
+//! counted as lost and retried like any other failure.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{AttemptResult, Change, Core, GpuDevice, Placement, Settled, WorkerId};
-use crate::model::{HostSummary, TaskId, TaskLog, TaskRecord, TaskStatus};
+use super::{AttemptResult, Core, GpuDevice, Settled, WorkerId};
+use crate::model::{HostSummary, TaskId, TaskLog};
 use crate::tasks::StopReason;
 
 /// A worker process as the scheduler knows it.
@@ -20,10 +20,17 @@ pub struct RemoteWorker {
     pub name: String,
     /// The host it runs on (empty until it was heard from).
     pub host: String,
-    /// Attempts it runs at once.
+    /// Attempts it runs at once (0 while it stops).
     pub concurrency: usize,
-    /// Tasks it runs now.
+    /// Attempts it keeps waiting for a slot beyond those it runs.
+    pub prefetch: usize,
+    /// It takes attempts placed on it (it speaks the scheduler's protocol).
+    pub takes_placements: bool,
+    /// Tasks placed on it that it has not finished (running, or waiting
+    /// there for a slot).
     pub running: BTreeSet<TaskId>,
+    /// Of those, the ones it was asked to hand back.
+    pub reclaiming: BTreeSet<TaskId>,
     /// Attempts it has finished.
     pub tasks_run: u64,
     /// Attempts of those that failed.
@@ -56,30 +63,6 @@ pub struct StopRequest {
     pub reason: StopReason,
 }
 
-/// A granted claim: the worker may run this attempt.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    /// Attempt number to report back.
-    pub attempt: u32,
-    /// Time allowed, counted by the worker from when it starts.
-    pub timeout: Option<Duration>,
-}
-
-/// Why a claim was refused; the worker drops the delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denial {
-    /// The scheduler does not know the task (a message left from an
-    /// earlier run, or a task dropped by the retention).
-    Unknown,
-    /// Another worker runs it.
-    RunningElsewhere,
-    /// It is cancelled, finished or waiting for a retry.
-    NotQueued(TaskStatus),
-    /// It is queued but may not start now (the scheduler is stopping); it
-    /// is published again once it may.
-    NotReady,
-}
-
 impl Core {
     /// The id of the worker process with this name, registering it when new.
     pub fn remote_id(&mut self, name: &str) -> WorkerId {
@@ -95,7 +78,10 @@ impl Core {
                 name: name.to_owned(),
                 host: String::new(),
                 concurrency: 0,
+                prefetch: 0,
+                takes_placements: false,
                 running: BTreeSet::new(),
+                reclaiming: BTreeSet::new(),
                 tasks_run: 0,
                 tasks_failed: 0,
                 last_heard: None,
@@ -157,97 +143,6 @@ impl Core {
         waiting
     }
 
-    /// Takes up to `max` tasks that may start, for publishing, in run
-    /// order (see [`Core::next_ready`]). They stay queued until a worker's
-    /// claim is granted.
-    pub fn take_for_publishing(&mut self, max: usize) -> Vec<Arc<TaskRecord>> {
-        let mut taken = Vec::new();
-        while taken.len() < max {
-            let Some((id, _)) = self.next_ready(Placement::Workers) else {
-                break;
-            };
-            if let Some(entry) = self.tasks.get(&id) {
-                taken.push(Arc::clone(&entry.record));
-            }
-        }
-        taken
-    }
-
-    /// Puts tasks whose publishing failed back in the ready queue (those
-    /// still queued).
-    pub fn unpublish(&mut self, ids: &[TaskId]) -> usize {
-        ids.iter().filter(|id| self.enqueue_if_queued(**id)).count()
-    }
-
-    /// Decides a worker's claim of a delivered task.
-    ///
-    /// Rules:
-    /// - a queued task is granted: it becomes running on that worker with a
-    ///   lease until `now + lease` (also when its message was an older
-    ///   duplicate: one attempt runs per queued state);
-    /// - a claim by the worker already running that attempt is granted again
-    ///   (claims are resent after reconnecting);
-    /// - a queued task that may not start now ([`Core::may_start`]) is
-    ///   denied and published again once it may;
-    /// - anything else is denied, and the worker drops the message.
-    pub fn claim(
-        &mut self,
-        worker_name: &str,
-        id: TaskId,
-        gpu_ids: Vec<u32>,
-        lease: Duration,
-        now: Instant,
-        now_us: i64,
-    ) -> Result<(Grant, Option<Change>), Denial> {
-        let worker = self.remote_id(worker_name);
-        self.heard_from(worker, now);
-        let entry = self.tasks.get_mut(&id).ok_or(Denial::Unknown)?;
-        let timeout = entry.record.spec.timeout_ms.map(Duration::from_millis);
-        if let Some(run) = &mut entry.run {
-            if run.worker == worker {
-                run.lease_until = Some(now + lease);
-                let grant = Grant {
-                    attempt: run.attempt,
-                    timeout,
-                };
-                return Ok((grant, None));
-            }
-            return Err(Denial::RunningElsewhere);
-        }
-        if entry.record.status != TaskStatus::Queued {
-            return Err(Denial::NotQueued(entry.record.status));
-        }
-        let priority = entry.record.spec.priority;
-        if !self
-            .tasks
-            .get(&id)
-            .is_some_and(|entry| self.may_start(entry))
-        {
-            // It stays queued, to be published again once it may start.
-            self.enqueue_if_queued(id);
-            return Err(Denial::NotReady);
-        }
-        self.queue.remove(priority, id);
-        let started = self
-            .start_attempt(
-                id,
-                worker,
-                worker_name.to_owned(),
-                gpu_ids,
-                Some(now + lease),
-                now_us,
-            )
-            .ok_or(Denial::Unknown)?;
-        if let Some(remote) = self.remote.get_mut(&worker) {
-            remote.running.insert(id);
-        }
-        let grant = Grant {
-            attempt: started.attempt,
-            timeout,
-        };
-        Ok((grant, Some(started.change)))
-    }
-
     /// Takes a worker's heartbeat: renews the leases of the attempts it
     /// lists that are still its own, and returns those it lists that are not
     /// (they were settled here meanwhile; the worker should stop them).
@@ -262,6 +157,8 @@ impl Core {
         if let Some(remote) = self.remote.get_mut(&worker) {
             remote.host.clone_from(&beat.host);
             remote.concurrency = beat.concurrency;
+            remote.prefetch = beat.prefetch;
+            remote.takes_placements = beat.takes_placements;
             remote.resources.clone_from(&beat.resources);
             remote.gpus.clone_from(&beat.gpus);
             if beat.session != 0 {
@@ -307,6 +204,23 @@ impl Core {
         if let Some(log) = log {
             self.set_log(worker, id, attempt, log);
         }
+        // An attempt may have waited on the worker for a slot after it was
+        // placed: it started when its run time says.
+        if let Some(entry) = self.tasks.get_mut(&id)
+            && entry
+                .run
+                .as_ref()
+                .is_some_and(|run| run.worker == worker && run.attempt == attempt)
+        {
+            let record = std::sync::Arc::make_mut(&mut entry.record);
+            let started = now_us.saturating_sub(run_time_us.max(0));
+            if record.started_at_us.is_some_and(|placed| placed < started) {
+                if record.first_started_at_us == record.started_at_us {
+                    record.first_started_at_us = Some(started);
+                }
+                record.started_at_us = Some(started);
+            }
+        }
         let mut settled = self.finish_attempt(worker, id, attempt, result, now, now_us);
         if let Some((succeeded, _)) = settled.attempt {
             settled.attempt = Some((succeeded, run_time_us.max(0)));
@@ -315,8 +229,8 @@ impl Core {
     }
 
     /// A worker hands an attempt back without running it to its end (it is
-    /// shutting down, or it lost the delivery before the grant arrived): the
-    /// task is queued again and the attempt does not count.
+    /// shutting down, or it had not started it and was asked to hand it
+    /// back): the task is queued again and the attempt does not count.
     pub fn release_remote(&mut self, worker_name: &str, id: TaskId, attempt: u32) -> Settled {
         let worker = self.remote_id(worker_name);
         let mut settled = Settled::default();
@@ -333,9 +247,9 @@ impl Core {
     }
 
     /// A worker process says it is stopping. It has reported or handed back
-    /// every attempt it ran, so one it still holds here is a grant that
-    /// reached it after it stopped taking tasks: it never ran, and goes back
-    /// to the queue without counting.
+    /// every attempt it ran, so one it still holds here was placed on it
+    /// after it stopped taking tasks: it never ran, and goes back to the
+    /// queue without counting.
     pub fn remote_gone(&mut self, worker_name: &str, now: Instant) -> Vec<Settled> {
         let worker = self.remote_id(worker_name);
         let held: Vec<TaskId> = self
@@ -488,9 +402,14 @@ pub struct Heartbeat {
     pub worker: String,
     /// Its host name.
     pub host: String,
-    /// Attempts it runs at once.
+    /// Attempts it runs at once (0 while it stops).
     pub concurrency: usize,
-    /// The attempts it runs: task and attempt number.
+    /// Attempts it keeps waiting for a slot beyond those it runs.
+    pub prefetch: usize,
+    /// It takes attempts placed on it (it speaks the scheduler's protocol).
+    pub takes_placements: bool,
+    /// The attempts placed on it that it has not finished (running or
+    /// waiting for a slot): task and attempt number.
     pub running: Vec<(TaskId, u32)>,
     /// Its host's load.
     pub resources: Option<HostSummary>,

@@ -1,12 +1,12 @@
-//! Unit tests of attempts on worker processes: claims, leases, results and
-//! recovery, without threads or a broker.
+//! Unit tests of attempts on worker processes: placement, leases, results
+//! and recovery, without threads or a broker.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{AttemptResult, Core, Denial, Heartbeat};
+use super::{AttemptResult, Core, GpuDevice, Heartbeat};
 use crate::model::{EventKind, FailureKind, TaskId, TaskLog, TaskRecord, TaskSpec, TaskStatus};
 use crate::scheduler::policy::Backoff;
 use crate::store::Retention;
@@ -44,6 +44,8 @@ fn beat(worker: &str, running: &[(u64, u32)]) -> Heartbeat {
         worker: worker.into(),
         host: "box".into(),
         concurrency: 2,
+        prefetch: 0,
+        takes_placements: true,
         running: running.iter().map(|(id, a)| (TaskId(*id), *a)).collect(),
         resources: None,
         gpus: Vec::new(),
@@ -51,45 +53,186 @@ fn beat(worker: &str, running: &[(u64, u32)]) -> Heartbeat {
     }
 }
 
+/// Makes `worker` known with 2 slots (a heartbeat) and places what may
+/// start; the tasks and attempts placed, on any worker.
+fn place_on(core: &mut Core, worker: &str, now: Instant) -> Vec<(u64, u32, String)> {
+    core.heartbeat(&beat(worker, &[]), LEASE, now);
+    core.place(100, LEASE, now, 0)
+        .runs
+        .into_iter()
+        .map(|run| (run.record.id.0, run.attempt, run.worker))
+        .collect()
+}
+
 #[test]
-fn a_queued_task_is_granted_once_and_a_second_worker_is_denied() {
-    let mut core = core_with(&[1]);
+fn each_task_is_placed_once_spread_over_the_workers_with_free_slots() {
+    let mut core = core_with(&[1, 2, 3, 4, 5]);
     let now = Instant::now();
-    let published = core.take_for_publishing(10);
-    assert_eq!(published.len(), 1);
-    assert_eq!(published[0].status, TaskStatus::Queued);
-    let (grant, started) = core
-        .claim("a", TaskId(1), Vec::new(), LEASE, now, 5)
-        .expect("granted");
-    assert_eq!(grant.attempt, 1);
-    let started = started.expect("a started transition");
-    assert_eq!(started.kind, EventKind::Started);
-    assert_eq!(started.record.worker.as_deref(), Some("a"));
-    assert_eq!(
-        core.claim("b", TaskId(1), Vec::new(), LEASE, now, 6).err(),
-        Some(Denial::RunningElsewhere)
+    core.heartbeat(&beat("a", &[]), LEASE, now);
+    core.heartbeat(&beat("b", &[]), LEASE, now);
+    let placed = core.place(100, LEASE, now, 5);
+    let on = |worker: &str| {
+        placed
+            .runs
+            .iter()
+            .filter(|run| run.worker == worker)
+            .count()
+    };
+    assert_eq!((on("a"), on("b")), (2, 2), "two slots each, no prefetch");
+    assert_eq!(placed.changes.len(), 4);
+    assert!(placed.changes.iter().all(|c| c.kind == EventKind::Started));
+    assert!(placed.runs.iter().all(|run| run.attempt == 1));
+    let mut ids: Vec<u64> = placed.runs.iter().map(|run| run.record.id.0).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3, 4], "in run order, each once");
+    assert!(
+        core.place(100, LEASE, now, 6).runs.is_empty(),
+        "no credit left"
     );
-    // The same worker claiming again (after a reconnect) gets the same attempt.
-    let (again, none) = core
-        .claim("a", TaskId(1), Vec::new(), LEASE, now, 7)
-        .expect("granted again");
-    assert_eq!(again.attempt, 1);
-    assert!(none.is_none());
+    // An ended attempt frees its slot for the next task.
+    core.finish_remote(
+        "b",
+        TaskId(2),
+        1,
+        AttemptResult::Completed(json!(1)),
+        None,
+        3,
+        now,
+        7,
+    );
+    let next = core.place(100, LEASE, now, 8).runs;
+    assert_eq!(next.len(), 1);
     assert_eq!(
-        core.claim("a", TaskId(9), Vec::new(), LEASE, now, 8).err(),
-        Some(Denial::Unknown)
+        (next[0].record.id, next[0].worker.as_str()),
+        (TaskId(5), "b")
     );
 }
 
 #[test]
-fn a_removed_task_is_denied_so_it_never_runs() {
-    let mut core = core_with(&[1]);
-    let _ = core.take_for_publishing(10);
+fn a_worker_gets_its_prefetch_beyond_its_slots_and_old_workers_get_nothing() {
+    let mut core = core_with(&[1, 2, 3, 4, 5]);
+    let now = Instant::now();
+    let mut old = beat("old", &[]);
+    old.takes_placements = false;
+    core.heartbeat(&old, LEASE, now);
+    assert!(
+        core.place(100, LEASE, now, 0).runs.is_empty(),
+        "an older worker"
+    );
+    let mut prefetching = beat("a", &[]);
+    prefetching.concurrency = 1;
+    prefetching.prefetch = 2;
+    core.heartbeat(&prefetching, LEASE, now);
+    assert_eq!(core.place(100, LEASE, now, 0).runs.len(), 3);
+    // Stopping, it says it has no slots: nothing more is placed.
+    prefetching.concurrency = 0;
+    prefetching.running = vec![(TaskId(1), 1), (TaskId(2), 1), (TaskId(3), 1)];
+    core.heartbeat(&prefetching, LEASE, now);
+    core.release_remote("a", TaskId(3), 1);
+    assert!(core.place(100, LEASE, now, 0).runs.is_empty());
+}
+
+#[test]
+fn a_removed_task_is_never_placed() {
+    let mut core = core_with(&[1, 2]);
     core.cancel(TaskId(1), false, 3).expect("removed");
+    let placed = place_on(&mut core, "a", Instant::now());
+    assert_eq!(placed, [(2, 1, "a".to_owned())]);
+}
+
+#[test]
+fn gpu_tasks_get_free_devices_of_one_worker_and_wait_for_them() {
+    let mut core = core_with(&[]);
+    let gpu = |id: u64, gpus: u32| {
+        let spec = TaskSpec::new("noop", vec![]).gpus(gpus);
+        Arc::new(TaskRecord::new(TaskId(id), spec, 0))
+    };
+    core.insert_queued(vec![gpu(1, 1), gpu(2, 2), gpu(3, 1)], 0);
+    let now = Instant::now();
+    let mut box_a = beat("a", &[]);
+    box_a.concurrency = 4;
+    box_a.gpus = vec![
+        GpuDevice {
+            id: 0,
+            memory_mb: Some(8_000),
+        },
+        GpuDevice {
+            id: 1,
+            memory_mb: Some(8_000),
+        },
+    ];
+    core.heartbeat(&box_a, LEASE, now);
+    let placed = core.place(100, LEASE, now, 0).runs;
+    // Task 2 needs both devices while task 1 holds one: it waits, and task
+    // 3 waits behind it (GPU tasks start in order).
+    assert_eq!(placed.len(), 1);
     assert_eq!(
-        core.claim("a", TaskId(1), Vec::new(), LEASE, Instant::now(), 4)
-            .err(),
-        Some(Denial::NotQueued(TaskStatus::Cancelled))
+        (placed[0].record.id, placed[0].gpu_ids.clone()),
+        (TaskId(1), vec![0])
+    );
+    core.finish_remote(
+        "a",
+        TaskId(1),
+        1,
+        AttemptResult::Completed(json!(1)),
+        None,
+        3,
+        now,
+        7,
+    );
+    let placed = core.place(100, LEASE, now, 8).runs;
+    assert_eq!(placed.len(), 1);
+    assert_eq!(
+        (placed[0].record.id, placed[0].gpu_ids.clone()),
+        (TaskId(2), vec![0, 1])
+    );
+    core.finish_remote(
+        "a",
+        TaskId(2),
+        1,
+        AttemptResult::Completed(json!(1)),
+        None,
+        3,
+        now,
+        9,
+    );
+    let placed = core.place(100, LEASE, now, 10).runs;
+    assert_eq!(
+        (placed[0].record.id, placed[0].gpu_ids.clone()),
+        (TaskId(3), vec![0])
+    );
+}
+
+#[test]
+fn an_attempt_waiting_on_a_busy_worker_is_asked_back_for_an_idle_one() {
+    let mut core = core_with(&[1, 2]);
+    let now = Instant::now();
+    let mut busy = beat("a", &[]);
+    busy.concurrency = 1;
+    busy.prefetch = 1;
+    core.heartbeat(&busy, LEASE, now);
+    assert_eq!(core.place(100, LEASE, now, 0).runs.len(), 2);
+    core.heartbeat(&beat("b", &[]), LEASE, now);
+    let soon = core.place(100, LEASE, now, 100_000);
+    assert!(
+        soon.reclaims.is_empty(),
+        "placed moments ago: it may start yet"
+    );
+    let later = core.place(100, LEASE, now, 1_000_000);
+    assert_eq!(later.reclaims.len(), 1, "{:?}", later.reclaims);
+    assert_eq!(later.reclaims[0].worker, "a");
+    assert!(
+        core.place(100, LEASE, now, 2_000_000).reclaims.is_empty(),
+        "asked once"
+    );
+    // Handed back, it is placed on the idle worker.
+    let task = later.reclaims[0].task;
+    core.release_remote("a", task, 1);
+    let placed = core.place(100, LEASE, now, 2_000_000).runs;
+    assert_eq!(placed.len(), 1);
+    assert_eq!(
+        (placed[0].record.id, placed[0].worker.as_str()),
+        (task, "b")
     );
 }
 
@@ -97,8 +240,7 @@ fn a_removed_task_is_denied_so_it_never_runs() {
 fn heartbeats_renew_leases_and_a_silent_worker_loses_its_attempt() {
     let mut core = core_with(&[1]);
     let start = Instant::now();
-    core.claim("a", TaskId(1), Vec::new(), LEASE, start, 0)
-        .expect("granted");
+    place_on(&mut core, "a", start);
     let later = start + LEASE - Duration::from_secs(1);
     assert!(
         core.heartbeat(&beat("a", &[(1, 1)]), LEASE, later)
@@ -135,9 +277,7 @@ const GRACE: Duration = Duration::from_millis(400);
 fn a_closed_connection_loses_its_attempts_after_the_grace_and_requeues_at_once() {
     let mut core = core_with(&[1]);
     let start = Instant::now();
-    core.heartbeat(&beat("a", &[]), LEASE, start);
-    core.claim("a", TaskId(1), Vec::new(), LEASE, start, 0)
-        .expect("granted");
+    place_on(&mut core, "a", start);
     assert_eq!(core.connection_lost("a", 7, GRACE, start), 1);
     assert!(
         core.expire_leases(start + GRACE / 2, 10).is_empty(),
@@ -164,9 +304,7 @@ fn a_closed_connection_loses_its_attempts_after_the_grace_and_requeues_at_once()
 fn a_worker_back_within_the_grace_keeps_its_attempts() {
     let mut core = core_with(&[1]);
     let start = Instant::now();
-    core.heartbeat(&beat("a", &[]), LEASE, start);
-    core.claim("a", TaskId(1), Vec::new(), LEASE, start, 0)
-        .expect("granted");
+    place_on(&mut core, "a", start);
     core.connection_lost("a", 7, GRACE, start);
     let mut back = beat("a", &[(1, 1)]);
     back.session = 8;
@@ -181,9 +319,9 @@ fn a_worker_back_within_the_grace_keeps_its_attempts() {
 fn a_heartbeat_listing_an_attempt_that_is_not_its_own_gets_a_stop() {
     let mut core = core_with(&[1]);
     let now = Instant::now();
-    core.claim("a", TaskId(1), Vec::new(), LEASE, now, 0)
-        .expect("granted");
+    place_on(&mut core, "a", now);
     let stale = core.heartbeat(&beat("b", &[(1, 1)]), LEASE, now);
+    assert_eq!(core.tasks[&TaskId(1)].record.worker.as_deref(), Some("a"));
     assert_eq!(stale.len(), 1);
     assert_eq!(stale[0].worker, "b");
     assert_eq!(stale[0].reason, StopReason::Cancelled);
@@ -193,16 +331,7 @@ fn a_heartbeat_listing_an_attempt_that_is_not_its_own_gets_a_stop() {
 fn results_complete_released_attempts_requeue_and_tallies_follow() {
     let mut core = core_with(&[1, 2]);
     let now = Instant::now();
-    core.claim("a", TaskId(1), Vec::new(), LEASE, now, 0)
-        .expect("granted");
-    core.claim("a", TaskId(2), Vec::new(), LEASE, now, 0)
-        .expect("granted");
-    let (total, busy) = (core.remote_load().0, core.remote_load().1);
-    assert_eq!(
-        (total, busy),
-        (0, 2),
-        "concurrency is known from heartbeats only"
-    );
+    place_on(&mut core, "a", now);
     core.heartbeat(&beat("a", &[(1, 1), (2, 1)]), LEASE, now);
     assert_eq!(core.remote_load(), (2, 2));
     let done = core.finish_remote(
@@ -244,8 +373,7 @@ fn results_complete_released_attempts_requeue_and_tallies_follow() {
 #[test]
 fn cancelling_a_remote_attempt_asks_its_worker_to_stop() {
     let mut core = core_with(&[1]);
-    core.claim("a", TaskId(1), Vec::new(), LEASE, Instant::now(), 0)
-        .expect("granted");
+    place_on(&mut core, "a", Instant::now());
     let (_, settled) = core.cancel(TaskId(1), true, 5).expect("stop requested");
     let stop = settled.stop.expect("a stop request");
     assert_eq!(
@@ -282,11 +410,10 @@ fn recovery_keeps_remote_attempts_running_under_a_fresh_lease() {
 }
 
 #[test]
-fn a_goodbye_hands_back_grants_the_worker_never_saw_without_counting() {
+fn a_goodbye_hands_back_placements_the_worker_never_saw_without_counting() {
     let mut core = core_with(&[1]);
     let now = Instant::now();
-    core.claim("a", TaskId(1), Vec::new(), LEASE, now, 0)
-        .expect("granted");
+    place_on(&mut core, "a", now);
     let settled = core.remote_gone("a", now);
     assert_eq!(settled.len(), 1);
     let change = settled[0].change.as_ref().expect("requeued");
@@ -300,8 +427,7 @@ fn a_goodbye_hands_back_grants_the_worker_never_saw_without_counting() {
 fn leases_restart_after_the_broker_was_away() {
     let mut core = core_with(&[1]);
     let start = Instant::now();
-    core.claim("a", TaskId(1), Vec::new(), LEASE, start, 0)
-        .expect("granted");
+    place_on(&mut core, "a", start);
     let back = start + LEASE * 2;
     core.renew_all_leases(back + LEASE);
     assert!(core.expire_leases(back, 10).is_empty());

@@ -79,6 +79,25 @@ impl Core {
                 settled.attempt = None;
                 self.put_back(id, &mut settled);
             }
+            Some((_, _, _, Some(StopReason::TimedOut))) => {
+                // A worker process counts the timeout itself and reports it.
+                let timeout_ms = self
+                    .tasks
+                    .get(&id)
+                    .and_then(|entry| entry.record.spec.timeout_ms)
+                    .unwrap_or(0);
+                let message = format!("timed out after {timeout_ms} ms");
+                self.record_failure(
+                    id,
+                    FailureKind::TimedOut,
+                    message,
+                    true,
+                    true,
+                    now,
+                    now_us,
+                    &mut settled,
+                );
+            }
             Some((kind, message, retryable, _)) => {
                 self.record_failure(
                     id,

@@ -133,8 +133,8 @@ pub enum Waiting {
         /// GPUs it needs.
         gpus: u32,
     },
-    /// Handed to the broker; it waits for a free worker slot.
-    Published,
+    /// It runs on worker processes, and none is connected.
+    NoWorker,
 }
 
 impl Waiting {
@@ -148,7 +148,7 @@ impl Waiting {
             Self::ShuttingDown => "shutting_down",
             Self::Behind { gpus: 0, .. } => "queued_behind",
             Self::Behind { .. } => "waiting_for_gpus",
-            Self::Published => "waiting_for_worker",
+            Self::NoWorker => "waiting_for_worker",
         }
     }
 
@@ -188,7 +188,7 @@ impl Waiting {
             Self::Behind { ahead, gpus } => format!(
                 "needs {gpus} free GPU(s); {ahead} task(s) of higher priority or queued earlier come first"
             ),
-            Self::Published => "handed to the broker; waits for a free worker slot".to_owned(),
+            Self::NoWorker => "no worker process is connected to run it".to_owned(),
         }
     }
 }
@@ -197,10 +197,20 @@ impl Core {
     /// Why each of these tasks waits (none for a task that runs, finished
     /// or is unknown). One pass over the ready queue for all of them.
     ///
-    /// `published`: a queued task outside the ready queue has been handed
-    /// to a broker (with worker processes); with the pool it is about to
-    /// start.
-    pub fn waiting(&self, ids: &[TaskId], now_us: i64, published: bool) -> Vec<Option<Waiting>> {
+    /// `workers`: tasks run on worker processes, which count as connected
+    /// when heard from within the lease (now, lease).
+    pub fn waiting(
+        &self,
+        ids: &[TaskId],
+        now_us: i64,
+        workers: Option<(std::time::Instant, std::time::Duration)>,
+    ) -> Vec<Option<Waiting>> {
+        let no_worker = workers.is_some_and(|(now, lease)| {
+            !self
+                .remote
+                .values()
+                .any(|remote| remote.available(now, lease))
+        });
         let in_queue: std::collections::HashSet<TaskId> = ids
             .iter()
             .copied()
@@ -249,16 +259,12 @@ impl Core {
                 if !self.dispatching {
                     return Some(Waiting::ShuttingDown);
                 }
-                Some(match ahead.get(id) {
-                    Some(ahead) => Waiting::Behind {
-                        ahead: *ahead,
-                        gpus: record.spec.gpus,
-                    },
-                    None if published => Waiting::Published,
-                    None => Waiting::Behind {
-                        ahead: 0,
-                        gpus: record.spec.gpus,
-                    },
+                if no_worker {
+                    return Some(Waiting::NoWorker);
+                }
+                Some(Waiting::Behind {
+                    ahead: ahead.get(id).copied().unwrap_or(0),
+                    gpus: record.spec.gpus,
                 })
             })
             .collect()
