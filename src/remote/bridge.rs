@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::amqp::{self, Keep, LinkError, Reconnect};
-use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WorkerEvent};
+use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WorkerEvent, decode};
 use super::url::BrokerUrl;
 use crate::model::TaskId;
 use crate::scheduler::{
@@ -261,6 +261,15 @@ struct Link {
     next_placement: AtomicU64,
 }
 
+/// One placement round, ready to send: placements (by task and attempt,
+/// with their worker) and hand-back requests.
+struct Round {
+    runs: Vec<((TaskId, u32), String, Control)>,
+    reclaims: Vec<(String, Control)>,
+    /// The round was as large as allowed: there may be more to place.
+    full: bool,
+}
+
 /// Placements sent but not yet confirmed by the broker, by task and
 /// attempt: sent again on the next connection if this one drops first.
 type Unconfirmed = BTreeMap<(TaskId, u32), (String, Control)>;
@@ -359,6 +368,7 @@ impl Link {
                 .collect();
             sender.send_runs(again).await?;
         }
+        self.resend_recovered(&sender).await?;
         *self.hooks.status.lock() = Ok(());
         tracing::info!(broker = %self.config.url, namespace = names.namespace(), "connected to the broker");
         self.place(&sender, unconfirmed).await?;
@@ -398,9 +408,7 @@ impl Link {
                             _ => break,
                         }
                     }
-                    self.apply_events(&sender, batch).await?;
-                    // Ended attempts freed their slots; new workers came.
-                    self.place(&sender, unconfirmed).await?;
+                    self.apply_events(&sender, batch, unconfirmed).await?;
                 }
                 _ = lease_check.tick() => {
                     let lost = self.scheduler.expire_leases();
@@ -420,18 +428,70 @@ impl Link {
     }
 
     /// Places what may start and sends it, round after round while rounds
-    /// come back full; sends the hand-back requests the rounds decided.
+    /// come back full; sends the hand-back requests the rounds decided. The
+    /// attempts' running state is committed before they are sent, so a
+    /// restarted scheduler knows every attempt a worker may have got.
     async fn place(
         &self,
         sender: &Sender<'_>,
         unconfirmed: &mut Unconfirmed,
     ) -> Result<(), LinkError> {
-        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
         loop {
-            let Placed { runs, reclaims, .. } = self.scheduler.place(PLACE_BATCH);
-            let full = runs.len() == PLACE_BATCH;
-            let mut batch = Vec::with_capacity(runs.len());
-            for run in runs {
+            let round = self.take_placements(unconfirmed);
+            if round.runs.is_empty() && round.reclaims.is_empty() {
+                return Ok(());
+            }
+            if !round.runs.is_empty() {
+                self.commit()?;
+            }
+            let full = round.full;
+            self.send_round(sender, round).await?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends again the attempts recovered at start as running on workers
+    /// (the previous scheduler process may have died between committing
+    /// and sending them); a worker that has or ran one ignores it.
+    async fn resend_recovered(&self, sender: &Sender<'_>) -> Result<(), LinkError> {
+        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+        let runs: Vec<((TaskId, u32), String, Control)> = self
+            .scheduler
+            .recovered_placements()
+            .into_iter()
+            .map(|run| {
+                let control = Control::Run {
+                    task: run.record.id,
+                    attempt: run.attempt,
+                    placement: self.next_placement.fetch_add(1, Ordering::Relaxed),
+                    spec: run.record.spec.clone(),
+                    timeout_ms: run.record.spec.timeout_ms,
+                    lease_ms,
+                    gpu_ids: run.gpu_ids,
+                    again: true,
+                };
+                ((run.record.id, run.attempt), run.worker, control)
+            })
+            .collect();
+        if !runs.is_empty() {
+            tracing::info!(
+                attempts = runs.len(),
+                "sending again the attempts that were running on workers at the last stop"
+            );
+        }
+        sender.send_runs(runs).await
+    }
+
+    /// One placement round, ready to send (recorded as unconfirmed).
+    fn take_placements(&self, unconfirmed: &mut Unconfirmed) -> Round {
+        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+        let Placed { runs, reclaims, .. } = self.scheduler.place(PLACE_BATCH);
+        let full = runs.len() == PLACE_BATCH;
+        let runs = runs
+            .into_iter()
+            .map(|run| {
                 let key = (run.record.id, run.attempt);
                 let control = Control::Run {
                     task: run.record.id,
@@ -441,57 +501,87 @@ impl Link {
                     timeout_ms: run.record.spec.timeout_ms,
                     lease_ms,
                     gpu_ids: run.gpu_ids,
+                    again: false,
                 };
                 unconfirmed.insert(key, (run.worker.clone(), control.clone()));
-                batch.push((key, run.worker, control));
-            }
-            sender.send_runs(batch).await?;
-            for reclaim in reclaims {
+                (key, run.worker, control)
+            })
+            .collect();
+        let reclaims = reclaims
+            .into_iter()
+            .map(|reclaim| {
                 let control = Control::Reclaim {
                     task: reclaim.task,
                     attempt: reclaim.attempt,
                 };
-                sender.send(&reclaim.worker, &control).await?;
-            }
-            if !full {
-                return Ok(());
-            }
+                (reclaim.worker, control)
+            })
+            .collect();
+        Round {
+            runs,
+            reclaims,
+            full,
         }
     }
 
-    /// Applies a batch of worker reports, commits them, answers, and only
-    /// then acknowledges them: a report is never lost.
+    async fn send_round(&self, sender: &Sender<'_>, round: Round) -> Result<(), LinkError> {
+        sender.send_runs(round.runs).await?;
+        for (worker, control) in &round.reclaims {
+            sender.send(worker, control).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits every change so far to the store.
+    fn commit(&self) -> Result<(), LinkError> {
+        self.scheduler.flush().map_err(|error| {
+            tracing::error!(%error, "cannot commit to the store; nothing is acknowledged or sent");
+            LinkError::Connect {
+                url: self.config.url.to_string(),
+                reason: format!("the store failed: {error}"),
+            }
+        })
+    }
+
+    /// Applies a batch of worker reports and places what their ended
+    /// attempts made room for, commits both, answers and sends, and only
+    /// then acknowledges the reports: a report is never lost.
     async fn apply_events(
         &self,
         sender: &Sender<'_>,
         batch: Vec<Delivery>,
+        unconfirmed: &mut Unconfirmed,
     ) -> Result<(), LinkError> {
         let mut answers: Vec<(String, Control)> = Vec::new();
         self.traffic
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for delivery in &batch {
-            match serde_json::from_slice::<WorkerEvent>(&delivery.data) {
-                Ok(event) => self.apply(event, &mut answers),
+            match decode::<WorkerEvent>(&delivery.data) {
+                Ok(events) => {
+                    for event in events {
+                        self.apply(event, &mut answers);
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "dropping a malformed worker report");
                 }
             }
         }
-        if let Err(error) = self.scheduler.flush() {
-            tracing::error!(%error, "cannot commit worker reports; they stay in the broker");
-            return Err(LinkError::Connect {
-                url: self.config.url.to_string(),
-                reason: format!("the store failed: {error}"),
-            });
-        }
+        let round = self.take_placements(unconfirmed);
+        let full = round.full;
+        self.commit()?;
         // Stop requests are not waited for: a worker that misses one still
         // lists the attempt in its next heartbeat and is asked again.
         for (worker, control) in &answers {
             sender.send(worker, control).await?;
         }
+        self.send_round(sender, round).await?;
         if let Some(last) = batch.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        if full {
+            self.place(sender, unconfirmed).await?;
         }
         Ok(())
     }
@@ -615,8 +705,9 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Sends placements (persistent); their confirms are awaited beside the
-    /// loop and reported by key, a negative one ends the connection.
+    /// Sends placements (persistent), those for one worker as one message;
+    /// their confirms are awaited beside the loop and reported by key, a
+    /// negative one ends the connection.
     async fn send_runs(
         &self,
         runs: Vec<((TaskId, u32), String, Control)>,
@@ -624,22 +715,31 @@ impl Sender<'_> {
         if runs.is_empty() {
             return Ok(());
         }
-        let mut pending = Vec::with_capacity(runs.len());
-        for (key, worker, control) in &runs {
-            let queue = self.names.control(worker);
-            let confirm = amqp::publish(self.channel, &queue, control, Keep::Durable).await?;
-            pending.push((*key, confirm));
+        let mut by_worker: BTreeMap<String, (Vec<(TaskId, u32)>, Vec<Control>)> = BTreeMap::new();
+        for (key, worker, control) in runs {
+            let (keys, controls) = by_worker.entry(worker).or_default();
+            keys.push(key);
+            controls.push(control);
+        }
+        let mut pending = Vec::with_capacity(by_worker.len());
+        for (worker, (keys, controls)) in by_worker {
+            let queue = self.names.control(&worker);
+            let confirm = match controls.as_slice() {
+                [one] => amqp::publish(self.channel, &queue, one, Keep::Durable).await?,
+                many => amqp::publish(self.channel, &queue, &many, Keep::Durable).await?,
+            };
+            pending.push((keys, confirm));
         }
         self.traffic
             .published
-            .fetch_add(runs.len() as u64, Ordering::Relaxed);
+            .fetch_add(pending.len() as u64, Ordering::Relaxed);
         let confirmed = self.confirmed.clone();
         let failures = self.failures.clone();
         tokio::spawn(async move {
-            let mut keys = Vec::with_capacity(pending.len());
-            for (key, confirm) in pending {
+            let mut done = Vec::new();
+            for (keys, confirm) in pending {
                 match confirm.await {
-                    Ok(confirmation) if !confirmation.is_nack() => keys.push(key),
+                    Ok(confirmation) if !confirmation.is_nack() => done.extend(keys),
                     Ok(_) => {
                         let _ = failures.send(LinkError::Nacked);
                         break;
@@ -650,7 +750,7 @@ impl Sender<'_> {
                     }
                 }
             }
-            let _ = confirmed.send(keys);
+            let _ = confirmed.send(done);
         });
         Ok(())
     }

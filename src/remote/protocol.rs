@@ -257,6 +257,10 @@ pub enum Control {
         /// The worker's GPU devices given to it.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         gpu_ids: Vec<u32>,
+        /// Sent again by a restarted scheduler, which may have died before
+        /// sending it: run it only if this worker has not run this attempt.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        again: bool,
     },
     /// Hand this attempt back if it has not started (another worker has a
     /// free slot for it); one that started runs on.
@@ -279,6 +283,17 @@ pub enum Control {
 
 fn first_protocol() -> u32 {
     1
+}
+
+/// Decodes a message body: one item, or several sent together as a JSON
+/// array (placements for one worker, reports that waited together).
+pub fn decode<T: serde::de::DeserializeOwned>(data: &[u8]) -> serde_json::Result<Vec<T>> {
+    let first = data.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        serde_json::from_slice(data)
+    } else {
+        serde_json::from_slice(data).map(|one| vec![one])
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +346,7 @@ mod tests {
             timeout_ms: None,
             lease_ms: 30_000,
             gpu_ids,
+            again: false,
         } = control
         else {
             panic!("a run message: {control:?}");
@@ -351,5 +367,16 @@ mod tests {
                 ..
             }
         ));
+        // A body holds one message or several.
+        let one = serde_json::to_vec(&WorkerEvent::Goodbye { worker: "w".into() }).expect("json");
+        let many = serde_json::to_vec(&[
+            WorkerEvent::Goodbye { worker: "a".into() },
+            WorkerEvent::Goodbye { worker: "b".into() },
+        ])
+        .expect("json");
+        assert_eq!(decode::<WorkerEvent>(&one).expect("one").len(), 1);
+        let both = decode::<WorkerEvent>(&many).expect("many");
+        assert_eq!(both[1], WorkerEvent::Goodbye { worker: "b".into() });
+        assert!(decode::<WorkerEvent>(b"[{").is_err());
     }
 }

@@ -127,6 +127,12 @@ impl TransportLink {
         placed
     }
 
+    /// Attempts recovered at start as running on worker processes, to send
+    /// again (see the core's rules).
+    pub fn recovered_placements(&self) -> Vec<super::core::Run> {
+        self.inner.core.lock().recovered_placements()
+    }
+
     /// Takes a worker's heartbeat; returns attempts it runs that are no
     /// longer its own (the transport asks it to stop them).
     pub fn heartbeat(&self, beat: &Heartbeat) -> Vec<StopRequest> {

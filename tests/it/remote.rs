@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use broker::{
-    broker_available, broker_url, delete_queues, namespace, rabbitmqctl, serve, spawn_serve,
+    Serve, broker_available, broker_url, delete_queues, namespace, rabbitmqctl, serve, spawn_serve,
     spawn_serve_env, submit, task, tool_available, wait_connected, wait_final, worker, worker_env,
     worker_with, workers,
 };
@@ -1011,9 +1011,10 @@ fn bench_through_the_broker_prints_one_json_line_with_the_messages_per_task() {
         report["throughput_tasks_per_s"].as_f64() > Some(0.0),
         "{report}"
     );
-    // At least each task's message and its result went through the broker.
+    // Placements and results went through the broker (several to one
+    // worker, or several reports, may share a message).
     let per_task = report["broker_messages_per_task"].as_f64().unwrap_or(0.0);
-    assert!((2.0..20.0).contains(&per_task), "{report}");
+    assert!((0.5..20.0).contains(&per_task), "{report}");
 }
 
 #[test]
@@ -1165,4 +1166,117 @@ fn pausing_with_stop_running_brings_tasks_back_from_worker_processes() {
     assert_eq!(status(record), "cancelled", "{record}");
     drop((server, _w));
     delete_queues(&ns, &["stopper"]);
+}
+
+/// Waits until every task is final through `POST /api/v1/tasks/wait`
+/// (batches of 1,000); the records, or none when `timeout` passed first.
+fn wait_all(server: &Serve, ids: &[u64], timeout: Duration) -> Option<Vec<Value>> {
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1_000) {
+        loop {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let answer = server.client.call(
+                "POST",
+                "/api/v1/tasks/wait?timeout_s=5",
+                Some(&json!({ "ids": chunk })),
+            );
+            match answer {
+                Ok(answer) if answer["finished"] == true => {
+                    records.extend(answer["tasks"].as_array().cloned().unwrap_or_default());
+                    break;
+                }
+                // Not yet, or the server is restarting.
+                Ok(_) | Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+    Some(records)
+}
+
+#[test]
+fn five_thousand_tasks_run_exactly_once_across_a_scheduler_kill_and_a_broker_restart() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::exclusive("chaos")
+    else {
+        return;
+    };
+    const TASKS: usize = 5_000;
+    let db = dir.path().join("t.db");
+    let runs = dir.path().join("runs");
+    let flags = ["--workers", "0", "--allow-code-tasks", "--lease", "5"];
+    let mut server = serve(&url, &ns, Some(&db), dir.path(), &flags);
+    let a = worker_with(&url, &ns, "chaos-a", 4, &["--prefetch", "2"], &[]);
+    let b = worker_with(&url, &ns, "chaos-b", 4, &[], &[]);
+    // Each task appends its own number to one file (O_APPEND: whole lines).
+    let submissions: Vec<Value> = (0..TASKS)
+        .map(|n| {
+            let line = format!("echo {n} >> '{}'", runs.display());
+            json!({ "task": "command", "args": [["sh", "-c", line]], "max_retries": 0 })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(TASKS);
+    for chunk in submissions.chunks(500) {
+        ids.extend(server.client.submit_batch(chunk).expect("accepted"));
+    }
+    let lines = || {
+        std::fs::read_to_string(&runs)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    // The scheduler is killed while tasks run, and started again.
+    assert!(wait_until(Duration::from_secs(120), || lines() >= 1_000));
+    server.proc.kill9();
+    let killed_at = lines();
+    assert!(
+        killed_at < TASKS - 2_000,
+        "the scheduler dies while tasks run"
+    );
+    server = serve(&url, &ns, Some(&db), dir.path(), &flags);
+    // Then the broker goes away for a moment while tasks run.
+    assert!(wait_until(Duration::from_secs(120), || lines() >= killed_at + 1_000));
+    assert!(lines() < TASKS - 500, "the broker restarts while tasks run");
+    rabbitmqctl(&["stop_app"]);
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    let records = wait_all(&server, &ids, Duration::from_secs(600)).unwrap_or_else(|| {
+        panic!(
+            "not every task finished; {} lines; scheduler log: {}",
+            lines(),
+            server.proc.stderr()
+        )
+    });
+    assert_eq!(records.len(), TASKS);
+    let not_completed: Vec<&Value> = records
+        .iter()
+        .filter(|record| record["status"] != "completed")
+        .take(5)
+        .collect();
+    assert!(not_completed.is_empty(), "{not_completed:?}");
+    // Every task ran exactly once: each number is in the file once.
+    let text = std::fs::read_to_string(&runs).expect("the tasks' file");
+    let mut seen = vec![0_u32; TASKS];
+    for line in text.lines() {
+        let n: usize = line.trim().parse().expect("a task's number");
+        seen[n] += 1;
+    }
+    let wrong: Vec<(usize, u32)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, count)| **count != 1)
+        .map(|(n, count)| (n, *count))
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "tasks that ran other than once: {wrong:?}"
+    );
+    drop((server, a, b));
+    delete_queues(&ns, &["chaos-a", "chaos-b"]);
 }

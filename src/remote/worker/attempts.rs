@@ -11,6 +11,7 @@ impl Worker {
             attempt,
             placement,
             spec,
+            again: _,
             timeout_ms,
             gpu_ids,
         } = placed;
@@ -155,7 +156,7 @@ impl Worker {
     /// again is ignored.
     pub(super) fn release(&mut self, task: TaskId) {
         if let Some(run) = self.running.remove(&task) {
-            self.ended_recently.insert(run.placement);
+            self.ended_recently.insert(run.placement, task, run.attempt);
         }
     }
 
@@ -230,19 +231,26 @@ impl Worker {
     /// it already applied).
     pub(super) async fn flush_outbox(&mut self, session: &mut Session) -> Result<(), LinkError> {
         let queue = self.config.names.events();
-        for (number, event) in &self.outbox {
-            if session.unconfirmed.contains(number) {
-                continue;
-            }
-            let confirm = amqp::publish(&session.publish, &queue, event, Keep::Durable).await?;
-            session.unconfirmed.insert(*number);
-            let number = *number;
+        let fresh: Vec<&(u64, WorkerEvent)> = self
+            .outbox
+            .iter()
+            .filter(|(number, _)| !session.unconfirmed.contains(number))
+            .collect();
+        // Reports that wait together travel as one message.
+        for batch in fresh.chunks(REPORT_BATCH) {
+            let events: Vec<&WorkerEvent> = batch.iter().map(|(_, event)| event).collect();
+            let confirm = match events.as_slice() {
+                [one] => amqp::publish(&session.publish, &queue, one, Keep::Durable).await?,
+                many => amqp::publish(&session.publish, &queue, &many, Keep::Durable).await?,
+            };
+            let numbers: Vec<u64> = batch.iter().map(|(number, _)| *number).collect();
+            session.unconfirmed.extend(numbers.iter().copied());
             let confirmed = session.confirmed_tx.clone();
             session.beside(async move {
                 if confirm.await?.is_nack() {
                     return Err(LinkError::Nacked);
                 }
-                let _ = confirmed.send(number);
+                let _ = confirmed.send(numbers);
                 Ok(())
             });
         }

@@ -44,6 +44,8 @@ const TICK: Duration = Duration::from_millis(250);
 const ENDED_REMEMBERED: usize = 65_536;
 /// Most messages from the scheduler handled before they are acknowledged.
 const CONTROL_BATCH: usize = 256;
+/// Most reports sent as one message.
+const REPORT_BATCH: usize = 256;
 
 /// Reads the host's latest resource sample.
 pub type ResourceSource = Arc<dyn Fn() -> Option<Arc<ResourceSample>> + Send + Sync>;
@@ -173,16 +175,20 @@ struct Waiting {
     task: TaskId,
     attempt: u32,
     placement: u64,
+    /// Sent again by a restarted scheduler.
+    again: bool,
     spec: TaskSpec,
     timeout_ms: Option<u64>,
     gpu_ids: Vec<u32>,
 }
 
-/// The placements of the newest ended attempts, oldest first, bounded.
+/// The newest ended attempts (placement, task, attempt), oldest first,
+/// bounded.
 #[derive(Default)]
 struct EndedRecently {
-    order: VecDeque<u64>,
-    set: HashSet<u64>,
+    order: VecDeque<(u64, TaskId, u32)>,
+    placements: HashSet<u64>,
+    attempts: HashSet<(TaskId, u32)>,
 }
 
 struct Worker {
@@ -213,7 +219,7 @@ struct Session {
     /// Reports published on this connection, waiting for their confirm.
     unconfirmed: HashSet<u64>,
     /// Confirmed report numbers, from the tasks that wait for confirms.
-    confirmed_tx: mpsc::UnboundedSender<u64>,
+    confirmed_tx: mpsc::UnboundedSender<Vec<u64>>,
     /// Failures of operations that run beside the loop.
     failures_tx: mpsc::UnboundedSender<LinkError>,
 }
@@ -401,9 +407,11 @@ impl Worker {
                     self.start_waiting();
                     self.heartbeat(&session).await?;
                 }
-                Some(report) = confirmed.recv() => {
-                    session.unconfirmed.remove(&report);
-                    self.outbox.retain(|(number, _)| *number != report);
+                Some(reports) = confirmed.recv() => {
+                    for report in &reports {
+                        session.unconfirmed.remove(report);
+                    }
+                    self.outbox.retain(|(number, _)| !reports.contains(number));
                 }
                 Some(error) = failures.recv() => return Err(error),
                 message = control.next() => {

@@ -1,24 +1,31 @@
 //! The attempts the scheduler places on this worker: starting them as
 //! slots free, stop and hand-back requests, and stopping.
 
+use super::super::protocol::decode;
 use super::attempts::finished;
 use super::*;
 
 impl EndedRecently {
-    /// Remembers an ended placement, forgetting the oldest beyond the bound.
-    pub(super) fn insert(&mut self, placement: u64) {
-        if self.set.insert(placement) {
-            self.order.push_back(placement);
+    /// Remembers an ended placement of an attempt, forgetting the oldest
+    /// beyond the bound.
+    pub(super) fn insert(&mut self, placement: u64, task: TaskId, attempt: u32) {
+        if self.placements.insert(placement) {
+            self.attempts.insert((task, attempt));
+            self.order.push_back((placement, task, attempt));
         }
         while self.order.len() > ENDED_REMEMBERED {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+            if let Some((placement, task, attempt)) = self.order.pop_front() {
+                self.placements.remove(&placement);
+                self.attempts.remove(&(task, attempt));
             }
         }
     }
 
-    pub(super) fn contains(&self, placement: u64) -> bool {
-        self.set.contains(&placement)
+    /// Whether this placement ended here; for one sent again by a restarted
+    /// scheduler, whether any placement of its attempt did.
+    pub(super) fn contains(&self, placed: &Waiting) -> bool {
+        self.placements.contains(&placed.placement)
+            || (placed.again && self.attempts.contains(&(placed.task, placed.attempt)))
     }
 }
 
@@ -67,15 +74,21 @@ impl Worker {
         }
     }
 
-    /// Handles one message from the scheduler.
+    /// Handles one message from the scheduler (one request or several).
     pub(super) fn control(&mut self, data: &[u8]) {
-        let message = match serde_json::from_slice::<Control>(data) {
-            Ok(message) => message,
+        match decode::<Control>(data) {
+            Ok(messages) => {
+                for message in messages {
+                    self.one_control(message);
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "dropping a malformed message from the scheduler");
-                return;
             }
-        };
+        }
+    }
+
+    fn one_control(&mut self, message: Control) {
         match message {
             Control::Run {
                 task,
@@ -85,12 +98,14 @@ impl Worker {
                 timeout_ms,
                 lease_ms,
                 gpu_ids,
+                again,
             } => {
                 self.learn_lease(Duration::from_millis(lease_ms));
                 self.placed(Waiting {
                     task,
                     attempt,
                     placement,
+                    again,
                     spec,
                     timeout_ms,
                     gpu_ids,
@@ -128,7 +143,7 @@ impl Worker {
     /// connection dropped).
     fn placed(&mut self, placed: Waiting) {
         let (task, attempt) = (placed.task, placed.attempt);
-        let known = self.ended_recently.contains(placed.placement)
+        let known = self.ended_recently.contains(&placed)
             || self
                 .running
                 .get(&task)
@@ -162,7 +177,8 @@ impl Worker {
     /// out attempts end so; one stopped by a pause or a shutdown is handed
     /// back, to run later without counting.
     fn stop_waiting(&mut self, waiting: &Waiting, reason: StopReason) {
-        self.ended_recently.insert(waiting.placement);
+        self.ended_recently
+            .insert(waiting.placement, waiting.task, waiting.attempt);
         match reason {
             StopReason::Paused | StopReason::Shutdown => self.hand_back(waiting),
             StopReason::Cancelled | StopReason::TimedOut => {
@@ -183,11 +199,56 @@ impl Worker {
 
     /// Reports an attempt given back without running it.
     fn hand_back(&mut self, waiting: &Waiting) {
-        self.ended_recently.insert(waiting.placement);
+        self.ended_recently
+            .insert(waiting.placement, waiting.task, waiting.attempt);
         self.report(WorkerEvent::Release {
             worker: self.config.name.clone(),
             task: waiting.task,
             attempt: waiting.attempt,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(task: u64, attempt: u32, placement: u64, again: bool) -> Waiting {
+        Waiting {
+            task: TaskId(task),
+            attempt,
+            placement,
+            again,
+            spec: TaskSpec::new("noop", Vec::new()),
+            timeout_ms: None,
+            gpu_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_ended_placement_is_known_and_an_attempt_sent_again_is_too() {
+        let mut ended = EndedRecently::default();
+        ended.insert(7, TaskId(1), 1);
+        assert!(
+            ended.contains(&placed(1, 1, 7, false)),
+            "the same placement"
+        );
+        assert!(
+            !ended.contains(&placed(1, 1, 8, false)),
+            "a new placement of the attempt (after a hand-back) runs"
+        );
+        assert!(
+            ended.contains(&placed(1, 1, 9, true)),
+            "sent again by a restarted scheduler: that attempt ran here"
+        );
+        assert!(!ended.contains(&placed(1, 2, 10, true)));
+        for placement in 100..100 + ENDED_REMEMBERED as u64 {
+            ended.insert(placement, TaskId(placement), 1);
+        }
+        assert!(
+            !ended.contains(&placed(1, 1, 7, false)),
+            "the oldest are forgotten"
+        );
+        assert_eq!(ended.order.len(), ENDED_REMEMBERED);
     }
 }

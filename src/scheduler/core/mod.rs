@@ -48,6 +48,9 @@ pub struct RunState {
     /// For a worker process: when the attempt counts as lost unless a
     /// heartbeat renews it.
     pub lease_until: Option<Instant>,
+    /// Recovered at start as running on a worker process: its placement
+    /// may have been lost with the previous scheduler process.
+    pub recovered: bool,
 }
 
 /// A task and, while it runs, its attempt.
@@ -326,6 +329,7 @@ impl Core {
                     attempt: record.attempts,
                     cancel: CancelToken::new(),
                     lease_until: Some(lease_until),
+                    recovered: true,
                 };
                 let record = Arc::new(record);
                 self.tasks.insert(

@@ -264,6 +264,28 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Attempts recovered at start as running on worker processes, which
+    /// the previous scheduler process may have died before sending: the
+    /// transport sends them again, and a worker runs one only if it has
+    /// not run that attempt.
+    pub fn recovered_placements(&self) -> Vec<Run> {
+        self.tasks
+            .values()
+            .filter_map(|entry| {
+                let run = entry.run.as_ref().filter(|run| run.recovered)?;
+                let remote = self.remote.get(&run.worker)?;
+                Some(Run {
+                    worker: remote.name.clone(),
+                    record: Arc::clone(&entry.record),
+                    attempt: run.attempt,
+                    gpu_ids: entry.record.gpu_ids.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// How taken a worker's slots are, in thousandths (lower places first).
 fn load_of(remote: &RemoteWorker) -> usize {
     remote.running.len().saturating_mul(1_000) / remote.concurrency.max(1)

@@ -151,6 +151,7 @@ impl Core {
             attempt: record.attempts,
             cancel: cancel.clone(),
             lease_until,
+            recovered: false,
         });
         Some(Started {
             attempt: record.attempts,

@@ -396,6 +396,10 @@ fn recovery_keeps_remote_attempts_running_under_a_fresh_lease() {
         "nothing changes until the lease runs out"
     );
     assert_eq!(core.counts()[TaskStatus::Running.index()], 1);
+    // Its placement may have died with the last process: it is sent again.
+    let again = core.recovered_placements();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].worker.as_str(), again[0].attempt), ("gpu-1", 1));
     let late = core.finish_remote(
         "gpu-1",
         TaskId(4),
