@@ -262,6 +262,13 @@ pub enum Control {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         again: bool,
     },
+    /// The scheduler's lease, sent once per worker connection (on its first
+    /// heartbeat): heartbeats come at least three times within it, so the
+    /// worker counts as connected before anything is placed on it.
+    Lease {
+        /// The lease.
+        lease_ms: u64,
+    },
     /// Hand this attempt back if it has not started (another worker has a
     /// free slot for it); one that started runs on.
     Reclaim {

@@ -1280,3 +1280,67 @@ fn five_thousand_tasks_run_exactly_once_across_a_scheduler_kill_and_a_broker_res
     drop((server, a, b));
     delete_queues(&ns, &["chaos-a", "chaos-b"]);
 }
+
+#[test]
+fn a_frozen_worker_s_task_runs_again_on_a_worker_that_only_just_connected() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("frozen")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        None,
+        dir.path(),
+        &["--workers", "0", "--lease", "2"],
+    );
+    // Both ask for rare heartbeats: they must learn the scheduler's lease
+    // when they connect, before anything is placed on them.
+    let rare = ["--heartbeat", "10"];
+    let mut frozen = worker_with(&url, &ns, "frozen-a", 1, &rare, &[]);
+    let id = submit(
+        &server.client,
+        "sleep",
+        json!([60_000]),
+        json!({ "max_retries": 1 }),
+    );
+    assert!(wait_until(LONG, || task(&server.client, id)["worker"] == "frozen-a"));
+    let _b = worker_with(&url, &ns, "frozen-b", 1, &rare, &[]);
+    assert!(wait_until(LONG, || workers(&server.client)
+        .iter()
+        .any(|w| w["name"] == "frozen-b")));
+    // The scenario: the new worker has been connected for longer than the
+    // lease when the other freezes (its first heartbeat is older than
+    // that), which is not a condition to wait for but a time to let pass.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let pid = frozen.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill runs");
+    let frozen_at = Instant::now();
+    let moved = wait_until(Duration::from_secs(30), || {
+        let record = task(&server.client, id);
+        record["worker"] == "frozen-b" && record["status"] == "running"
+    });
+    let took = frozen_at.elapsed();
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(moved, "{}", task(&server.client, id));
+    // The lease (2 s) and a lease check, not the new worker's 10 s between
+    // heartbeats, nor a second lease on the frozen worker.
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let record = task(&server.client, id);
+    assert_eq!(record["attempts"], 2, "{record}");
+    assert_eq!(record["failures"][0]["kind"], "lost", "{record}");
+    frozen.kill9();
+    drop((server, _b));
+    delete_queues(&ns, &["frozen-a", "frozen-b"]);
+}

@@ -7,11 +7,12 @@ reaches the broker either directly or through a TCP proxy delaying every
 byte by ``--delay-ms`` in each direction (there is no netem here). Submits
 ``--tasks`` ``sleep`` tasks of ``--task-ms`` at once (``submit_many``),
 waits for all (``wait_many``) and reports tasks per second for both, and
-the ratio. Rounds alternate direct and delayed. Prints one JSON line per
-run and removes its queues.
+the ratio. Rounds alternate direct and delayed (``--direct-only``: without
+the proxy only; ``--prefetch 0`` passes no ``--prefetch``, for builds
+without it). Prints one JSON line per round and removes its queues.
 
     python3 clients/python/benchmarks/broker_latency.py --binary target/release/taskdeck \\
-        --concurrency 20 --prefetch 20 --delay-ms 10 --task-ms 20
+        --concurrency 20 --prefetch 40 --delay-ms 10 --task-ms 20
 """
 
 from __future__ import annotations
@@ -136,9 +137,11 @@ def one_run(args: argparse.Namespace, index: int, delayed: bool) -> Optional[flo
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     serve = subprocess.Popen([args.binary, "serve", "--db", f"{data}/t.db", "--listen", f"127.0.0.1:{port}",
                               "--workers", "0", "--broker", args.broker, "--broker-namespace", namespace], **quiet)
-    worker = subprocess.Popen([args.binary, "worker", "--broker", worker_url, "--broker-namespace", namespace,
-                               "--name", "w", "--concurrency", str(args.concurrency),
-                               "--prefetch", str(args.prefetch)], **quiet)
+    worker_cmd = [args.binary, "worker", "--broker", worker_url, "--broker-namespace", namespace,
+                  "--name", "w", "--concurrency", str(args.concurrency)]
+    if args.prefetch:
+        worker_cmd += ["--prefetch", str(args.prefetch)]
+    worker = subprocess.Popen(worker_cmd, **quiet)
     client = TaskClient(f"http://127.0.0.1:{port}")
     try:
         if not wait_for(lambda: client.health(), 30):
@@ -177,11 +180,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--prefetch", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=10.0)
+    parser.add_argument("--direct-only", action="store_true", help="only the run without the proxy")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     for index in range(args.rounds):
         direct = one_run(args, index * 2, False)
-        delayed = one_run(args, index * 2 + 1, True)
+        delayed = None if args.direct_only else one_run(args, index * 2 + 1, True)
         print(json.dumps({
             "binary": args.binary,
             "round": index,
@@ -189,7 +193,9 @@ def main() -> None:
             "prefetch": args.prefetch,
             "task_ms": args.task_ms,
             "delay_ms_each_way": args.delay_ms,
+            "tasks": args.tasks,
             "direct_tasks_per_s": None if direct is None else round(direct, 1),
+            "direct_wall_s": None if direct is None else round(args.tasks / direct, 3),
             "delayed_tasks_per_s": None if delayed is None else round(delayed, 1),
             "kept": None if not (direct and delayed) else round(delayed / direct, 3),
         }), flush=True)

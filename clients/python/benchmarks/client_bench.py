@@ -175,6 +175,21 @@ def measure_health(client: Any, count: int) -> Dict[str, Any]:
     return {"unit": "us", **percentiles(samples, 1e6)}
 
 
+def warm_up(client: Any, timeout: float = 60.0) -> None:
+    """Runs one task, retrying while the server cannot take it yet (with
+    ``--broker``: until it is connected and a worker runs tasks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            record = client.wait(client.submit("noop"), timeout=timeout)
+            if record["status"] == "completed":
+                return
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.05)
+
+
 def find_binary() -> Path:
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
     for profile in ("release", "debug"):
@@ -212,6 +227,7 @@ def main() -> int:
         with TaskClient(url) as client:
             if not client.health():
                 raise RuntimeError(f"{url} is not healthy")
+            warm_up(client)
             report = {
                 "url": url,
                 "server_args": server.args[1:] if server else None,

@@ -68,6 +68,7 @@ impl RemoteWorker {
         self.takes_placements
             && !self.gone
             && !self.disconnected
+            && !self.silent
             && self.session != 0
             && self.concurrency > 0
             && self

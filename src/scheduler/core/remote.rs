@@ -44,6 +44,9 @@ pub struct RemoteWorker {
     /// Its connection to the broker closed without a goodbye, and it has
     /// not been heard from since.
     pub disconnected: bool,
+    /// An attempt's lease ran out on it, and it has not been heard from
+    /// since: nothing is placed on it.
+    pub silent: bool,
     /// Its current connection, from its heartbeats (0: not known).
     pub session: u64,
     /// Its GPU devices, from its last heartbeat.
@@ -88,6 +91,7 @@ impl Core {
                 resources: None,
                 gone: false,
                 disconnected: false,
+                silent: false,
                 session: 0,
                 gpus: Vec::new(),
             },
@@ -100,6 +104,7 @@ impl Core {
             remote.last_heard = Some(now);
             remote.gone = false;
             remote.disconnected = false;
+            remote.silent = false;
         }
     }
 
@@ -318,8 +323,13 @@ impl Core {
         let run = entry.run.take_if(|run| run.worker == worker)?;
         let (name, disconnected) = self
             .remote
-            .get(&worker)
-            .map(|remote| (remote.name.clone(), remote.disconnected))
+            .get_mut(&worker)
+            .map(|remote| {
+                // A worker that let a lease run out gets nothing more until
+                // it is heard from again.
+                remote.silent = true;
+                (remote.name.clone(), remote.disconnected)
+            })
             .unwrap_or_default();
         self.release_runner(worker, id, false, true);
         let mut settled = Settled {

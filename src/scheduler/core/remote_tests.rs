@@ -437,3 +437,29 @@ fn leases_restart_after_the_broker_was_away() {
     assert!(core.expire_leases(back, 10).is_empty());
     assert_eq!(core.expire_leases(back + LEASE, 20).len(), 1);
 }
+
+#[test]
+fn a_worker_whose_lease_ran_out_gets_nothing_until_it_is_heard_from() {
+    let mut core = core_with(&[1]);
+    let start = Instant::now();
+    place_on(&mut core, "frozen", start);
+    core.heartbeat(
+        &beat("other", &[]),
+        LEASE,
+        start + LEASE - Duration::from_secs(1),
+    );
+    let lost_at = start + LEASE;
+    assert_eq!(core.expire_leases(lost_at, 10).len(), 1);
+    core.retry_due(
+        TaskId(1),
+        core.tasks[&TaskId(1)].record.retry_at_us.unwrap_or(0),
+    );
+    core.enqueue_if_queued(TaskId(1));
+    // The frozen worker was heard from within the lease, but it let one run
+    // out: the next attempt goes to the other worker.
+    let placed = core.place(10, LEASE, lost_at, 20).runs;
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].worker, "other");
+    core.heartbeat(&beat("frozen", &[]), LEASE, lost_at);
+    assert!(core.remote.values().all(|w| !w.silent), "heard from again");
+}

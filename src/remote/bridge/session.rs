@@ -1,261 +1,18 @@
-//! The scheduler's side of the broker: sends the attempts the scheduler
-//! places to their workers' queues (persistent, with publisher confirms),
-//! applies what workers report, sends stop and hand-back requests and
-//! expires leases.
-//!
-//! One thread, `taskdeck-broker`, runs the AMQP connection on a one-thread
-//! tokio runtime. It places tasks when the scheduler says work may have
-//! come (a submit, a retry due, a release), after each batch of worker
-//! reports (an attempt that ended frees its slot) and on its lease tick.
-//! A placement not yet confirmed by the broker when the connection drops is
-//! sent again on the next (the worker ignores one it already has). The
-//! scheduler learns of the bridge only through [`ExternalHooks`].
+//! One connection's life: consuming worker reports, placing tasks and
+//! sending placements, stop and hand-back requests, checking leases.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use super::*;
 
-use futures_lite::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
-use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
-
-use super::amqp::{self, Keep, LinkError, Reconnect};
-use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WorkerEvent, decode};
-use super::url::BrokerUrl;
-use crate::model::TaskId;
-use crate::scheduler::{
-    ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, Placed, Recovered, RemoteOutcome,
-    Scheduler, SchedulerConfig, StartError, StopRequest, Store, TransportLink,
-};
-use crate::tasks::{Registry, TaskError};
-
-/// Most attempts placed per round.
-const PLACE_BATCH: usize = 1_000;
-/// Most worker reports applied per store commit.
-const EVENT_BATCH: usize = 1_000;
-/// How often leases are checked.
-const LEASE_CHECK: Duration = Duration::from_millis(250);
-/// How long a worker whose connection closed may take to come back (after
-/// a network blip it reconnects at once) before its attempts are lost.
-const RECONNECT_GRACE: Duration = Duration::from_millis(400);
-
-/// How the scheduler reaches the broker.
-#[derive(Debug, Clone)]
-pub struct BridgeConfig {
-    /// The broker.
-    pub url: BrokerUrl,
-    /// Queue names.
-    pub names: Names,
-    /// How long an attempt stays with a silent worker.
-    pub lease: Duration,
-}
-
-/// The hooks the scheduler calls, and what the bridge tells it.
-struct Hooks {
-    url: String,
-    status: Mutex<Result<(), String>>,
-    stops: mpsc::UnboundedSender<StopRequest>,
-    /// Wakes the connection's loop to place tasks (one pending wake is
-    /// enough).
-    work: mpsc::Sender<()>,
-    local_workers: AtomicUsize,
-    resize: watch::Sender<usize>,
-}
-
-impl ExternalHooks for Hooks {
-    fn ready(&self) -> Result<(), String> {
-        self.status.lock().clone()
-    }
-
-    fn work(&self) {
-        // Full: a wake is pending already, which places this work too.
-        let _ = self.work.try_send(());
-    }
-
-    fn stop(&self, request: StopRequest) {
-        // The receiver lives as long as the bridge; after it stopped, stop
-        // requests have nowhere to go and the worker's lease settles it.
-        let _ = self.stops.send(request);
-    }
-
-    fn resize(&self, workers: usize) {
-        self.local_workers.store(workers, Ordering::Relaxed);
-        self.resize.send_replace(workers);
-    }
-
-    fn local_workers(&self) -> usize {
-        self.local_workers.load(Ordering::Relaxed)
-    }
-}
-
-/// The bridge before the scheduler exists: it starts the scheduler with
-/// dispatch through itself and keeps the transport link to it.
-pub struct BridgeLink {
-    config: BridgeConfig,
-    hooks: Arc<Hooks>,
-    stops: mpsc::UnboundedReceiver<StopRequest>,
-    work: mpsc::Receiver<()>,
-    resize: watch::Receiver<usize>,
-}
-
-impl BridgeLink {
-    /// Prepares a bridge; `local_workers` is the size of the worker process
-    /// embedded in this one (0 for none).
-    pub fn new(config: BridgeConfig, local_workers: usize) -> Self {
-        let (stops_tx, stops) = mpsc::unbounded_channel();
-        let (work_tx, work) = mpsc::channel(1);
-        let (resize_tx, resize) = watch::channel(local_workers);
-        let hooks = Arc::new(Hooks {
-            url: config.url.to_string(),
-            status: Mutex::new(Err(format!(
-                "not yet connected to the broker at {}",
-                config.url
-            ))),
-            stops: stops_tx,
-            work: work_tx,
-            local_workers: AtomicUsize::new(local_workers),
-            resize: resize_tx,
-        });
-        Self {
-            config,
-            hooks,
-            stops,
-            work,
-            resize,
-        }
-    }
-
-    /// The scheduler's dispatch settings.
-    fn dispatch(&self) -> ExternalDispatch {
-        ExternalDispatch {
-            lease: self.config.lease,
-            hooks: Arc::clone(&self.hooks) as Arc<dyn ExternalHooks>,
-        }
-    }
-
-    /// Changes of the embedded worker's size asked for in the window.
-    pub fn local_size(&self) -> watch::Receiver<usize> {
-        self.resize.clone()
-    }
-
-    /// Starts the scheduler with dispatch through this bridge (see
-    /// [`Scheduler::start_external`]; `opened` as for
-    /// [`Scheduler::start_with_store`]), then the bridge's threads, which
-    /// alone hold the scheduler's transport link.
-    pub fn start(
-        self,
-        config: SchedulerConfig,
-        registry: Registry,
-        opened: Option<(Arc<Store>, Recovered)>,
-    ) -> Result<(Scheduler, Bridge), StartError> {
-        let (scheduler, link) =
-            Scheduler::start_external(config, registry, opened, self.dispatch())?;
-        match self.start_threads(link) {
-            Ok(bridge) => Ok((scheduler, bridge)),
-            Err(error) => {
-                let _ = scheduler.shutdown();
-                Err(StartError::Thread(error))
-            }
-        }
-    }
-
-    fn start_threads(self, scheduler: TransportLink) -> std::io::Result<Bridge> {
-        let Self {
-            config,
-            hooks,
-            stops,
-            work,
-            resize: _,
-        } = self;
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let traffic = Arc::new(Traffic::default());
-        let link = Link {
-            scheduler,
-            traffic: Arc::clone(&traffic),
-            config,
-            hooks: Arc::clone(&hooks),
-            warned: parking_lot::Mutex::new(HashSet::new()),
-            next_placement: AtomicU64::new(u64::try_from(crate::model::now_us()).unwrap_or(1)),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let io = thread::Builder::new()
-            .name("taskdeck-broker".into())
-            .spawn(move || runtime.block_on(link.run(stops, work, shutdown_rx)))?;
-        Ok(Bridge {
-            shutdown: shutdown_tx,
-            thread: Some(io),
-            url: hooks.url.clone(),
-            traffic,
-        })
-    }
-}
-
-/// The running bridge.
-pub struct Bridge {
-    shutdown: watch::Sender<bool>,
-    thread: Option<JoinHandle<()>>,
-    url: String,
-    traffic: Arc<Traffic>,
-}
-
-impl std::fmt::Debug for Bridge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bridge").field("url", &self.url).finish()
-    }
-}
-
-impl Bridge {
-    /// The messages published and consumed so far.
-    pub fn traffic(&self) -> BridgeTraffic {
-        BridgeTraffic {
-            published: self.traffic.published.load(Ordering::Relaxed),
-            consumed: self.traffic.consumed.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Stops placing and consuming and closes the connection. Reports not
-    /// yet applied stay in the broker for the next start.
-    pub fn stop(mut self) {
-        self.shutdown.send_replace(true);
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the broker thread panicked");
-        }
-    }
-}
-
-/// Messages the bridge has published to and consumed from the broker.
-#[derive(Debug, Default)]
-struct Traffic {
-    published: AtomicU64,
-    consumed: AtomicU64,
-}
-
-/// What went through the bridge so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BridgeTraffic {
-    /// Messages published: placements, stop and hand-back requests.
-    pub published: u64,
-    /// Messages consumed: every worker report (heartbeats, results,
-    /// hand-backs, goodbyes, lost connections).
-    pub consumed: u64,
-}
-
-struct Link {
+/// The bridge's side of the connection, driving the scheduler.
+pub(super) struct Link {
     scheduler: TransportLink,
     traffic: Arc<Traffic>,
     config: BridgeConfig,
     hooks: Arc<Hooks>,
     /// Workers of an older protocol already warned about.
     warned: Mutex<HashSet<String>>,
+    /// Each worker's connection that was told the lease.
+    told_lease: Mutex<HashMap<String, u64>>,
     /// The next placement's id (from the clock at start, so ids stay unique
     /// across restarts).
     next_placement: AtomicU64,
@@ -264,7 +21,7 @@ struct Link {
 /// One placement round, ready to send: placements (by task and attempt,
 /// with their worker) and hand-back requests.
 struct Round {
-    runs: Vec<((TaskId, u32), String, Control)>,
+    runs: Vec<Outgoing>,
     reclaims: Vec<(String, Control)>,
     /// The round was as large as allowed: there may be more to place.
     full: bool,
@@ -272,10 +29,27 @@ struct Round {
 
 /// Placements sent but not yet confirmed by the broker, by task and
 /// attempt: sent again on the next connection if this one drops first.
-type Unconfirmed = BTreeMap<(TaskId, u32), (String, Control)>;
+type Unconfirmed = BTreeMap<Attempt, (String, Control)>;
 
 impl Link {
-    async fn run(
+    pub(super) fn new(
+        scheduler: TransportLink,
+        traffic: Arc<Traffic>,
+        config: BridgeConfig,
+        hooks: Arc<Hooks>,
+    ) -> Self {
+        Self {
+            scheduler,
+            traffic,
+            config,
+            hooks,
+            warned: Mutex::new(HashSet::new()),
+            told_lease: Mutex::new(HashMap::new()),
+            next_placement: AtomicU64::new(u64::try_from(crate::model::now_us()).unwrap_or(1)),
+        }
+    }
+
+    pub(super) async fn run(
         self,
         mut stops: mpsc::UnboundedReceiver<StopRequest>,
         mut work: mpsc::Receiver<()>,
@@ -347,7 +121,7 @@ impl Link {
         reconnect.reset();
         // Leases were not renewed while the broker was away.
         self.scheduler.renew_all_leases();
-        let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel::<Vec<(TaskId, u32)>>();
+        let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel::<Vec<Attempt>>();
         let (failures_tx, mut failures) = mpsc::unbounded_channel::<LinkError>();
         let sender = Sender {
             channel: &publisher,
@@ -362,7 +136,7 @@ impl Link {
                 placements = unconfirmed.len(),
                 "sending again the placements the broker had not confirmed"
             );
-            let again: Vec<((TaskId, u32), String, Control)> = unconfirmed
+            let again: Vec<Outgoing> = unconfirmed
                 .iter()
                 .map(|(key, (worker, control))| (*key, worker.clone(), control.clone()))
                 .collect();
@@ -457,7 +231,7 @@ impl Link {
     /// and sending them); a worker that has or ran one ignores it.
     async fn resend_recovered(&self, sender: &Sender<'_>) -> Result<(), LinkError> {
         let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
-        let runs: Vec<((TaskId, u32), String, Control)> = self
+        let runs: Vec<Outgoing> = self
             .scheduler
             .recovered_placements()
             .into_iter()
@@ -608,6 +382,11 @@ impl Link {
                         "a worker of an older Taskdeck version is connected; nothing is placed on it until it is upgraded"
                     );
                 }
+                let told = self.told_lease.lock().insert(worker.clone(), session);
+                if told != Some(session) {
+                    let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+                    answers.push((worker.clone(), Control::Lease { lease_ms }));
+                }
                 let beat = Heartbeat {
                     worker,
                     host,
@@ -680,78 +459,9 @@ impl Link {
             }
             WorkerEvent::Goodbye { worker } => {
                 tracing::info!(%worker, "worker stopped");
+                self.told_lease.lock().remove(&worker);
                 scheduler.worker_gone(&worker);
             }
         }
-    }
-}
-
-/// Publishes to workers' queues on one connection's channel.
-struct Sender<'a> {
-    channel: &'a lapin::Channel,
-    names: &'a Names,
-    confirmed: &'a mpsc::UnboundedSender<Vec<(TaskId, u32)>>,
-    failures: &'a mpsc::UnboundedSender<LinkError>,
-    traffic: &'a Traffic,
-}
-
-impl Sender<'_> {
-    /// Sends a request that its sender repeats when it is lost (kept in
-    /// memory only, not confirmed).
-    async fn send(&self, worker: &str, control: &Control) -> Result<(), LinkError> {
-        let queue = self.names.control(worker);
-        amqp::publish(self.channel, &queue, control, Keep::Transient).await?;
-        self.traffic.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Sends placements (persistent), those for one worker as one message;
-    /// their confirms are awaited beside the loop and reported by key, a
-    /// negative one ends the connection.
-    async fn send_runs(
-        &self,
-        runs: Vec<((TaskId, u32), String, Control)>,
-    ) -> Result<(), LinkError> {
-        if runs.is_empty() {
-            return Ok(());
-        }
-        let mut by_worker: BTreeMap<String, (Vec<(TaskId, u32)>, Vec<Control>)> = BTreeMap::new();
-        for (key, worker, control) in runs {
-            let (keys, controls) = by_worker.entry(worker).or_default();
-            keys.push(key);
-            controls.push(control);
-        }
-        let mut pending = Vec::with_capacity(by_worker.len());
-        for (worker, (keys, controls)) in by_worker {
-            let queue = self.names.control(&worker);
-            let confirm = match controls.as_slice() {
-                [one] => amqp::publish(self.channel, &queue, one, Keep::Durable).await?,
-                many => amqp::publish(self.channel, &queue, &many, Keep::Durable).await?,
-            };
-            pending.push((keys, confirm));
-        }
-        self.traffic
-            .published
-            .fetch_add(pending.len() as u64, Ordering::Relaxed);
-        let confirmed = self.confirmed.clone();
-        let failures = self.failures.clone();
-        tokio::spawn(async move {
-            let mut done = Vec::new();
-            for (keys, confirm) in pending {
-                match confirm.await {
-                    Ok(confirmation) if !confirmation.is_nack() => done.extend(keys),
-                    Ok(_) => {
-                        let _ = failures.send(LinkError::Nacked);
-                        break;
-                    }
-                    Err(error) => {
-                        let _ = failures.send(error.into());
-                        break;
-                    }
-                }
-            }
-            let _ = confirmed.send(done);
-        });
-        Ok(())
     }
 }
