@@ -85,7 +85,8 @@ class Server:
         reader.join(timeout_s)
         if not found:
             self.stop()
-            raise RuntimeError(f"{' '.join(self.args)} did not start listening within {timeout_s} s")
+            shown = " ".join(redact(arg) for arg in self.args)
+            raise RuntimeError(f"{shown} did not start listening within {timeout_s} s")
         return found[0]
 
     def stop(self) -> None:
@@ -175,6 +176,11 @@ def measure_health(client: Any, count: int) -> Dict[str, Any]:
     return {"unit": "us", **percentiles(samples, 1e6)}
 
 
+def redact(arg: str) -> str:
+    """An argument as it may be printed: a URL's password replaced by ``***``."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]+):[^@/]*@", r"\1:***@", arg)
+
+
 def warm_up(client: Any, timeout: float = 60.0) -> None:
     """Runs one task, retrying while the server cannot take it yet (with
     ``--broker``: until it is connected and a worker runs tasks)."""
@@ -230,7 +236,7 @@ def main() -> int:
             warm_up(client)
             report = {
                 "url": url,
-                "server_args": server.args[1:] if server else None,
+                "server_args": [redact(arg) for arg in server.args[1:]] if server else None,
                 "client": f"taskdeck-python {__version__}",
                 "python": platform.python_version(),
                 "single": measure_single(client, options.tasks),
