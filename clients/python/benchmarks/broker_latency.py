@@ -22,41 +22,21 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from taskdeck import TaskClient  # noqa: E402
 
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], Optional[T]], timeout: float) -> Optional[T]:
-    """Polls `condition` every 5 ms until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except Exception:  # the server may not answer yet
-            value = None
-        if value:
-            return value
-        time.sleep(0.005)
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from broker_kill import free_port, wait_for  # noqa: E402
 
 
 class DelayingProxy:

@@ -29,7 +29,7 @@ use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WorkerEvent, decode
 use super::url::BrokerUrl;
 use crate::model::TaskId;
 use crate::scheduler::{
-    ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, Placed, Recovered, RemoteOutcome,
+    ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, Placed, Recovered, RemoteOutcome, Run,
     Scheduler, SchedulerConfig, StartError, StopRequest, Store, TransportLink,
 };
 use crate::tasks::{Registry, TaskError};

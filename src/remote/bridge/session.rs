@@ -230,24 +230,11 @@ impl Link {
     /// (the previous scheduler process may have died between committing
     /// and sending them); a worker that has or ran one ignores it.
     async fn resend_recovered(&self, sender: &Sender<'_>) -> Result<(), LinkError> {
-        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
         let runs: Vec<Outgoing> = self
             .scheduler
             .recovered_placements()
             .into_iter()
-            .map(|run| {
-                let control = Control::Run {
-                    task: run.record.id,
-                    attempt: run.attempt,
-                    placement: self.next_placement.fetch_add(1, Ordering::Relaxed),
-                    spec: run.record.spec.clone(),
-                    timeout_ms: run.record.spec.timeout_ms,
-                    lease_ms,
-                    gpu_ids: run.gpu_ids,
-                    again: true,
-                };
-                ((run.record.id, run.attempt), run.worker, control)
-            })
+            .map(|run| self.outgoing(run, true))
             .collect();
         if !runs.is_empty() {
             tracing::info!(
@@ -258,27 +245,37 @@ impl Link {
         sender.send_runs(runs).await
     }
 
+    /// The message of a placement, with a new placement id (`again`: sent
+    /// again by a restarted scheduler).
+    fn outgoing(&self, run: Run, again: bool) -> Outgoing {
+        let control = Control::Run {
+            task: run.record.id,
+            attempt: run.attempt,
+            placement: self.next_placement.fetch_add(1, Ordering::Relaxed),
+            spec: run.record.spec.clone(),
+            timeout_ms: run.record.spec.timeout_ms,
+            lease_ms: self.lease_ms(),
+            gpu_ids: run.gpu_ids,
+            again,
+        };
+        ((run.record.id, run.attempt), run.worker, control)
+    }
+
+    /// The scheduler's lease, as the workers are told it.
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// One placement round, ready to send (recorded as unconfirmed).
     fn take_placements(&self, unconfirmed: &mut Unconfirmed) -> Round {
-        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
         let Placed { runs, reclaims, .. } = self.scheduler.place(PLACE_BATCH);
         let full = runs.len() == PLACE_BATCH;
         let runs = runs
             .into_iter()
             .map(|run| {
-                let key = (run.record.id, run.attempt);
-                let control = Control::Run {
-                    task: run.record.id,
-                    attempt: run.attempt,
-                    placement: self.next_placement.fetch_add(1, Ordering::Relaxed),
-                    spec: run.record.spec.clone(),
-                    timeout_ms: run.record.spec.timeout_ms,
-                    lease_ms,
-                    gpu_ids: run.gpu_ids,
-                    again: false,
-                };
-                unconfirmed.insert(key, (run.worker.clone(), control.clone()));
-                (key, run.worker, control)
+                let (key, worker, control) = self.outgoing(run, false);
+                unconfirmed.insert(key, (worker.clone(), control.clone()));
+                (key, worker, control)
             })
             .collect();
         let reclaims = reclaims
@@ -384,7 +381,7 @@ impl Link {
                 }
                 let told = self.told_lease.lock().insert(worker.clone(), session);
                 if told != Some(session) {
-                    let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+                    let lease_ms = self.lease_ms();
                     answers.push((worker.clone(), Control::Lease { lease_ms }));
                 }
                 let beat = Heartbeat {

@@ -81,22 +81,7 @@ impl Core {
             }
             Some((_, _, _, Some(StopReason::TimedOut))) => {
                 // A worker process counts the timeout itself and reports it.
-                let timeout_ms = self
-                    .tasks
-                    .get(&id)
-                    .and_then(|entry| entry.record.spec.timeout_ms)
-                    .unwrap_or(0);
-                let message = format!("timed out after {timeout_ms} ms");
-                self.record_failure(
-                    id,
-                    FailureKind::TimedOut,
-                    message,
-                    true,
-                    true,
-                    now,
-                    now_us,
-                    &mut settled,
-                );
+                self.record_timeout(id, now, now_us, &mut settled);
             }
             Some((kind, message, retryable, _)) => {
                 self.record_failure(
@@ -151,7 +136,6 @@ impl Core {
         let entry = self.tasks.get_mut(&id)?;
         let run = entry.run.take()?;
         run.cancel.cancel(StopReason::TimedOut);
-        let timeout_ms = entry.record.spec.timeout_ms.unwrap_or(0);
         let run_time_us = now_us - entry.record.started_at_us.unwrap_or(now_us);
         self.release_runner(run.worker, id, true, true);
         // A thread stuck in the task is abandoned; a worker process is asked
@@ -162,6 +146,18 @@ impl Core {
             stop,
             ..Settled::default()
         };
+        self.record_timeout(id, now, now_us, &mut settled);
+        Some(settled)
+    }
+
+    /// Counts the attempt of `id` as timed out (retried like any retryable
+    /// failure).
+    fn record_timeout(&mut self, id: TaskId, now: Instant, now_us: i64, settled: &mut Settled) {
+        let timeout_ms = self
+            .tasks
+            .get(&id)
+            .and_then(|entry| entry.record.spec.timeout_ms)
+            .unwrap_or(0);
         let message = format!("timed out after {timeout_ms} ms");
         self.record_failure(
             id,
@@ -171,9 +167,8 @@ impl Core {
             true,
             now,
             now_us,
-            &mut settled,
+            settled,
         );
-        Some(settled)
     }
 
     /// The worker thread died outside a task; its attempt is lost.
