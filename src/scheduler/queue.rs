@@ -53,19 +53,10 @@ impl ReadyQueue {
         }
     }
 
-    /// Takes the task that comes next, whatever it needs (for publishing to
-    /// a broker, where workers do the placing), and what it needs.
+    /// Takes the task that comes next, whatever it needs, and what it
+    /// needs: [`ReadyQueue::pop_placeable`] with every need met.
     pub fn pop(&mut self) -> Option<(TaskId, GpuNeed)> {
-        let gpu_first = match (self.cpu.first(), self.gpu.first_key_value()) {
-            (Some(cpu), Some((gpu, _))) => gpu < cpu,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if gpu_first {
-            self.gpu.pop_first().map(|((_, id), need)| (id, need))
-        } else {
-            self.cpu.pop_first().map(|(_, id)| (id, GpuNeed::default()))
-        }
+        self.pop_placeable(|_| true)
     }
 
     /// Takes the next task that can run now, and what it needs; `fits`

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Iterable, Optional, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -98,10 +98,16 @@ def one_round(args: argparse.Namespace, index: int) -> Optional[float]:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
-        queues = [f"{namespace}.tasks", f"{namespace}.events"]
-        queues += [f"{namespace}.{kind}.{name}" for kind in ("worker", "presence") for name in ("a", "b")]
-        for queue in queues:
-            subprocess.run(["rabbitmqctl", "delete_queue", queue], capture_output=True, check=False)
+        delete_queues(namespace, ("a", "b"))
+
+
+def delete_queues(namespace: str, workers: Iterable[str]) -> None:
+    """Deletes a namespace's queues: events, its workers' queues, and the
+    shared task queue that builds before the placement protocol declare."""
+    queues = [f"{namespace}.tasks", f"{namespace}.events"]
+    queues += [f"{namespace}.{kind}.{name}" for kind in ("worker", "presence") for name in workers]
+    for queue in queues:
+        subprocess.run(["rabbitmqctl", "delete_queue", queue], capture_output=True, check=False)
 
 
 def main() -> None:

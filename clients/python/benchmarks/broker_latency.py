@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from taskdeck import TaskClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broker_kill import free_port, wait_for  # noqa: E402
+from broker_kill import delete_queues, free_port, wait_for  # noqa: E402
 
 
 class DelayingProxy:
@@ -146,8 +146,7 @@ def one_run(args: argparse.Namespace, index: int, delayed: bool) -> Optional[flo
                 process.kill()
         if proxy is not None:
             proxy.close()
-        for queue in (f"{namespace}.events", f"{namespace}.worker.w", f"{namespace}.presence.w"):
-            subprocess.run(["rabbitmqctl", "delete_queue", queue], capture_output=True, check=False)
+        delete_queues(namespace, ("w",))
 
 
 def main() -> None:
