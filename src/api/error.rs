@@ -97,7 +97,9 @@ impl ApiError {
 impl From<SubmitError> for ApiError {
     fn from(error: SubmitError) -> Self {
         match error {
-            SubmitError::Invalid { .. } => Self::bad_request(error.to_string()),
+            SubmitError::Invalid { .. } | SubmitError::Dependency { .. } => {
+                Self::bad_request(error.to_string())
+            }
             SubmitError::ShuttingDown | SubmitError::Unavailable(_) => {
                 Self::unavailable(error.to_string())
             }
@@ -108,8 +110,6 @@ impl From<SubmitError> for ApiError {
                 Self::new(503, "storage_unavailable", error.to_string())
             }
             SubmitError::Store(_) => Self::internal(error.to_string()),
-            // The tasks are accepted and will run; only the broker's
-            // confirmation is missing.
         }
     }
 }
@@ -134,7 +134,8 @@ impl From<RequestError> for ApiError {
             RequestError::AlreadyFinished { .. }
             | RequestError::NotRetryable { .. }
             | RequestError::Running(_)
-            | RequestError::NotWaiting { .. } => Self::conflict(error.to_string()),
+            | RequestError::NotWaiting { .. }
+            | RequestError::DependencyFailed { .. } => Self::conflict(error.to_string()),
             RequestError::ShuttingDown => Self::unavailable(error.to_string()),
         }
     }

@@ -188,9 +188,9 @@ pub fn handle(
             };
             ok(json!({ "id": id, "outcome": outcome, "task": views::task(&record) }))
         }
-        Route::Retry(id) => {
-            scheduler.retry(id)?;
-            ok(json!({ "id": id, "status": "queued" }))
+        Route::Retry { id, cascade } => {
+            let ids = scheduler.retry_cascade(id, cascade)?;
+            ok(json!({ "id": id, "status": "queued", "ids": ids }))
         }
         Route::Hold(id) => {
             scheduler.hold(id)?;
@@ -307,7 +307,9 @@ fn not_found(id: TaskId) -> ApiError {
 fn record_view(scheduler: &Scheduler, id: TaskId) -> Result<Value, ApiError> {
     let record = scheduler.task_shared(id).ok_or_else(|| not_found(id))?;
     let waiting = scheduler.waiting(&[id]).pop().flatten();
-    Ok(views::task_waiting(&record, waiting))
+    let mut view = views::task_waiting(&record, waiting);
+    view["dependents"] = json!(scheduler.dependents(id));
+    Ok(view)
 }
 
 fn list(scheduler: &Scheduler, params: &ListParams) -> Value {
@@ -338,7 +340,7 @@ fn list(scheduler: &Scheduler, params: &ListParams) -> Value {
     };
     let tasks: Vec<Value> = records
         .iter()
-        .map(|record| views::task_waiting(record, reasons.get(&record.id).copied()))
+        .map(|record| views::task_waiting(record, reasons.get(&record.id).cloned()))
         .collect();
     json!({
         "count": tasks.len(),

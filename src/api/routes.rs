@@ -63,8 +63,13 @@ pub enum Route {
     Get(TaskId),
     /// `DELETE /api/v1/tasks/{id}` or `POST /api/v1/tasks/{id}/cancel`
     Cancel(TaskId),
-    /// `POST /api/v1/tasks/{id}/retry`
-    Retry(TaskId),
+    /// `POST /api/v1/tasks/{id}/retry?cascade=true|false`
+    Retry {
+        /// The task.
+        id: TaskId,
+        /// Also queue again the dependents its failure cancelled.
+        cascade: bool,
+    },
     /// `POST /api/v1/tasks/{id}/hold`
     Hold(TaskId),
     /// `POST /api/v1/tasks/{id}/release`
@@ -150,7 +155,11 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
             one(method, Post, Route::Cancel(task_id(id)?), "POST")
         }
         ["api", "v1", "tasks", id, "retry"] => {
-            one(method, Post, Route::Retry(task_id(id)?), "POST")
+            let retry = Route::Retry {
+                id: task_id(id)?,
+                cascade: flag(&query, "cascade")?,
+            };
+            one(method, Post, retry, "POST")
         }
         ["api", "v1", "tasks", id, "hold"] => one(method, Post, Route::Hold(task_id(id)?), "POST"),
         ["api", "v1", "tasks", id, "release"] => {
@@ -217,11 +226,16 @@ fn wait_timeout(query: &HashMap<String, String>) -> Result<f64, ApiError> {
 
 /// `stop_running` of a pause: `true` or `false`, default false.
 fn stop_running(query: &HashMap<String, String>) -> Result<bool, ApiError> {
-    match query.get("stop_running").map(String::as_str) {
+    flag(query, "stop_running")
+}
+
+/// A boolean query parameter: `true` or `false`, false when absent.
+fn flag(query: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match query.get(name).map(String::as_str) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
         Some(text) => Err(ApiError::bad_request(format!(
-            "stop_running must be true or false, got {text:?}"
+            "{name} must be true or false, got {text:?}"
         ))),
     }
 }
@@ -349,7 +363,17 @@ mod tests {
         );
         assert_eq!(
             route(Post, "/api/v1/tasks/7/retry"),
-            Ok(Route::Retry(TaskId(7)))
+            Ok(Route::Retry {
+                id: TaskId(7),
+                cascade: false
+            })
+        );
+        assert_eq!(
+            route(Post, "/api/v1/tasks/7/retry?cascade=true"),
+            Ok(Route::Retry {
+                id: TaskId(7),
+                cascade: true
+            })
         );
         assert_eq!(
             route(Post, "/api/v1/pause?stop_running=true"),

@@ -3,7 +3,10 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::model::{GpuState, ResourceSample, TaskId, TaskRecord, TaskSpec, TaskStatus, percent};
+use crate::model::{
+    Dependency, GpuState, OnDependencyFailure, ResourceSample, TaskId, TaskRecord, TaskSpec,
+    TaskStatus, percent,
+};
 use crate::scheduler::{LatencySummary, SchedulerStats, StorageStatus, Waiting, WorkerInfo};
 use crate::tasks::Registry;
 
@@ -28,6 +31,12 @@ pub struct Submission {
     /// The time before which the task may not start: seconds since the
     /// epoch, or an RFC 3339 time with its offset.
     not_before: Option<Value>,
+    /// Tasks that must complete first: ids, or `{"batch_index": n}` for an
+    /// earlier task of the same batch.
+    #[serde(default)]
+    depends_on: Vec<Dependency>,
+    /// `cancel` (default) or `run`.
+    on_dependency_failure: Option<OnDependencyFailure>,
 }
 
 /// The longest delay or timeout accepted: a year.
@@ -74,8 +83,12 @@ impl Submission {
             gpu_memory_mb,
             delay_s,
             not_before,
+            depends_on,
+            on_dependency_failure,
         } = self;
         let mut spec = TaskSpec::new(task, args);
+        spec.depends_on = depends_on;
+        spec.on_dependency_failure = on_dependency_failure.unwrap_or_default();
         spec.not_before_us = match (delay_s, not_before) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad_request(
@@ -210,6 +223,9 @@ pub fn task(record: &TaskRecord) -> Value {
         "max_retries": record.spec.max_retries,
         "timeout_s": record.spec.timeout_ms.map(|ms| ms as f64 / 1000.0),
         "not_before": secs(record.spec.not_before_us),
+        "depends_on": record.spec.depends_on,
+        "on_dependency_failure": record.spec.on_dependency_failure,
+        "cancelled_by": record.cancelled_by,
         "status": record.status,
         "held": record.held,
         "attempts": record.attempts,
@@ -245,6 +261,10 @@ pub fn task_waiting(record: &TaskRecord, waiting: Option<Waiting>) -> Value {
         });
         match waiting {
             Waiting::Behind { ahead, .. } => reason["ahead"] = json!(ahead),
+            Waiting::Dependencies { count, ids } => {
+                reason["count"] = json!(count);
+                reason["dependencies"] = json!(ids);
+            }
             Waiting::RetryBackoff { until_us } | Waiting::NotBefore { until_us } => {
                 reason["until"] = json!(until_us as f64 / 1e6);
             }

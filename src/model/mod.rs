@@ -11,6 +11,6 @@ mod task;
 pub use event::{Event, EventKind};
 pub use resources::{DiskSample, GpuSample, GpuState, HostSummary, ResourceSample, percent};
 pub use task::{
-    AttemptFailure, FailureKind, PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskId, TaskLog,
-    TaskRecord, TaskSpec, TaskStatus, UnknownStatus, now_us,
+    AttemptFailure, Dependency, FailureKind, OnDependencyFailure, PRIORITY_DEFAULT, PRIORITY_MAX,
+    RETRIES_DEFAULT, TaskId, TaskLog, TaskRecord, TaskSpec, TaskStatus, UnknownStatus, now_us,
 };

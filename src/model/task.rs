@@ -70,6 +70,70 @@ pub struct TaskSpec {
     /// task waits queued until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_us: Option<i64>,
+    /// Tasks that must complete before this one may start. At submit an
+    /// entry may name an earlier task of the same batch; the scheduler
+    /// stores ids only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+    /// What happens when a dependency fails for good or is cancelled.
+    #[serde(default, skip_serializing_if = "OnDependencyFailure::is_default")]
+    pub on_dependency_failure: OnDependencyFailure,
+}
+
+/// A task that a spec depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dependency {
+    /// An accepted task, by id.
+    Task(TaskId),
+    /// An earlier task of the same batch submission, by its position in
+    /// the batch (0-based); resolved to an id at submit.
+    Batch {
+        /// Position in the batch.
+        batch_index: usize,
+    },
+}
+
+/// What a task does when one of its dependencies fails for good or is
+/// cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDependencyFailure {
+    /// It is cancelled too (and so, in turn, are its own dependents that
+    /// cancel), with a reason naming the dependency.
+    #[default]
+    Cancel,
+    /// It runs anyway once every dependency has finished, however it
+    /// finished.
+    Run,
+}
+
+impl OnDependencyFailure {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The lower-case name used in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::Run => "run",
+        }
+    }
+}
+
+impl FromStr for OnDependencyFailure {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cancel" => Ok(Self::Cancel),
+            "run" => Ok(Self::Run),
+            other => Err(format!(
+                "unknown dependency failure policy {other:?} (expected cancel or run)"
+            )),
+        }
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -97,7 +161,42 @@ impl TaskSpec {
             gpus: 0,
             gpu_memory_mb: None,
             not_before_us: None,
+            depends_on: Vec::new(),
+            on_dependency_failure: OnDependencyFailure::Cancel,
         }
+    }
+
+    /// Ids of the accepted tasks it depends on (batch positions not yet
+    /// resolved are left out).
+    pub fn dependency_ids(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.depends_on
+            .iter()
+            .filter_map(|dependency| match dependency {
+                Dependency::Task(id) => Some(*id),
+                Dependency::Batch { .. } => None,
+            })
+    }
+
+    /// Starts only after `id` completed.
+    #[must_use]
+    pub fn after(mut self, id: TaskId) -> Self {
+        self.depends_on.push(Dependency::Task(id));
+        self
+    }
+
+    /// Starts only after the task at `batch_index` of the same batch
+    /// submission completed.
+    #[must_use]
+    pub fn after_batch(mut self, batch_index: usize) -> Self {
+        self.depends_on.push(Dependency::Batch { batch_index });
+        self
+    }
+
+    /// Sets what happens when a dependency fails for good or is cancelled.
+    #[must_use]
+    pub fn on_dependency_failure(mut self, policy: OnDependencyFailure) -> Self {
+        self.on_dependency_failure = policy;
+        self
     }
 
     /// Keeps the task from starting before `at_us` (microseconds since the
@@ -307,6 +406,10 @@ pub struct TaskRecord {
     /// until released.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// The dependency whose failure or cancellation cancelled this task
+    /// (a retry with cascade queues it again together with that one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<TaskId>,
     /// Grows with every change to the record; newer versions win in the store
     /// and in subscribers' views.
     pub version: u64,
@@ -332,6 +435,7 @@ impl TaskRecord {
             log: None,
             gpu_ids: Vec::new(),
             held: false,
+            cancelled_by: None,
             version: 1,
         }
     }

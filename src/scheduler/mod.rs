@@ -256,13 +256,29 @@ impl Inner {
     /// the timer when its start time is still ahead (a delayed task
     /// retried or released before its time).
     fn make_ready(&self, id: TaskId) {
-        let mut core = self.core.lock();
-        if let Some(at_us) = core.start_ahead(id, now_us()) {
-            drop(core);
-            self.delay_starts(&[(id, at_us)]);
-        } else if core.enqueue_if_queued(id) {
-            drop(core);
-            self.signal_work(false);
+        self.make_ready_all(&[id]);
+    }
+
+    /// [`Inner::make_ready`] for several tasks, under one lock.
+    fn make_ready_all(&self, ids: &[TaskId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let now_us = now_us();
+        let (mut delayed, mut queued) = (Vec::new(), 0_usize);
+        {
+            let mut core = self.core.lock();
+            for &id in ids {
+                if let Some(at_us) = core.start_ahead(id, now_us) {
+                    delayed.push((id, at_us));
+                } else if core.enqueue_if_queued(id) {
+                    queued += 1;
+                }
+            }
+        }
+        self.delay_starts(&delayed);
+        if queued > 0 {
+            self.signal_work(queued > 1);
         }
     }
 
@@ -276,6 +292,8 @@ impl Inner {
             attempt,
             finished,
             stop,
+            cascade,
+            unblocked,
         } = settled;
         if let Some(stop) = stop {
             self.transport.stop(stop);
@@ -300,12 +318,20 @@ impl Inner {
             // channel already holds a wake-up: nothing to do either way.
             let _ = waiter.try_send(id);
         }
+        for (change, waiters) in cascade {
+            let id = change.record.id;
+            self.emit(change);
+            for waiter in waiters {
+                let _ = waiter.try_send(id);
+            }
+        }
         if let Some((due, retry_at_us)) = retry_at {
             self.timer.retry(id, due, retry_at_us);
         }
         if requeued {
             self.signal_work(false);
         }
+        self.make_ready_all(&unblocked);
     }
 }
 
@@ -386,8 +412,24 @@ impl Scheduler {
                     source,
                 })?;
         }
+        core::check_batch_positions(&specs).map_err(|(index, source)| SubmitError::Dependency {
+            index: batch.then_some(index),
+            source,
+        })?;
+        let mut specs = specs;
         let count = specs.len() as u64;
         let first = self.inner.next_id.fetch_add(count, Ordering::Relaxed);
+        core::resolve_batch_positions(&mut specs, TaskId(first));
+        if specs.iter().any(|spec| !spec.depends_on.is_empty()) {
+            self.inner
+                .core
+                .lock()
+                .check_dependencies(&specs, TaskId(first))
+                .map_err(|(index, source)| SubmitError::Dependency {
+                    index: batch.then_some(index),
+                    source,
+                })?;
+        }
         let now = now_us();
         let records: Vec<Arc<TaskRecord>> = specs
             .into_iter()
@@ -406,8 +448,11 @@ impl Scheduler {
             self.inner.announce(EventKind::Submitted, record);
         }
         let ids: Vec<TaskId> = records.iter().map(|r| r.id).collect();
-        let delayed = self.inner.core.lock().insert_queued(records, now);
-        self.inner.delay_starts(&delayed);
+        let inserted = self.inner.core.lock().insert_queued(records, now);
+        self.inner.delay_starts(&inserted.delayed);
+        for (change, _) in inserted.cancelled {
+            self.inner.emit(change);
+        }
         self.inner.signal_work(batch);
         Ok(ids)
     }
@@ -440,12 +485,24 @@ impl Scheduler {
         outcome
     }
 
-    /// Queues a failed or cancelled task again with a fresh retry budget.
+    /// Queues a failed or cancelled task again with a fresh retry budget
+    /// (it waits again for dependencies not yet completed). Refused when a
+    /// dependency failed; retry that one with cascade instead.
     pub fn retry(&self, id: TaskId) -> Result<(), RequestError> {
-        let change = self.inner.core.lock().retry(id)?;
-        self.inner.emit(change);
-        self.inner.make_ready(id);
-        Ok(())
+        self.retry_cascade(id, false).map(|_| ())
+    }
+
+    /// Like [`Scheduler::retry`]; with `cascade`, also queues again the
+    /// dependents (and theirs) that its failure cancelled. Returns the ids
+    /// queued again, `id` first.
+    pub fn retry_cascade(&self, id: TaskId, cascade: bool) -> Result<Vec<TaskId>, RequestError> {
+        let changes = self.inner.core.lock().retry_tasks(id, cascade)?;
+        let ids: Vec<TaskId> = changes.iter().map(|change| change.record.id).collect();
+        for change in changes {
+            self.inner.emit(change);
+        }
+        self.inner.make_ready_all(&ids);
+        Ok(ids)
     }
 
     /// Waits until the task reaches a final status or `timeout` passes, and

@@ -59,6 +59,11 @@ impl Scheduler {
             .waiting(ids, crate::model::now_us(), workers)
     }
 
+    /// Tasks in memory that depend on `id`, lowest id first.
+    pub fn dependents(&self, id: TaskId) -> Vec<TaskId> {
+        self.inner.core.lock().dependents_of(id)
+    }
+
     /// Queued task ids in the order they will run.
     pub fn queued(&self) -> Vec<TaskId> {
         self.inner.core.lock().queue.iter().collect()

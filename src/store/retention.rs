@@ -4,17 +4,24 @@
 //! Rules, applied to finished tasks (completed, failed, cancelled) only:
 //! - a task that finished more than `max_age` ago goes;
 //! - of the rest, only the newest `max_finished` by id stay;
-//! - unfinished tasks (queued, running, retrying) always stay;
+//! - unfinished tasks (queued, running, retrying) always stay, and so do
+//!   the finished tasks an unfinished one depends on (its way forward
+//!   depends on how they ended);
 //! - in the database the row with the highest id always stays, so that the
 //!   next id, derived from it at open, never reuses a purged task's id.
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::Retention;
-use crate::model::TaskRecord;
+use crate::model::{TaskId, TaskRecord};
 
 /// The final statuses, as SQL string literals, for `status IN (...)`.
 const FINAL_STATUSES_SQL: &str = "'completed', 'failed', 'cancelled'";
+
+/// `AND` clause that spares the tasks an unfinished task depends on.
+const SPARE_DEPENDENCIES_SQL: &str = "AND id NOT IN (SELECT d.value FROM tasks AS t, \
+     json_each(t.depends_on) AS d WHERE t.depends_on <> '[]' \
+     AND t.status NOT IN ('completed', 'failed', 'cancelled'))";
 
 /// The oldest `finished_at_us` that `retention` keeps at `now_us`; `None`
 /// keeps every age.
@@ -40,7 +47,7 @@ pub(super) fn purge(
     if let Some(cutoff_us) = age_cutoff_us(retention, now_us) {
         let sql = format!(
             "DELETE FROM tasks WHERE status IN ({FINAL_STATUSES_SQL}) AND finished_at_us < ?1 \
-             AND id < (SELECT max(id) FROM tasks)"
+             AND id < (SELECT max(id) FROM tasks) {SPARE_DEPENDENCIES_SQL}"
         );
         deleted += tx.prepare_cached(&sql)?.execute(params![cutoff_us])?;
     }
@@ -50,7 +57,7 @@ pub(super) fn purge(
         "DELETE FROM tasks WHERE status IN ({FINAL_STATUSES_SQL}) \
          AND id <= (SELECT id FROM tasks WHERE status IN ({FINAL_STATUSES_SQL}) \
                     ORDER BY id DESC LIMIT 1 OFFSET ?1) \
-         AND id < (SELECT max(id) FROM tasks)"
+         AND id < (SELECT max(id) FROM tasks) {SPARE_DEPENDENCIES_SQL}"
     );
     let keep = i64::try_from(retention.max_finished).unwrap_or(i64::MAX);
     deleted += tx.prepare_cached(&sql)?.execute(params![keep])?;
@@ -62,6 +69,11 @@ pub(super) fn purge(
 /// `retention`, by the rules in the module docs.
 pub(super) fn retain(records: &mut Vec<TaskRecord>, retention: &Retention, now_us: i64) {
     let cutoff_us = age_cutoff_us(retention, now_us);
+    let needed: std::collections::HashSet<TaskId> = records
+        .iter()
+        .filter(|record| !record.status.is_final())
+        .flat_map(|record| record.spec.dependency_ids())
+        .collect();
     let mut finished_kept = 0_usize;
     let mut keep: Vec<bool> = records
         .iter()
@@ -70,15 +82,17 @@ pub(super) fn retain(records: &mut Vec<TaskRecord>, retention: &Retention, now_u
             if !record.status.is_final() {
                 return true;
             }
+            let spared = needed.contains(&record.id);
             let too_old = matches!(
                 (cutoff_us, record.finished_at_us),
                 (Some(cutoff), Some(finished)) if finished < cutoff
             );
-            if too_old {
+            if too_old && !spared {
                 return false;
             }
+            // As in the purge, spared tasks count towards the newest kept.
             finished_kept += 1;
-            finished_kept <= retention.max_finished
+            spared || finished_kept <= retention.max_finished
         })
         .collect();
     keep.reverse();
@@ -91,7 +105,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{TaskId, TaskSpec, TaskStatus};
+    use crate::model::{TaskSpec, TaskStatus};
 
     fn record(id: u64, status: TaskStatus, finished_at_us: Option<i64>) -> TaskRecord {
         let mut record = TaskRecord::new(TaskId(id), TaskSpec::new("noop", vec![]), 0);
@@ -128,5 +142,26 @@ mod tests {
         retain(&mut records, &retention, 10_000);
         let ids: Vec<u64> = records.iter().map(|record| record.id.0).collect();
         assert_eq!(ids, [1, 3, 4, 5, 7]);
+    }
+
+    #[test]
+    fn retain_spares_what_an_unfinished_task_depends_on() {
+        let retention = Retention {
+            max_finished: 0,
+            max_age: None,
+        };
+        let mut waiting = record(3, TaskStatus::Queued, None);
+        waiting.spec = waiting.spec.after(TaskId(1));
+        let mut done = record(4, TaskStatus::Completed, Some(10));
+        done.spec = done.spec.after(TaskId(2));
+        let mut records = vec![
+            record(1, TaskStatus::Completed, Some(10)),
+            record(2, TaskStatus::Failed, Some(10)),
+            waiting,
+            done,
+        ];
+        retain(&mut records, &retention, 10_000);
+        let ids: Vec<u64> = records.iter().map(|record| record.id.0).collect();
+        assert_eq!(ids, [1, 3]);
     }
 }

@@ -14,22 +14,23 @@ use crate::model::{AttemptFailure, TaskId, TaskLog, TaskRecord, TaskSpec, TaskSt
 pub(super) const INSERT_SQL: &str = "INSERT INTO tasks (id, name, args, kwargs, priority, \
      max_retries, timeout_ms, status, attempts, failures, submitted_at_us, first_started_at_us, \
      started_at_us, finished_at_us, retry_at_us, worker, result, error, version, log, gpus, \
-     gpu_memory_mb, gpu_ids, not_before_us, held) \
+     gpu_memory_mb, gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20, ?21, ?22, ?23, ?24, ?25)";
+     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
 
 /// Writes the mutable fields unless the stored row is as new or newer, so
 /// updates that arrive out of order never move a task backwards.
 pub(super) const UPDATE_SQL: &str = "UPDATE tasks SET status = ?2, attempts = ?3, failures = ?4, \
      first_started_at_us = ?5, started_at_us = ?6, finished_at_us = ?7, retry_at_us = ?8, \
-     worker = ?9, result = ?10, error = ?11, version = ?12, log = ?13, gpu_ids = ?14, held = ?15 \
-     WHERE id = ?1 AND version < ?12";
+     worker = ?9, result = ?10, error = ?11, version = ?12, log = ?13, gpu_ids = ?14, held = ?15, \
+     cancelled_by = ?16 WHERE id = ?1 AND version < ?12";
 
 /// Reads every row in id order; columns in [`decode`]'s order.
 const SELECT_ALL_SQL: &str = "SELECT id, name, args, kwargs, priority, max_retries, timeout_ms, \
      status, attempts, failures, submitted_at_us, first_started_at_us, started_at_us, \
      finished_at_us, retry_at_us, worker, result, error, version, log, gpus, gpu_memory_mb, \
-     gpu_ids, not_before_us, held FROM tasks ORDER BY id";
+     gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by FROM tasks \
+     ORDER BY id";
 
 /// The fields of a [`TaskRecord`] that change after submission, copied out
 /// of the caller's record so that it can be sent to the writer thread; JSON
@@ -64,6 +65,8 @@ pub(super) struct TaskUpdate {
     gpu_ids: Vec<u32>,
     /// See [`TaskRecord::held`].
     held: bool,
+    /// See [`TaskRecord::cancelled_by`].
+    cancelled_by: Option<TaskId>,
     /// See [`TaskRecord::version`]; the highest one wins.
     pub(super) version: u64,
 }
@@ -90,6 +93,7 @@ impl TaskUpdate {
             log,
             gpu_ids,
             held,
+            cancelled_by,
             version,
         } = record;
         Self {
@@ -107,6 +111,7 @@ impl TaskUpdate {
             log: log.clone(),
             gpu_ids: gpu_ids.clone(),
             held: *held,
+            cancelled_by: *cancelled_by,
             version: *version,
         }
     }
@@ -142,6 +147,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         log,
         gpu_ids,
         held,
+        cancelled_by,
         version,
     } = record;
     let TaskSpec {
@@ -154,6 +160,8 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         gpus,
         gpu_memory_mb,
         not_before_us,
+        depends_on,
+        on_dependency_failure,
     } = spec;
     stmt.execute(params![
         to_i64(id.0)?,
@@ -181,6 +189,9 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         to_json(gpu_ids)?,
         not_before_us,
         held,
+        to_json(depends_on)?,
+        on_dependency_failure.as_str(),
+        cancelled_by.map(|id| to_i64(id.0)).transpose()?,
     ])?;
     Ok(())
 }
@@ -206,6 +217,7 @@ pub(super) fn update(
         log,
         gpu_ids,
         held,
+        cancelled_by,
         version,
     } = update;
     let changed = stmt.execute(params![
@@ -224,6 +236,7 @@ pub(super) fn update(
         log.as_ref().map(to_json).transpose()?,
         to_json(gpu_ids)?,
         held,
+        cancelled_by.map(|id| to_i64(id.0)).transpose()?,
     ])?;
     Ok(changed > 0)
 }
@@ -332,6 +345,12 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
         })?;
     let timeout_ms: Option<i64> = column(row, 6, "timeout_ms")?;
     let gpu_memory_mb: Option<i64> = column(row, 21, "gpu_memory_mb")?;
+    let policy: String = column(row, 26, "on_dependency_failure")?;
+    let on_dependency_failure = policy.parse().map_err(|detail| DecodeError {
+        column: "on_dependency_failure",
+        detail,
+    })?;
+    let cancelled_by: Option<i64> = column(row, 27, "cancelled_by")?;
     Ok(TaskRecord {
         id: TaskId(unsigned(column(row, 0, "id")?, "id")?),
         spec: TaskSpec {
@@ -348,6 +367,8 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
                 .map(|mb| unsigned(mb, "gpu_memory_mb"))
                 .transpose()?,
             not_before_us: column(row, 23, "not_before_us")?,
+            depends_on: required_json(row, 25, "depends_on")?,
+            on_dependency_failure,
         },
         status,
         attempts: column(row, 8, "attempts")?,
@@ -364,5 +385,8 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
         log: json_column(row, 19, "log")?,
         gpu_ids: required_json(row, 22, "gpu_ids")?,
         held: column(row, 24, "held")?,
+        cancelled_by: cancelled_by
+            .map(|id| unsigned(id, "cancelled_by").map(TaskId))
+            .transpose()?,
     })
 }

@@ -20,14 +20,14 @@ use super::{Durability, StoreError};
 pub const APPLICATION_ID: i32 = 0x5444_4B31;
 
 /// The schema version this build writes, kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// How long a statement waits for a lock held by another connection (a
 /// reader such as the `sqlite3` shell) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations; entry `n` takes a database from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     // Version 1: one row per task, one column per record field. JSON columns
     // hold the spec's arguments, the failure list and the result. There are
     // no secondary indexes: recovery reads every row in id order (the rowid),
@@ -74,6 +74,12 @@ const MIGRATIONS: [&str; 7] = [
     "ALTER TABLE tasks ADD COLUMN held INTEGER NOT NULL DEFAULT 0;",
     // Version 7: scheduler settings that survive restarts (paused or not).
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
+    // Version 8: dependencies (a JSON array of task ids), what a task does
+    // when one fails ('cancel' or 'run'), and the dependency that cancelled
+    // it.
+    "ALTER TABLE tasks ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE tasks ADD COLUMN on_dependency_failure TEXT NOT NULL DEFAULT 'cancel';
+     ALTER TABLE tasks ADD COLUMN cancelled_by INTEGER;",
 ];
 
 /// The lock file that marks a database as in use: `<db file name>.lock`

@@ -9,7 +9,9 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::*;
-use crate::model::{AttemptFailure, FailureKind, TaskId, TaskSpec, TaskStatus};
+use crate::model::{
+    AttemptFailure, FailureKind, OnDependencyFailure, TaskId, TaskSpec, TaskStatus,
+};
 
 /// Keeps everything, so tests see exactly what they wrote.
 const KEEP_ALL: Retention = Retention {
@@ -45,7 +47,9 @@ fn full(id: u64) -> TaskRecord {
     .max_retries(7)
     .timeout_ms(12_345)
     .kwarg("epochs", json!(10))
-    .kwarg("label", json!("ünïcode"));
+    .kwarg("label", json!("ünïcode"))
+    .after(TaskId(id.saturating_sub(1)))
+    .on_dependency_failure(OnDependencyFailure::Run);
     let mut record = TaskRecord::new(TaskId(id), spec, 1_700_000_000_000_000);
     record.status = TaskStatus::Completed;
     record.attempts = 2;
@@ -63,6 +67,7 @@ fn full(id: u64) -> TaskRecord {
     record.worker = Some("w-2".to_owned());
     record.result = Some(json!({"loss": 0.25, "steps": [1, 2, 3], "none": null}));
     record.error = Some("an earlier error".to_owned());
+    record.cancelled_by = Some(TaskId(id + 1));
     record.version = 7;
     record
 }
@@ -359,8 +364,11 @@ fn retention_purge_keeps_unfinished_and_the_newest_finished() {
     ancient.status = TaskStatus::Cancelled;
     ancient.finished_at_us = Some(1);
     records.insert(0, ancient);
-    // The newest task is unfinished, so no purged row is the highest id.
-    records.push(queued(22));
+    // The newest task is unfinished, so no purged row is the highest id;
+    // what it depends on stays whatever its age.
+    let mut waiting = queued(22);
+    waiting.spec = waiting.spec.after(TaskId(1)).after(TaskId(21));
+    records.push(waiting);
     store.insert(records).expect("insert should commit");
     store.close().expect("close should succeed");
 
@@ -371,8 +379,9 @@ fn retention_purge_keeps_unfinished_and_the_newest_finished() {
     let (store, recovered) =
         Store::open(&path, retention, Durability::Power).expect("the store should open");
     let ids: Vec<u64> = recovered.tasks.iter().map(|record| record.id.0).collect();
-    // Unfinished: multiples of 3 and 22; finished kept: the newest four.
-    assert_eq!(ids, [3, 6, 9, 12, 15, 16, 17, 18, 19, 20, 22]);
+    // Unfinished: multiples of 3 and 22; finished kept: the two that 22
+    // depends on, and with them the newest four.
+    assert_eq!(ids, [1, 3, 6, 9, 12, 15, 17, 18, 19, 20, 21, 22]);
     assert_eq!(recovered.next_id, 23);
     drop(store);
 

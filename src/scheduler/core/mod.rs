@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use serde_json::Value;
 
+mod depends;
+#[cfg(test)]
+mod depends_tests;
 mod place;
 mod ready;
 #[cfg(test)]
@@ -21,6 +24,7 @@ mod remote_tests;
 mod settle;
 mod waiting;
 
+pub use depends::{check_batch_positions, resolve_batch_positions};
 pub use place::{Placed, Reclaim, Run};
 pub use ready::Placement;
 use ready::need_of;
@@ -125,6 +129,12 @@ pub struct Settled {
     pub finished: Option<(bool, i64)>,
     /// An attempt on a worker process to stop.
     pub stop: Option<StopRequest>,
+    /// Tasks cancelled because a dependency failed or was cancelled, with
+    /// their waiters (after `change`, in order).
+    pub cascade: Vec<(Change, Vec<Sender<TaskId>>)>,
+    /// Tasks whose last dependency just completed: queued, out of the ready
+    /// queue until the caller puts them there (after `change` is out).
+    pub unblocked: Vec<TaskId>,
 }
 
 /// Outcome of a cancel request.
@@ -169,6 +179,20 @@ pub enum RequestError {
         /// Its status.
         status: TaskStatus,
     },
+    /// A dependency failed or was cancelled, so the task would be
+    /// cancelled again at once.
+    #[error(
+        "task {id} depends on task {dependency}, which is {status}; retry task {dependency} \
+         with cascade to queue both"
+    )]
+    DependencyFailed {
+        /// The task.
+        id: TaskId,
+        /// The dependency.
+        dependency: TaskId,
+        /// Its status.
+        status: TaskStatus,
+    },
     /// The scheduler is shutting down.
     #[error("the scheduler is shutting down")]
     ShuttingDown,
@@ -209,6 +233,11 @@ pub struct Core {
     gpus_held: HashMap<TaskId, Vec<u32>>,
     /// Set when devices came free, so idle workers should look again.
     pub gpus_freed: bool,
+    /// Tasks in memory that depend on each task (any status).
+    dependents: HashMap<TaskId, Vec<TaskId>>,
+    /// Queued tasks that may not start yet: the dependencies each still
+    /// waits for.
+    unmet: HashMap<TaskId, std::collections::HashSet<TaskId>>,
 }
 
 impl Core {
@@ -235,6 +264,8 @@ impl Core {
             gpu_devices: HashMap::new(),
             gpus_held: HashMap::new(),
             gpus_freed: false,
+            dependents: HashMap::new(),
+            unmet: HashMap::new(),
         }
     }
 
@@ -276,27 +307,43 @@ impl Core {
         record.version += 1;
     }
 
-    /// Adds accepted tasks to the table and the ready queue; a task whose
-    /// start time is still ahead at `now_us` waits outside the ready queue,
-    /// and is returned with that time (the caller arms the timer, then calls
-    /// [`Core::enqueue_if_queued`]).
-    pub fn insert_queued(
-        &mut self,
-        records: Vec<Arc<TaskRecord>>,
-        now_us: i64,
-    ) -> Vec<(TaskId, i64)> {
-        let mut delayed = Vec::new();
+    /// Adds accepted tasks to the table and the ready queue. A task whose
+    /// start time is still ahead at `now_us` waits outside the ready queue
+    /// and is returned in `delayed` with that time (the caller arms the
+    /// timer, then calls [`Core::enqueue_if_queued`]); so does one that
+    /// waits for dependencies, until they complete. A task whose dependency
+    /// failed in the meantime is cancelled at once (`cancelled`).
+    pub fn insert_queued(&mut self, records: Vec<Arc<TaskRecord>>, now_us: i64) -> Inserted {
+        let mut inserted = Inserted::default();
         for record in records {
             self.counts[TaskStatus::Queued.index()] += 1;
-            match start_ahead(&record.spec, now_us) {
-                Some(at_us) => delayed.push((record.id, at_us)),
-                None => self
-                    .queue
-                    .push(record.spec.priority, record.id, need_of(&record.spec)),
+            let id = record.id;
+            let ahead = start_ahead(&record.spec, now_us);
+            if ahead.is_none() && record.spec.depends_on.is_empty() {
+                self.queue
+                    .push(record.spec.priority, id, need_of(&record.spec));
             }
-            self.tasks.insert(record.id, Entry { record, run: None });
+            self.tasks.insert(
+                id,
+                Entry {
+                    record: Arc::clone(&record),
+                    run: None,
+                },
+            );
+            let waits = self.link_accepted(&record, now_us, &mut inserted.cancelled);
+            match ahead {
+                Some(at_us) => inserted.delayed.push((id, at_us)),
+                None if !record.spec.depends_on.is_empty() && !waits => {
+                    self.queue
+                        .push(record.spec.priority, id, need_of(&record.spec))
+                }
+                None => {}
+            }
         }
-        delayed
+        if !inserted.cancelled.is_empty() {
+            self.evict(now_us);
+        }
+        inserted
     }
 
     /// Takes stored tasks back after a restart, applying [`policy::recovery`].
@@ -381,6 +428,7 @@ impl Core {
         }
         finished.sort_by_key(|(_, at)| *at);
         self.finished.extend(finished);
+        changes.extend(self.link_recovered(now_us));
         self.evict(now_us);
         changes
     }
@@ -491,19 +539,24 @@ impl Core {
         if !self.accepting {
             return Err(RequestError::ShuttingDown);
         }
+        let status = self
+            .tasks
+            .get(&id)
+            .ok_or(RequestError::NotFound(id))?
+            .record
+            .status;
+        if !matches!(status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            return Err(RequestError::NotRetryable { id, status });
+        }
+        self.relink_retried(id)?;
         let entry = self.tasks.get_mut(&id).ok_or(RequestError::NotFound(id))?;
         let record = Arc::make_mut(&mut entry.record);
-        if !matches!(record.status, TaskStatus::Failed | TaskStatus::Cancelled) {
-            return Err(RequestError::NotRetryable {
-                id,
-                status: record.status,
-            });
-        }
         record.attempts = 0;
         record.result = None;
         record.error = None;
         record.finished_at_us = None;
         record.held = false;
+        record.cancelled_by = None;
         Self::set_status(&mut self.counts, record, TaskStatus::Queued);
         Ok(Change {
             kind: EventKind::Requeued,
@@ -535,6 +588,17 @@ impl Core {
             }
         }
     }
+}
+
+/// What [`Core::insert_queued`] did besides queueing.
+#[derive(Debug, Default)]
+pub struct Inserted {
+    /// Tasks that wait for their start time (id, microseconds since the
+    /// epoch).
+    pub delayed: Vec<(TaskId, i64)>,
+    /// Tasks cancelled at once: a dependency failed while they were being
+    /// accepted.
+    pub cancelled: Vec<(Change, Vec<Sender<TaskId>>)>,
 }
 
 /// The spec's start time, when it is still ahead at `now_us`.

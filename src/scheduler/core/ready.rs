@@ -43,7 +43,8 @@ pub(super) struct Started {
 
 impl Core {
     /// Whether a task may start now: dispatch is on, the task is queued,
-    /// not held, and no attempt of it runs. Every rule about which task may
+    /// not held, waits for no dependency, and no attempt of it runs. Every
+    /// rule about which task may
     /// start goes here, so it holds for local workers and worker processes
     /// alike.
     pub(super) fn may_start(&self, entry: &Entry) -> bool {
@@ -51,6 +52,7 @@ impl Core {
             && entry.record.status == TaskStatus::Queued
             && !entry.record.held
             && entry.run.is_none()
+            && !self.waits_for_dependencies(entry.record.id)
     }
 
     /// Whether any task may start: dispatch is on (not shutting down) and

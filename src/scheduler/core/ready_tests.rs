@@ -14,17 +14,17 @@ const LEASE: Duration = Duration::from_secs(30);
 
 /// How a task reaches a worker.
 #[derive(Debug, Clone, Copy)]
-enum Mode {
+pub(super) enum Mode {
     /// A thread of the pool takes it.
     Pool,
     /// It is placed on a worker process.
     Workers,
 }
 
-const MODES: [Mode; 2] = [Mode::Pool, Mode::Workers];
+pub(super) const MODES: [Mode; 2] = [Mode::Pool, Mode::Workers];
 
 /// Queued tasks of (id, priority).
-fn core_with(tasks: &[(u64, u8)]) -> Core {
+pub(super) fn core_with(tasks: &[(u64, u8)]) -> Core {
     let backoff = Backoff {
         base: Duration::from_millis(10),
         max: Duration::from_secs(1),
@@ -48,7 +48,7 @@ fn core_with(tasks: &[(u64, u8)]) -> Core {
 }
 
 /// Starts the next task that may start the way `mode` does; its id.
-fn start_next(core: &mut Core, mode: Mode) -> Option<TaskId> {
+pub(super) fn start_next(core: &mut Core, mode: Mode) -> Option<TaskId> {
     match mode {
         Mode::Pool => {
             core.target_workers += 1;
@@ -81,7 +81,7 @@ fn worker_beat(slots: usize) -> Heartbeat {
     }
 }
 
-fn start_all(core: &mut Core, mode: Mode) -> Vec<u64> {
+pub(super) fn start_all(core: &mut Core, mode: Mode) -> Vec<u64> {
     std::iter::from_fn(|| start_next(core, mode))
         .map(|id| id.0)
         .collect()
@@ -130,7 +130,7 @@ fn a_delayed_task_starts_in_neither_mode_before_its_time() {
             ],
             500,
         );
-        assert_eq!(delayed, vec![(TaskId(1), 1_000)], "{mode:?}");
+        assert_eq!(delayed.delayed, vec![(TaskId(1), 1_000)], "{mode:?}");
         assert_eq!(start_all(&mut core, mode), vec![2], "{mode:?}");
         assert_eq!(core.counts()[TaskStatus::Queued.index()], 1, "{mode:?}");
         assert_eq!(core.start_ahead(TaskId(1), 999), Some(1_000));
@@ -200,8 +200,12 @@ fn each_waiting_task_says_why() {
     assert_eq!(why[2], Some(Waiting::Held));
     assert_eq!(why[3], Some(Waiting::NotBefore { until_us: 9_000 }));
     assert_eq!(why[4], None, "unknown");
-    assert_eq!(why[1].map(|w| w.code()), Some("queued_behind"));
-    assert!(why[0].is_some_and(|w| w.message(1_000).contains("1 task(s)")));
+    assert_eq!(why[1].as_ref().map(|w| w.code()), Some("queued_behind"));
+    assert!(
+        why[0]
+            .as_ref()
+            .is_some_and(|w| w.message(1_000).contains("1 task(s)"))
+    );
     core.paused = true;
     assert_eq!(core.waiting(&ids, 1_000, None)[0], Some(Waiting::Paused));
     core.paused = false;

@@ -359,6 +359,7 @@ impl Core {
         });
         settled.waiters = self.waiters.remove(&id).unwrap_or_default();
         self.finished.push_back((id, now_us));
+        self.dependency_ended(id, status, now_us, settled);
         self.evict(now_us);
     }
 
@@ -379,6 +380,7 @@ impl Core {
                 !entry.record.status.is_final() || entry.record.finished_at_us != Some(finished_at)
             });
             if !stale && let Some(entry) = self.tasks.remove(&id) {
+                self.forget_dependents(id);
                 let index = entry.record.status.index();
                 self.counts[index] = self.counts[index].saturating_sub(1);
             }

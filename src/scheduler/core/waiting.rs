@@ -32,7 +32,11 @@ impl Core {
         let Some(entry) = self.tasks.get(&id) else {
             return false;
         };
-        if entry.record.status != TaskStatus::Queued || entry.record.held || entry.run.is_some() {
+        if entry.record.status != TaskStatus::Queued
+            || entry.record.held
+            || entry.run.is_some()
+            || self.waits_for_dependencies(id)
+        {
             return false;
         }
         self.queue
@@ -107,8 +111,15 @@ impl Core {
 }
 
 /// Why a task that has not started yet waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Waiting {
+    /// Dependencies it waits for have not completed.
+    Dependencies {
+        /// How many it still waits for.
+        count: usize,
+        /// The lowest of their ids (at most [`Waiting::LISTED`]).
+        ids: Vec<TaskId>,
+    },
     /// It failed an attempt and waits out the retry backoff until then.
     RetryBackoff {
         /// When the next attempt is due, microseconds since the epoch.
@@ -138,9 +149,13 @@ pub enum Waiting {
 }
 
 impl Waiting {
+    /// How many dependency ids a reason lists.
+    pub const LISTED: usize = 20;
+
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Dependencies { .. } => "waiting_for_dependencies",
             Self::RetryBackoff { .. } => "retry_backoff",
             Self::Held => "held",
             Self::NotBefore { .. } => "not_before",
@@ -165,6 +180,20 @@ impl Waiting {
             }
         };
         match *self {
+            Self::Dependencies { count, ref ids } => {
+                let listed: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                let more = count.saturating_sub(ids.len());
+                let tail = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "waits for {count} dependenc{} to complete: task {}{tail}",
+                    if count == 1 { "y" } else { "ies" },
+                    listed.join(", ")
+                )
+            }
             Self::RetryBackoff { until_us } => {
                 format!(
                     "waits out its retry backoff; next attempt in {}",
@@ -249,6 +278,15 @@ impl Core {
                 }
                 if record.held {
                     return Some(Waiting::Held);
+                }
+                if let Some(pending) = self.unmet.get(id) {
+                    let mut ids: Vec<TaskId> = pending.iter().copied().collect();
+                    ids.sort_unstable();
+                    ids.truncate(Waiting::LISTED);
+                    return Some(Waiting::Dependencies {
+                        count: pending.len(),
+                        ids,
+                    });
                 }
                 if let Some(until_us) = start_ahead(&record.spec, now_us) {
                     return Some(Waiting::NotBefore { until_us });
