@@ -247,8 +247,9 @@ pub enum Control {
         /// Unique to this placement (an attempt number comes again after a
         /// hand-back); the same when the scheduler sends it again.
         placement: u64,
-        /// What to run.
-        spec: TaskSpec,
+        /// What to run (without its dependencies, which are the
+        /// scheduler's business).
+        spec: Box<TaskSpec>,
         /// Time allowed, counted from when the attempt starts.
         timeout_ms: Option<u64>,
         /// The scheduler's lease: the worker's heartbeats come at least

@@ -248,11 +248,14 @@ impl Link {
     /// The message of a placement, with a new placement id (`again`: sent
     /// again by a restarted scheduler).
     fn outgoing(&self, run: Run, again: bool) -> Outgoing {
+        let mut spec = Box::new(run.record.spec.clone());
+        // A fan-in's list may be long, and a worker has no use for it.
+        spec.depends_on = Vec::new();
         let control = Control::Run {
             task: run.record.id,
             attempt: run.attempt,
             placement: self.next_placement.fetch_add(1, Ordering::Relaxed),
-            spec: run.record.spec.clone(),
+            spec,
             timeout_ms: run.record.spec.timeout_ms,
             lease_ms: self.lease_ms(),
             gpu_ids: run.gpu_ids,

@@ -106,7 +106,7 @@ impl Worker {
                     attempt,
                     placement,
                     again,
-                    spec,
+                    spec: *spec,
                     timeout_ms,
                     gpu_ids,
                 });
