@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 
+use serde_json::Value;
 use taskdeck::client::{Client, commands};
 
 /// Where the server is.
@@ -68,9 +69,28 @@ pub(crate) struct SubmitArgs {
     /// time zone) or RFC 3339 with an offset.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
+    /// Start only after task ID completed (repeatable).
+    #[arg(long = "after", value_name = "ID")]
+    after: Vec<u64>,
+    /// When a task it comes after fails or is cancelled: cancel (the
+    /// default) or run anyway once they all finished.
+    #[arg(long, value_name = "POLICY", value_parser = ["cancel", "run"], requires = "after")]
+    on_dependency_failure: Option<String>,
     /// Wait for the task to finish and show it.
     #[arg(long)]
     wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RetryArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Task id.
+    id: u64,
+    /// Also queue again the tasks that its failure cancelled (those that
+    /// depend on it, and theirs).
+    #[arg(long)]
+    cascade: bool,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +189,12 @@ pub(crate) fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     if let Some(at) = &args.at {
         submission["not_before"] = serde_json::json!(commands::parse_at(at)?);
     }
+    if !args.after.is_empty() {
+        submission["depends_on"] = serde_json::json!(args.after);
+    }
+    if let Some(policy) = &args.on_dependency_failure {
+        submission["on_dependency_failure"] = serde_json::json!(policy);
+    }
     let client = args.remote.client();
     let id = client.submit(&submission)?;
     if !args.wait {
@@ -244,10 +270,26 @@ pub(crate) fn status(args: IdArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `taskdeck retry ID`.
-pub(crate) fn retry(args: IdArgs) -> anyhow::Result<()> {
-    args.remote.client().retry(args.id)?;
-    println!("task {} queued again", args.id);
+/// `taskdeck retry ID [--cascade]`.
+pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<()> {
+    let answer = args.remote.client().retry(args.id, args.cascade)?;
+    let others: Vec<String> = answer["ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .filter(|id| *id != args.id)
+        .map(|id| id.to_string())
+        .collect();
+    if others.is_empty() {
+        println!("task {} queued again", args.id);
+    } else {
+        println!(
+            "task {} queued again, and with it task {}",
+            args.id,
+            others.join(", ")
+        );
+    }
     Ok(())
 }
 

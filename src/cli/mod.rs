@@ -50,7 +50,7 @@ enum Command {
     /// Cancel a queued task (it never runs) or stop a running one.
     Cancel(IdArgs),
     /// Queue a failed or cancelled task again.
-    Retry(IdArgs),
+    Retry(client::RetryArgs),
     /// Hold a queued or retrying task: it does not start until released.
     Hold(IdArgs),
     /// Release a held task: it may start again.

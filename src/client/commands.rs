@@ -123,6 +123,26 @@ pub fn describe(task: &Value) -> String {
     if let Some(at) = task["not_before"].as_f64() {
         let _ = writeln!(out, "  not before:  {}", local_time(at));
     }
+    let ids = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let after = ids(&task["depends_on"]);
+    if !after.is_empty() {
+        let policy = match task["on_dependency_failure"].as_str() {
+            Some("run") => " (runs even if one fails)",
+            _ => "",
+        };
+        let _ = writeln!(out, "  after:       {}{policy}", after.join(", "));
+    }
+    let dependents = ids(&task["dependents"]);
+    if !dependents.is_empty() {
+        let _ = writeln!(out, "  before:      {}", dependents.join(", "));
+    }
     if let Some(reason) = task["waiting"]["message"].as_str() {
         let _ = writeln!(out, "  waiting:     {reason}");
     }

@@ -180,9 +180,11 @@ impl Client {
         self.call("DELETE", &format!("/api/v1/tasks/{id}"), None)
     }
 
-    /// Queues a failed or cancelled task again.
-    pub fn retry(&self, id: u64) -> Result<Value, ClientError> {
-        self.call("POST", &format!("/api/v1/tasks/{id}/retry"), None)
+    /// Queues a failed or cancelled task again (with `cascade`, also the
+    /// dependents its failure cancelled); `ids` in the answer lists them.
+    pub fn retry(&self, id: u64, cascade: bool) -> Result<Value, ClientError> {
+        let query = if cascade { "?cascade=true" } else { "" };
+        self.call("POST", &format!("/api/v1/tasks/{id}/retry{query}"), None)
     }
 
     /// Pauses the scheduler (and, with `stop_running`, stops the running
