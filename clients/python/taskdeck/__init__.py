@@ -15,7 +15,7 @@ repository.
 """
 
 from ._version import __version__
-from .client import DEFAULT_URL, TaskClient, create_task
+from .client import DEFAULT_URL, TaskClient, batch_ref, create_task
 from .errors import (
     BadRequest,
     Conflict,
@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_URL",
     "TaskClient",
     "create_task",
+    "batch_ref",
     "TaskdeckError",
     "BadRequest",
     "Unauthorized",

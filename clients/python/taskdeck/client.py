@@ -28,7 +28,7 @@ from .errors import (
     error_for_status,
 )
 
-__all__ = ["TaskClient", "create_task", "DEFAULT_URL"]
+__all__ = ["TaskClient", "batch_ref", "create_task", "DEFAULT_URL"]
 
 #: Where the client looks for a server when given no URL (the old Flask port).
 DEFAULT_URL = "http://localhost:5000"
@@ -58,6 +58,19 @@ def create_task(function_name: str, *args: Any) -> Dict[str, Any]:
     return {"function_name": function_name, "arguments": list(args)}
 
 
+def batch_ref(index: int) -> Dict[str, int]:
+    """Refers to an earlier item of the same :meth:`TaskClient.submit_many`
+    batch, by its position (0-based), in a ``depends_on`` list.
+
+    Returns ``{"batch_index": index}``: the dependent waits for the task that
+    item becomes. The server refuses (``BadRequest``) an index that is not
+    earlier in the batch than the item naming it.
+    """
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"a batch index is a whole number, not {index!r}")
+    return {"batch_index": index}
+
+
 def _task_id(task_id: Any) -> int:
     """A task id as a whole number, or TypeError."""
     if isinstance(task_id, bool):
@@ -84,6 +97,8 @@ def _submission(
     gpu_memory_mb: Optional[int] = None,
     delay: Optional[float] = None,
     not_before: Union[None, float, "datetime.datetime"] = None,
+    depends_on: Optional[Iterable[Any]] = None,
+    on_dependency_failure: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Builds a submission object, leaving out what the server defaults."""
     if not isinstance(name, str) or not name:
@@ -107,7 +122,28 @@ def _submission(
         body["delay_s"] = delay
     if not_before is not None:
         body["not_before"] = _epoch_seconds(not_before)
+    dependencies = _dependencies(depends_on)
+    if dependencies:
+        body["depends_on"] = dependencies
+    if on_dependency_failure is not None:
+        body["on_dependency_failure"] = on_dependency_failure
     return body
+
+
+def _dependencies(depends_on: Optional[Iterable[Any]]) -> List[Any]:
+    """A ``depends_on`` list: task ids as whole numbers, batch references
+    (``{"batch_index": n}``, see :func:`batch_ref`) as given.
+
+    Which ids and positions are acceptable is the server's to judge.
+    """
+    if depends_on is None:
+        return []
+    if isinstance(depends_on, (str, bytes, Mapping)) or not isinstance(depends_on, Iterable):
+        raise TypeError(
+            "depends_on is a list of task ids (or, in submit_many, batch_ref(n)), "
+            f"not {depends_on!r}"
+        )
+    return [dict(item) if isinstance(item, Mapping) else _task_id(item) for item in depends_on]
 
 
 def _epoch_seconds(at: Union[float, "datetime.datetime"]) -> float:
@@ -122,7 +158,8 @@ def _epoch_seconds(at: Union[float, "datetime.datetime"]) -> float:
 def _normalise_task(task: TaskSpec) -> Dict[str, Any]:
     """Turns one item given to ``submit_many`` into a submission object.
 
-    Accepts a submission dict (``{"task": ...}``), a legacy dict from
+    Accepts a submission dict (``{"task": ...}``; its ``depends_on`` may be
+    any iterable of ids and :func:`batch_ref` references), a legacy dict from
     :func:`create_task` (``{"function_name": ..., "arguments": [...]}``),
     a bare task name, or a tuple ``(name,)``, ``(name, args)`` or
     ``(name, args, kwargs)``.
@@ -132,7 +169,10 @@ def _normalise_task(task: TaskSpec) -> Dict[str, Any]:
     if isinstance(task, Mapping):
         if "task" not in task and "function_name" in task:
             return _submission(task["function_name"], task.get("arguments") or ())
-        return dict(task)
+        body = dict(task)
+        if body.get("depends_on") is not None:
+            body["depends_on"] = _dependencies(body["depends_on"])
+        return body
     if isinstance(task, Sequence) and 1 <= len(task) <= 3:
         name = task[0]
         args = task[1] if len(task) > 1 else ()
@@ -221,6 +261,8 @@ class TaskClient:
         gpu_memory_mb: Optional[int] = None,
         delay: Optional[float] = None,
         not_before: Union[None, float, datetime.datetime] = None,
+        depends_on: Optional[Iterable[int]] = None,
+        on_dependency_failure: Optional[str] = None,
     ) -> int:
         """Submits one task and returns its id.
 
@@ -240,12 +282,23 @@ class TaskClient:
             not_before: the time before which it may not start: a
                 ``datetime`` (naive ones are local time) or seconds since the
                 epoch. Not together with ``delay``.
+            depends_on: ids of earlier tasks that must complete before this
+                one starts; it waits queued until then
+                (``record["waiting"]["code"] == "waiting_for_dependencies"``).
+            on_dependency_failure: what happens when a dependency fails for
+                good or is cancelled: ``"cancel"`` (server default) cancels
+                this task and, in turn, its own dependents
+                (``record["cancelled_by"]`` names the dependency); ``"run"``
+                runs it anyway once every dependency has finished.
 
         Raises:
-            BadRequest: the name is unknown or the arguments do not fit.
+            BadRequest: the name is unknown, the arguments do not fit, or a
+                dependency is unknown, not earlier than this task, or already
+                failed or cancelled (with ``on_dependency_failure="cancel"``).
         """
         body = _submission(
-            name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb, delay, not_before
+            name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb, delay, not_before,
+            depends_on, on_dependency_failure,
         )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
@@ -261,12 +314,15 @@ class TaskClient:
         timeout: Optional[float] = None,
         gpus: Optional[int] = None,
         gpu_memory_mb: Optional[int] = None,
+        depends_on: Optional[Iterable[int]] = None,
+        on_dependency_failure: Optional[str] = None,
     ) -> int:
         """Submits a ``command`` task: a program and its arguments, run without
         a shell (``shell=True`` runs ``argv[0]`` with ``sh -c`` instead, and
         then ``argv`` must hold that one string). Its stdout and stderr go to
         a log file whose last lines the record keeps (``record["log"]``);
         exit code 0 completes it, any other code is a failed attempt.
+        ``depends_on`` and ``on_dependency_failure`` are as in :meth:`submit`.
 
         The server must run with ``--allow-code-tasks``, and accepts it only
         from loopback clients or with its token (403 ``Forbidden`` otherwise).
@@ -281,7 +337,8 @@ class TaskClient:
         if shell:
             kwargs["shell"] = True
         body = _submission(
-            "command", [list(argv)], kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb
+            "command", [list(argv)], kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb,
+            depends_on=depends_on, on_dependency_failure=on_dependency_failure,
         )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
@@ -291,13 +348,16 @@ class TaskClient:
         return value becomes the result, an exception the attempt's error
         (with the traceback). Task options go in a ``taskdeck_options`` dict
         keyword (``priority``, ``max_retries``, ``timeout``, ``cwd``, ``gpus``,
-        ``gpu_memory_mb``), so every
-        other keyword reaches the function.
+        ``gpu_memory_mb``, and ``depends_on`` and ``on_dependency_failure`` as
+        in :meth:`submit`), so every other keyword reaches the function.
 
         Same server rules as :meth:`submit_command`.
         """
         options = dict(kwargs.pop("taskdeck_options", None) or {})
-        unknown = set(options) - {"priority", "max_retries", "timeout", "cwd", "gpus", "gpu_memory_mb"}
+        unknown = set(options) - {
+            "priority", "max_retries", "timeout", "cwd", "gpus", "gpu_memory_mb",
+            "depends_on", "on_dependency_failure",
+        }
         if unknown:
             raise TypeError(f"unknown taskdeck_options: {', '.join(sorted(unknown))}")
         task_kwargs: Dict[str, Any] = {"args": list(args), "kwargs": kwargs}
@@ -312,6 +372,8 @@ class TaskClient:
             options.get("timeout"),
             options.get("gpus"),
             options.get("gpu_memory_mb"),
+            depends_on=options.get("depends_on"),
+            on_dependency_failure=options.get("on_dependency_failure"),
         )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
@@ -324,6 +386,21 @@ class TaskClient:
         tuple, a bare name, or a dict from :func:`create_task`. An empty list
         returns ``[]`` without asking the server; the server takes at most
         10,000 tasks per call and refuses the whole batch if any one is bad.
+
+        A submission dict may name its dependencies with ``"depends_on"``:
+        ids of tasks accepted earlier, or :func:`batch_ref` for an earlier
+        item of this batch, so a whole pipeline goes in one call::
+
+            client.submit_many([
+                {"task": "sleep", "args": [100]},
+                {"task": "noop", "args": [1], "depends_on": [batch_ref(0)]},
+                {"task": "noop", "args": [2], "depends_on": [batch_ref(1)],
+                 "on_dependency_failure": "run"},
+            ])
+
+        Raises:
+            BadRequest: an item is bad, e.g. an unknown name or a dependency
+                that is unknown or not earlier; nothing of the batch is accepted.
         """
         body = [_normalise_task(task) for task in tasks]
         if not body:
@@ -505,14 +582,24 @@ class TaskClient:
         """
         return self.request("POST", _task_path(task_id, "/cancel"))
 
-    def retry(self, task_id: int) -> Dict[str, Any]:
-        """Queues a failed or cancelled task again; returns ``{"id", "status"}``.
+    def retry(self, task_id: int, cascade: bool = False) -> Dict[str, Any]:
+        """Queues a failed or cancelled task again, with a fresh retry budget.
+
+        Returns ``{"id", "status": "queued", "ids"}``, where ``ids`` lists
+        every task queued again, ``task_id`` first.
+
+        Args:
+            cascade: also queue again the dependents (and theirs) that this
+                task's failure or cancellation cancelled.
 
         Raises:
             NotFound: no task has this id.
-            Conflict: the task is neither failed nor cancelled.
+            Conflict: the task is neither failed nor cancelled, or one of its
+                own dependencies failed or was cancelled (retry that one with
+                ``cascade=True`` instead).
         """
-        return self.request("POST", _task_path(task_id, "/retry"))
+        query = {"cascade": "true"} if cascade else None
+        return self.request("POST", _task_path(task_id, "/retry"), query=query)
 
     def hold(self, task_id: int) -> Dict[str, Any]:
         """Holds a queued or retrying task: it keeps its place but does not

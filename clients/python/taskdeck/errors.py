@@ -76,7 +76,8 @@ class MethodNotAllowed(TaskdeckError):
 
 class Conflict(TaskdeckError):
     """The task is in a state that does not allow the action (HTTP 409), e.g.
-    cancelling a finished task or retrying one that has not failed."""
+    cancelling a finished task, retrying one that has not failed, or retrying
+    one whose dependency failed (retry that dependency with ``cascade=True``)."""
 
 
 class PayloadTooLarge(TaskdeckError):

@@ -38,7 +38,8 @@ RECORD_FIELDS = {
     "id", "task", "args", "kwargs", "priority", "max_retries", "timeout_s", "status",
     "attempts", "failures", "submitted_at", "first_started_at", "started_at",
     "finished_at", "retry_at", "worker", "result", "error", "queue_wait_s",
-    "run_time_s", "total_latency_s", "not_before",
+    "run_time_s", "total_latency_s", "not_before", "depends_on", "on_dependency_failure",
+    "cancelled_by",
 }
 LATENCY_FIELDS = {"count", "mean_s", "p50_s", "p95_s", "p99_s", "max_s"}
 LEGACY_MONITORING_KEYS = {
@@ -349,7 +350,7 @@ class CancelAndRetryTest(ServerTestCase):
         self.assertEqual(self.idle.status(task_id), "cancelled")
         with self.assertRaises(Conflict):
             self.idle.cancel(task_id)
-        self.assertEqual(self.idle.retry(task_id), {"id": task_id, "status": "queued"})
+        self.assertEqual(self.idle.retry(task_id), {"id": task_id, "status": "queued", "ids": [task_id]})
         self.assertEqual(self.idle.status(task_id), "queued")
         with self.assertRaises(Conflict):
             self.idle.retry(task_id)
@@ -387,13 +388,130 @@ class CancelAndRetryTest(ServerTestCase):
         self.assertEqual(record["failures"][0]["kind"], "error")
         self.assertIn("planned failure", record["failures"][0]["message"])
         self.assertTrue(record["error"])
-        self.assertEqual(self.main.retry(task_id), {"id": task_id, "status": "queued"})
+        self.assertEqual(self.main.retry(task_id), {"id": task_id, "status": "queued", "ids": [task_id]})
         again = self.finished(task_id)
         # Whether a retry starts counting attempts afresh is the server's
         # choice; either way the task ran once more and finished again.
         self.assertIn(again["status"], ("completed", "failed"), again)
         self.assertGreater(again["finished_at"], record["finished_at"], again)
         self.assertEqual(len(again["failures"]), 1 if again["status"] == "completed" else 2, again)
+
+
+class DependencyTest(ServerTestCase):
+    def assertRanAfter(self, record: dict, dependency: dict) -> None:
+        self.assertEqual(record["status"], "completed", record)
+        self.assertGreaterEqual(record["started_at"], dependency["finished_at"], (record, dependency))
+
+    def test_a_pipeline_in_one_batch_runs_in_order(self):
+        # Two workers: without the dependencies the sleeps would overlap.
+        ids = self.main.submit_many([
+            {"task": "sleep", "args": [150]},
+            {"task": "sleep", "args": [50], "depends_on": [taskdeck.batch_ref(0)]},
+            {"task": "noop", "args": ["last"], "depends_on": (taskdeck.batch_ref(1), taskdeck.batch_ref(0))},
+        ])
+        after = self.main.submit("noop", "after", depends_on=[ids[2]], on_dependency_failure="run")
+        first, second, third, fourth = self.main.wait_many(ids + [after], timeout=30)
+        self.assertEqual(first["status"], "completed", first)
+        self.assertRanAfter(second, first)
+        self.assertRanAfter(third, second)
+        self.assertRanAfter(fourth, third)
+        self.assertEqual(
+            [r["depends_on"] for r in (first, second, third, fourth)],
+            [[], [ids[0]], [ids[1], ids[0]], [ids[2]]],
+        )
+        self.assertEqual(third["on_dependency_failure"], "cancel")
+        self.assertEqual(fourth["on_dependency_failure"], "run")
+        self.assertIsNone(third["cancelled_by"])
+        self.assertEqual(sorted(self.main.get(ids[0])["dependents"]), [ids[1], ids[2]])
+
+    def test_a_queued_dependent_says_what_it_waits_for(self):
+        first = self.idle.submit("noop")
+        second = self.idle.submit("noop", depends_on=[first])
+        waiting = self.idle.get(second)["waiting"]
+        self.assertEqual(
+            (waiting["code"], waiting["count"], waiting["dependencies"]),
+            ("waiting_for_dependencies", 1, [first]),
+        )
+        self.assertTrue(waiting["message"])
+
+    def test_a_failure_cancels_dependents_and_retry_cascade_queues_them_again(self):
+        ids = self.main.submit_many([
+            {"task": "fail", "args": [1], "max_retries": 0},
+            {"task": "noop", "depends_on": [taskdeck.batch_ref(0)]},
+            {"task": "noop", "depends_on": [taskdeck.batch_ref(1)]},
+        ])
+        root, child, grandchild = self.main.wait_many(ids, timeout=30)
+        self.assertEqual(root["status"], "failed", root)
+        self.assertEqual((child["status"], child["cancelled_by"]), ("cancelled", ids[0]), child)
+        self.assertEqual((grandchild["status"], grandchild["cancelled_by"]), ("cancelled", ids[1]), grandchild)
+        self.assertIn(f"task {ids[0]}, failed", child["error"])
+        self.assertIsNone(child["started_at"])
+        with self.assertRaises(Conflict) as caught:
+            self.main.retry(ids[1])
+        self.assertIn(str(ids[0]), caught.exception.message)
+        with self.assertRaises(BadRequest):
+            self.main.submit("noop", depends_on=[ids[0]])
+        # Paused, so the re-queued tasks can be seen queued before they run.
+        try:
+            self.main.pause()
+            answer = self.main.retry(ids[0], cascade=True)
+            self.assertEqual(answer, {"id": ids[0], "status": "queued", "ids": ids})
+            requeued = [self.main.get(task_id) for task_id in ids]
+            self.assertEqual([r["status"] for r in requeued], ["queued"] * 3, requeued)
+            self.assertEqual([r["cancelled_by"] for r in requeued], [None] * 3, requeued)
+            self.assertEqual(requeued[2]["waiting"]["code"], "waiting_for_dependencies", requeued[2])
+            self.assertEqual(requeued[2]["waiting"]["dependencies"], [ids[1]], requeued[2])
+        finally:
+            self.main.resume()
+        # The planned failure happens again on the fresh attempt, and so does the cascade.
+        again = self.main.wait_many(ids, timeout=30)
+        self.assertEqual([r["status"] for r in again], ["failed", "cancelled", "cancelled"], again)
+        self.assertGreater(again[1]["finished_at"], child["finished_at"], again[1])
+
+    def test_run_anyway_after_a_failed_dependency(self):
+        # One batch, so both dependents are accepted before the failure.
+        failed, anyway, cancelled = self.main.submit_many([
+            {"task": "fail", "args": [1], "max_retries": 0},
+            {"task": "noop", "args": ["anyway"], "depends_on": [taskdeck.batch_ref(0)],
+             "on_dependency_failure": "run"},
+            {"task": "noop", "depends_on": [taskdeck.batch_ref(0)]},
+        ])
+        first, second, third = self.main.wait_many([failed, anyway, cancelled], timeout=30)
+        self.assertEqual(first["status"], "failed", first)
+        self.assertRanAfter(second, first)
+        self.assertEqual((second["result"], second["cancelled_by"]), (["anyway"], None))
+        self.assertEqual((third["status"], third["cancelled_by"]), ("cancelled", failed), third)
+        # Once it has failed, only a dependent that runs anyway is accepted.
+        late = self.main.submit("noop", depends_on=[failed], on_dependency_failure="run")
+        self.assertEqual(self.finished(late)["status"], "completed")
+
+    def test_bad_dependencies_are_refused(self):
+        before = len(self.idle.list(limit=1000))
+        with self.assertRaises(BadRequest) as caught:
+            self.idle.submit("noop", depends_on=[987_654_321])
+        self.assertEqual((caught.exception.status, caught.exception.code), (400, "bad_request"))
+        self.assertIn("987654321", caught.exception.message)
+        queued = self.idle.submit("noop")
+        bad_batches = [
+            [{"task": "noop", "depends_on": [taskdeck.batch_ref(1)]}, "noop"],
+            [{"task": "noop", "depends_on": [taskdeck.batch_ref(0)]}],
+            ["noop", {"task": "noop", "depends_on": [queued, 987_654_321]}],
+        ]
+        for tasks in bad_batches:
+            with self.subTest(tasks=tasks), self.assertRaises(BadRequest) as caught:
+                self.idle.submit_many(tasks)
+            self.assertEqual(caught.exception.status, 400)
+        with self.assertRaises(BadRequest):
+            self.idle.submit("noop", depends_on=[queued], on_dependency_failure="sometimes")
+        self.assertEqual(len(self.idle.list(limit=1000)), before + 1)
+        for depends_on in (queued, "12", {"batch_index": 0}):
+            with self.subTest(depends_on=depends_on), self.assertRaises(TypeError):
+                self.idle.submit("noop", depends_on=depends_on)
+        with self.assertRaises(TypeError):
+            self.idle.submit("noop", depends_on=[True])
+        with self.assertRaises(TypeError):
+            taskdeck.batch_ref("0")
+        self.assertEqual(taskdeck.batch_ref(3), {"batch_index": 3})
 
 
 class ErrorTest(ServerTestCase):

@@ -108,6 +108,22 @@ class CodeTaskTest(unittest.TestCase):
         self.assertIn("ValueError: no luck", record["error"])
         self.assertIn("Traceback", record["error"])
 
+    def test_code_tasks_wait_for_their_dependencies(self) -> None:
+        with tempfile.TemporaryDirectory() as cwd:
+            made = self.client.submit_command(["sh", "-c", "sleep 0.2; echo made > out.txt"], cwd=cwd)
+            read = self.client.submit_command(["cat", "out.txt"], cwd=cwd, depends_on=[made])
+            added = self.client.submit_python(
+                "td_sample:add", 1, 2,
+                taskdeck_options={"depends_on": [read], "on_dependency_failure": "run"},
+            )
+            first, second, third = self.client.wait_many([made, read, added], timeout=30)
+        self.assertEqual([r["status"] for r in (first, second, third)], ["completed"] * 3)
+        self.assertIn("made", second["log"]["tail"])
+        self.assertGreaterEqual(second["started_at"], first["finished_at"])
+        self.assertGreaterEqual(third["started_at"], second["finished_at"])
+        self.assertEqual((second["depends_on"], third["depends_on"]), ([made], [read]))
+        self.assertEqual(third["on_dependency_failure"], "run")
+
     def test_a_server_without_the_opt_in_refuses_code_tasks(self) -> None:
         with TaskClient(SERVERS["closed"].url, timeout=10) as closed:
             with self.assertRaises(Forbidden) as caught:
