@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use common::{WAIT, wait_until};
 
-struct Server {
-    child: Child,
-    url: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let mut args = vec!["--memory"];
         args.extend_from_slice(extra);
         let dir = tempfile::tempdir().expect("temp dir");
@@ -25,7 +25,7 @@ impl Server {
     }
 
     /// `serve` with its data directory (and database) in `dir`.
-    fn start_in(dir: &std::path::Path, extra: &[&str]) -> Self {
+    pub(crate) fn start_in(dir: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
             .args(["serve", "--workers", "2", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -54,7 +54,7 @@ impl Server {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_taskdeck"))
             .args(args)
             .args(["--url", &self.url])
@@ -74,7 +74,7 @@ impl Drop for Server {
     }
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -73,8 +73,11 @@ fn every_v1_route_answers_as_documented() {
 
     let failed = client.wait(ids[1], 10.0).expect("wait");
     assert_eq!(failed["task"]["status"], "failed");
-    assert_eq!(client.retry(ids[1]).expect("retry")["status"], "queued");
-    assert_eq!(status_of(client.retry(id)), 409);
+    assert_eq!(
+        client.retry(ids[1], false).expect("retry")["status"],
+        "queued"
+    );
+    assert_eq!(status_of(client.retry(id, false)), 409);
     assert_eq!(
         client.wait(ids[2], 10.0).expect("wait")["task"]["status"],
         "completed"

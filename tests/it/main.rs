@@ -8,6 +8,7 @@
 mod common;
 
 mod cli;
+mod depends;
 mod durable;
 mod exec;
 mod gpus;

@@ -90,15 +90,16 @@ impl Core {
         for (index, spec) in specs.iter().enumerate() {
             let own = TaskId(first.0 + index as u64);
             for dependency in spec.dependency_ids() {
-                if dependency >= own {
-                    return Err((index, DependencyError::NotEarlier(dependency)));
-                }
-                if dependency >= first {
+                if (first..own).contains(&dependency) {
+                    // An earlier task of the same batch.
                     continue;
                 }
                 let Some(entry) = self.tasks.get(&dependency) else {
                     return Err((index, DependencyError::Unknown(dependency)));
                 };
+                if dependency >= own {
+                    return Err((index, DependencyError::NotEarlier(dependency)));
+                }
                 let status = entry.record.status;
                 if spec.on_dependency_failure == OnDependencyFailure::Cancel
                     && matches!(status, TaskStatus::Failed | TaskStatus::Cancelled)

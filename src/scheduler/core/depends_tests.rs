@@ -244,7 +244,12 @@ fn dependencies_are_checked_before_a_task_is_accepted() {
     );
     assert_eq!(
         check(&core, &[after(&[10])]),
-        Err((0, DependencyError::NotEarlier(TaskId(10))))
+        Err((0, DependencyError::Unknown(TaskId(10))))
+    );
+    assert_eq!(
+        core.check_dependencies(&[after(&[2])], TaskId(1)),
+        Err((0, DependencyError::NotEarlier(TaskId(2)))),
+        "a known task accepted later"
     );
     assert_eq!(
         check(&core, &[after(&[]), after(&[10])]),
