@@ -15,6 +15,8 @@ mod gpus;
 mod http;
 #[cfg(feature = "broker")]
 mod remote;
+#[cfg(feature = "broker")]
+mod remote_depends;
 mod scheduler;
 mod serve;
 mod storage;

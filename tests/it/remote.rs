@@ -27,7 +27,7 @@ static BROKER: RwLock<()> = RwLock::new(());
 
 /// Holds the broker for a test: shared, or alone.
 #[allow(dead_code)]
-enum Hold {
+pub(crate) enum Hold {
     Shared(RwLockReadGuard<'static, ()>),
     Alone(RwLockWriteGuard<'static, ()>),
 }
@@ -35,11 +35,11 @@ enum Hold {
 /// What every broker test starts with: a temporary directory, a queue
 /// namespace of its own, the broker URL, and its hold on the broker. None
 /// (after a printed notice) when no broker answers.
-struct Case {
-    dir: tempfile::TempDir,
-    ns: String,
-    url: String,
-    _guard: Hold,
+pub(crate) struct Case {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ns: String,
+    pub(crate) url: String,
+    pub(crate) _guard: Hold,
 }
 
 impl Case {
@@ -64,7 +64,7 @@ impl Case {
     }
 
     /// A test that runs beside the other shared ones.
-    fn shared(prefix: &str) -> Option<Self> {
+    pub(crate) fn shared(prefix: &str) -> Option<Self> {
         Self::start(prefix, false)
     }
 
@@ -74,7 +74,7 @@ impl Case {
     }
 }
 
-fn status(record: &Value) -> &str {
+pub(crate) fn status(record: &Value) -> &str {
     record["status"].as_str().unwrap_or("?")
 }
 

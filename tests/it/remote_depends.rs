@@ -1,0 +1,87 @@
+//! Dependencies in distributed mode, against a real RabbitMQ with real
+//! `taskdeck serve --broker` and `taskdeck worker` processes: a dependent
+//! starts only after its dependencies completed, even when they ran on
+//! other worker processes, and a failure cancels its dependents there too.
+
+use crate::common::broker::{delete_queues, serve, task, wait_final, worker, workers};
+use crate::common::wait_until;
+use crate::remote::{Case, status};
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(90);
+
+#[test]
+fn dependents_start_only_after_their_dependencies_completed_on_other_workers() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("depends")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0"],
+    );
+    let _a = worker(&url, &ns, "da", 2);
+    let _b = worker(&url, &ns, "db", 2);
+    assert!(wait_until(LONG, || workers(&server.client).len() == 2));
+    // Eight chains of four sleeps, then one task after all of them, and a
+    // failure with a dependent.
+    let mut batch = Vec::new();
+    for chain in 0..8 {
+        for step in 0..4 {
+            let mut item = json!({"task": "sleep", "args": [20 + chain * 5]});
+            if step > 0 {
+                item["depends_on"] = json!([{"batch_index": batch.len() - 1}]);
+            }
+            batch.push(item);
+        }
+    }
+    let ends: Vec<Value> = (0..8).map(|c| json!({"batch_index": c * 4 + 3})).collect();
+    batch.push(json!({"task": "noop", "depends_on": ends}));
+    batch.push(json!({"task": "fail", "args": [5], "max_retries": 0}));
+    batch.push(json!({"task": "noop", "depends_on": [{"batch_index": batch.len() - 1}]}));
+    let ids = server.client.submit_batch(&batch).expect("accepted");
+    let records = wait_final(&server.client, &ids, LONG);
+    let by_id = |id: u64| {
+        records
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("task {id}"))
+    };
+    let mut used = HashSet::new();
+    for record in &records[..33] {
+        assert_eq!(status(record), "completed", "{record}");
+        assert_eq!(record["attempts"], 1, "{record}");
+        used.insert(record["worker"].as_str().unwrap_or_default().to_owned());
+        let started = record["first_started_at"].as_f64().expect("started");
+        for dependency in record["depends_on"].as_array().into_iter().flatten() {
+            let dependency = by_id(dependency.as_u64().expect("an id"));
+            let finished = dependency["finished_at"].as_f64().expect("finished");
+            assert!(
+                started >= finished,
+                "{} started before {} finished",
+                record["id"],
+                dependency["id"]
+            );
+        }
+    }
+    assert_eq!(used.len(), 2, "both worker processes ran tasks: {used:?}");
+    assert_eq!(status(&records[33]), "failed");
+    let cancelled = task(&server.client, ids[34]);
+    assert_eq!(status(&cancelled), "cancelled", "{cancelled}");
+    assert_eq!(cancelled["cancelled_by"], ids[33], "{cancelled}");
+    assert_eq!(cancelled["attempts"], 0, "{cancelled}");
+    drop((server, _a, _b));
+    delete_queues(&ns, &["da", "db"]);
+}
