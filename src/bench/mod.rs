@@ -6,6 +6,7 @@ pub mod http;
 #[cfg(feature = "broker")]
 pub mod remote;
 mod wire;
+pub mod workflow;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use crate::store::Retention;
 use crate::tasks::Registry;
 
 /// How long one benchmark phase may take before it is reported as stuck.
-const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -41,6 +42,9 @@ pub struct BenchOptions {
     /// Threads listing up to [`LISTED`] tasks in a loop while both phases
     /// run, as dashboards and scripts do.
     pub listers: usize,
+    /// Measure dependencies instead ([`workflow`]): a chain and a
+    /// fan-out/fan-in of `tasks` tasks each.
+    pub dependencies: bool,
 }
 
 /// Tasks each lister asks for per call.
@@ -132,6 +136,22 @@ pub enum BenchError {
     Stuck(String),
 }
 
+/// Runs the dependency phases ([`workflow`]) on a scheduler of its own.
+pub fn run_workflow(options: &BenchOptions) -> Result<workflow::WorkflowReport, BenchError> {
+    let (store, temp_db) = store_for(options);
+    let mut config = SchedulerConfig::new(store);
+    config.durability = options.durability;
+    config.workers = options.workers;
+    config.retention = retention_for(options);
+    let scheduler = Scheduler::start(config, Registry::with_builtins())?;
+    let result = workflow::measure(&scheduler, options);
+    let shutdown = scheduler.shutdown();
+    remove_temp_db(temp_db.as_deref());
+    let report = result?;
+    shutdown?;
+    Ok(report)
+}
+
 /// Runs both phases on one scheduler and reports.
 pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let (store, temp_db) = store_for(options);
@@ -201,8 +221,14 @@ pub(crate) fn store_for(options: &BenchOptions) -> (StoreMode, Option<PathBuf>) 
 
 /// Keeps every task of a run queryable until it ends.
 pub(crate) fn retention_for(options: &BenchOptions) -> Retention {
+    let tasks = if options.dependencies {
+        // The chain and the fan-out/fan-in.
+        options.tasks.saturating_mul(2).saturating_add(2)
+    } else {
+        options.tasks
+    };
     Retention {
-        max_finished: options.tasks.max(options.latency_tasks).max(1),
+        max_finished: tasks.max(options.latency_tasks).max(1),
         max_age: None,
     }
 }

@@ -29,9 +29,27 @@ pub struct RemoteBenchOptions {
     pub phases: BenchOptions,
 }
 
+/// What a benchmark measured, and how many tasks it ran doing so.
+pub trait Measured: Serialize {
+    /// Tasks the measured phases submitted.
+    fn tasks(&self) -> usize;
+}
+
+impl Measured for BenchReport {
+    fn tasks(&self) -> usize {
+        self.tasks + usize::try_from(self.latency.samples).unwrap_or(usize::MAX)
+    }
+}
+
+impl Measured for super::workflow::WorkflowReport {
+    fn tasks(&self) -> usize {
+        super::workflow::WorkflowReport::tasks(self)
+    }
+}
+
 /// Results, printed as one JSON line.
 #[derive(Debug, Clone, Serialize)]
-pub struct RemoteBenchReport {
+pub struct RemoteBenchReport<R> {
     /// Worker processes.
     pub processes: usize,
     /// Slots of each.
@@ -42,9 +60,9 @@ pub struct RemoteBenchReport {
     /// bridge over both phases (every message goes through it: placements,
     /// results, and the workers' heartbeats).
     pub broker_messages_per_task: f64,
-    /// Throughput and latency through the broker.
+    /// What was measured through the broker.
     #[serde(flatten)]
-    pub phases: BenchReport,
+    pub phases: R,
 }
 
 /// Worker processes, stopped when dropped.
@@ -63,9 +81,25 @@ impl Drop for Workers {
     }
 }
 
-/// Starts the scheduler with its bridge and the worker processes, measures,
-/// and removes the run's queues.
-pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError> {
+/// Starts the scheduler with its bridge and the worker processes, measures
+/// the throughput and latency phases, and removes the run's queues.
+pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport<BenchReport>, BenchError> {
+    run_with(options, measure)
+}
+
+/// [`run`] with the dependency phases ([`super::workflow`]).
+pub fn run_workflow(
+    options: &RemoteBenchOptions,
+) -> Result<RemoteBenchReport<super::workflow::WorkflowReport>, BenchError> {
+    run_with(options, super::workflow::measure)
+}
+
+/// Starts the scheduler with its bridge and the worker processes, runs
+/// `phases`, and removes the run's queues.
+fn run_with<R: Measured>(
+    options: &RemoteBenchOptions,
+    phases: impl Fn(&Scheduler, &BenchOptions) -> Result<R, BenchError>,
+) -> Result<RemoteBenchReport<R>, BenchError> {
     let namespace = format!("taskdeck-bench-{}", std::process::id());
     let names = Names::new(&namespace).map_err(|e| BenchError::Stuck(e.to_string()))?;
     let (store, temp_db) = store_for(&options.phases);
@@ -89,7 +123,7 @@ pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError
             return Err(error.into());
         }
     };
-    let outcome = with_workers(&scheduler, &bridge, options, &namespace);
+    let outcome = with_workers(&scheduler, &bridge, options, &namespace, phases);
     bridge.stop();
     let shutdown = scheduler.shutdown();
     remove_temp_db(temp_db.as_deref());
@@ -99,7 +133,7 @@ pub fn run(options: &RemoteBenchOptions) -> Result<RemoteBenchReport, BenchError
     }
     let (phases, messages) = outcome?;
     shutdown?;
-    let tasks = (options.phases.tasks + options.phases.latency_tasks).max(1);
+    let tasks = phases.tasks().max(1);
     Ok(RemoteBenchReport {
         processes: options.processes,
         concurrency: options.concurrency,
@@ -115,12 +149,13 @@ fn worker_name(index: usize) -> String {
 
 /// Starts the worker processes, waits until they report, measures; the
 /// report and the messages the bridge saw during the measured phases.
-fn with_workers(
+fn with_workers<R>(
     scheduler: &Scheduler,
     bridge: &Bridge,
     options: &RemoteBenchOptions,
     namespace: &str,
-) -> Result<(BenchReport, u64), BenchError> {
+    measure: impl Fn(&Scheduler, &BenchOptions) -> Result<R, BenchError>,
+) -> Result<(R, u64), BenchError> {
     let exe = std::env::current_exe()
         .map_err(|e| BenchError::Stuck(format!("cannot find the taskdeck binary: {e}")))?;
     let mut workers = Workers(Vec::new());

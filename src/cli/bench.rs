@@ -63,6 +63,11 @@ pub(crate) struct BenchArgs {
     /// --broker; see `worker --prefetch`).
     #[arg(long, default_value_t = 0, requires = "broker")]
     prefetch: usize,
+    /// Measure dependencies instead: a chain of --tasks tasks and a
+    /// fan-out/fan-in of --tasks tasks, each submitted in one batch
+    /// (in-process, or with --broker).
+    #[arg(long, conflicts_with_all = ["http", "listers"])]
+    dependencies: bool,
 }
 
 /// `taskdeck bench`: runs the chosen benchmark and prints its JSON line.
@@ -90,8 +95,10 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
             batch: args.batch.unwrap_or(1),
             latency_tasks: args.latency_tasks,
             listers: args.listers,
+            dependencies: args.dependencies,
         };
         match args.broker {
+            None if args.dependencies => serde_json::to_string(&bench::run_workflow(&options)?)?,
             None => serde_json::to_string(&bench::run(&options)?)?,
             #[cfg(feature = "broker")]
             Some(url) => {
@@ -102,7 +109,11 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     prefetch: args.prefetch,
                     phases: options,
                 };
-                serde_json::to_string(&bench::remote::run(&options)?)?
+                if args.dependencies {
+                    serde_json::to_string(&bench::remote::run_workflow(&options)?)?
+                } else {
+                    serde_json::to_string(&bench::remote::run(&options)?)?
+                }
             }
             #[cfg(not(feature = "broker"))]
             Some(_) => anyhow::bail!(

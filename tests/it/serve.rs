@@ -240,6 +240,28 @@ fn bench_prints_one_json_line() {
 }
 
 #[test]
+fn dependency_bench_prints_one_json_line_with_both_shapes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("bench.db");
+    let report = bench_json(&[
+        "bench",
+        "--dependencies",
+        "--tasks",
+        "300",
+        "--workers",
+        "2",
+        "--db",
+        &db.to_string_lossy(),
+    ]);
+    assert_eq!(report["store"], "sqlite", "{report}");
+    assert_eq!(report["chain"]["tasks"], 300, "{report}");
+    assert_eq!(report["chain"]["handoff"]["samples"], 299, "{report}");
+    assert_eq!(report["fan"]["width"], 300, "{report}");
+    assert_eq!(report["fan"]["fan_out"]["samples"], 300, "{report}");
+    assert!(report["fan"]["fan_in_us"].is_u64(), "{report}");
+}
+
+#[test]
 fn http_bench_prints_one_json_line() {
     let report = bench_json(&[
         "bench",
