@@ -15,7 +15,7 @@ const QUEUED: u64 = 10_000;
 fn filled() -> ReadyQueue {
     let mut queue = ReadyQueue::new();
     for id in 0..QUEUED {
-        queue.push((id % 10) as u8, TaskId(id), GpuNeed::default());
+        queue.push(0, (id % 10) as u8, TaskId(id), GpuNeed::default());
     }
     queue
 }
@@ -38,7 +38,7 @@ fn queue_benches(c: &mut Criterion) {
     c.bench_function("queue/remove one of 10k", |b| {
         b.iter_batched_ref(
             filled,
-            |queue| black_box(queue.remove(7, TaskId(QUEUED / 2 + 7))),
+            |queue| black_box(queue.remove(0, 7, TaskId(QUEUED / 2 + 7))),
             BatchSize::LargeInput,
         );
     });

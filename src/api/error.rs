@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::scheduler::{RequestError, StoreError, SubmitError};
+use crate::scheduler::{QueueError, RequestError, StoreError, SubmitError};
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +110,15 @@ impl From<SubmitError> for ApiError {
                 Self::new(503, "storage_unavailable", error.to_string())
             }
             SubmitError::Store(_) => Self::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(error: QueueError) -> Self {
+        match error {
+            QueueError::Name(_) | QueueError::Limit => Self::bad_request(error.to_string()),
+            QueueError::Store(store) => store.into(),
         }
     }
 }

@@ -246,6 +246,15 @@ pub fn handle(
                 wait - RUN_INLINE_WAIT,
             ))
         }
+        Route::Queues => {
+            let queues: Vec<Value> = scheduler.queues().iter().map(views::queue).collect();
+            ok(json!({ "queues": queues }))
+        }
+        Route::Queue(name) => ok(views::queue(&scheduler.queue(&name)?)),
+        Route::SetQueue(name) => {
+            let change = views::queue_change(body)?;
+            ok(views::queue(&scheduler.set_queue(&name, change)?))
+        }
         Route::Monitoring => {
             let sample = (ctx.resources)();
             ok(views::monitoring(sample.as_deref(), &scheduler.stats()))

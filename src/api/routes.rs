@@ -17,6 +17,8 @@ pub enum Method {
     Put,
     /// DELETE.
     Delete,
+    /// PATCH.
+    Patch,
     /// Anything else.
     Other,
 }
@@ -80,6 +82,12 @@ pub enum Route {
     WaitMany(f64),
     /// `POST /api/v1/tasks/run?timeout_s=S`: submit, then wait
     Run(f64),
+    /// `GET /api/v1/queues`
+    Queues,
+    /// `GET /api/v1/queues/{name}`
+    Queue(String),
+    /// `PATCH /api/v1/queues/{name}`: limit, pause, resume
+    SetQueue(String),
     /// `GET /api/v1/monitoring`
     Monitoring,
     /// `GET /api/v1/monitoring/history?minutes=M` (1-60)
@@ -129,7 +137,7 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
         .unwrap_or(path);
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let query = parse_query(query)?;
-    use Method::{Delete, Get, Post};
+    use Method::{Delete, Get, Patch, Post};
     let (route, allowed): (Option<Route>, &'static str) = match segments.as_slice() {
         ["api", "v1", "tasks"] => match method {
             Post => (Some(Route::Submit), ""),
@@ -168,6 +176,15 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
         ["api", "v1", "tasks", id, "wait"] => {
             let id = task_id(id)?;
             one(method, Get, Route::Wait(id, wait_timeout(&query)?), "GET")
+        }
+        ["api", "v1", "queues"] => one(method, Get, Route::Queues, "GET"),
+        ["api", "v1", "queues", name] => {
+            let name = decode(name)?;
+            match method {
+                Get => (Some(Route::Queue(name)), ""),
+                Patch => (Some(Route::SetQueue(name)), ""),
+                _ => (None, "GET, PATCH"),
+            }
         }
         ["api", "v1", "monitoring"] => one(method, Get, Route::Monitoring, "GET"),
         ["api", "v1", "monitoring", "history"] => {
@@ -404,6 +421,16 @@ mod tests {
         assert_eq!(route(Get, "/api/v1/tasks/run"), Err(405));
         assert_eq!(route(Post, "/api/v1/tasks/run?timeout_s=-1"), Err(400));
         assert_eq!(route(Get, "/api/v1/monitoring"), Ok(Route::Monitoring));
+        assert_eq!(route(Get, "/api/v1/queues"), Ok(Route::Queues));
+        assert_eq!(
+            route(Get, "/api/v1/queues/train"),
+            Ok(Route::Queue("train".into()))
+        );
+        assert_eq!(
+            route(Method::Patch, "/api/v1/queues/gpu%2Dheavy"),
+            Ok(Route::SetQueue("gpu-heavy".into()))
+        );
+        assert_eq!(route(Post, "/api/v1/queues/train"), Err(405));
         assert_eq!(
             route(Get, "/api/v1/monitoring/history"),
             Ok(Route::History(60))

@@ -332,6 +332,7 @@ fn method(request: &Request) -> Method {
         tiny_http::Method::Post => Method::Post,
         tiny_http::Method::Put => Method::Put,
         tiny_http::Method::Delete => Method::Delete,
+        tiny_http::Method::Patch => Method::Patch,
         _ => Method::Other,
     }
 }

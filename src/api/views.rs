@@ -7,7 +7,9 @@ use crate::model::{
     Dependency, GpuState, OnDependencyFailure, ResourceSample, TaskId, TaskRecord, TaskSpec,
     TaskStatus, percent,
 };
-use crate::scheduler::{LatencySummary, SchedulerStats, StorageStatus, Waiting, WorkerInfo};
+use crate::scheduler::{
+    LatencySummary, QueueChange, QueueInfo, SchedulerStats, StorageStatus, Waiting, WorkerInfo,
+};
 use crate::tasks::Registry;
 
 use super::error::ApiError;
@@ -37,6 +39,8 @@ pub struct Submission {
     depends_on: Vec<Dependency>,
     /// `cancel` (default) or `run`.
     on_dependency_failure: Option<OnDependencyFailure>,
+    /// Its queue (default `default`).
+    queue: Option<String>,
 }
 
 /// The longest delay or timeout accepted: a year.
@@ -85,8 +89,13 @@ impl Submission {
             not_before,
             depends_on,
             on_dependency_failure,
+            queue,
         } = self;
         let mut spec = TaskSpec::new(task, args);
+        if let Some(queue) = queue {
+            crate::model::check_queue_name(&queue).map_err(ApiError::bad_request)?;
+            spec = spec.queue(queue);
+        }
         spec.depends_on = depends_on;
         spec.on_dependency_failure = on_dependency_failure.unwrap_or_default();
         spec.not_before_us = match (delay_s, not_before) {
@@ -226,6 +235,7 @@ pub fn task(record: &TaskRecord) -> Value {
         "depends_on": record.spec.depends_on,
         "on_dependency_failure": record.spec.on_dependency_failure,
         "cancelled_by": record.cancelled_by,
+        "queue": record.spec.queue_name(),
         "status": record.status,
         "held": record.held,
         "attempts": record.attempts,
@@ -265,6 +275,11 @@ pub fn task_waiting(record: &TaskRecord, waiting: Option<Waiting>) -> Value {
                 reason["count"] = json!(count);
                 reason["dependencies"] = json!(ids);
             }
+            Waiting::QueuePaused { queue } => reason["queue"] = json!(queue),
+            Waiting::QueueAtLimit { queue, limit } => {
+                reason["queue"] = json!(queue);
+                reason["limit"] = json!(limit);
+            }
             Waiting::RetryBackoff { until_us } | Waiting::NotBefore { until_us } => {
                 reason["until"] = json!(until_us as f64 / 1e6);
             }
@@ -273,6 +288,67 @@ pub fn task_waiting(record: &TaskRecord, waiting: Option<Waiting>) -> Value {
         reason
     });
     view
+}
+
+/// A queue with its settings and how many of its tasks are in each status.
+pub fn queue(queue: &QueueInfo) -> Value {
+    let mut view = json!({
+        "name": queue.name,
+        "limit": queue.limit,
+        "paused": queue.paused,
+    });
+    for status in TaskStatus::ALL {
+        view[status.as_str()] = json!(queue.counts[status.index()]);
+    }
+    view
+}
+
+/// A `PATCH /api/v1/queues/{name}` body: `limit` (a number, or null for
+/// none), `paused`, `stop_running`; absent fields stay as they are.
+pub fn queue_change(body: &[u8]) -> Result<QueueChange, ApiError> {
+    let fields: Map<String, Value> = super::handlers::parse_body(body)?;
+    let mut change = QueueChange::default();
+    for (key, value) in fields {
+        match key.as_str() {
+            "limit" => {
+                change.limit = Some(match value {
+                    Value::Null => None,
+                    value => Some(
+                        value
+                            .as_u64()
+                            .and_then(|n| usize::try_from(n).ok())
+                            .filter(|n| *n >= 1)
+                            .ok_or_else(|| {
+                                ApiError::bad_request(format!(
+                                    "limit must be a whole number of at least 1, or null for none; got {value}"
+                                ))
+                            })?,
+                    ),
+                });
+            }
+            "paused" | "stop_running" => {
+                let flag = value.as_bool().ok_or_else(|| {
+                    ApiError::bad_request(format!("{key} must be true or false, got {value}"))
+                })?;
+                if key == "paused" {
+                    change.paused = Some(flag);
+                } else {
+                    change.stop_running = flag;
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown field {other:?} (expected limit, paused, stop_running)"
+                )));
+            }
+        }
+    }
+    if change.stop_running && change.paused != Some(true) {
+        return Err(ApiError::bad_request(
+            "stop_running goes with \"paused\": true",
+        ));
+    }
+    Ok(change)
 }
 
 /// Latency percentiles in seconds.

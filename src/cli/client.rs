@@ -69,6 +69,9 @@ pub(crate) struct SubmitArgs {
     /// time zone) or RFC 3339 with an offset.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
+    /// The queue it goes to (each has its own limit and pause) [default: default].
+    #[arg(long, value_name = "NAME")]
+    queue: Option<String>,
     /// Start only after task ID completed (repeatable).
     #[arg(long = "after", value_name = "ID")]
     after: Vec<u64>,
@@ -191,6 +194,10 @@ pub(crate) fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     }
     if !args.after.is_empty() {
         submission["depends_on"] = serde_json::json!(args.after);
+    }
+    if let Some(queue) = &args.queue {
+        taskdeck::model::check_queue_name(queue).map_err(anyhow::Error::msg)?;
+        submission["queue"] = serde_json::json!(queue);
     }
     if let Some(policy) = &args.on_dependency_failure {
         submission["on_dependency_failure"] = serde_json::json!(policy);

@@ -5,12 +5,14 @@
 //!   workers in this process), with the flags they share;
 //! - `client`: the commands that talk to a running server over HTTP;
 //! - `flags`: the flags `serve`, the window and `worker` share;
+//! - `queue`: named queues, their limits and pauses;
 //! - `worker`: the `worker` command (distributed mode, the `broker` feature);
 //! - `bench`: the benchmarks.
 
 mod bench;
 mod client;
 mod flags;
+mod queue;
 mod stack;
 #[cfg(feature = "broker")]
 mod worker;
@@ -60,6 +62,10 @@ enum Command {
     Pause(client::PauseArgs),
     /// Resume a paused scheduler.
     Resume(client::RemoteArgs),
+    /// List the queues with their limits, states and counts.
+    Queues(queue::QueuesArgs),
+    /// Show or change one queue: its limit, pause or resume.
+    Queue(queue::QueueArgs),
     /// Wait for a task to finish and show it; fails unless it completed.
     Wait(WaitArgs),
     /// Show resources, workers, queue and latency.
@@ -96,6 +102,8 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Release(args) => client::release(args),
         Command::Pause(args) => client::pause(args),
         Command::Resume(args) => client::resume(args),
+        Command::Queues(args) => queue::queues(args),
+        Command::Queue(args) => queue::queue(args),
         Command::Wait(args) => client::wait(args),
         Command::Monitor(args) => client::monitor(args),
         Command::Mock(args) => client::mock(args),

@@ -117,6 +117,9 @@ pub fn describe(task: &Value) -> String {
         task["attempts"],
         task["max_retries"].as_u64().map_or(0, |r| r + 1)
     );
+    if let Some(queue) = task["queue"].as_str().filter(|q| *q != "default") {
+        let _ = writeln!(out, "  queue:       {queue}");
+    }
     if let Some(worker) = task["worker"].as_str() {
         let _ = writeln!(out, "  worker:      {worker}");
     }

@@ -102,6 +102,13 @@ impl Client {
                 }
                 request.send_json(body.unwrap_or(&json!({})))
             }
+            ("PATCH", body) => {
+                let mut request = self.agent.patch(&url);
+                if let Some(auth) = &self.auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.send_json(body.unwrap_or(&json!({})))
+            }
             ("DELETE", _) => {
                 let mut request = self.agent.delete(&url);
                 if let Some(auth) = &self.auth {
@@ -185,6 +192,17 @@ impl Client {
     pub fn retry(&self, id: u64, cascade: bool) -> Result<Value, ClientError> {
         let query = if cascade { "?cascade=true" } else { "" };
         self.call("POST", &format!("/api/v1/tasks/{id}/retry{query}"), None)
+    }
+
+    /// Every queue with its settings and counts: `{"queues": [...]}`.
+    pub fn queues(&self) -> Result<Value, ClientError> {
+        self.call("GET", "/api/v1/queues", None)
+    }
+
+    /// Changes queue `name` (`limit`, `paused`, `stop_running`; see the
+    /// API) and returns it.
+    pub fn set_queue(&self, name: &str, change: &Value) -> Result<Value, ClientError> {
+        self.call("PATCH", &format!("/api/v1/queues/{name}"), Some(change))
     }
 
     /// Pauses the scheduler (and, with `stop_running`, stops the running

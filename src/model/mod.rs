@@ -11,6 +11,7 @@ mod task;
 pub use event::{Event, EventKind};
 pub use resources::{DiskSample, GpuSample, GpuState, HostSummary, ResourceSample, percent};
 pub use task::{
-    AttemptFailure, Dependency, FailureKind, OnDependencyFailure, PRIORITY_DEFAULT, PRIORITY_MAX,
-    RETRIES_DEFAULT, TaskId, TaskLog, TaskRecord, TaskSpec, TaskStatus, UnknownStatus, now_us,
+    AttemptFailure, DEFAULT_QUEUE, Dependency, FailureKind, OnDependencyFailure, PRIORITY_DEFAULT,
+    PRIORITY_MAX, QUEUE_NAME_MAX, RETRIES_DEFAULT, TaskId, TaskLog, TaskRecord, TaskSpec,
+    TaskStatus, UnknownStatus, check_queue_name, now_us,
 };

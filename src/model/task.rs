@@ -13,6 +13,27 @@ pub const PRIORITY_MAX: u8 = 9;
 pub const PRIORITY_DEFAULT: u8 = 5;
 /// Retries allowed after the first attempt when a task does not say.
 pub const RETRIES_DEFAULT: u32 = 3;
+/// The queue of a task that names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// The longest queue name.
+pub const QUEUE_NAME_MAX: usize = 64;
+
+/// Checks a queue name: 1 to [`QUEUE_NAME_MAX`] letters, digits, `_`, `-`
+/// or `.`; the error says what is wrong.
+pub fn check_queue_name(name: &str) -> Result<(), String> {
+    let fine = !name.is_empty()
+        && name.len() <= QUEUE_NAME_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if fine {
+        Ok(())
+    } else {
+        Err(format!(
+            "queue name {name:?} must be 1 to {QUEUE_NAME_MAX} letters, digits, '_', '-' or '.'"
+        ))
+    }
+}
 
 /// Current wall-clock time in microseconds since the Unix epoch.
 ///
@@ -78,6 +99,10 @@ pub struct TaskSpec {
     /// What happens when a dependency fails for good or is cancelled.
     #[serde(default, skip_serializing_if = "OnDependencyFailure::is_default")]
     pub on_dependency_failure: OnDependencyFailure,
+    /// The queue it belongs to (each has its own limit and pause); none
+    /// is [`DEFAULT_QUEUE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 /// A task that a spec depends on.
@@ -163,7 +188,21 @@ impl TaskSpec {
             not_before_us: None,
             depends_on: Vec::new(),
             on_dependency_failure: OnDependencyFailure::Cancel,
+            queue: None,
         }
+    }
+
+    /// The name of its queue.
+    pub fn queue_name(&self) -> &str {
+        self.queue.as_deref().unwrap_or(DEFAULT_QUEUE)
+    }
+
+    /// Puts it in queue `name` (the default queue is kept as none).
+    #[must_use]
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.queue = (name != DEFAULT_QUEUE).then_some(name);
+        self
     }
 
     /// Ids of the accepted tasks it depends on (batch positions not yet

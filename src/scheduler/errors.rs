@@ -87,3 +87,17 @@ pub enum DependencyError {
 
 /// The most dependencies one task may have.
 pub const MAX_DEPENDENCIES: usize = 100_000;
+
+/// Why a queue's settings were not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Not a queue name.
+    #[error("{0}")]
+    Name(String),
+    /// A limit below one (pause the queue instead).
+    #[error("a queue's limit must be at least 1 (pause the queue to run none of its tasks)")]
+    Limit,
+    /// The store could not keep the setting; nothing changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

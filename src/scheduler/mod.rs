@@ -40,9 +40,11 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use self::core::{
-    CancelOutcome, GpuDevice, Heartbeat, Placed, Reclaim, RequestError, Run, StopRequest, Waiting,
+    CancelOutcome, GpuDevice, Heartbeat, Placed, QueueInfo, QueueSettings, Reclaim, RequestError,
+    Run, StopRequest, Waiting,
 };
-pub use errors::{StartError, SubmitError};
+pub use control::QueueChange;
+pub use errors::{DependencyError, QueueError, StartError, SubmitError};
 pub use link::{ExternalDispatch, ExternalHooks, RemoteOutcome, TransportLink, run_attempt};
 pub use metrics::{LatencyBuckets, LatencySummary, MetricsReport, NameReport};
 pub use policy::Backoff;

@@ -90,6 +90,7 @@ impl Scheduler {
         core.paused = settings
             .get(super::control::PAUSED_KEY)
             .is_some_and(|value| value == "true");
+        core.restore_queues(super::control::stored_queues(&settings));
         if core.paused {
             tracing::warn!(
                 "the scheduler is paused (as it was when it stopped): no task starts until it is resumed"

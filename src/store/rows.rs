@@ -14,9 +14,10 @@ use crate::model::{AttemptFailure, TaskId, TaskLog, TaskRecord, TaskSpec, TaskSt
 pub(super) const INSERT_SQL: &str = "INSERT INTO tasks (id, name, args, kwargs, priority, \
      max_retries, timeout_ms, status, attempts, failures, submitted_at_us, first_started_at_us, \
      started_at_us, finished_at_us, retry_at_us, worker, result, error, version, log, gpus, \
-     gpu_memory_mb, gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by) \
+     gpu_memory_mb, gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by, \
+     queue) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
+     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
 
 /// Writes the mutable fields unless the stored row is as new or newer, so
 /// updates that arrive out of order never move a task backwards.
@@ -29,7 +30,7 @@ pub(super) const UPDATE_SQL: &str = "UPDATE tasks SET status = ?2, attempts = ?3
 const SELECT_ALL_SQL: &str = "SELECT id, name, args, kwargs, priority, max_retries, timeout_ms, \
      status, attempts, failures, submitted_at_us, first_started_at_us, started_at_us, \
      finished_at_us, retry_at_us, worker, result, error, version, log, gpus, gpu_memory_mb, \
-     gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by FROM tasks \
+     gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by, queue FROM tasks \
      ORDER BY id";
 
 /// The fields of a [`TaskRecord`] that change after submission, copied out
@@ -162,6 +163,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         not_before_us,
         depends_on,
         on_dependency_failure,
+        queue,
     } = spec;
     stmt.execute(params![
         to_i64(id.0)?,
@@ -192,6 +194,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         to_json(depends_on)?,
         on_dependency_failure.as_str(),
         cancelled_by.map(|id| to_i64(id.0)).transpose()?,
+        queue,
     ])?;
     Ok(())
 }
@@ -369,6 +372,7 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
             not_before_us: column(row, 23, "not_before_us")?,
             depends_on: required_json(row, 25, "depends_on")?,
             on_dependency_failure,
+            queue: column(row, 28, "queue")?,
         },
         status,
         attempts: column(row, 8, "attempts")?,

@@ -75,11 +75,12 @@ const MIGRATIONS: [&str; 8] = [
     // Version 7: scheduler settings that survive restarts (paused or not).
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
     // Version 8: dependencies (a JSON array of task ids), what a task does
-    // when one fails ('cancel' or 'run'), and the dependency that cancelled
-    // it.
+    // when one fails ('cancel' or 'run'), the dependency that cancelled it,
+    // and the queue it belongs to (NULL: the default queue).
     "ALTER TABLE tasks ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';
      ALTER TABLE tasks ADD COLUMN on_dependency_failure TEXT NOT NULL DEFAULT 'cancel';
-     ALTER TABLE tasks ADD COLUMN cancelled_by INTEGER;",
+     ALTER TABLE tasks ADD COLUMN cancelled_by INTEGER;
+     ALTER TABLE tasks ADD COLUMN queue TEXT;",
 ];
 
 /// The lock file that marks a database as in use: `<db file name>.lock`

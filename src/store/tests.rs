@@ -49,7 +49,8 @@ fn full(id: u64) -> TaskRecord {
     .kwarg("epochs", json!(10))
     .kwarg("label", json!("ünïcode"))
     .after(TaskId(id.saturating_sub(1)))
-    .on_dependency_failure(OnDependencyFailure::Run);
+    .on_dependency_failure(OnDependencyFailure::Run)
+    .queue("train");
     let mut record = TaskRecord::new(TaskId(id), spec, 1_700_000_000_000_000);
     record.status = TaskStatus::Completed;
     record.attempts = 2;

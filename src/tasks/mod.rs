@@ -137,6 +137,9 @@ pub enum SpecError {
     /// A timeout of zero would fail every attempt at once.
     #[error("timeout must be greater than zero")]
     ZeroTimeout,
+    /// A queue name that is not allowed.
+    #[error("{0}")]
+    Queue(String),
     /// More GPUs (of that much memory) than this scheduler has, or than any
     /// one worker process has.
     #[error("the task asks for {asked} GPU(s){}, but at most {available} such device(s) are available (on one worker)", memory_mb.map(|mb| format!(" of at least {mb} MB")).unwrap_or_default())]
@@ -255,6 +258,9 @@ impl Registry {
         }
         if spec.timeout_ms == Some(0) {
             return Err(SpecError::ZeroTimeout);
+        }
+        if let Some(queue) = &spec.queue {
+            crate::model::check_queue_name(queue).map_err(SpecError::Queue)?;
         }
         let def = self.get(&spec.name).ok_or_else(|| SpecError::UnknownTask {
             name: spec.name.clone(),

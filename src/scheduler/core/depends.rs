@@ -179,7 +179,8 @@ impl Core {
         match self.pending_of(&record.spec) {
             Ok(pending) if pending.is_empty() => false,
             Ok(pending) => {
-                self.queue.remove(record.spec.priority, id);
+                let lane = self.queues.lane_of(&record.spec);
+                self.queue.remove(lane, record.spec.priority, id);
                 self.unmet.insert(id, pending);
                 true
             }
@@ -244,7 +245,8 @@ impl Core {
             return None;
         }
         self.unmet.remove(&id);
-        self.queue.remove(entry.record.spec.priority, id);
+        let lane = self.queues.lane_of(&entry.record.spec);
+        self.queue.remove(lane, entry.record.spec.priority, id);
         let record = Arc::make_mut(&mut entry.record);
         record.finished_at_us = Some(now_us);
         record.retry_at_us = None;
@@ -253,7 +255,12 @@ impl Core {
         record.error = Some(format!(
             "cancelled: its dependency, task {dependency}, {status}"
         ));
-        Self::set_status(&mut self.counts, record, TaskStatus::Cancelled);
+        Self::set_status(
+            &mut self.counts,
+            &mut self.queues,
+            record,
+            TaskStatus::Cancelled,
+        );
         let change = Change {
             kind: EventKind::Cancelled,
             record: Arc::clone(&entry.record),

@@ -15,6 +15,9 @@ mod depends;
 #[cfg(test)]
 mod depends_tests;
 mod place;
+mod queues;
+#[cfg(test)]
+mod queues_tests;
 mod ready;
 #[cfg(test)]
 mod ready_tests;
@@ -26,6 +29,7 @@ mod waiting;
 
 pub use depends::{check_batch_positions, resolve_batch_positions};
 pub use place::{Placed, Reclaim, Run};
+pub use queues::{QueueInfo, QueueSettings};
 pub use ready::Placement;
 use ready::need_of;
 pub use remote::{Heartbeat, RemoteWorker, StopRequest};
@@ -238,6 +242,8 @@ pub struct Core {
     /// Queued tasks that may not start yet: the dependencies each still
     /// waits for.
     unmet: HashMap<TaskId, std::collections::HashSet<TaskId>>,
+    /// Named queues: their lanes, settings and counts.
+    queues: queues::Queues,
 }
 
 impl Core {
@@ -266,6 +272,7 @@ impl Core {
             gpus_freed: false,
             dependents: HashMap::new(),
             unmet: HashMap::new(),
+            queues: queues::Queues::default(),
         }
     }
 
@@ -300,9 +307,16 @@ impl Core {
         self.busy
     }
 
-    fn set_status(counts: &mut [usize; 6], record: &mut TaskRecord, status: TaskStatus) {
+    fn set_status(
+        counts: &mut [usize; 6],
+        queues: &mut queues::Queues,
+        record: &mut TaskRecord,
+        status: TaskStatus,
+    ) {
         counts[record.status.index()] = counts[record.status.index()].saturating_sub(1);
         counts[status.index()] += 1;
+        queues.count(&record.spec, record.status, false);
+        queues.count(&record.spec, status, true);
         record.status = status;
         record.version += 1;
     }
@@ -317,11 +331,16 @@ impl Core {
         let mut inserted = Inserted::default();
         for record in records {
             self.counts[TaskStatus::Queued.index()] += 1;
+            let lane = match &record.spec.queue {
+                Some(name) => self.queues.intern(name),
+                None => 0,
+            };
+            self.queues.count(&record.spec, TaskStatus::Queued, true);
             let id = record.id;
             let ahead = start_ahead(&record.spec, now_us);
             if ahead.is_none() && record.spec.depends_on.is_empty() {
                 self.queue
-                    .push(record.spec.priority, id, need_of(&record.spec));
+                    .push(lane, record.spec.priority, id, need_of(&record.spec));
             }
             self.tasks.insert(
                 id,
@@ -335,7 +354,7 @@ impl Core {
                 Some(at_us) => inserted.delayed.push((id, at_us)),
                 None if !record.spec.depends_on.is_empty() && !waits => {
                     self.queue
-                        .push(record.spec.priority, id, need_of(&record.spec))
+                        .push(lane, record.spec.priority, id, need_of(&record.spec));
                 }
                 None => {}
             }
@@ -364,6 +383,11 @@ impl Core {
         for mut record in records {
             let rule = policy::recovery(record.status, record.attempts, record.spec.max_retries);
             self.counts[record.status.index()] += 1;
+            let lane = match &record.spec.queue {
+                Some(name) => self.queues.intern(name),
+                None => 0,
+            };
+            self.queues.count(&record.spec, record.status, true);
             if record.status == TaskStatus::Running
                 && let (Some(lease_until), Some(worker)) = (remote_lease_until, &record.worker)
             {
@@ -395,15 +419,24 @@ impl Core {
                 }
                 Recovery::Requeue | Recovery::LostThenRequeue => {
                     if start_ahead(&record.spec, now_us).is_none() && !record.held {
-                        self.queue
-                            .push(record.spec.priority, record.id, need_of(&record.spec));
+                        self.queue.push(
+                            lane,
+                            record.spec.priority,
+                            record.id,
+                            need_of(&record.spec),
+                        );
                     }
                     if record.status != TaskStatus::Queued {
                         if rule == Recovery::LostThenRequeue {
                             record.failures.push(lost_attempt(&record, now_us));
                         }
                         record.retry_at_us = None;
-                        Self::set_status(&mut self.counts, &mut record, TaskStatus::Queued);
+                        Self::set_status(
+                            &mut self.counts,
+                            &mut self.queues,
+                            &mut record,
+                            TaskStatus::Queued,
+                        );
                         changed = Some(EventKind::Requeued);
                     }
                 }
@@ -412,7 +445,12 @@ impl Core {
                     record.error = Some(lost.message.clone());
                     record.failures.push(lost);
                     record.finished_at_us = Some(now_us);
-                    Self::set_status(&mut self.counts, &mut record, TaskStatus::Failed);
+                    Self::set_status(
+                        &mut self.counts,
+                        &mut self.queues,
+                        &mut record,
+                        TaskStatus::Failed,
+                    );
                     finished.push((record.id, now_us));
                     changed = Some(EventKind::Failed);
                 }
@@ -503,7 +541,8 @@ impl Core {
         let status = entry.record.status;
         match status {
             TaskStatus::Queued | TaskStatus::Retrying => {
-                self.queue.remove(entry.record.spec.priority, id);
+                let lane = self.queues.lane_of(&entry.record.spec);
+                self.queue.remove(lane, entry.record.spec.priority, id);
                 let mut settled = Settled::default();
                 let message = format!("cancelled while {status}");
                 self.finalize(
@@ -557,7 +596,12 @@ impl Core {
         record.finished_at_us = None;
         record.held = false;
         record.cancelled_by = None;
-        Self::set_status(&mut self.counts, record, TaskStatus::Queued);
+        Self::set_status(
+            &mut self.counts,
+            &mut self.queues,
+            record,
+            TaskStatus::Queued,
+        );
         Ok(Change {
             kind: EventKind::Requeued,
             record: Arc::clone(&entry.record),

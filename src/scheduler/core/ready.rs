@@ -43,8 +43,8 @@ pub(super) struct Started {
 
 impl Core {
     /// Whether a task may start now: dispatch is on, the task is queued,
-    /// not held, waits for no dependency, and no attempt of it runs. Every
-    /// rule about which task may
+    /// not held, waits for no dependency, its queue is open (not paused,
+    /// under its limit), and no attempt of it runs. Every rule about which task may
     /// start goes here, so it holds for local workers and worker processes
     /// alike.
     pub(super) fn may_start(&self, entry: &Entry) -> bool {
@@ -53,6 +53,7 @@ impl Core {
             && !entry.record.held
             && entry.run.is_none()
             && !self.waits_for_dependencies(entry.record.id)
+            && self.queues.open(self.queues.lane_of(&entry.record.spec))
     }
 
     /// Whether any task may start: dispatch is on (not shutting down) and
@@ -74,21 +75,29 @@ impl Core {
             let (id, need) = match placement {
                 Placement::Pool => {
                     let (free, devices) = (&self.gpus_free, &self.gpu_devices);
-                    self.queue.pop_placeable(|need| {
-                        let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
-                        devices_for(free, devices, need.memory_mb)
-                            .take(wanted)
-                            .count()
-                            == wanted
-                    })?
+                    let queues = &self.queues;
+                    self.queue.pop_placeable(
+                        |lane| queues.open(lane),
+                        |need| {
+                            let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
+                            devices_for(free, devices, need.memory_mb)
+                                .take(wanted)
+                                .count()
+                                == wanted
+                        },
+                    )?
                 }
                 Placement::Workers { now, lease } => {
                     let (remote, tasks) = (&self.remote, &self.tasks);
-                    self.queue.pop_placeable(|need| {
-                        remote
-                            .values()
-                            .any(|worker| worker.available(now, lease) && worker.fits(need, tasks))
-                    })?
+                    let queues = &self.queues;
+                    self.queue.pop_placeable(
+                        |lane| queues.open(lane),
+                        |need| {
+                            remote.values().any(|worker| {
+                                worker.available(now, lease) && worker.fits(need, tasks)
+                            })
+                        },
+                    )?
                 }
             };
             if self
@@ -140,7 +149,12 @@ impl Core {
     ) -> Option<Started> {
         let entry = self.tasks.get_mut(&id)?;
         let record = Arc::make_mut(&mut entry.record);
-        Self::set_status(&mut self.counts, record, TaskStatus::Running);
+        Self::set_status(
+            &mut self.counts,
+            &mut self.queues,
+            record,
+            TaskStatus::Running,
+        );
         record.attempts += 1;
         record.started_at_us = Some(now_us);
         record.first_started_at_us.get_or_insert(now_us);

@@ -248,7 +248,12 @@ impl Core {
             };
             let retry_at_us = policy::due_at_us(delay);
             record.retry_at_us = Some(retry_at_us);
-            Self::set_status(&mut self.counts, record, TaskStatus::Retrying);
+            Self::set_status(
+                &mut self.counts,
+                &mut self.queues,
+                record,
+                TaskStatus::Retrying,
+            );
             settled.retry_at = Some((now + delay, retry_at_us));
             settled.change = Some(Change {
                 kind: EventKind::Retrying,
@@ -267,9 +272,15 @@ impl Core {
         entry.run = None;
         let record = Arc::make_mut(&mut entry.record);
         record.attempts = record.attempts.saturating_sub(1);
-        Self::set_status(&mut self.counts, record, TaskStatus::Queued);
+        Self::set_status(
+            &mut self.counts,
+            &mut self.queues,
+            record,
+            TaskStatus::Queued,
+        );
+        let lane = self.queues.lane_of(&record.spec);
         self.queue
-            .push(record.spec.priority, id, super::need_of(&record.spec));
+            .push(lane, record.spec.priority, id, super::need_of(&record.spec));
         settled.requeued = true;
         settled.change = Some(Change {
             kind: EventKind::Requeued,
@@ -297,16 +308,30 @@ impl Core {
         changes
     }
 
-    /// Cancellation tokens of every attempt running on a thread of the pool
-    /// (worker processes keep theirs running across a scheduler restart).
     /// Asks every running attempt to stop for `reason`: the pool's through
     /// their tokens; returns the stop requests for worker processes.
     pub fn stop_running(&self, reason: StopReason) -> Vec<super::StopRequest> {
+        self.stop_running_where(reason, |_| true)
+    }
+
+    /// [`Core::stop_running`] for the tasks of queue `name`.
+    pub fn stop_running_in(&self, name: &str, reason: StopReason) -> Vec<super::StopRequest> {
+        self.stop_running_where(reason, |spec| spec.queue_name() == name)
+    }
+
+    fn stop_running_where(
+        &self,
+        reason: StopReason,
+        which: impl Fn(&crate::model::TaskSpec) -> bool,
+    ) -> Vec<super::StopRequest> {
         let mut requests = Vec::new();
         for (id, entry) in &self.tasks {
             let Some(run) = &entry.run else {
                 continue;
             };
+            if !which(&entry.record.spec) {
+                continue;
+            }
             if self.is_remote(run.worker) {
                 requests.extend(self.remote_stop(*id, reason));
             } else {
@@ -316,6 +341,8 @@ impl Core {
         requests
     }
 
+    /// Cancellation tokens of every attempt running on a thread of the pool
+    /// (worker processes keep theirs running across a scheduler restart).
     pub fn running_tokens(&self) -> Vec<CancelToken> {
         self.tasks
             .values()
@@ -343,7 +370,7 @@ impl Core {
         // A hold means "do not start yet"; a finished task has nothing left
         // to hold.
         record.held = false;
-        Self::set_status(&mut self.counts, record, status);
+        Self::set_status(&mut self.counts, &mut self.queues, record, status);
         if status != TaskStatus::Cancelled {
             let latency = record.total_latency_us().unwrap_or(0);
             settled.finished = Some((status == TaskStatus::Completed, latency));
@@ -383,6 +410,8 @@ impl Core {
                 self.forget_dependents(id);
                 let index = entry.record.status.index();
                 self.counts[index] = self.counts[index].saturating_sub(1);
+                self.queues
+                    .count(&entry.record.spec, entry.record.status, false);
             }
         }
     }

@@ -17,7 +17,12 @@ impl Core {
             return None;
         }
         record.retry_at_us = None;
-        Self::set_status(&mut self.counts, record, TaskStatus::Queued);
+        Self::set_status(
+            &mut self.counts,
+            &mut self.queues,
+            record,
+            TaskStatus::Queued,
+        );
         Some(Change {
             kind: EventKind::Requeued,
             record: Arc::clone(&entry.record),
@@ -39,8 +44,13 @@ impl Core {
         {
             return false;
         }
-        self.queue
-            .push(entry.record.spec.priority, id, need_of(&entry.record.spec));
+        let lane = self.queues.lane_of(&entry.record.spec);
+        self.queue.push(
+            lane,
+            entry.record.spec.priority,
+            id,
+            need_of(&entry.record.spec),
+        );
         true
     }
 
@@ -68,7 +78,8 @@ impl Core {
         if entry.record.held {
             return Ok(None);
         }
-        self.queue.remove(entry.record.spec.priority, id);
+        let lane = self.queues.lane_of(&entry.record.spec);
+        self.queue.remove(lane, entry.record.spec.priority, id);
         let record = Arc::make_mut(&mut entry.record);
         record.held = true;
         record.version += 1;
@@ -134,6 +145,18 @@ pub enum Waiting {
     },
     /// The scheduler is paused.
     Paused,
+    /// Its queue is paused.
+    QueuePaused {
+        /// The queue.
+        queue: String,
+    },
+    /// Its queue runs as many tasks as its limit allows.
+    QueueAtLimit {
+        /// The queue.
+        queue: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The scheduler is shutting down.
     ShuttingDown,
     /// In the ready queue with this many tasks before it; a GPU task may
@@ -160,6 +183,8 @@ impl Waiting {
             Self::Held => "held",
             Self::NotBefore { .. } => "not_before",
             Self::Paused => "scheduler_paused",
+            Self::QueuePaused { .. } => "queue_paused",
+            Self::QueueAtLimit { .. } => "queue_at_limit",
             Self::ShuttingDown => "shutting_down",
             Self::Behind { gpus: 0, .. } => "queued_behind",
             Self::Behind { .. } => "waiting_for_gpus",
@@ -207,6 +232,12 @@ impl Waiting {
             Self::Paused => {
                 "the scheduler is paused; nothing starts until it is resumed".to_owned()
             }
+            Self::QueuePaused { ref queue } => {
+                format!("queue {queue} is paused; its tasks start only after it is resumed")
+            }
+            Self::QueueAtLimit { ref queue, limit } => {
+                format!("queue {queue} already runs {limit} task(s), its limit")
+            }
             Self::ShuttingDown => {
                 "the scheduler is shutting down; it runs after the next start".to_owned()
             }
@@ -251,7 +282,9 @@ impl Core {
             .collect();
         let mut ahead = std::collections::HashMap::new();
         if !in_queue.is_empty() {
-            for (position, id) in self.queue.ordered().enumerate() {
+            let queues = &self.queues;
+            let ordered = self.queue.ordered_where(|lane| queues.open(lane));
+            for (position, id) in ordered.enumerate() {
                 if in_queue.contains(&id) {
                     ahead.insert(id, position);
                     if ahead.len() == in_queue.len() {
@@ -294,11 +327,24 @@ impl Core {
                 if self.paused {
                     return Some(Waiting::Paused);
                 }
+                let lane = self.queues.lane_of(&record.spec);
+                let settings = self.queues.settings(lane);
+                if settings.paused {
+                    return Some(Waiting::QueuePaused {
+                        queue: record.spec.queue_name().to_owned(),
+                    });
+                }
                 if !self.dispatching {
                     return Some(Waiting::ShuttingDown);
                 }
                 if no_worker {
                     return Some(Waiting::NoWorker);
+                }
+                if let Some(limit) = settings.limit.filter(|_| !self.queues.open(lane)) {
+                    return Some(Waiting::QueueAtLimit {
+                        queue: record.spec.queue_name().to_owned(),
+                        limit,
+                    });
                 }
                 Some(Waiting::Behind {
                     ahead: ahead.get(id).copied().unwrap_or(0),
