@@ -13,10 +13,11 @@ mod durable;
 mod exec;
 mod gpus;
 mod http;
+mod queues;
 #[cfg(feature = "broker")]
 mod remote;
 #[cfg(feature = "broker")]
-mod remote_depends;
+mod remote_workflow;
 mod scheduler;
 mod serve;
 mod storage;

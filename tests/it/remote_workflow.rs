@@ -1,10 +1,11 @@
-//! Dependencies in distributed mode, against a real RabbitMQ with real
+//! Workflows in distributed mode, against a real RabbitMQ with real
 //! `taskdeck serve --broker` and `taskdeck worker` processes: a dependent
 //! starts only after its dependencies completed, even when they ran on
-//! other worker processes, and a failure cancels its dependents there too.
+//! other worker processes, a failure cancels its dependents there too, and
+//! a queue's limit holds across worker processes.
 
 use crate::common::broker::{delete_queues, serve, task, wait_final, worker, workers};
-use crate::common::wait_until;
+use crate::common::{most_at_once, wait_until};
 use crate::remote::{Case, status};
 
 use std::collections::HashSet;
@@ -84,4 +85,59 @@ fn dependents_start_only_after_their_dependencies_completed_on_other_workers() {
     assert_eq!(cancelled["attempts"], 0, "{cancelled}");
     drop((server, _a, _b));
     delete_queues(&ns, &["da", "db"]);
+}
+
+#[test]
+fn a_queue_limit_holds_across_worker_processes() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("qlimit")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        Some(&dir.path().join("t.db")),
+        dir.path(),
+        &["--workers", "0"],
+    );
+    let _a = worker(&url, &ns, "qa", 2);
+    let _b = worker(&url, &ns, "qb", 2);
+    assert!(wait_until(LONG, || workers(&server.client).len() == 2));
+    server
+        .client
+        .set_queue("train", &json!({"limit": 1}))
+        .expect("the limit is set");
+    let batch: Vec<Value> = (0..12)
+        .map(|i| {
+            let queue = if i % 2 == 0 { "train" } else { "prep" };
+            json!({"task": "sleep", "args": [80], "queue": queue})
+        })
+        .collect();
+    let ids = server.client.submit_batch(&batch).expect("accepted");
+    let records = wait_final(&server.client, &ids, LONG);
+    let intervals = |queue: &str| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .filter(|r| r["queue"] == queue)
+            .map(|r| {
+                assert_eq!(status(r), "completed", "{r}");
+                (
+                    r["started_at"].as_f64().expect("started"),
+                    r["finished_at"].as_f64().expect("finished"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(most_at_once(&intervals("train")), 1, "never two at once");
+    assert!(
+        most_at_once(&intervals("prep")) > 1,
+        "prep used the other slots"
+    );
+    drop((server, _a, _b));
+    delete_queues(&ns, &["qa", "qb"]);
 }
