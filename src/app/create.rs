@@ -1,11 +1,14 @@
 //! The "Create task" form: a registered task type, its arguments, priority,
-//! retries, GPUs and timeout, validated before it is submitted.
+//! retries, GPUs, timeout, start delay and the tasks it waits for,
+//! validated before it is submitted.
 
 use eframe::egui::{self, RichText, Ui};
 
 use super::state::Action;
 use super::theme::Theme;
-use crate::model::{PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskSpec};
+use crate::model::{
+    OnDependencyFailure, PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskId, TaskSpec,
+};
 use crate::tasks::Registry;
 use crate::tasks::parse_arg;
 
@@ -34,6 +37,10 @@ pub struct CreateForm {
     pub delay_enabled: bool,
     /// The delay in seconds from the submit.
     pub delay_s: f64,
+    /// Ids of the tasks it starts after, e.g. `3, 5 7`.
+    pub after: String,
+    /// Whether it runs even if one of those fails or is cancelled.
+    pub run_anyway: bool,
     /// Why the last submit was refused.
     pub error: Option<String>,
 }
@@ -55,6 +62,8 @@ impl Default for CreateForm {
             timeout_s: 60.0,
             delay_enabled: false,
             delay_s: 60.0,
+            after: String::new(),
+            run_anyway: false,
             error: None,
         }
     }
@@ -73,6 +82,7 @@ impl CreateForm {
         self.error = None;
         self.params.iter_mut().for_each(String::clear);
         self.extra.clear();
+        self.after.clear();
     }
 
     /// Builds and validates the spec the fields describe.
@@ -82,6 +92,9 @@ impl CreateForm {
     /// - an empty parameter field leaves the parameter out (its default
     ///   applies, or the registry reports it missing);
     /// - a field is read as JSON when it is JSON, else as text;
+    /// - "After tasks" holds task ids (see [`parse_task_ids`]); whether
+    ///   they exist is the scheduler's to say at submit;
+    /// - "Run even if one fails" applies only with tasks to wait for;
     /// - the registry checks types and arity, exactly as for any submit.
     pub fn build(&self, registry: &Registry) -> Result<TaskSpec, String> {
         let def = registry
@@ -124,6 +137,12 @@ impl CreateForm {
                 return Err("the delay must be 0 seconds to a year".into());
             }
             spec.not_before_us = Some(crate::model::now_us() + (self.delay_s * 1e6).round() as i64);
+        }
+        for id in parse_task_ids(&self.after)? {
+            spec = spec.after(id);
+        }
+        if self.run_anyway && !spec.depends_on.is_empty() {
+            spec = spec.on_dependency_failure(OnDependencyFailure::Run);
         }
         registry.validate(&spec).map_err(|e| e.to_string())?;
         Ok(spec)
@@ -247,6 +266,22 @@ impl CreateForm {
                 .labelled_by(label.id)
                 .on_hover_text("The task waits queued this long before it may start");
                 ui.end_row();
+                let label = ui.label("After tasks");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.after)
+                        .hint_text("task ids, e.g. 3, 5 7")
+                        .desired_width(220.0),
+                )
+                .labelled_by(label.id)
+                .on_hover_text("It starts only after these tasks completed");
+                ui.end_row();
+                ui.label("");
+                ui.add_enabled(
+                    !self.after.trim().is_empty(),
+                    egui::Checkbox::new(&mut self.run_anyway, "Run even if one fails"),
+                )
+                .on_hover_text("Otherwise it is cancelled when one of them fails or is cancelled");
+                ui.end_row();
             });
         if let Some(error) = &self.error {
             ui.label(RichText::new(error).color(theme.error()));
@@ -265,6 +300,35 @@ impl CreateForm {
         });
         action
     }
+}
+
+/// Reads the task ids of the "After tasks" field.
+///
+/// Rules:
+/// - ids are separated by commas, spaces or both (`3, 5 7`);
+/// - an id may be written as in the table, `#3`;
+/// - a repeated id counts once, and the order is kept;
+/// - anything else is refused with the text that is not an id.
+pub fn parse_task_ids(text: &str) -> Result<Vec<TaskId>, String> {
+    let mut ids = Vec::new();
+    for word in text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|word| !word.is_empty())
+    {
+        let digits = word.strip_prefix('#').unwrap_or(word);
+        let valid = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        let id = valid
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| {
+                format!("after tasks: {word:?} is not a task id; write ids like 3, 5 7")
+            })?;
+        if !ids.contains(&TaskId(id)) {
+            ids.push(TaskId(id));
+        }
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -318,6 +382,40 @@ mod tests {
         assert_eq!(
             noop.build(&registry).map(|s| s.args),
             Ok(vec![json!(1), json!("two")])
+        );
+    }
+
+    #[test]
+    fn after_tasks_become_dependencies_and_bad_ids_are_refused() {
+        assert_eq!(
+            parse_task_ids(" 3, 5 7,,#9 3 "),
+            Ok(vec![TaskId(3), TaskId(5), TaskId(7), TaskId(9)])
+        );
+        assert_eq!(parse_task_ids("  "), Ok(Vec::new()));
+        for bad in ["3, five", "-1", "0", "3.5", "#", "99999999999999999999999"] {
+            let error = parse_task_ids(bad).expect_err(bad);
+            assert!(error.contains("is not a task id"), "{bad}: {error}");
+        }
+        let registry = crate::demo::registry();
+        let mut after = form("noop", &[]);
+        after.after = "2, 1".into();
+        let spec = after.build(&registry).expect("valid form");
+        assert_eq!(
+            spec.dependency_ids().collect::<Vec<_>>(),
+            [TaskId(2), TaskId(1)]
+        );
+        assert_eq!(spec.on_dependency_failure, OnDependencyFailure::Cancel);
+        after.run_anyway = true;
+        let spec = after.build(&registry).expect("valid form");
+        assert_eq!(spec.on_dependency_failure, OnDependencyFailure::Run);
+        after.after = "2 x".into();
+        assert!(after.build(&registry).is_err());
+        after.after.clear();
+        let spec = after.build(&registry).expect("valid form");
+        assert_eq!(
+            (spec.depends_on.len(), spec.on_dependency_failure),
+            (0, OnDependencyFailure::Cancel),
+            "the policy applies only with tasks to wait for"
         );
     }
 

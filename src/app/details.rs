@@ -1,11 +1,15 @@
-//! The details of the selected task: arguments, result or the error of every
-//! attempt, the timeline and the worker.
+//! The details of the selected task: why it waits, its dependencies and
+//! dependents, arguments, result or the error of every attempt, the
+//! timeline and the worker. Task ids it names are links that select that
+//! task (as an action).
 
 use eframe::egui::{self, RichText, Ui};
 
+use super::focus::{FocusInfo, Known, LISTED};
+use super::state::Action;
+use super::task_view::TaskView;
 use super::theme::Theme;
-use crate::model::{TaskRecord, now_us};
-use crate::scheduler::Waiting;
+use crate::model::{OnDependencyFailure, TaskId, TaskRecord, TaskStatus, now_us};
 
 /// A time as seconds ago.
 fn ago(at_us: i64, now_us: i64) -> String {
@@ -40,27 +44,40 @@ fn pretty(value: &serde_json::Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
-/// Lays out the details of `record`, or a hint when none is selected.
+/// Lays out the details of `record`, or a hint when none is selected;
+/// `view` and `focus` tell the status of the tasks it names. Returns what
+/// the user asked for (a click on a task id selects that task).
 pub fn details_ui(
     ui: &mut Ui,
     record: Option<&TaskRecord>,
-    waiting: Option<Waiting>,
+    view: &TaskView,
+    focus: &FocusInfo,
     theme: Theme,
-) {
+) -> Vec<Action> {
+    let mut actions = Vec::new();
     ui.heading("Details");
     let Some(r) = record else {
         ui.label(RichText::new("Select one task to see its details.").color(theme.weak()));
-        return;
+        return actions;
     };
     let now = now_us();
     ui.horizontal(|ui| {
         ui.strong(format!("Task {} · {}", r.id, r.spec.name));
         ui.label(RichText::new(r.status.as_str()).color(theme.status(r.status)));
     });
-    if let Some(waiting) = waiting {
+    // What was read from the scheduler belongs to this task only once it
+    // has been read for it (the frame the selection changes, it has not).
+    let focus = focus.is_for(r.id).then_some(focus);
+    if let Some(waiting) = focus.and_then(FocusInfo::waiting) {
         ui.label(RichText::new(format!("Waiting: {}", waiting.message(now))).color(theme.weak()))
             .on_hover_text(waiting.code());
     }
+    if let Some(dependency) = r.cancelled_by {
+        let known = |id| focus.map_or(Known::Unknown, |f| f.known(view, id));
+        let first = focus.and_then(FocusInfo::first_cause).unwrap_or(dependency);
+        cancelled_by_ui(ui, r, (dependency, first), known, theme, &mut actions);
+    }
+    dependencies_ui(ui, r, view, focus, theme, &mut actions);
     egui::Grid::new("details_grid")
         .num_columns(2)
         .show(ui, |ui| {
@@ -185,4 +202,143 @@ pub fn details_ui(
                 }
             }
         });
+    actions
+}
+
+/// "Cancelled because task N failed", with N a link; where the chain of
+/// cancellations started when that is another task; and a retry of that
+/// first task with its dependents while it is still failed or cancelled.
+fn cancelled_by_ui(
+    ui: &mut Ui,
+    r: &TaskRecord,
+    (dependency, first): (TaskId, TaskId),
+    known: impl Fn(TaskId) -> Known,
+    theme: Theme,
+    actions: &mut Vec<Action>,
+) {
+    let how = match known(dependency) {
+        Known::Status(TaskStatus::Failed) => "failed".to_owned(),
+        Known::Status(TaskStatus::Cancelled) => "was cancelled".to_owned(),
+        Known::Status(status) => format!("did not complete (it is {status} now)"),
+        Known::Gone | Known::Unknown => "failed or was cancelled".to_owned(),
+    };
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 4.0;
+        ui.label(RichText::new("Cancelled because").color(theme.error()));
+        if ui
+            .link(format!("task {dependency}"))
+            .on_hover_text("Select it")
+            .clicked()
+        {
+            actions.push(Action::Show(dependency));
+        }
+        ui.label(RichText::new(how).color(theme.error()));
+    });
+    if first != dependency {
+        ui.horizontal_wrapped(|ui| {
+            ui.spacing_mut().item_spacing.x = 4.0;
+            ui.label("The cancellations started at");
+            if ui
+                .link(format!("task {first}"))
+                .on_hover_text("Select it")
+                .clicked()
+            {
+                actions.push(Action::Show(first));
+            }
+        });
+    }
+    let retryable = matches!(
+        known(first),
+        Known::Status(TaskStatus::Failed | TaskStatus::Cancelled)
+    );
+    if r.status == TaskStatus::Cancelled
+        && retryable
+        && ui
+            .button(format!("Retry task {first} with dependents"))
+            .on_hover_text(format!(
+                "Queues task {first} again, and this task and the others its end cancelled"
+            ))
+            .clicked()
+    {
+        actions.push(Action::RetryWithDependents(vec![first]));
+    }
+}
+
+/// "Depends on" and "Dependents": task links with their status, and the
+/// policy when the task runs even if a dependency fails.
+fn dependencies_ui(
+    ui: &mut Ui,
+    r: &TaskRecord,
+    view: &TaskView,
+    focus: Option<&FocusInfo>,
+    theme: Theme,
+    actions: &mut Vec<Action>,
+) {
+    let known = |id: TaskId| focus.map_or(Known::Unknown, |f| f.known(view, id));
+    if !r.spec.depends_on.is_empty() {
+        let listed: Vec<TaskId> = r.spec.dependency_ids().take(LISTED).collect();
+        let total = r.spec.depends_on.len();
+        task_links_ui(ui, "Depends on", &listed, total, known, theme, actions);
+        if r.spec.on_dependency_failure == OnDependencyFailure::Run {
+            ui.label("If a dependency fails: this task runs anyway")
+                .on_hover_text("It starts once every dependency has finished, however it ended");
+        }
+    }
+    let dependents = focus.map_or(&[][..], FocusInfo::dependents);
+    if !dependents.is_empty() {
+        let listed = dependents.get(..LISTED).unwrap_or(dependents);
+        task_links_ui(
+            ui,
+            "Dependents",
+            listed,
+            dependents.len(),
+            known,
+            theme,
+            actions,
+        );
+    }
+}
+
+/// A title and task ids as links, each with its status when known, and how
+/// many more there are than `listed`.
+fn task_links_ui(
+    ui: &mut Ui,
+    title: &str,
+    listed: &[TaskId],
+    total: usize,
+    known: impl Fn(TaskId) -> Known,
+    theme: Theme,
+    actions: &mut Vec<Action>,
+) {
+    ui.horizontal_wrapped(|ui| {
+        ui.label(format!("{title}:"));
+        for (position, id) in listed.iter().enumerate() {
+            if ui
+                .link(format!("task {id}"))
+                .on_hover_text("Select it")
+                .clicked()
+            {
+                actions.push(Action::Show(*id));
+            }
+            let comma = if position + 1 < listed.len() { "," } else { "" };
+            let status = match known(*id) {
+                Known::Status(status) => {
+                    Some(RichText::new(format!("{status}{comma}")).color(theme.status(status)))
+                }
+                Known::Gone => Some(
+                    RichText::new(format!("no longer in the history{comma}")).color(theme.weak()),
+                ),
+                Known::Unknown if comma.is_empty() => None,
+                Known::Unknown => Some(RichText::new(comma)),
+            };
+            if let Some(status) = status {
+                ui.label(status);
+            }
+        }
+        if total > listed.len() {
+            ui.label(
+                RichText::new(format!("and {} more", total - listed.len())).color(theme.weak()),
+            );
+        }
+    });
 }

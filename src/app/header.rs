@@ -22,11 +22,15 @@ pub fn header_ui(ui: &mut Ui, state: &AppState, theme: Theme) {
         let count = |ui: &mut Ui, label: &str, n: usize, status: TaskStatus| {
             ui.label(RichText::new(format!("{label} {n}")).color(theme.status(status)));
         };
-        count(
-            ui,
-            "Queued",
-            stats.queue_depth + counts.retrying,
-            TaskStatus::Queued,
+        // Counted by status: the ready queue leaves out tasks that wait for
+        // dependencies (they show as queued in the table all the same).
+        let waiting = counts.queued + counts.retrying;
+        ui.label(
+            RichText::new(format!("Queued {waiting}")).color(theme.status(TaskStatus::Queued)),
+        )
+        .on_hover_text(
+            "Queued and retrying tasks, including those held, not yet due \
+             or waiting for dependencies",
         );
         count(ui, "Running", counts.running, TaskStatus::Running);
         count(ui, "Completed", counts.completed, TaskStatus::Completed);

@@ -9,11 +9,14 @@
 
 mod create;
 mod details;
+mod focus;
 mod header;
 pub mod resources;
 mod state;
 mod task_view;
 mod tasks;
+#[cfg(test)]
+mod tests;
 pub mod theme;
 mod workers;
 
@@ -151,11 +154,17 @@ impl TaskdeckApp {
             .resizable(true)
             .show(ui, |ui| {
                 let focused = state.focused().and_then(|id| state.tasks.get(id));
-                let waiting = focused.and_then(|record| state.waiting(record.id));
-                details::details_ui(ui, focused, waiting, theme);
+                actions.extend(details::details_ui(
+                    ui,
+                    focused,
+                    &state.tasks,
+                    state.focus(),
+                    theme,
+                ));
             });
+        let reveal = state.take_reveal();
         egui::CentralPanel::default().show(ui, |ui| {
-            actions.extend(tasks::tasks_ui(ui, state, theme));
+            actions.extend(tasks::tasks_ui(ui, state, reveal, theme));
         });
         actions.extend(state.create_ui(ui, theme));
         self.state.apply(actions);

@@ -2,7 +2,7 @@
 //! and telemetry samples, and the actions the panels return, applied once
 //! per frame through the scheduler's public handle.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::create::CreateForm;
+use super::focus::FocusInfo;
 use super::resources::{ResourcesPanel, TaskMarker};
 use super::task_view::{SelectMode, TaskView, ViewSettings};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskSpec, TaskStatus, now_us};
 use crate::scheduler::{
-    RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery, Waiting, WorkerInfo,
+    RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery, WorkerInfo,
 };
 use crate::telemetry::History;
 
@@ -48,6 +49,9 @@ pub enum Action {
     Stop(Vec<TaskId>),
     /// Queue failed or cancelled tasks again.
     Retry(Vec<TaskId>),
+    /// Queue failed or cancelled tasks again together with the dependents
+    /// (and theirs) that their end cancelled.
+    RetryWithDependents(Vec<TaskId>),
     /// Hold waiting tasks: they do not start until released.
     Hold(Vec<TaskId>),
     /// Release held tasks.
@@ -60,6 +64,10 @@ pub enum Action {
     SetWorkers(usize),
     /// A click on a row.
     Select(TaskId, SelectMode),
+    /// A click on a task id named elsewhere (a dependency in the details):
+    /// select only that task and scroll the table to it, bringing its row
+    /// back when it was cleared from the table.
+    Show(TaskId),
     /// Forget the selection.
     ClearSelection,
     /// New sort or filter.
@@ -110,6 +118,11 @@ pub struct AppState {
     pub resources: ResourcesPanel,
     /// Status-bar message.
     pub notice: Option<Notice>,
+    /// What the details panel shows about the focused task beyond its
+    /// record, read from the scheduler when it changes.
+    focus: FocusInfo,
+    /// A row the table should scroll to at the next frame.
+    reveal: Option<TaskId>,
     stats_at: Option<Instant>,
     rng: fastrand::Rng,
     /// Set by the event waker, cleared when the frame takes the events.
@@ -163,6 +176,8 @@ impl AppState {
             create: CreateForm::default(),
             resources,
             notice: None,
+            focus: FocusInfo::default(),
+            reveal: None,
             stats_at: Some(Instant::now()),
             rng: fastrand::Rng::new(),
             wake_pending,
@@ -210,7 +225,16 @@ impl AppState {
             changed = true;
         }
         self.tasks.refresh(now, false);
+        self.refresh_focus(now);
         changed
+    }
+
+    /// Reads again what the details show about the focused task when it or
+    /// its record changed, or when the last read is due (not every frame).
+    fn refresh_focus(&mut self, now: Instant) {
+        let focused = self.focused();
+        self.focus
+            .refresh(&self.services.scheduler, &self.tasks, focused, now);
     }
 
     /// True when events are still waiting (the frame ran out of budget).
@@ -255,7 +279,9 @@ impl AppState {
             self.apply_one(action);
         }
         // What the user just did shows at once, not at the next re-sort.
-        self.tasks.refresh(Instant::now(), true);
+        let now = Instant::now();
+        self.tasks.refresh(now, true);
+        self.refresh_focus(now);
     }
 
     fn apply_one(&mut self, action: Action) {
@@ -292,6 +318,7 @@ impl AppState {
                 self.for_each(&ids, "asked to stop", |id| scheduler.cancel(id).map(drop))
             }
             Action::Retry(ids) => self.for_each(&ids, "queued again", |id| scheduler.retry(id)),
+            Action::RetryWithDependents(ids) => self.retry_with_dependents(&scheduler, &ids),
             Action::Hold(ids) => self.for_each(&ids, "held", |id| scheduler.hold(id)),
             Action::Release(ids) => self.for_each(&ids, "released", |id| scheduler.release(id)),
             Action::SetPaused(paused) => {
@@ -329,6 +356,7 @@ impl AppState {
                 self.say(format!("Worker pool set to {count}"), false);
             }
             Action::Select(id, mode) => self.tasks.select(id, mode),
+            Action::Show(id) => self.show_task(id),
             Action::ClearSelection => self.tasks.clear_selection(),
             Action::SetView(settings) => self.tasks.set_settings(settings),
             Action::OpenCreate => self.create.open(),
@@ -351,6 +379,56 @@ impl AppState {
             }
         }
         self.report(done, what, errors);
+    }
+
+    /// Retries each task with cascade, lowest id first, skipping those an
+    /// earlier one already queued again (a dependent selected together
+    /// with its dependency).
+    fn retry_with_dependents(&mut self, scheduler: &Scheduler, ids: &[TaskId]) {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        let mut queued = HashSet::new();
+        let mut errors = Vec::new();
+        for id in ids {
+            if queued.contains(&id) {
+                continue;
+            }
+            match scheduler.retry_cascade(id, true) {
+                Ok(again) => queued.extend(again),
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        self.report(queued.len(), "queued again, dependents included", errors);
+    }
+
+    /// Selects only `id` and asks the table to scroll to it; a task cleared
+    /// from the table is read back from the scheduler.
+    fn show_task(&mut self, id: TaskId) {
+        if self.tasks.get(id).is_none() {
+            match self.services.scheduler.task_shared(id) {
+                Some(record) => self.tasks.upsert(record),
+                None => {
+                    self.say(
+                        format!("Task {id} is no longer in the scheduler's history"),
+                        true,
+                    );
+                    return;
+                }
+            }
+        }
+        self.tasks.select(id, SelectMode::Only);
+        self.reveal = Some(id);
+    }
+
+    /// The row the table should scroll to this frame, once.
+    pub fn take_reveal(&mut self) -> Option<TaskId> {
+        self.reveal.take()
+    }
+
+    /// What the details panel shows about the focused task beyond its
+    /// record.
+    pub fn focus(&self) -> &FocusInfo {
+        &self.focus
     }
 
     fn report(&mut self, done: usize, what: &str, errors: Vec<String>) {
@@ -409,11 +487,6 @@ impl AppState {
     pub fn retryable(&self) -> Vec<TaskId> {
         self.tasks
             .selected_where(|s| matches!(s, TaskStatus::Failed | TaskStatus::Cancelled))
-    }
-
-    /// Why a task waits, as the scheduler sees it now.
-    pub fn waiting(&self, id: TaskId) -> Option<Waiting> {
-        self.services.scheduler.waiting(&[id]).pop().flatten()
     }
 
     /// Microseconds since the epoch, for relative times in the panels.

@@ -7,7 +7,7 @@ use egui_extras::{Column, TableBuilder};
 use super::state::{Action, AppState};
 use super::task_view::{SelectMode, SortColumn, ViewSettings};
 use super::theme::Theme;
-use crate::model::{TaskRecord, TaskStatus};
+use crate::model::{TaskId, TaskRecord, TaskStatus};
 
 /// Height of one table row.
 const ROW_HEIGHT: f32 = 20.0;
@@ -32,12 +32,18 @@ fn ago(at_us: i64, now_us: i64) -> String {
     }
 }
 
-/// Lays out the toolbar and the table; returns the actions asked for.
-pub fn tasks_ui(ui: &mut Ui, state: &AppState, theme: Theme) -> Vec<Action> {
+/// Lays out the toolbar and the table, scrolled to `reveal` when given;
+/// returns the actions asked for.
+pub fn tasks_ui(
+    ui: &mut Ui,
+    state: &AppState,
+    reveal: Option<TaskId>,
+    theme: Theme,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     toolbar_ui(ui, state, &mut actions);
     ui.separator();
-    table_ui(ui, state, theme, &mut actions);
+    table_ui(ui, state, reveal, theme, &mut actions);
     actions
 }
 
@@ -77,10 +83,26 @@ fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
         }
         if ui
             .add_enabled(!retryable.is_empty(), egui::Button::new("Retry"))
+            .on_hover_text(
+                "Refused for a task whose dependency failed: retry that one with its dependents",
+            )
             .on_disabled_hover_text("Select failed or cancelled tasks to retry them")
             .clicked()
         {
-            actions.push(Action::Retry(retryable));
+            actions.push(Action::Retry(retryable.clone()));
+        }
+        if ui
+            .add_enabled(
+                !retryable.is_empty(),
+                egui::Button::new("Retry with dependents"),
+            )
+            .on_hover_text(
+                "Also queues again the tasks that depend on them and were cancelled by their end",
+            )
+            .on_disabled_hover_text("Select failed or cancelled tasks to retry them")
+            .clicked()
+        {
+            actions.push(Action::RetryWithDependents(retryable));
         }
         if ui
             .add_enabled(!holdable.is_empty(), egui::Button::new("Hold"))
@@ -163,7 +185,13 @@ const COLUMNS: [(&str, Option<SortColumn>); 11] = [
     ("Total", Some(SortColumn::Total)),
 ];
 
-fn table_ui(ui: &mut Ui, state: &AppState, theme: Theme, actions: &mut Vec<Action>) {
+fn table_ui(
+    ui: &mut Ui,
+    state: &AppState,
+    reveal: Option<TaskId>,
+    theme: Theme,
+    actions: &mut Vec<Action>,
+) {
     let view = &state.tasks;
     let settings = view.settings().clone();
     let now_us = state.now_us();
@@ -175,7 +203,11 @@ fn table_ui(ui: &mut Ui, state: &AppState, theme: Theme, actions: &mut Vec<Actio
     } else {
         SelectMode::Only
     };
-    TableBuilder::new(ui)
+    let mut table = TableBuilder::new(ui);
+    if let Some(row) = reveal.and_then(|id| view.order().iter().position(|o| *o == id)) {
+        table = table.scroll_to_row(row, Some(egui::Align::Center));
+    }
+    table
         .id_salt("task_table")
         .striped(true)
         .sense(Sense::click())
