@@ -10,12 +10,15 @@ Standard library only. A quick tour::
         record = client.wait(task_id, timeout=60)
         print(record["status"], record["result"], record["total_latency_s"])
 
+        client.set_queue("train", limit=2)        # at most two "train" tasks at once
+        client.submit("mock_ml_task", 500, "Random Forest", queue="train")
+
 The HTTP API itself is described in docs/openapi.yaml in the Taskdeck
 repository.
 """
 
 from ._version import __version__
-from .client import DEFAULT_URL, TaskClient, batch_ref, create_task
+from .client import DEFAULT_URL, NO_LIMIT, TaskClient, batch_ref, create_task
 from .errors import (
     BadRequest,
     Conflict,
@@ -37,6 +40,7 @@ __all__ = [
     "TaskClient",
     "create_task",
     "batch_ref",
+    "NO_LIMIT",
     "TaskdeckError",
     "BadRequest",
     "Unauthorized",

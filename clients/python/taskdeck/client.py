@@ -5,6 +5,12 @@ once, transparently, when the server has closed a connection that sat idle.
 Calls on one client are serialised by a lock, so sharing a client between
 threads is safe but runs their requests one after another; give each thread
 its own client when requests should run in parallel.
+
+This module holds the client itself: submitting, waiting, listing, the
+legacy names and the transport. The other calls are mixed in by
+responsibility: steering (cancel, retry, hold, pause, named queues) from
+:mod:`taskdeck._control`, monitoring from :mod:`taskdeck._monitoring`; the
+submission objects are built by :mod:`taskdeck._submissions`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,17 @@ import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote, urlencode, urlsplit
 
+from ._control import NO_LIMIT, ControlCalls
+from ._monitoring import MonitoringCalls
+from ._submissions import (
+    TaskSpec,
+    batch_ref,
+    create_task,
+    normalise_task,
+    submission,
+    task_id_of,
+    task_path,
+)
 from ._transport import Answer, Connection, StaleConnection
 from ._version import __version__
 from .errors import (
@@ -28,7 +45,7 @@ from .errors import (
     error_for_status,
 )
 
-__all__ = ["TaskClient", "batch_ref", "create_task", "DEFAULT_URL"]
+__all__ = ["TaskClient", "batch_ref", "create_task", "DEFAULT_URL", "NO_LIMIT"]
 
 #: Where the client looks for a server when given no URL (the old Flask port).
 DEFAULT_URL = "http://localhost:5000"
@@ -46,145 +63,6 @@ _POLL_SLACK_S = 10.0
 #: because ``quote`` costs more than the match).
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]*\Z")
 
-TaskSpec = Union[Mapping[str, Any], Sequence[Any], str]
-
-
-def create_task(function_name: str, *args: Any) -> Dict[str, Any]:
-    """Builds a task in the legacy ``/submit_task`` shape without sending it.
-
-    Returns ``{"function_name": function_name, "arguments": [*args]}``, ready
-    for :meth:`TaskClient.send_task` (or :meth:`TaskClient.submit_many`).
-    """
-    return {"function_name": function_name, "arguments": list(args)}
-
-
-def batch_ref(index: int) -> Dict[str, int]:
-    """Refers to an earlier item of the same :meth:`TaskClient.submit_many`
-    batch, by its position (0-based), in a ``depends_on`` list.
-
-    Returns ``{"batch_index": index}``: the dependent waits for the task that
-    item becomes. The server refuses (``BadRequest``) an index that is not
-    earlier in the batch than the item naming it.
-    """
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise TypeError(f"a batch index is a whole number, not {index!r}")
-    return {"batch_index": index}
-
-
-def _task_id(task_id: Any) -> int:
-    """A task id as a whole number, or TypeError."""
-    if isinstance(task_id, bool):
-        raise TypeError(f"a task id is a whole number, not {task_id!r}")
-    try:
-        return int(task_id)
-    except (TypeError, ValueError):
-        raise TypeError(f"a task id is a whole number, not {task_id!r}") from None
-
-
-def _task_path(task_id: Any, suffix: str = "") -> str:
-    """The path of one task's route; the id must be a whole number."""
-    return f"/api/v1/tasks/{_task_id(task_id)}{suffix}"
-
-
-def _submission(
-    name: str,
-    args: Iterable[Any] = (),
-    kwargs: Optional[Mapping[str, Any]] = None,
-    priority: Optional[int] = None,
-    max_retries: Optional[int] = None,
-    timeout: Optional[float] = None,
-    gpus: Optional[int] = None,
-    gpu_memory_mb: Optional[int] = None,
-    delay: Optional[float] = None,
-    not_before: Union[None, float, "datetime.datetime"] = None,
-    depends_on: Optional[Iterable[Any]] = None,
-    on_dependency_failure: Optional[str] = None,
-) -> Dict[str, Any]:
-    """Builds a submission object, leaving out what the server defaults."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a task name is a non-empty string, not {name!r}")
-    body: Dict[str, Any] = {"task": name, "args": list(args)}
-    if kwargs:
-        body["kwargs"] = dict(kwargs)
-    if priority is not None:
-        body["priority"] = priority
-    if max_retries is not None:
-        body["max_retries"] = max_retries
-    if timeout is not None:
-        body["timeout_s"] = timeout
-    if gpus:
-        body["gpus"] = gpus
-    if gpu_memory_mb is not None:
-        body["gpu_memory_mb"] = gpu_memory_mb
-    if delay is not None and not_before is not None:
-        raise TypeError("give delay or not_before, not both")
-    if delay is not None:
-        body["delay_s"] = delay
-    if not_before is not None:
-        body["not_before"] = _epoch_seconds(not_before)
-    dependencies = _dependencies(depends_on)
-    if dependencies:
-        body["depends_on"] = dependencies
-    if on_dependency_failure is not None:
-        body["on_dependency_failure"] = on_dependency_failure
-    return body
-
-
-def _dependencies(depends_on: Optional[Iterable[Any]]) -> List[Any]:
-    """A ``depends_on`` list: task ids as whole numbers, batch references
-    (``{"batch_index": n}``, see :func:`batch_ref`) as given.
-
-    Which ids and positions are acceptable is the server's to judge.
-    """
-    if depends_on is None:
-        return []
-    if isinstance(depends_on, (str, bytes, Mapping)) or not isinstance(depends_on, Iterable):
-        raise TypeError(
-            "depends_on is a list of task ids (or, in submit_many, batch_ref(n)), "
-            f"not {depends_on!r}"
-        )
-    return [dict(item) if isinstance(item, Mapping) else _task_id(item) for item in depends_on]
-
-
-def _epoch_seconds(at: Union[float, "datetime.datetime"]) -> float:
-    """A start time as seconds since the epoch; a naive datetime is local."""
-    if isinstance(at, datetime.datetime):
-        return at.timestamp()
-    if isinstance(at, bool) or not isinstance(at, (int, float)):
-        raise TypeError(f"not_before is a datetime or seconds since the epoch, not {at!r}")
-    return float(at)
-
-
-def _normalise_task(task: TaskSpec) -> Dict[str, Any]:
-    """Turns one item given to ``submit_many`` into a submission object.
-
-    Accepts a submission dict (``{"task": ...}``; its ``depends_on`` may be
-    any iterable of ids and :func:`batch_ref` references), a legacy dict from
-    :func:`create_task` (``{"function_name": ..., "arguments": [...]}``),
-    a bare task name, or a tuple ``(name,)``, ``(name, args)`` or
-    ``(name, args, kwargs)``.
-    """
-    if isinstance(task, str):
-        return _submission(task)
-    if isinstance(task, Mapping):
-        if "task" not in task and "function_name" in task:
-            return _submission(task["function_name"], task.get("arguments") or ())
-        body = dict(task)
-        if body.get("depends_on") is not None:
-            body["depends_on"] = _dependencies(body["depends_on"])
-        return body
-    if isinstance(task, Sequence) and 1 <= len(task) <= 3:
-        name = task[0]
-        args = task[1] if len(task) > 1 else ()
-        kwargs = task[2] if len(task) > 2 else None
-        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-            raise TypeError(f"the arguments of {name!r} must be a list or tuple, not {args!r}")
-        return _submission(name, args, kwargs)
-    raise TypeError(
-        "each task is a submission dict, a name, or a (name, args[, kwargs]) tuple, "
-        f"not {task!r}"
-    )
-
 
 def _format_seconds(seconds: float) -> str:
     """Formats a non-negative number of seconds for a query string."""
@@ -192,7 +70,7 @@ def _format_seconds(seconds: float) -> str:
     return text or "0"
 
 
-class TaskClient:
+class TaskClient(ControlCalls, MonitoringCalls):
     """A client of one Taskdeck server.
 
     Args:
@@ -263,6 +141,7 @@ class TaskClient:
         not_before: Union[None, float, datetime.datetime] = None,
         depends_on: Optional[Iterable[int]] = None,
         on_dependency_failure: Optional[str] = None,
+        queue: Optional[str] = None,
     ) -> int:
         """Submits one task and returns its id.
 
@@ -290,15 +169,20 @@ class TaskClient:
                 this task and, in turn, its own dependents
                 (``record["cancelled_by"]`` names the dependency); ``"run"``
                 runs it anyway once every dependency has finished.
+            queue: the named queue it goes to (server default ``"default"``):
+                1-64 letters, digits, ``_``, ``-`` or ``.``. A queue may limit
+                how many of its tasks run at once, or be paused; see
+                :meth:`set_queue`.
 
         Raises:
-            BadRequest: the name is unknown, the arguments do not fit, or a
-                dependency is unknown, not earlier than this task, or already
-                failed or cancelled (with ``on_dependency_failure="cancel"``).
+            BadRequest: the name is unknown, the arguments do not fit, the
+                queue name is bad, or a dependency is unknown, not earlier
+                than this task, or already failed or cancelled (with
+                ``on_dependency_failure="cancel"``).
         """
-        body = _submission(
+        body = submission(
             name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb, delay, not_before,
-            depends_on, on_dependency_failure,
+            depends_on, on_dependency_failure, queue,
         )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
@@ -316,13 +200,15 @@ class TaskClient:
         gpu_memory_mb: Optional[int] = None,
         depends_on: Optional[Iterable[int]] = None,
         on_dependency_failure: Optional[str] = None,
+        queue: Optional[str] = None,
     ) -> int:
         """Submits a ``command`` task: a program and its arguments, run without
         a shell (``shell=True`` runs ``argv[0]`` with ``sh -c`` instead, and
         then ``argv`` must hold that one string). Its stdout and stderr go to
         a log file whose last lines the record keeps (``record["log"]``);
         exit code 0 completes it, any other code is a failed attempt.
-        ``depends_on`` and ``on_dependency_failure`` are as in :meth:`submit`.
+        ``depends_on``, ``on_dependency_failure`` and ``queue`` are as in
+        :meth:`submit`.
 
         The server must run with ``--allow-code-tasks``, and accepts it only
         from loopback clients or with its token (403 ``Forbidden`` otherwise).
@@ -336,9 +222,9 @@ class TaskClient:
             kwargs["env"] = dict(env)
         if shell:
             kwargs["shell"] = True
-        body = _submission(
+        body = submission(
             "command", [list(argv)], kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb,
-            depends_on=depends_on, on_dependency_failure=on_dependency_failure,
+            depends_on=depends_on, on_dependency_failure=on_dependency_failure, queue=queue,
         )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
@@ -348,22 +234,23 @@ class TaskClient:
         return value becomes the result, an exception the attempt's error
         (with the traceback). Task options go in a ``taskdeck_options`` dict
         keyword (``priority``, ``max_retries``, ``timeout``, ``cwd``, ``gpus``,
-        ``gpu_memory_mb``, and ``depends_on`` and ``on_dependency_failure`` as
-        in :meth:`submit`), so every other keyword reaches the function.
+        ``gpu_memory_mb``, and ``depends_on``, ``on_dependency_failure`` and
+        ``queue`` as in :meth:`submit`), so every other keyword reaches the
+        function.
 
         Same server rules as :meth:`submit_command`.
         """
         options = dict(kwargs.pop("taskdeck_options", None) or {})
         unknown = set(options) - {
             "priority", "max_retries", "timeout", "cwd", "gpus", "gpu_memory_mb",
-            "depends_on", "on_dependency_failure",
+            "depends_on", "on_dependency_failure", "queue",
         }
         if unknown:
             raise TypeError(f"unknown taskdeck_options: {', '.join(sorted(unknown))}")
         task_kwargs: Dict[str, Any] = {"args": list(args), "kwargs": kwargs}
         if options.get("cwd") is not None:
             task_kwargs["cwd"] = str(options["cwd"])
-        body = _submission(
+        body = submission(
             "python",
             [function],
             task_kwargs,
@@ -374,10 +261,11 @@ class TaskClient:
             options.get("gpu_memory_mb"),
             depends_on=options.get("depends_on"),
             on_dependency_failure=options.get("on_dependency_failure"),
+            queue=options.get("queue"),
         )
         return int(self.request("POST", "/api/v1/tasks", body)["id"])
 
-    def submit_many(self, tasks: Iterable[TaskSpec]) -> List[int]:
+    def submit_many(self, tasks: Iterable[TaskSpec], queue: Optional[str] = None) -> List[int]:
         """Submits several tasks at once, all or nothing, and returns their ids
         in the order given.
 
@@ -398,11 +286,17 @@ class TaskClient:
                  "on_dependency_failure": "run"},
             ])
 
+        Args:
+            queue: the queue of every item that names none (a dict's own
+                ``"queue"`` wins); ``None`` leaves those to the server's
+                ``default`` queue.
+
         Raises:
-            BadRequest: an item is bad, e.g. an unknown name or a dependency
-                that is unknown or not earlier; nothing of the batch is accepted.
+            BadRequest: an item is bad, e.g. an unknown name, a bad queue
+                name, or a dependency that is unknown or not earlier; nothing
+                of the batch is accepted.
         """
-        body = [_normalise_task(task) for task in tasks]
+        body = [normalise_task(task, queue) for task in tasks]
         if not body:
             return []
         answer = self.request("POST", "/api/v1/tasks/batch", {"tasks": body})
@@ -415,7 +309,7 @@ class TaskClient:
         Raises:
             NotFound: no task has this id.
         """
-        return self.request("GET", _task_path(task_id))
+        return self.request("GET", task_path(task_id))
 
     def status(self, task_id: int) -> str:
         """Returns a task's status: ``queued``, ``running``, ``retrying``,
@@ -442,7 +336,7 @@ class TaskClient:
             poll_s = self._poll_seconds(deadline)
             answer = self.request(
                 "GET",
-                _task_path(task_id, "/wait"),
+                task_path(task_id, "/wait"),
                 query={"timeout_s": _format_seconds(poll_s)},
                 timeout=max(self.timeout, poll_s + _POLL_SLACK_S),
             )
@@ -469,7 +363,7 @@ class TaskClient:
             TaskdeckTimeout: some task had not finished when ``timeout`` passed.
             NotFound: one of the ids is unknown.
         """
-        ids = [_task_id(task_id) for task_id in task_ids]
+        ids = [task_id_of(task_id) for task_id in task_ids]
         if not ids:
             return []
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -503,12 +397,15 @@ class TaskClient:
         gpus: Optional[int] = None,
         gpu_memory_mb: Optional[int] = None,
         wait_timeout: Optional[float] = None,
+        queue: Optional[str] = None,
     ) -> Dict[str, Any]:
         """Submits one task and waits for it: "run this and give me the result".
 
         One round trip when the task finishes within the first long poll
         (the server submits, waits and answers with the final record). Takes
-        the arguments of :meth:`submit`; returns the record like
+        :meth:`submit`'s arguments and ``priority``, ``max_retries``,
+        ``timeout``, ``kwargs``, ``gpus``, ``gpu_memory_mb`` and ``queue``
+        options; returns the record like
         :meth:`wait` (the value is ``record["result"]`` when
         ``record["status"] == "completed"``).
 
@@ -517,11 +414,14 @@ class TaskClient:
                 waits for as long as it takes.
 
         Raises:
-            BadRequest: the name is unknown or the arguments do not fit.
+            BadRequest: the name is unknown, the arguments do not fit, or
+                the queue name is bad.
             TaskdeckTimeout: the task was accepted but had not finished within
                 ``wait_timeout`` (the message names its id; it keeps running).
         """
-        body = _submission(name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb)
+        body = submission(
+            name, args, kwargs, priority, max_retries, timeout, gpus, gpu_memory_mb, queue=queue
+        )
         deadline = None if wait_timeout is None else time.monotonic() + max(0.0, wait_timeout)
         poll_s = self._poll_seconds(deadline)
         answer = self.request(
@@ -567,116 +467,6 @@ class TaskClient:
         if task is not None:
             query["task"] = task
         return self.request("GET", "/api/v1/tasks", query=query)["tasks"]
-
-    def cancel(self, task_id: int) -> Dict[str, Any]:
-        """Cancels a task that has not finished.
-
-        Returns ``{"id", "outcome", "task"}``: outcome ``"removed"`` for a task
-        that had not started (it is now cancelled), ``"stop_requested"`` for a
-        running one (it stops at its next cancellation point; :meth:`wait`
-        for it to see it cancelled).
-
-        Raises:
-            NotFound: no task has this id.
-            Conflict: the task has already finished.
-        """
-        return self.request("POST", _task_path(task_id, "/cancel"))
-
-    def retry(self, task_id: int, cascade: bool = False) -> Dict[str, Any]:
-        """Queues a failed or cancelled task again, with a fresh retry budget.
-
-        Returns ``{"id", "status": "queued", "ids"}``, where ``ids`` lists
-        every task queued again, ``task_id`` first.
-
-        Args:
-            cascade: also queue again the dependents (and theirs) that this
-                task's failure or cancellation cancelled.
-
-        Raises:
-            NotFound: no task has this id.
-            Conflict: the task is neither failed nor cancelled, or one of its
-                own dependencies failed or was cancelled (retry that one with
-                ``cascade=True`` instead).
-        """
-        query = {"cascade": "true"} if cascade else None
-        return self.request("POST", _task_path(task_id, "/retry"), query=query)
-
-    def hold(self, task_id: int) -> Dict[str, Any]:
-        """Holds a queued or retrying task: it keeps its place but does not
-        start until :meth:`release` (the hold survives server restarts).
-        Returns the record (``record["held"]`` is true).
-
-        Raises:
-            NotFound: no task has this id.
-            Conflict: the task is running or finished.
-        """
-        return self.request("POST", _task_path(task_id, "/hold"))
-
-    def pause(self, stop_running: bool = False) -> Dict[str, Any]:
-        """Pauses the scheduler: no task starts until :meth:`resume`
-        (submits are still accepted); it stays paused across server
-        restarts. Running tasks go on, or with ``stop_running=True`` are
-        stopped and put back in the queue without counting an attempt.
-        Returns ``{"paused": True, "stopped": N}``.
-        """
-        query = {"stop_running": "true"} if stop_running else None
-        return self.request("POST", "/api/v1/pause", query=query)
-
-    def resume(self) -> Dict[str, Any]:
-        """Resumes a paused scheduler; returns ``{"paused": False}``."""
-        return self.request("POST", "/api/v1/resume")
-
-    def release(self, task_id: int) -> Dict[str, Any]:
-        """Releases a held task (it may start again); returns the record.
-
-        Raises:
-            NotFound: no task has this id.
-        """
-        return self.request("POST", _task_path(task_id, "/release"))
-
-    # ------------------------------------------------------------ monitoring
-
-    def monitoring(self) -> Dict[str, Any]:
-        """Returns the latest system and scheduler sample: CPU, memory, disks,
-        GPUs, workers, queue depth, throughput and latency."""
-        return self.request("GET", "/api/v1/monitoring")
-
-    def history(self, minutes: int = 60) -> List[Dict[str, Any]]:
-        """Returns the resource samples of the last ``minutes`` (1-60), oldest
-        first, each shaped like :meth:`monitoring`'s resource fields (``cpu``,
-        ``memory``, ``disks``, ``gpus``, ``sampled_at``). The server keeps the
-        last hour, also across restarts."""
-        return self.request("GET", "/api/v1/monitoring/history", query={"minutes": int(minutes)})["samples"]
-
-    def workers(self) -> Dict[str, Any]:
-        """Returns the workers (``{"workers": [...], "busy", "idle", "total",
-        "target"}``)."""
-        return self.request("GET", "/api/v1/workers")
-
-    def report(self) -> Dict[str, Any]:
-        """Returns counts by status, throughput and latency, overall and per
-        task name."""
-        return self.request("GET", "/api/v1/report")
-
-    def task_types(self) -> List[Dict[str, Any]]:
-        """Returns the registered task types with their parameters."""
-        return self.request("GET", "/api/v1/task-types")["task_types"]
-
-    def health(self) -> bool:
-        """Tells whether the server answers ``/healthz`` with ``ok``.
-
-        Never raises: an unreachable server or any error answer gives False.
-        ``/healthz`` needs no token.
-        """
-        try:
-            answer = self.request("GET", "/healthz")
-        except TaskdeckError:
-            return False
-        return isinstance(answer, dict) and answer.get("status") == "ok"
-
-    def metrics(self) -> str:
-        """Returns the Prometheus text exposition of ``/metrics``."""
-        return self.request("GET", "/metrics")
 
     # ---------------------------------------------------------------- legacy
 
@@ -732,7 +522,21 @@ class TaskClient:
             ConnectionFailed: the server could not be reached.
             TaskdeckTimeout: no answer within ``timeout`` (default: the client's).
         """
-        target = self._prefix + (path if _PLAIN_PATH.match(path) else quote(path, safe="/-_.~"))
+        target = path if _PLAIN_PATH.match(path) else quote(path, safe="/-_.~")
+        return self._request_target(method, target, body, query, timeout)
+
+    def _request_target(
+        self,
+        method: str,
+        target: str,
+        body: Any = None,
+        query: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """:meth:`request` for a path already percent-encoded, e.g. one whose
+        ``%2F`` must reach the server as part of a name, not as a ``/``."""
+        path = target
+        target = self._prefix + target
         if query:
             target += "?" + urlencode(query)
         lines = [f"{method} {target} HTTP/1.1\r\n", self._fixed_headers]

@@ -39,7 +39,7 @@ RECORD_FIELDS = {
     "attempts", "failures", "submitted_at", "first_started_at", "started_at",
     "finished_at", "retry_at", "worker", "result", "error", "queue_wait_s",
     "run_time_s", "total_latency_s", "not_before", "depends_on", "on_dependency_failure",
-    "cancelled_by",
+    "cancelled_by", "queue",
 }
 LATENCY_FIELDS = {"count", "mean_s", "p50_s", "p95_s", "p99_s", "max_s"}
 LEGACY_MONITORING_KEYS = {
@@ -107,6 +107,7 @@ class SubmitAndWaitTest(ServerTestCase):
         self.assertEqual(record["result"], [1, "a"])
         self.assertEqual(record["attempts"], 1)
         self.assertEqual(record["failures"], [])
+        self.assertEqual(record["queue"], "default")
         for field in ("queue_wait_s", "run_time_s", "total_latency_s"):
             self.assertIsInstance(record[field], float, field)
             self.assertGreaterEqual(record[field], 0.0, field)
@@ -785,7 +786,7 @@ class ExampleAndContractTest(ServerTestCase):
 
     def test_every_documented_route_answers(self):
         routes = documented_routes()
-        self.assertEqual(len(routes), 26, routes)
+        self.assertEqual(len(routes), 29, routes)
         done = self.main.submit("noop")
         self.finished(done)
         bodies = {
@@ -794,10 +795,11 @@ class ExampleAndContractTest(ServerTestCase):
             ("post", "/api/v1/tasks/run"): {"task": "noop"},
             ("post", "/api/v1/tasks/wait"): {"ids": [done]},
             ("post", "/submit_task"): {"function_name": "noop", "arguments": []},
+            ("patch", "/api/v1/queues/{name}"): {},
         }
         for method, path in routes:
             with self.subTest(method=method, path=path):
-                target = re.sub(r"\{[a-z_]+\}", str(done), path)
+                target = re.sub(r"\{[a-z_]+\}", str(done), path.replace("{name}", "default"))
                 query = {"timeout_s": 0} if target.endswith("/wait") else None
                 try:
                     self.main.request(method.upper(), target, bodies.get((method, path)), query=query)

@@ -124,6 +124,19 @@ class CodeTaskTest(unittest.TestCase):
         self.assertEqual((second["depends_on"], third["depends_on"]), ([made], [read]))
         self.assertEqual(third["on_dependency_failure"], "run")
 
+    def test_code_tasks_go_to_the_queue_they_name(self) -> None:
+        command = self.client.submit_command(["true"], queue="shell")
+        function = self.client.submit_python("td_sample:add", 1, 2, taskdeck_options={"queue": "py"})
+        plain = self.client.submit_python("td_sample:add", 3, 4)
+        records = self.client.wait_many([command, function, plain], timeout=30)
+        self.assertEqual([r["status"] for r in records], ["completed"] * 3, records)
+        self.assertEqual([r["queue"] for r in records], ["shell", "py", "default"])
+        self.assertEqual(self.client.queue("py")["completed"], 1)
+        with self.assertRaises(BadRequest):
+            self.client.submit_command(["true"], queue="no spaces")
+        with self.assertRaises(BadRequest):
+            self.client.submit_python("td_sample:add", 1, 2, taskdeck_options={"queue": ""})
+
     def test_a_server_without_the_opt_in_refuses_code_tasks(self) -> None:
         with TaskClient(SERVERS["closed"].url, timeout=10) as closed:
             with self.assertRaises(Forbidden) as caught:
