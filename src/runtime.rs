@@ -165,16 +165,21 @@ impl Stack {
                     return Err(error);
                 }
             };
-        let (recorder, history) =
-            match history::Recorder::start(telemetry.subscribe(), store, past_samples.clone()) {
-                Ok(started) => started,
-                Err(error) => {
-                    distributed.stop();
-                    let _ = scheduler.shutdown();
-                    telemetry.stop();
-                    return Err(RuntimeError::History(error));
-                }
-            };
+        let gpu_feed = gpu_share_feed(&scheduler);
+        let (recorder, history) = match history::Recorder::start(
+            telemetry.subscribe(),
+            store,
+            past_samples.clone(),
+            gpu_feed,
+        ) {
+            Ok(started) => started,
+            Err(error) => {
+                distributed.stop();
+                let _ = scheduler.shutdown();
+                telemetry.stop();
+                return Err(RuntimeError::History(error));
+            }
+        };
         let server = match api {
             None => None,
             Some(api) => {
@@ -243,6 +248,29 @@ impl Stack {
         telemetry.stop();
         report
     }
+}
+
+/// What feeds the scheduler, with each resource sample, the memory that
+/// other programs use on this machine's GPUs (so shares of a device are
+/// placed against what is left); none when its own threads run no GPU
+/// tasks.
+fn gpu_share_feed(scheduler: &Scheduler) -> Option<history::SampleObserver> {
+    if scheduler.gpus().is_empty() || scheduler.transport_status().is_some() {
+        return None;
+    }
+    let scheduler = scheduler.clone();
+    Some(Box::new(move |sample: &ResourceSample| {
+        let crate::model::GpuState::Available { devices } = &sample.gpus else {
+            return;
+        };
+        let readings: Vec<(u32, u64)> = devices
+            .iter()
+            .filter_map(|gpu| Some((gpu.index, gpu.foreign_memory_bytes? / (1024 * 1024))))
+            .collect();
+        if !readings.is_empty() {
+            scheduler.set_gpu_foreign(&readings);
+        }
+    }))
 }
 
 /// The data directory: the override if given, else the platform's user data

@@ -271,6 +271,10 @@ pub fn task_waiting(record: &TaskRecord, waiting: Option<Waiting>) -> Value {
         });
         match waiting {
             Waiting::Behind { ahead, .. } => reason["ahead"] = json!(ahead),
+            Waiting::GpuMemory { ahead, memory_mb } => {
+                reason["ahead"] = json!(ahead);
+                reason["memory_mb"] = json!(memory_mb);
+            }
             Waiting::Dependencies { count, ids } => {
                 reason["count"] = json!(count);
                 reason["dependencies"] = json!(ids);

@@ -270,6 +270,7 @@ fn gpu_text(device: &GpuSample) -> String {
         memory_used_bytes,
         memory_total_bytes,
         temperature_c,
+        foreign_memory_bytes: _,
     } = device;
     let mut text = format!(
         "GPU{index} {name} {utilization_percent:.0} % · {:.1} / {:.1} GiB",
@@ -453,6 +454,7 @@ mod tests {
             memory_used_bytes: used_gib << 30,
             memory_total_bytes: 80 << 30,
             temperature_c: Some(40 + index),
+            foreign_memory_bytes: None,
         }
     }
 

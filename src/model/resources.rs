@@ -97,6 +97,10 @@ pub struct GpuSample {
     pub memory_used_bytes: u64,
     /// Memory on the device, bytes.
     pub memory_total_bytes: u64,
+    /// Of the memory in use, what programs other than this Taskdeck process
+    /// and the tasks it started use, bytes; none where NVML cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_memory_bytes: Option<u64>,
     /// Temperature in °C, when the device reports it.
     pub temperature_c: Option<u32>,
 }

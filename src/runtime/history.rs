@@ -46,6 +46,10 @@ impl HistoryView {
     }
 }
 
+/// Called with each sample as it arrives (on the history thread; it must
+/// not block).
+pub(super) type SampleObserver = Box<dyn Fn(&ResourceSample) + Send>;
+
 /// The thread that keeps the history and writes samples to the store.
 pub(super) struct Recorder {
     /// Closing it stops the thread.
@@ -55,12 +59,13 @@ pub(super) struct Recorder {
 
 impl Recorder {
     /// Starts `taskdeck-history`: it begins with `past` (what the store
-    /// held at start), adds each sample from `samples`, and saves those to
-    /// `store` when there is one.
+    /// held at start), adds each sample from `samples`, saves those to
+    /// `store` when there is one, and shows each to `observer`.
     pub(super) fn start(
         samples: Receiver<Arc<ResourceSample>>,
         store: Option<Arc<Store>>,
         past: Vec<ResourceSample>,
+        observer: Option<SampleObserver>,
     ) -> std::io::Result<(Self, HistoryView)> {
         let view = HistoryView::default();
         let mut kept: VecDeque<Arc<ResourceSample>> = past.into_iter().map(Arc::new).collect();
@@ -71,7 +76,16 @@ impl Recorder {
             let view = view.clone();
             std::thread::Builder::new()
                 .name("taskdeck-history".into())
-                .spawn(move || record(&samples, &stopped, store.as_deref(), kept, &view))?
+                .spawn(move || {
+                    record(
+                        &samples,
+                        &stopped,
+                        store.as_deref(),
+                        observer.as_deref(),
+                        kept,
+                        &view,
+                    );
+                })?
         };
         let recorder = Self {
             stop: Some(stop),
@@ -107,6 +121,7 @@ fn record(
     samples: &Receiver<Arc<ResourceSample>>,
     stopped: &Receiver<()>,
     store: Option<&Store>,
+    observer: Option<&(dyn Fn(&ResourceSample) + Send)>,
     mut kept: VecDeque<Arc<ResourceSample>>,
     view: &HistoryView,
 ) {
@@ -118,6 +133,9 @@ fn record(
                 };
                 if let Some(store) = store {
                     store.save_sample(&sample);
+                }
+                if let Some(observer) = observer {
+                    observer(&sample);
                 }
                 kept.push_back(sample);
                 prune(&mut kept);
@@ -180,7 +198,7 @@ mod tests {
     fn the_view_starts_with_the_past_and_adds_each_sample() {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (recorder, view) =
-            Recorder::start(rx, None, vec![sample(1), sample(2)]).expect("the thread starts");
+            Recorder::start(rx, None, vec![sample(1), sample(2)], None).expect("the thread starts");
         assert_eq!(view.snapshot().len(), 2);
         tx.send(Arc::new(sample(3))).expect("the recorder listens");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

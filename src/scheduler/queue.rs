@@ -62,8 +62,21 @@ pub struct ReadyQueue {
 pub struct GpuNeed {
     /// Devices.
     pub count: u32,
-    /// Memory each device must have, MB.
+    /// Memory each device must have, MB; for one device, the memory of a
+    /// share of it.
     pub memory_mb: Option<u64>,
+}
+
+impl GpuNeed {
+    /// The memory of a share, MB: one GPU asked for with `gpu_memory_mb`
+    /// may share a device with others; none for whole devices.
+    pub fn share_mb(&self) -> Option<u64> {
+        if self.count == 1 {
+            self.memory_mb
+        } else {
+            None
+        }
+    }
 }
 
 impl ReadyQueue {

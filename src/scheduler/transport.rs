@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::core::{Core, GpuDevice, StopRequest};
 use super::link::ExternalDispatch;
+use super::queue::GpuNeed;
 use crate::model::TaskStatus;
 
 /// Who takes the tasks that may start.
@@ -126,16 +127,13 @@ impl Transport {
         &self,
         core: &Mutex<Core>,
         local: &[GpuDevice],
-        memory_mb: Option<u64>,
+        need: GpuNeed,
     ) -> usize {
         match self {
-            Self::Pool => local
-                .iter()
-                .filter(|device| device.has_memory(memory_mb))
-                .count(),
+            Self::Pool => local.iter().filter(|device| device.can_take(need)).count(),
             Self::External(external) => {
                 core.lock()
-                    .remote_gpu_capacity(memory_mb, external.lease, Instant::now())
+                    .remote_gpu_capacity(need, external.lease, Instant::now())
             }
         }
     }

@@ -52,6 +52,7 @@ fn sample(at_us: i64, gpus: bool) -> ResourceSample {
                     memory_used_bytes: 12 << 30,
                     memory_total_bytes: 140 << 30,
                     temperature_c: Some(51),
+                    foreign_memory_bytes: Some(2 << 30),
                 }],
             }
         } else {

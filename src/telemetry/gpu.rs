@@ -109,7 +109,60 @@ fn read_device(nvml: &Nvml, index: u32) -> Result<GpuSample, NvmlError> {
         memory_used_bytes: memory.used,
         memory_total_bytes: memory.total,
         temperature_c,
+        foreign_memory_bytes: foreign_memory(&device, memory.used),
     })
+}
+
+/// Of `used` bytes on a device, what programs other than this process and
+/// its descendants (the tasks it started) use: everything NVML does not
+/// attribute to one of ours, so memory it cannot attribute counts as
+/// foreign. None when NVML lists no processes.
+fn foreign_memory(device: &nvml_wrapper::Device<'_>, used: u64) -> Option<u64> {
+    let compute = device.running_compute_processes().ok()?;
+    let graphics = device.running_graphics_processes().unwrap_or_default();
+    let me = std::process::id();
+    let ours: u64 = compute
+        .iter()
+        .chain(&graphics)
+        .filter(|process| descends_from(process.pid, me))
+        .map(|process| match process.used_gpu_memory {
+            nvml_wrapper::enums::device::UsedGpuMemory::Used(bytes) => bytes,
+            nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => 0,
+        })
+        .sum();
+    Some(used.saturating_sub(ours))
+}
+
+/// Whether process `pid` is `ancestor` or one of its descendants (its
+/// parents read from /proc; elsewhere only the process itself counts).
+fn descends_from(pid: u32, ancestor: u32) -> bool {
+    let mut current = pid;
+    // Deep enough for any process tree a task makes.
+    for _ in 0..64 {
+        if current == ancestor {
+            return true;
+        }
+        match parent_of(current) {
+            Some(parent) if parent > 1 && parent != current => current = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// A process's parent.
+#[cfg(target_os = "linux")]
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name, in parentheses, may hold spaces: the fields after it are
+    // state, then the parent's id.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn parent_of(_pid: u32) -> Option<u32> {
+    None
 }
 
 /// A plain sentence for people saying why NVML did not start.
@@ -203,6 +256,22 @@ fn group_of(_pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_child_descends_from_this_process_and_init_does_not() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep should start");
+        let me = std::process::id();
+        assert!(descends_from(child.id(), me));
+        assert!(descends_from(me, me));
+        assert!(!descends_from(1, me));
+        assert_eq!(parent_of(child.id()), Some(me));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     #[test]
     fn missing_library_reads_as_a_plain_reason() {

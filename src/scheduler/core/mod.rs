@@ -14,6 +14,9 @@ use serde_json::Value;
 mod depends;
 #[cfg(test)]
 mod depends_tests;
+mod devices;
+#[cfg(test)]
+mod gpu_share_tests;
 mod place;
 mod queues;
 #[cfg(test)]
@@ -31,7 +34,7 @@ pub use depends::{check_batch_positions, resolve_batch_positions};
 pub use place::{Placed, Reclaim, Run};
 pub use queues::{QueueInfo, QueueSettings};
 pub use ready::Placement;
-use ready::need_of;
+pub(super) use ready::need_of;
 pub use remote::{Heartbeat, RemoteWorker, StopRequest};
 pub use waiting::Waiting;
 
@@ -229,12 +232,8 @@ pub struct Core {
     pub paused: bool,
     retention: Retention,
     backoff: Backoff,
-    /// GPU device ids not assigned to a running attempt.
-    gpus_free: std::collections::BTreeSet<u32>,
-    /// Every device tasks may be given, by id.
-    gpu_devices: HashMap<u32, GpuDevice>,
-    /// Device ids each running attempt holds.
-    gpus_held: HashMap<TaskId, Vec<u32>>,
+    /// This machine's GPU devices tasks may be given, and who holds them.
+    gpus: devices::Devices,
     /// Set when devices came free, so idle workers should look again.
     pub gpus_freed: bool,
     /// Tasks in memory that depend on each task (any status).
@@ -266,9 +265,7 @@ impl Core {
             paused: false,
             retention,
             backoff,
-            gpus_free: std::collections::BTreeSet::new(),
-            gpu_devices: HashMap::new(),
-            gpus_held: HashMap::new(),
+            gpus: devices::Devices::default(),
             gpus_freed: false,
             dependents: HashMap::new(),
             unmet: HashMap::new(),
@@ -278,14 +275,21 @@ impl Core {
 
     /// The GPU devices tasks may be given (all free at start).
     pub fn set_gpus(&mut self, devices: &[GpuDevice]) {
-        self.gpus_free = devices.iter().map(|device| device.id).collect();
-        self.gpu_devices = devices.iter().map(|device| (device.id, *device)).collect();
+        self.gpus = devices::Devices::new(devices);
+    }
+
+    /// Takes a reading of the memory that programs Taskdeck did not start
+    /// use on this machine's devices (device id, MB); shares are placed
+    /// against what is left.
+    pub fn set_gpu_foreign(&mut self, readings: &[(u32, u64)]) {
+        if self.gpus.set_foreign(readings) {
+            self.gpus_freed = true;
+        }
     }
 
     /// Gives the devices an attempt held back.
     fn free_gpus(&mut self, id: TaskId) {
-        if let Some(ids) = self.gpus_held.remove(&id) {
-            self.gpus_free.extend(ids);
+        if !self.gpus.is_empty() && self.gpus.release(id) {
             self.gpus_freed = true;
         }
     }
@@ -664,6 +668,15 @@ impl GpuDevice {
     /// asked for; a device of unknown memory counts as large enough).
     pub fn has_memory(&self, wanted: Option<u64>) -> bool {
         wanted.is_none_or(|wanted| self.memory_mb.is_none_or(|total| total >= wanted))
+    }
+
+    /// Whether a request could ever be met on it: a share only on a device
+    /// of known memory at least that large (see the device rules).
+    pub fn can_take(&self, need: crate::scheduler::queue::GpuNeed) -> bool {
+        match need.share_mb() {
+            Some(mb) => self.memory_mb.is_some_and(|total| total >= mb),
+            None => self.has_memory(need.memory_mb),
+        }
     }
 }
 

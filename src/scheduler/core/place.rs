@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Change, Core, Entry, GpuDevice, Placement, WorkerId};
+use super::devices::Devices;
+use super::ready::need_of;
+use super::{Change, Core, Entry, Placement, WorkerId};
 use crate::model::{TaskId, TaskRecord};
 use crate::scheduler::queue::GpuNeed;
 
@@ -86,33 +88,26 @@ impl RemoteWorker {
         self.concurrency.saturating_sub(self.running.len())
     }
 
-    /// Its devices with at least `memory_mb` that no attempt placed on it
-    /// holds.
-    pub(super) fn free_devices(
-        &self,
-        tasks: &BTreeMap<TaskId, Entry>,
-        memory_mb: Option<u64>,
-    ) -> impl Iterator<Item = &GpuDevice> {
-        let held: Vec<u32> = self
-            .running
-            .iter()
-            .filter_map(|id| tasks.get(id))
-            .flat_map(|entry| entry.record.gpu_ids.iter().copied())
-            .collect();
-        self.gpus
-            .iter()
-            .filter(move |device| !held.contains(&device.id) && device.has_memory(memory_mb))
+    /// Its devices and who holds them: the attempts placed on it, and
+    /// the memory other programs use there (from its last heartbeat).
+    pub(super) fn devices(&self, tasks: &BTreeMap<TaskId, Entry>) -> Devices {
+        let mut devices = Devices::new(&self.gpus);
+        if devices.is_empty() {
+            return devices;
+        }
+        devices.set_foreign(&self.foreign_gpu_mb());
+        for id in &self.running {
+            if let Some(entry) = tasks.get(id) {
+                let need = need_of(&entry.record.spec);
+                devices.hold(*id, need, &entry.record.gpu_ids);
+            }
+        }
+        devices
     }
 
     /// Whether a task with this GPU need can start on it now.
     pub(super) fn fits(&self, need: GpuNeed, tasks: &BTreeMap<TaskId, Entry>) -> bool {
-        let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
-        self.free_slots() > 0
-            && self
-                .free_devices(tasks, need.memory_mb)
-                .take(wanted)
-                .count()
-                == wanted
+        self.free_slots() > 0 && (need.count == 0 || self.devices(tasks).choose(need).is_some())
     }
 }
 
@@ -186,12 +181,7 @@ impl Core {
             let (id, remote) = candidates
                 .filter(|(_, remote)| remote.fits(need, &self.tasks))
                 .min_by_key(|(_, remote)| load_of(remote))?;
-            let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
-            let devices = remote
-                .free_devices(&self.tasks, need.memory_mb)
-                .take(wanted)
-                .map(|device| device.id)
-                .collect();
+            let devices = remote.devices(&self.tasks).choose(need)?;
             return Some((*id, devices));
         }
         candidates

@@ -8,11 +8,10 @@
 //! A new rule about which task may start belongs in `may_start` (or in the
 //! ready queue's order) and nowhere else.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Change, Core, Entry, GpuDevice, Job, RunState, WorkerId};
+use super::{Change, Core, Entry, Job, RunState, WorkerId};
 use crate::model::{EventKind, TaskId, TaskSpec, TaskStatus};
 use crate::scheduler::queue::GpuNeed;
 use crate::tasks::CancelToken;
@@ -74,17 +73,10 @@ impl Core {
         loop {
             let (id, need) = match placement {
                 Placement::Pool => {
-                    let (free, devices) = (&self.gpus_free, &self.gpu_devices);
-                    let queues = &self.queues;
+                    let (gpus, queues) = (&self.gpus, &self.queues);
                     self.queue.pop_placeable(
                         |lane| queues.open(lane),
-                        |need| {
-                            let wanted = usize::try_from(need.count).unwrap_or(usize::MAX);
-                            devices_for(free, devices, need.memory_mb)
-                                .take(wanted)
-                                .count()
-                                == wanted
-                        },
+                        |need| gpus.choose(need).is_some(),
                     )?
                 }
                 Placement::Workers { now, lease } => {
@@ -115,15 +107,14 @@ impl Core {
     pub fn next_job(&mut self, worker: WorkerId, now_us: i64) -> Option<Job> {
         let worker_name = self.workers.get(&worker)?.name.clone();
         let (id, need) = self.next_ready(Placement::Pool)?;
-        let gpu_ids: Vec<u32> = devices_for(&self.gpus_free, &self.gpu_devices, need.memory_mb)
-            .take(usize::try_from(need.count).unwrap_or(usize::MAX))
-            .collect();
-        for gpu in &gpu_ids {
-            self.gpus_free.remove(gpu);
-        }
-        if !gpu_ids.is_empty() {
-            self.gpus_held.insert(id, gpu_ids.clone());
-        }
+        let gpu_ids = if need.count == 0 {
+            Vec::new()
+        } else {
+            // It was taken because it fits; nothing changed since.
+            let ids = self.gpus.choose(need).unwrap_or_default();
+            self.gpus.hold(id, need, &ids);
+            ids
+        };
         let started = self.start_attempt(id, worker, worker_name, gpu_ids, None, now_us)?;
         if let Some(slot) = self.workers.get_mut(&worker) {
             slot.current = Some(id);
@@ -182,23 +173,9 @@ impl Core {
 }
 
 /// What a spec needs of the GPUs, for the ready queue.
-pub(super) fn need_of(spec: &TaskSpec) -> GpuNeed {
+pub(crate) fn need_of(spec: &TaskSpec) -> GpuNeed {
     GpuNeed {
         count: spec.gpus,
         memory_mb: spec.gpu_memory_mb,
     }
-}
-
-/// Free devices with at least `memory_mb` (all free ones when none is asked
-/// for; a device of unknown memory counts as large enough).
-fn devices_for<'a>(
-    free: &'a BTreeSet<u32>,
-    devices: &'a HashMap<u32, GpuDevice>,
-    memory_mb: Option<u64>,
-) -> impl Iterator<Item = u32> + 'a {
-    free.iter().copied().filter(move |id| {
-        devices
-            .get(id)
-            .is_none_or(|device| device.has_memory(memory_mb))
-    })
 }

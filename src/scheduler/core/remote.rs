@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::{AttemptResult, Core, GpuDevice, Settled, WorkerId};
-use crate::model::{HostSummary, TaskId, TaskLog};
+use crate::model::{GpuState, HostSummary, TaskId, TaskLog};
 use crate::tasks::StopReason;
 
 /// A worker process as the scheduler knows it.
@@ -51,6 +51,24 @@ pub struct RemoteWorker {
     pub session: u64,
     /// Its GPU devices, from its last heartbeat.
     pub gpus: Vec<GpuDevice>,
+}
+
+impl RemoteWorker {
+    /// The memory other programs use on its devices (device id, MB), from
+    /// its last heartbeat.
+    pub(super) fn foreign_gpu_mb(&self) -> Vec<(u32, u64)> {
+        let Some(HostSummary {
+            gpus: GpuState::Available { devices },
+            ..
+        }) = &self.resources
+        else {
+            return Vec::new();
+        };
+        devices
+            .iter()
+            .filter_map(|gpu| Some((gpu.index, gpu.foreign_memory_bytes? / (1024 * 1024))))
+            .collect()
+    }
 }
 
 /// A request to stop an attempt on a worker process.
@@ -353,11 +371,11 @@ impl Core {
         Some(settled)
     }
 
-    /// The most devices (with at least `memory_mb` each) any worker process
-    /// heard from within `lease` has.
+    /// The most devices that could take `need` (see [`GpuDevice::can_take`])
+    /// any worker process heard from within `lease` has.
     pub fn remote_gpu_capacity(
         &self,
-        memory_mb: Option<u64>,
+        need: crate::scheduler::queue::GpuNeed,
         lease: Duration,
         now: Instant,
     ) -> usize {
@@ -374,7 +392,7 @@ impl Core {
                 remote
                     .gpus
                     .iter()
-                    .filter(|device| device.has_memory(memory_mb))
+                    .filter(|device| device.can_take(need))
                     .count()
             })
             .max()

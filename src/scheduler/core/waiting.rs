@@ -167,6 +167,14 @@ pub enum Waiting {
         /// GPUs it needs.
         gpus: u32,
     },
+    /// In the ready queue with this many tasks before it, and it asks for
+    /// a share of one GPU's memory.
+    GpuMemory {
+        /// Tasks that start before it.
+        ahead: usize,
+        /// The memory it asks for, MB.
+        memory_mb: u64,
+    },
     /// It runs on worker processes, and none is connected.
     NoWorker,
 }
@@ -188,6 +196,7 @@ impl Waiting {
             Self::ShuttingDown => "shutting_down",
             Self::Behind { gpus: 0, .. } => "queued_behind",
             Self::Behind { .. } => "waiting_for_gpus",
+            Self::GpuMemory { .. } => "waiting_for_gpu_memory",
             Self::NoWorker => "waiting_for_worker",
         }
     }
@@ -247,6 +256,9 @@ impl Waiting {
             }
             Self::Behind { ahead, gpus } => format!(
                 "needs {gpus} free GPU(s); {ahead} task(s) of higher priority or queued earlier come first"
+            ),
+            Self::GpuMemory { ahead, memory_mb } => format!(
+                "needs {memory_mb} MB free on one GPU; {ahead} task(s) of higher priority or queued earlier come first"
             ),
             Self::NoWorker => "no worker process is connected to run it".to_owned(),
         }
@@ -346,9 +358,13 @@ impl Core {
                         limit,
                     });
                 }
-                Some(Waiting::Behind {
-                    ahead: ahead.get(id).copied().unwrap_or(0),
-                    gpus: record.spec.gpus,
+                let ahead = ahead.get(id).copied().unwrap_or(0);
+                Some(match need_of(&record.spec).share_mb() {
+                    Some(memory_mb) => Waiting::GpuMemory { ahead, memory_mb },
+                    None => Waiting::Behind {
+                        ahead,
+                        gpus: record.spec.gpus,
+                    },
                 })
             })
             .collect()
