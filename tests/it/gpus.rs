@@ -1,7 +1,8 @@
 //! GPU placement with declared devices (no NVIDIA hardware needed): tasks
 //! get distinct device ids, wait while their GPUs are busy without holding
-//! up CPU tasks, see their ids in CUDA_VISIBLE_DEVICES, and impossible
-//! requests are refused at submit.
+//! up CPU tasks, see their ids in CUDA_VISIBLE_DEVICES, share a device by
+//! memory without over-committing it, and impossible requests are refused
+//! at submit.
 
 use crate::common;
 
@@ -168,5 +169,60 @@ fn impossible_gpu_requests_are_refused_at_submit() {
         0,
         "nothing else was accepted"
     );
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn tasks_share_a_device_by_memory_and_never_over_commit_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let release = dir.path().join("release");
+    let scheduler = scheduler(dir.path(), &[(0, Some(24_000)), (1, Some(24_000))]);
+    let share = |mb: u64| {
+        let mut spec = gated(&release, 1);
+        spec.gpu_memory_mb = Some(mb);
+        spec
+    };
+    // Two 10 GB shares fit one 24 GB device; a whole-device task takes the
+    // other; a third share must wait for room.
+    let first = scheduler.submit(share(10_000)).expect("submit");
+    let second = scheduler.submit(share(10_000)).expect("submit");
+    let whole = scheduler.submit(gated(&release, 1)).expect("submit");
+    let third = scheduler.submit(share(10_000)).expect("submit");
+    assert!(wait_until(WAIT, || {
+        [first, second, whole]
+            .iter()
+            .all(|id| status(&scheduler, *id) == Some(TaskStatus::Running))
+    }));
+    let ids = |id| scheduler.task(id).map(|r| r.gpu_ids).unwrap_or_default();
+    assert_eq!(ids(first), ids(second), "the shares are on one device");
+    assert_ne!(ids(first), ids(whole), "the whole device is its own");
+    let why = scheduler
+        .waiting(&[third])
+        .pop()
+        .flatten()
+        .expect("it waits");
+    assert_eq!(why.code(), "waiting_for_gpu_memory", "{why:?}");
+    assert_eq!(status(&scheduler, third), Some(TaskStatus::Queued));
+    // A share larger than any device is refused at submit.
+    let too_big = scheduler.submit(share(30_000));
+    assert!(
+        matches!(too_big, Err(SubmitError::Invalid { .. })),
+        "{too_big:?}"
+    );
+    std::fs::write(&release, b"go").expect("release");
+    for id in [first, second, whole, third] {
+        let record = scheduler.wait(id, WAIT).expect("gpu task");
+        assert_eq!(record.status, TaskStatus::Completed, "{record:?}");
+        assert_eq!(record.gpu_ids.len(), 1, "{record:?}");
+    }
+    // The third ran only once one of the first two had ended.
+    let record = |id| scheduler.task(id).expect("known");
+    let third_started = record(third).started_at_us.expect("started");
+    let first_end = [first, second]
+        .iter()
+        .filter_map(|id| record(*id).finished_at_us)
+        .min()
+        .expect("finished");
+    assert!(third_started >= first_end);
     scheduler.shutdown().expect("shutdown");
 }
