@@ -1,13 +1,14 @@
-//! The "Create task" form: a registered task type, its arguments, priority,
-//! retries, GPUs, timeout, start delay and the tasks it waits for,
-//! validated before it is submitted.
+//! The "Create task" form: a registered task type, its arguments, queue,
+//! priority, retries, GPUs, timeout, start delay and the tasks it waits
+//! for, validated before it is submitted.
 
 use eframe::egui::{self, RichText, Ui};
 
 use super::state::Action;
 use super::theme::Theme;
 use crate::model::{
-    OnDependencyFailure, PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskId, TaskSpec,
+    DEFAULT_QUEUE, OnDependencyFailure, PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskId,
+    TaskSpec, check_queue_name,
 };
 use crate::tasks::Registry;
 use crate::tasks::parse_arg;
@@ -23,6 +24,8 @@ pub struct CreateForm {
     pub params: Vec<String>,
     /// Extra positional arguments as a JSON array, for types that take them.
     pub extra: String,
+    /// The queue's name (empty: the default queue).
+    pub queue: String,
     /// 0-9.
     pub priority: u8,
     /// Retries after a failed attempt.
@@ -55,6 +58,7 @@ impl Default for CreateForm {
             task: String::new(),
             params: Vec::new(),
             extra: String::new(),
+            queue: String::new(),
             priority: PRIORITY_DEFAULT,
             retries: RETRIES_DEFAULT,
             gpus: 0,
@@ -92,6 +96,8 @@ impl CreateForm {
     /// - an empty parameter field leaves the parameter out (its default
     ///   applies, or the registry reports it missing);
     /// - a field is read as JSON when it is JSON, else as text;
+    /// - an empty queue means the default queue; any other must be a queue
+    ///   name ([`check_queue_name`]), spaces around it aside;
     /// - "After tasks" holds task ids (see [`parse_task_ids`]); whether
     ///   they exist is the scheduler's to say at submit;
     /// - "Run even if one fails" applies only with tasks to wait for;
@@ -126,6 +132,9 @@ impl CreateForm {
                 _ => return Err("extra arguments must be a JSON array, e.g. [1, \"two\"]".into()),
             }
         }
+        if let Some(queue) = self.queue_name()? {
+            spec = spec.queue(queue);
+        }
         if self.timeout_enabled {
             if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
                 return Err("the timeout must be more than 0 seconds".into());
@@ -146,6 +155,16 @@ impl CreateForm {
         }
         registry.validate(&spec).map_err(|e| e.to_string())?;
         Ok(spec)
+    }
+
+    /// The queue typed, if any; an error says why it is not a queue name.
+    pub fn queue_name(&self) -> Result<Option<&str>, String> {
+        let name = self.queue.trim();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        check_queue_name(name)?;
+        Ok(Some(name))
     }
 
     fn choose(&mut self, registry: &Registry, name: &str) {
@@ -203,6 +222,8 @@ impl CreateForm {
         }
         let def = registry.get(&self.task)?.clone();
         ui.label(RichText::new(&def.description).color(theme.weak()));
+        // Shown under its field as it is typed; the submit refuses it too.
+        let queue_error = self.queue_name().map(drop);
         egui::Grid::new("create_params")
             .num_columns(2)
             .show(ui, |ui| {
@@ -229,6 +250,20 @@ impl CreateForm {
                     let label = ui.label(format!("{rest} (JSON array)"));
                     ui.add(egui::TextEdit::singleline(&mut self.extra).hint_text("[1, \"two\"]"))
                         .labelled_by(label.id);
+                    ui.end_row();
+                }
+                let label = ui.label("Queue");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.queue)
+                        .hint_text(DEFAULT_QUEUE)
+                        .desired_width(220.0),
+                )
+                .labelled_by(label.id)
+                .on_hover_text("Its queue's limit and pause apply; empty: the default queue");
+                ui.end_row();
+                if let Err(error) = &queue_error {
+                    ui.label("");
+                    ui.label(RichText::new(error).color(theme.error()));
                     ui.end_row();
                 }
                 let label = ui.label("Priority");
@@ -283,7 +318,11 @@ impl CreateForm {
                 .on_hover_text("Otherwise it is cancelled when one of them fails or is cancelled");
                 ui.end_row();
             });
-        if let Some(error) = &self.error {
+        if let Some(error) = self
+            .error
+            .as_ref()
+            .filter(|error| queue_error.as_ref().err() != Some(*error))
+        {
             ui.label(RichText::new(error).color(theme.error()));
         }
         let mut action = None;
@@ -417,6 +456,28 @@ mod tests {
             (0, OnDependencyFailure::Cancel),
             "the policy applies only with tasks to wait for"
         );
+    }
+
+    #[test]
+    fn a_queue_name_is_checked_and_empty_means_the_default_queue() {
+        let registry = crate::demo::registry();
+        let mut queued = form("noop", &[]);
+        let spec = queued.build(&registry).expect("valid form");
+        assert_eq!(
+            (spec.queue.as_deref(), spec.queue_name()),
+            (None, "default")
+        );
+        queued.queue = " render.gpu-1 ".into();
+        let spec = queued.build(&registry).expect("valid form");
+        assert_eq!(spec.queue.as_deref(), Some("render.gpu-1"));
+        queued.queue = "default".into();
+        let spec = queued.build(&registry).expect("valid form");
+        assert_eq!(spec.queue, None, "the default queue is kept as none");
+        for bad in ["two words", "a/b", &"x".repeat(65)] {
+            queued.queue = bad.to_owned();
+            let error = queued.build(&registry).expect_err(bad);
+            assert!(error.contains("must be 1 to 64"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub fn details_ui(
     egui::Grid::new("details_grid")
         .num_columns(2)
         .show(ui, |ui| {
+            ui.label("Queue");
+            ui.label(r.spec.queue_name())
+                .on_hover_text("Its queue's limit and pause apply to it");
+            ui.end_row();
             ui.label("Priority");
             ui.label(r.spec.priority.to_string());
             ui.end_row();

@@ -1,5 +1,6 @@
-//! The desktop window (eframe/egui): resource history, workers, the task
-//! table with its actions, task details and the create form.
+//! The desktop window (eframe/egui): resource history, workers, named
+//! queues, the task table with its actions, task details and the create
+//! form.
 //!
 //! Only this module uses egui, eframe, egui_plot and egui_extras. It reads
 //! the scheduler through its public handle and events, keeps its own view
@@ -11,6 +12,7 @@ mod create;
 mod details;
 mod focus;
 mod header;
+mod queues;
 pub mod resources;
 mod state;
 mod task_view;
@@ -147,6 +149,8 @@ impl TaskdeckApp {
                         state.resources.ui(ui, &state.history, markers, now_us);
                         ui.separator();
                         actions.extend(workers::workers_ui(ui, state, theme));
+                        ui.separator();
+                        actions.extend(state.queues.ui(ui, theme));
                     });
             });
         egui::Panel::right("details")

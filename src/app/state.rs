@@ -12,11 +12,12 @@ use crossbeam_channel::Receiver;
 
 use super::create::CreateForm;
 use super::focus::FocusInfo;
+use super::queues::{QueuesPanel, change_notice};
 use super::resources::{ResourcesPanel, TaskMarker};
 use super::task_view::{SelectMode, TaskView, ViewSettings};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskSpec, TaskStatus, now_us};
 use crate::scheduler::{
-    RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery, WorkerInfo,
+    QueueChange, RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery, WorkerInfo,
 };
 use crate::telemetry::History;
 
@@ -58,6 +59,11 @@ pub enum Action {
     Release(Vec<TaskId>),
     /// Pause (true) or resume (false) the scheduler.
     SetPaused(bool),
+    /// Pause the scheduler and stop the running tasks; they go back to the
+    /// queue without counting an attempt.
+    PauseAndStop,
+    /// Change a named queue's limit or pause or resume it.
+    SetQueue(String, QueueChange),
     /// Drop finished rows from the table.
     ClearFinished,
     /// Resize the worker pool.
@@ -112,6 +118,8 @@ pub struct AppState {
     pub storage: Option<StorageStatus>,
     /// The worker count being edited.
     pub worker_target: usize,
+    /// The named queues as last read, and their controls.
+    pub queues: QueuesPanel,
     /// The create form.
     pub create: CreateForm,
     /// The resource panel's settings.
@@ -163,7 +171,10 @@ impl AppState {
         let workers = services.scheduler.workers();
         let broker = services.scheduler.transport_status();
         let storage = services.scheduler.storage_status();
+        let mut queues = QueuesPanel::default();
+        queues.refresh(&services.scheduler, Instant::now(), false);
         Self {
+            queues,
             broker,
             storage,
             worker_target: stats.workers_target,
@@ -224,6 +235,9 @@ impl AppState {
             self.stats_at = Some(now);
             changed = true;
         }
+        changed |= self
+            .queues
+            .refresh(&self.services.scheduler, now, taken > 0);
         self.tasks.refresh(now, false);
         self.refresh_focus(now);
         changed
@@ -342,6 +356,28 @@ impl AppState {
                     Err(error) => self.say(format!("Could not pause or resume: {error}"), true),
                 }
             }
+            Action::PauseAndStop => match scheduler.pause_and_stop() {
+                Ok(running) => {
+                    self.stats = scheduler.stats();
+                    let text = if running == 0 {
+                        "Scheduler paused; no task was running".to_owned()
+                    } else {
+                        format!(
+                            "Scheduler paused; {running} running task(s) asked to stop \
+                             and go back to the queue"
+                        )
+                    };
+                    self.say(text, false);
+                }
+                Err(error) => self.say(format!("Could not pause: {error}"), true),
+            },
+            Action::SetQueue(name, change) => match scheduler.set_queue(&name, change) {
+                Ok(info) => {
+                    self.say(change_notice(&info, change), false);
+                    self.queues.updated(info);
+                }
+                Err(error) => self.say(format!("Could not change queue {name}: {error}"), true),
+            },
             Action::ClearFinished => {
                 let gone = self.tasks.clear_finished();
                 self.say(

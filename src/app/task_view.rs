@@ -19,6 +19,8 @@ pub enum SortColumn {
     Priority,
     /// Status.
     Status,
+    /// Queue name.
+    Queue,
     /// Attempts.
     Attempts,
     /// Worker.
@@ -42,6 +44,9 @@ pub struct ViewSettings {
     pub ascending: bool,
     /// Only these statuses (none: all).
     pub status: Option<TaskStatus>,
+    /// Only tasks of this queue (none: all).
+    #[serde(default)]
+    pub queue: Option<String>,
     /// Rows whose name, arguments or id contain this text.
     pub text: String,
 }
@@ -52,6 +57,7 @@ impl Default for ViewSettings {
             sort: SortColumn::Id,
             ascending: false,
             status: None,
+            queue: None,
             text: String::new(),
         }
     }
@@ -141,11 +147,13 @@ impl TaskView {
         }
         let needle = self.settings.text.to_lowercase();
         let status = self.settings.status;
+        let queue = self.settings.queue.as_deref();
         let mut visible: Vec<&TaskRecord> = self
             .rows
             .values()
             .map(|r| &**r)
             .filter(|r| status.is_none_or(|s| r.status == s))
+            .filter(|r| queue.is_none_or(|q| r.spec.queue_name() == q))
             .filter(|r| needle.is_empty() || matches_text(r, &needle))
             .collect();
         let column = self.settings.sort;
@@ -279,7 +287,9 @@ fn numeric_key(column: SortColumn) -> Option<fn(&TaskRecord) -> i64> {
         SortColumn::QueueWait => |r| r.queue_wait_us().unwrap_or(i64::MIN),
         SortColumn::RunTime => |r| r.run_time_us().unwrap_or(i64::MIN),
         SortColumn::Total => |r| r.total_latency_us().unwrap_or(i64::MIN),
-        SortColumn::Id | SortColumn::Name | SortColumn::Worker => return None,
+        SortColumn::Id | SortColumn::Name | SortColumn::Queue | SortColumn::Worker => {
+            return None;
+        }
     };
     Some(key)
 }
@@ -290,6 +300,7 @@ fn compare(column: SortColumn, a: &TaskRecord, b: &TaskRecord) -> Ordering {
         SortColumn::Name => a.spec.name.cmp(&b.spec.name),
         SortColumn::Priority => a.spec.priority.cmp(&b.spec.priority),
         SortColumn::Status => a.status.index().cmp(&b.status.index()),
+        SortColumn::Queue => a.spec.queue_name().cmp(b.spec.queue_name()),
         SortColumn::Attempts => a.attempts.cmp(&b.attempts),
         SortColumn::Worker => a.worker.cmp(&b.worker),
         SortColumn::Submitted => a.submitted_at_us.cmp(&b.submitted_at_us),
@@ -363,6 +374,38 @@ mod tests {
         });
         view.refresh(Instant::now(), true);
         assert_eq!(ids(&view), vec![2]);
+    }
+
+    #[test]
+    fn sorts_and_filters_by_queue() {
+        let mut view = TaskView::new(ViewSettings::default());
+        let queued = |id: u64, queue: Option<&str>| {
+            let mut r = TaskRecord::clone(&record(id, "t", 5, TaskStatus::Queued));
+            if let Some(queue) = queue {
+                r.spec = r.spec.queue(queue);
+            }
+            Arc::new(r)
+        };
+        view.upsert(queued(1, Some("render")));
+        view.upsert(queued(2, None));
+        view.upsert(queued(3, Some("batch")));
+        view.set_settings(ViewSettings {
+            sort: SortColumn::Queue,
+            ascending: true,
+            ..ViewSettings::default()
+        });
+        view.refresh(Instant::now(), true);
+        assert_eq!(ids(&view), vec![3, 2, 1], "batch, default, render");
+        view.set_settings(ViewSettings {
+            queue: Some("default".into()),
+            ..ViewSettings::default()
+        });
+        view.refresh(Instant::now(), true);
+        assert_eq!(
+            ids(&view),
+            vec![2],
+            "a task naming no queue is in the default one"
+        );
     }
 
     #[test]

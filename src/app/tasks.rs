@@ -1,5 +1,6 @@
-//! The task table with its toolbar: create, remove, stop, retry, clear,
-//! filters, sortable columns and selection by task id.
+//! The task table with its toolbar: create, remove, stop, retry, hold,
+//! pause, clear, filters by status, queue and text, sortable columns and
+//! selection by task id.
 
 use eframe::egui::{self, Key, Label, RichText, Sense, Ui};
 use egui_extras::{Column, TableBuilder};
@@ -119,18 +120,7 @@ fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
         {
             actions.push(Action::Release(releasable));
         }
-        let paused = state.stats.paused;
-        if ui
-            .button(if paused { "Resume" } else { "Pause" })
-            .on_hover_text(if paused {
-                "Let queued tasks start again"
-            } else {
-                "No task starts until resumed; running tasks go on"
-            })
-            .clicked()
-        {
-            actions.push(Action::SetPaused(!paused));
-        }
+        pause_ui(ui, state, actions);
         if ui
             .button("Clear finished")
             .on_hover_text("Remove finished tasks from this table (their history stays)")
@@ -146,6 +136,15 @@ fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
                 ui.selectable_value(&mut settings.status, None, "All statuses");
                 for status in TaskStatus::ALL {
                     ui.selectable_value(&mut settings.status, Some(status), status.as_str());
+                }
+            });
+        egui::ComboBox::from_label("Queue")
+            .selected_text(settings.queue.as_deref().unwrap_or("All queues"))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut settings.queue, None, "All queues");
+                for queue in state.queues.list() {
+                    let name = Some(queue.name.clone());
+                    ui.selectable_value(&mut settings.queue, name, queue.name.as_str());
                 }
             });
         let filter = ui.label("Filter");
@@ -170,13 +169,46 @@ fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
     }
 }
 
+/// The scheduler's Pause or Resume, and "Pause and stop running", which
+/// also puts the running tasks back in the queue.
+fn pause_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
+    let paused = state.stats.paused;
+    if ui
+        .button(if paused { "Resume" } else { "Pause" })
+        .on_hover_text(if paused {
+            "Let queued tasks start again"
+        } else {
+            "No task starts until resumed; running tasks go on"
+        })
+        .clicked()
+    {
+        actions.push(Action::SetPaused(!paused));
+    }
+    let running = state.stats.counts.running;
+    if ui
+        .add_enabled(
+            !paused || running > 0,
+            egui::Button::new("Pause and stop running"),
+        )
+        .on_hover_text(
+            "Pause, and ask the running tasks to stop: they go back to the queue without \
+             counting an attempt and start again after the resume",
+        )
+        .on_disabled_hover_text("Paused, and no task runs")
+        .clicked()
+    {
+        actions.push(Action::PauseAndStop);
+    }
+}
+
 /// Column titles and the sort key each stands for.
-const COLUMNS: [(&str, Option<SortColumn>); 11] = [
+const COLUMNS: [(&str, Option<SortColumn>); 12] = [
     ("ID", Some(SortColumn::Id)),
     ("Task", Some(SortColumn::Name)),
     ("Arguments", None),
     ("Pri", Some(SortColumn::Priority)),
     ("Status", Some(SortColumn::Status)),
+    ("Queue", Some(SortColumn::Queue)),
     ("Tries", Some(SortColumn::Attempts)),
     ("Worker", Some(SortColumn::Worker)),
     ("Submitted", Some(SortColumn::Submitted)),
@@ -213,13 +245,14 @@ fn table_ui(
         .sense(Sense::click())
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
         .column(Column::exact(56.0))
-        .column(Column::initial(104.0).at_least(60.0).clip(true))
-        .column(Column::remainder().at_least(80.0).clip(true))
+        .column(Column::initial(96.0).at_least(60.0).clip(true))
+        .column(Column::remainder().at_least(48.0).clip(true))
         .column(Column::exact(34.0))
         .column(Column::exact(74.0))
+        .column(Column::initial(56.0).at_least(40.0).clip(true))
         .column(Column::exact(40.0))
-        .column(Column::initial(66.0).clip(true))
-        .column(Column::initial(72.0))
+        .column(Column::initial(62.0).clip(true))
+        .column(Column::initial(66.0))
         .column(Column::initial(62.0))
         .column(Column::initial(62.0))
         .column(Column::initial(66.0))
@@ -290,6 +323,7 @@ fn row_cells(row: &mut egui_extras::TableRow<'_, '_>, r: &TaskRecord, now_us: i6
         r.status.as_str().to_owned()
     };
     cell(row, RichText::new(status).color(theme.status(r.status)));
+    cell(row, r.spec.queue_name());
     cell(row, r.attempts.to_string());
     cell(row, r.worker.as_deref().unwrap_or(""));
     cell(row, ago(r.submitted_at_us, now_us));

@@ -1,6 +1,7 @@
 //! Interaction tests of the whole window on an in-process scheduler,
 //! driven through egui_kittest (no display, no GPU): task dependencies in
-//! the create form, the details panel and retry.
+//! the create form, the details panel and retry. Named queues and the
+//! pause that stops running tasks are tested in `queues`.
 
 use std::time::{Duration, Instant};
 
@@ -12,13 +13,20 @@ use super::{Services, TaskdeckApp};
 use crate::model::{Dependency, OnDependencyFailure, TaskId, TaskSpec, TaskStatus};
 use crate::scheduler::{Scheduler, SchedulerConfig, Waiting};
 
+mod queues;
+
 /// Longest a test waits for the window to show something.
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A scheduler without workers: tasks stay queued unless a test moves them.
 fn scheduler() -> Scheduler {
+    scheduler_with(0)
+}
+
+/// A scheduler with `workers` workers.
+fn scheduler_with(workers: usize) -> Scheduler {
     let config = SchedulerConfig {
-        workers: 0,
+        workers,
         ..SchedulerConfig::in_memory()
     };
     Scheduler::start(config, crate::demo::registry()).expect("the scheduler should start")

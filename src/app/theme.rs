@@ -60,6 +60,12 @@ impl Theme {
         )
     }
 
+    /// Something that holds work back without being an error (a queue at
+    /// its limit).
+    pub fn warning(self) -> Color32 {
+        self.status(TaskStatus::Retrying)
+    }
+
     /// Notices that something worked.
     pub fn success(self) -> Color32 {
         self.status(TaskStatus::Completed)
