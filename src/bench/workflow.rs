@@ -40,8 +40,12 @@ pub struct FanReport {
     pub complete_ms: f64,
     /// Tasks completed per second, over that time.
     pub tasks_per_s: f64,
-    /// From the root's completion to each middle task's start.
+    /// From the root's completion to each middle task's start (with more
+    /// middle tasks than workers, mostly the wait for a free worker).
     pub fan_out: LatencyReport,
+    /// From the root's completion to the first middle task's start,
+    /// microseconds.
+    pub fan_out_first_us: u64,
     /// From the last middle task's completion to the last task's start,
     /// microseconds.
     pub fan_in_us: u64,
@@ -149,8 +153,11 @@ pub fn measure(
     let (root, rest) = records.split_first().ok_or_else(empty)?;
     let (last, middle) = rest.split_last().ok_or_else(empty)?;
     let mut fan_out = Latencies::new();
+    let mut first = Duration::MAX;
     for record in middle {
-        fan_out.record(gap(root, record));
+        let waited = gap(root, record);
+        first = first.min(waited);
+        fan_out.record(waited);
     }
     let latest = middle
         .iter()
@@ -162,6 +169,7 @@ pub fn measure(
         complete_ms: ms(finished),
         tasks_per_s: per_second(tasks + 2, finished),
         fan_out: fan_out.report(),
+        fan_out_first_us: u64::try_from(first.as_micros()).unwrap_or(u64::MAX),
         fan_in_us: u64::try_from(gap(latest, last).as_micros()).unwrap_or(u64::MAX),
     };
     Ok(WorkflowReport {

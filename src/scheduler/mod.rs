@@ -414,15 +414,20 @@ impl Scheduler {
                     source,
                 })?;
         }
-        core::check_batch_positions(&specs).map_err(|(index, source)| SubmitError::Dependency {
-            index: batch.then_some(index),
-            source,
-        })?;
+        let dependencies = specs.iter().any(|spec| !spec.depends_on.is_empty());
+        if dependencies {
+            core::check_batch_positions(&specs).map_err(|(index, source)| {
+                SubmitError::Dependency {
+                    index: batch.then_some(index),
+                    source,
+                }
+            })?;
+        }
         let mut specs = specs;
         let count = specs.len() as u64;
         let first = self.inner.next_id.fetch_add(count, Ordering::Relaxed);
-        core::resolve_batch_positions(&mut specs, TaskId(first));
-        if specs.iter().any(|spec| !spec.depends_on.is_empty()) {
+        if dependencies {
+            core::resolve_batch_positions(&mut specs, TaskId(first));
             self.inner
                 .core
                 .lock()

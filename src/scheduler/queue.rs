@@ -35,6 +35,30 @@ struct Tasks {
 }
 
 impl Tasks {
+    /// Takes its next task that can run now (see the module's rules).
+    fn pop(&mut self, fits: impl Fn(GpuNeed) -> bool) -> Option<(TaskId, GpuNeed)> {
+        let gpu = self
+            .gpu
+            .first_key_value()
+            .filter(|(_, need)| fits(**need))
+            .map(|(key, need)| (*key, *need));
+        match (self.cpu.first().copied(), gpu) {
+            (Some(cpu), Some((gpu, need))) if gpu < cpu => {
+                self.gpu.remove(&gpu);
+                Some((gpu.1, need))
+            }
+            (None, Some((gpu, need))) => {
+                self.gpu.remove(&gpu);
+                Some((gpu.1, need))
+            }
+            (Some(cpu), _) => {
+                self.cpu.remove(&cpu);
+                Some((cpu.1, GpuNeed::default()))
+            }
+            (None, None) => None,
+        }
+    }
+
     /// Ids in the order they would run if nothing waited for GPUs, merged
     /// lazily from both kinds, with their keys.
     fn ordered(&self) -> impl Iterator<Item = Key> + '_ {
@@ -116,6 +140,10 @@ impl ReadyQueue {
         open: impl Fn(Lane) -> bool,
         fits: impl Fn(GpuNeed) -> bool,
     ) -> Option<(TaskId, GpuNeed)> {
+        if let [only] = self.lanes.as_mut_slice() {
+            // One queue, the common case: no lanes to compare.
+            return if open(0) { only.pop(fits) } else { None };
+        }
         let mut cpu: Option<(Key, usize)> = None;
         let mut gpu: Option<(Key, GpuNeed, usize)> = None;
         for (index, tasks) in self.lanes.iter().enumerate() {
