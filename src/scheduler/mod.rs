@@ -261,26 +261,27 @@ impl Inner {
         self.make_ready_all(&[id]);
     }
 
-    /// [`Inner::make_ready`] for several tasks, under one lock.
+    /// [`Inner::make_ready`] for several tasks, a few hundred per turn of
+    /// the lock, waking workers after each turn (so the first of a wide
+    /// fan-out starts before the last is queued).
     fn make_ready_all(&self, ids: &[TaskId]) {
-        if ids.is_empty() {
-            return;
-        }
-        let now_us = now_us();
-        let (mut delayed, mut queued) = (Vec::new(), 0_usize);
-        {
-            let mut core = self.core.lock();
-            for &id in ids {
-                if let Some(at_us) = core.start_ahead(id, now_us) {
-                    delayed.push((id, at_us));
-                } else if core.enqueue_if_queued(id) {
-                    queued += 1;
+        for chunk in ids.chunks(READY_CHUNK) {
+            let now_us = now_us();
+            let (mut delayed, mut queued) = (Vec::new(), 0_usize);
+            {
+                let mut core = self.core.lock();
+                for &id in chunk {
+                    if let Some(at_us) = core.start_ahead(id, now_us) {
+                        delayed.push((id, at_us));
+                    } else if core.enqueue_if_queued(id) {
+                        queued += 1;
+                    }
                 }
             }
-        }
-        self.delay_starts(&delayed);
-        if queued > 0 {
-            self.signal_work(queued > 1);
+            self.delay_starts(&delayed);
+            if queued > 0 {
+                self.signal_work(queued > 1);
+            }
         }
     }
 
@@ -596,6 +597,9 @@ impl Scheduler {
         self.inner.signal_work(true);
     }
 }
+
+/// Tasks made ready per turn of the lock (see [`Inner::make_ready_all`]).
+const READY_CHUNK: usize = 256;
 
 /// How long [`Scheduler::wait`] spins before parking.
 const WAIT_SPIN: Duration = Duration::from_micros(50);

@@ -342,9 +342,15 @@ impl Core {
             self.queues.count(&record.spec, TaskStatus::Queued, true);
             let id = record.id;
             let ahead = start_ahead(&record.spec, now_us);
-            if ahead.is_none() && record.spec.depends_on.is_empty() {
-                self.queue
-                    .push(lane, record.spec.priority, id, need_of(&record.spec));
+            if record.spec.depends_on.is_empty() {
+                match ahead {
+                    Some(at_us) => inserted.delayed.push((id, at_us)),
+                    None => self
+                        .queue
+                        .push(lane, record.spec.priority, id, need_of(&record.spec)),
+                }
+                self.tasks.insert(id, Entry { record, run: None });
+                continue;
             }
             self.tasks.insert(
                 id,
@@ -356,7 +362,7 @@ impl Core {
             let waits = self.link_accepted(&record, now_us, &mut inserted.cancelled);
             match ahead {
                 Some(at_us) => inserted.delayed.push((id, at_us)),
-                None if !record.spec.depends_on.is_empty() && !waits => {
+                None if !waits => {
                     self.queue
                         .push(lane, record.spec.priority, id, need_of(&record.spec));
                 }
