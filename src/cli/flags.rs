@@ -121,28 +121,40 @@ pub(crate) struct BrokerArgs {
     pub(crate) broker_namespace: String,
 }
 
-/// The GPUs tasks may ask for: declared with `--gpus`, or found by NVML.
+/// The GPUs tasks may ask for: declared with `--gpus` (ids, each with its
+/// memory in MB after a colon where known: `0:81559,1`), or found by NVML.
 pub(crate) fn gpu_devices(declared: Option<&str>) -> anyhow::Result<Vec<GpuDevice>> {
     match declared.map(str::trim) {
         Some("none" | "") => Ok(Vec::new()),
         Some(list) => {
-            let mut ids = Vec::new();
+            let mut devices: Vec<GpuDevice> = Vec::new();
             for part in list.split(',') {
-                let id: u32 = part.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("--gpus takes device ids like 0,1 (or none), not {list:?}")
-                })?;
-                if ids.contains(&id) {
+                let (id, memory) = match part.trim().split_once(':') {
+                    Some((id, memory)) => (id, Some(memory)),
+                    None => (part.trim(), None),
+                };
+                let bad = || {
+                    anyhow::anyhow!(
+                        "--gpus takes device ids like 0,1, each with its memory in MB where \
+                         known (0:24000,1:24000), or none; not {list:?}"
+                    )
+                };
+                let id: u32 = id.trim().parse().map_err(|_| bad())?;
+                let memory_mb = memory
+                    .map(|mb| {
+                        mb.trim()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|mb| *mb > 0)
+                            .ok_or_else(bad)
+                    })
+                    .transpose()?;
+                if devices.iter().any(|device| device.id == id) {
                     bail!("--gpus names device {id} twice");
                 }
-                ids.push(id);
+                devices.push(GpuDevice { id, memory_mb });
             }
-            Ok(ids
-                .into_iter()
-                .map(|id| GpuDevice {
-                    id,
-                    memory_mb: None,
-                })
-                .collect())
+            Ok(devices)
         }
         None => Ok(match taskdeck::telemetry::discover_gpus() {
             Ok(devices) => devices

@@ -87,8 +87,9 @@ pub(crate) struct ServeArgs {
     allow_code_tasks: bool,
     #[command(flatten)]
     exec: ExecArgs,
-    /// GPU device ids tasks may be given, e.g. 0,1 (declares them where NVML
-    /// cannot find them; "none" for no GPUs) [default: the NVIDIA GPUs NVML finds].
+    /// GPU device ids tasks may be given, e.g. 0,1, each with its memory in
+    /// MB where known, e.g. 0:24000 (declares them where NVML cannot find
+    /// them; "none" for no GPUs) [default: the NVIDIA GPUs NVML finds].
     #[arg(long, value_name = "IDS")]
     gpus: Option<String>,
 }

@@ -52,8 +52,9 @@ pub(crate) struct WorkerArgs {
     pub(crate) grace: f64,
     #[command(flatten)]
     pub(crate) exec: ExecArgs,
-    /// GPU device ids this worker offers, e.g. 0,1 ("none" for none)
-    /// [default: the NVIDIA GPUs NVML finds].
+    /// GPU device ids this worker offers, e.g. 0,1, each with its memory in
+    /// MB where known, e.g. 0:24000 ("none" for none) [default: the NVIDIA
+    /// GPUs NVML finds].
     #[arg(long, value_name = "IDS")]
     pub(crate) gpus: Option<String>,
     /// Directory for the logs of `command` and `python` tasks (under logs/)

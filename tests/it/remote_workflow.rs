@@ -1,10 +1,11 @@
 //! Workflows in distributed mode, against a real RabbitMQ with real
 //! `taskdeck serve --broker` and `taskdeck worker` processes: a dependent
 //! starts only after its dependencies completed, even when they ran on
-//! other worker processes, a failure cancels its dependents there too, and
-//! a queue's limit holds across worker processes.
+//! other worker processes, a failure cancels its dependents there too, a
+//! queue's limit holds across worker processes, and shares of a worker's
+//! GPU never over-commit its memory.
 
-use crate::common::broker::{delete_queues, serve, task, wait_final, worker, workers};
+use crate::common::broker::{delete_queues, serve, task, wait_final, worker, worker_with, workers};
 use crate::common::{most_at_once, wait_until};
 use crate::remote::{Case, status};
 
@@ -140,4 +141,63 @@ fn a_queue_limit_holds_across_worker_processes() {
     );
     drop((server, _a, _b));
     delete_queues(&ns, &["qa", "qb"]);
+}
+
+#[test]
+fn shares_of_a_worker_s_gpu_never_over_commit_its_memory() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("gpushare")
+    else {
+        return;
+    };
+    let server = serve(
+        &url,
+        &ns,
+        None,
+        dir.path(),
+        &["--workers", "0", "--allow-code-tasks"],
+    );
+    let _gpu = worker_with(&url, &ns, "one-gpu", 4, &["--gpus", "0:24000"], &[]);
+    assert!(wait_until(LONG, || workers(&server.client).len() == 1));
+    let release = dir.path().join("release");
+    let gate = format!(
+        "i=0; while [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
+        release.display()
+    );
+    let share = json!({
+        "task": "command",
+        "args": [["sh", "-c", gate]],
+        "gpus": 1,
+        "gpu_memory_mb": 10000,
+    });
+    let ids: Vec<u64> = (0..3)
+        .map(|_| server.client.submit(&share).expect("accepted"))
+        .collect();
+    assert!(wait_until(LONG, || {
+        ids[..2]
+            .iter()
+            .all(|id| status(&task(&server.client, *id)) == "running")
+    }));
+    let third = task(&server.client, ids[2]);
+    assert_eq!(status(&third), "queued", "{third}");
+    assert_eq!(
+        third["waiting"]["code"], "waiting_for_gpu_memory",
+        "{third}"
+    );
+    let too_big = server.client.submit(&json!({
+        "task": "command", "args": [["true"]], "gpus": 1, "gpu_memory_mb": 30000,
+    }));
+    assert!(too_big.is_err(), "no worker's GPU has 30 GB");
+    std::fs::write(&release, b"go").expect("release");
+    for record in wait_final(&server.client, &ids, LONG) {
+        assert_eq!(status(&record), "completed", "{record}");
+        assert_eq!(record["gpu_ids"], json!([0]), "{record}");
+        assert_eq!(record["gpu_memory_mb"], 10000, "{record}");
+    }
+    drop((server, _gpu));
+    delete_queues(&ns, &["one-gpu"]);
 }
