@@ -8,75 +8,18 @@
 use crate::common::{self, broker};
 
 use std::collections::HashSet;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use broker::{
-    Serve, broker_available, broker_url, delete_queues, namespace, rabbitmqctl, serve, spawn_serve,
-    spawn_serve_env, submit, task, tool_available, wait_connected, wait_final, worker, worker_env,
+    Case, Serve, delete_queues, namespace, rabbitmqctl, serve, spawn_serve, spawn_serve_env,
+    status, submit, task, tool_available, wait_connected, wait_final, worker, worker_env,
     worker_with, workers,
 };
 use common::wait_until;
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// Tests that restart the broker or change its settings run alone.
-static BROKER: RwLock<()> = RwLock::new(());
-
-/// Holds the broker for a test: shared, or alone.
-#[allow(dead_code)]
-pub(crate) enum Hold {
-    Shared(RwLockReadGuard<'static, ()>),
-    Alone(RwLockWriteGuard<'static, ()>),
-}
-
-/// What every broker test starts with: a temporary directory, a queue
-/// namespace of its own, the broker URL, and its hold on the broker. None
-/// (after a printed notice) when no broker answers.
-pub(crate) struct Case {
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) ns: String,
-    pub(crate) url: String,
-    pub(crate) _guard: Hold,
-}
-
-impl Case {
-    fn start(prefix: &str, alone: bool) -> Option<Self> {
-        let test = std::thread::current().name().unwrap_or(prefix).to_owned();
-        // The hold first: a test that restarts the broker holds it alone,
-        // and the broker answers again only when that test lets go.
-        let hold = if alone {
-            Hold::Alone(BROKER.write().unwrap_or_else(PoisonError::into_inner))
-        } else {
-            Hold::Shared(BROKER.read().unwrap_or_else(PoisonError::into_inner))
-        };
-        if !broker_available(&test) {
-            return None;
-        }
-        Some(Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-            ns: namespace(prefix),
-            url: broker_url(),
-            _guard: hold,
-        })
-    }
-
-    /// A test that runs beside the other shared ones.
-    pub(crate) fn shared(prefix: &str) -> Option<Self> {
-        Self::start(prefix, false)
-    }
-
-    /// A test that restarts the broker or changes its settings.
-    fn exclusive(prefix: &str) -> Option<Self> {
-        Self::start(prefix, true)
-    }
-}
-
-pub(crate) fn status(record: &Value) -> &str {
-    record["status"].as_str().unwrap_or("?")
-}
 
 #[test]
 fn two_worker_processes_share_the_queue_and_report_back() {

@@ -5,9 +5,10 @@
 //! queue's limit holds across worker processes, and shares of a worker's
 //! GPU never over-commit its memory.
 
-use crate::common::broker::{delete_queues, serve, task, wait_final, worker, worker_with, workers};
+use crate::common::broker::{
+    Case, delete_queues, serve, status, task, wait_final, worker, worker_with, workers,
+};
 use crate::common::{most_at_once, wait_until};
-use crate::remote::{Case, status};
 
 use std::collections::HashSet;
 use std::time::Duration;

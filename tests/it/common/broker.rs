@@ -11,7 +11,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +19,62 @@ use serde_json::{Value, json};
 use taskdeck::client::Client;
 
 use super::wait_until;
+
+/// Tests that restart the broker or change its settings run alone.
+static BROKER: RwLock<()> = RwLock::new(());
+
+/// Holds the broker for a test: shared, or alone.
+#[allow(dead_code)]
+pub enum Hold {
+    Shared(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
+}
+
+/// What every broker test starts with: a temporary directory, a queue
+/// namespace of its own, the broker URL, and its hold on the broker. None
+/// (after a printed notice) when no broker answers.
+pub struct Case {
+    pub dir: tempfile::TempDir,
+    pub ns: String,
+    pub url: String,
+    pub _guard: Hold,
+}
+
+impl Case {
+    fn start(prefix: &str, alone: bool) -> Option<Self> {
+        let test = std::thread::current().name().unwrap_or(prefix).to_owned();
+        // The hold first: a test that restarts the broker holds it alone,
+        // and the broker answers again only when that test lets go.
+        let hold = if alone {
+            Hold::Alone(BROKER.write().unwrap_or_else(PoisonError::into_inner))
+        } else {
+            Hold::Shared(BROKER.read().unwrap_or_else(PoisonError::into_inner))
+        };
+        if !broker_available(&test) {
+            return None;
+        }
+        Some(Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            ns: namespace(prefix),
+            url: broker_url(),
+            _guard: hold,
+        })
+    }
+
+    /// A test that runs beside the other shared ones.
+    pub fn shared(prefix: &str) -> Option<Self> {
+        Self::start(prefix, false)
+    }
+
+    /// A test that restarts the broker or changes its settings.
+    pub fn exclusive(prefix: &str) -> Option<Self> {
+        Self::start(prefix, true)
+    }
+}
+
+pub fn status(record: &Value) -> &str {
+    record["status"].as_str().unwrap_or("?")
+}
 
 /// The broker the tests use.
 pub fn broker_url() -> String {
