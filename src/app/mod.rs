@@ -1,6 +1,6 @@
 //! The desktop window (eframe/egui): resource history, workers, named
-//! queues, the task table with its actions, task details and the create
-//! form.
+//! queues, the task table with its actions and why its waiting tasks
+//! wait, task details and the create form.
 //!
 //! Only this module uses egui, eframe, egui_plot and egui_extras. It reads
 //! the scheduler through its public handle and events, keeps its own view
@@ -20,6 +20,7 @@ mod tasks;
 #[cfg(test)]
 mod tests;
 pub mod theme;
+mod waiting;
 mod workers;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ use theme::Theme;
 
 /// How often the window repaints when nothing happens (clocks, plots).
 const IDLE_REPAINT: Duration = Duration::from_secs(1);
+/// The window's size when it first opens (every table column fits).
+const WINDOW_SIZE: [f32; 2] = [1400.0, 860.0];
 /// Key of the persisted view settings.
 const STORAGE_KEY: &str = "taskdeck-view";
 
@@ -167,11 +170,23 @@ impl TaskdeckApp {
                 ));
             });
         let reveal = state.take_reveal();
+        let mut shown_waiting = Vec::new();
         egui::CentralPanel::default().show(ui, |ui| {
-            actions.extend(tasks::tasks_ui(ui, state, reveal, theme));
+            actions.extend(tasks::tasks_ui(
+                ui,
+                state,
+                reveal,
+                theme,
+                &mut shown_waiting,
+            ));
         });
         actions.extend(state.create_ui(ui, theme));
         self.state.apply(actions);
+        if let Some(due_in) = self.state.shown_waiting(shown_waiting, Instant::now()) {
+            // Rows newly shown or changed get their reasons without waiting
+            // for input or the idle repaint.
+            ui.ctx().request_repaint_after(due_in);
+        }
     }
 }
 
@@ -204,7 +219,7 @@ pub fn run(services: Services, close: Arc<AtomicBool>) -> Result<(), WindowError
     let mut viewport = egui::ViewportBuilder::default()
         .with_title("Taskdeck")
         .with_app_id("taskdeck")
-        .with_inner_size([1400.0, 860.0])
+        .with_inner_size(WINDOW_SIZE)
         .with_min_inner_size([800.0, 500.0]);
     match eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icon.png")) {
         Ok(icon) => viewport = viewport.with_icon(icon),

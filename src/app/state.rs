@@ -15,6 +15,7 @@ use super::focus::FocusInfo;
 use super::queues::{QueuesPanel, change_notice};
 use super::resources::{ResourcesPanel, TaskMarker};
 use super::task_view::{SelectMode, TaskView, ViewSettings};
+use super::waiting::{ShownRow, WaitingRows};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskSpec, TaskStatus, now_us};
 use crate::scheduler::{
     QueueChange, RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery, WorkerInfo,
@@ -129,6 +130,9 @@ pub struct AppState {
     /// What the details panel shows about the focused task beyond its
     /// record, read from the scheduler when it changes.
     focus: FocusInfo,
+    /// Why the waiting rows the table shows wait, read from the scheduler
+    /// at a bounded rate.
+    waiting: WaitingRows,
     /// A row the table should scroll to at the next frame.
     reveal: Option<TaskId>,
     stats_at: Option<Instant>,
@@ -188,6 +192,7 @@ impl AppState {
             resources,
             notice: None,
             focus: FocusInfo::default(),
+            waiting: WaitingRows::default(),
             reveal: None,
             stats_at: Some(Instant::now()),
             rng: fastrand::Rng::new(),
@@ -240,7 +245,31 @@ impl AppState {
             .refresh(&self.services.scheduler, now, taken > 0);
         self.tasks.refresh(now, false);
         self.refresh_focus(now);
+        if taken > 0 {
+            self.waiting.changed();
+        }
+        changed |= self.refresh_waiting(now);
         changed
+    }
+
+    /// Reads again why the waiting rows the table shows wait, all in one
+    /// call, when due (not every frame); returns whether it read.
+    fn refresh_waiting(&mut self, now: Instant) -> bool {
+        let scheduler = &self.services.scheduler;
+        self.waiting.refresh(now, |ids| scheduler.waiting(ids))
+    }
+
+    /// Takes the waiting rows the table laid out this frame; returns how
+    /// long until reading their reasons falls due, when a frame is needed
+    /// for it.
+    pub fn shown_waiting(&mut self, rows: Vec<ShownRow>, now: Instant) -> Option<Duration> {
+        self.waiting.set_shown(rows);
+        self.waiting.due_in(now)
+    }
+
+    /// Why the waiting rows the table shows wait, as last read.
+    pub fn waiting_rows(&self) -> &WaitingRows {
+        &self.waiting
     }
 
     /// Reads again what the details show about the focused task when it or
@@ -296,6 +325,7 @@ impl AppState {
         let now = Instant::now();
         self.tasks.refresh(now, true);
         self.refresh_focus(now);
+        self.waiting.changed();
     }
 
     fn apply_one(&mut self, action: Action) {

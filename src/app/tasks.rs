@@ -1,6 +1,6 @@
 //! The task table with its toolbar: create, remove, stop, retry, hold,
-//! pause, clear, filters by status, queue and text, sortable columns and
-//! selection by task id.
+//! pause, clear, filters by status, queue and text, sortable columns,
+//! why each waiting task waits, and selection by task id.
 
 use eframe::egui::{self, Key, Label, RichText, Sense, Ui};
 use egui_extras::{Column, TableBuilder};
@@ -8,10 +8,22 @@ use egui_extras::{Column, TableBuilder};
 use super::state::{Action, AppState};
 use super::task_view::{SelectMode, SortColumn, ViewSettings};
 use super::theme::Theme;
+use super::waiting::{ShownRow, WaitingRows, holds_back, short};
 use crate::model::{TaskId, TaskRecord, TaskStatus};
+use crate::scheduler::Waiting;
 
 /// Height of one table row.
 const ROW_HEIGHT: f32 = 20.0;
+/// Space between two columns (tighter than egui's default, so that every
+/// column fits the default window).
+const COLUMN_GAP: f32 = 4.0;
+/// Space left and right of a column title (tighter than a button's, so
+/// that no title is cut short).
+pub(super) const HEADER_PADDING: f32 = 2.0;
+/// Title of the column that says why a waiting task waits.
+const WHY: &str = "Why";
+/// Title of the arguments column (short, so that it shows whole).
+const ARGS: &str = "Args";
 
 fn duration(micros: Option<i64>) -> String {
     micros.map_or_else(String::new, |us| {
@@ -34,17 +46,19 @@ fn ago(at_us: i64, now_us: i64) -> String {
 }
 
 /// Lays out the toolbar and the table, scrolled to `reveal` when given;
-/// returns the actions asked for.
+/// returns the actions asked for, and adds to `shown_waiting` the waiting
+/// rows laid out (whose reasons the window reads next).
 pub fn tasks_ui(
     ui: &mut Ui,
     state: &AppState,
     reveal: Option<TaskId>,
     theme: Theme,
+    shown_waiting: &mut Vec<ShownRow>,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     toolbar_ui(ui, state, &mut actions);
     ui.separator();
-    table_ui(ui, state, reveal, theme, &mut actions);
+    table_ui(ui, state, reveal, theme, &mut actions, shown_waiting);
     actions
 }
 
@@ -202,12 +216,13 @@ fn pause_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
 }
 
 /// Column titles and the sort key each stands for.
-const COLUMNS: [(&str, Option<SortColumn>); 12] = [
+pub(super) const COLUMNS: [(&str, Option<SortColumn>); 13] = [
     ("ID", Some(SortColumn::Id)),
     ("Task", Some(SortColumn::Name)),
-    ("Arguments", None),
+    (ARGS, None),
     ("Pri", Some(SortColumn::Priority)),
     ("Status", Some(SortColumn::Status)),
+    (WHY, None),
     ("Queue", Some(SortColumn::Queue)),
     ("Tries", Some(SortColumn::Attempts)),
     ("Worker", Some(SortColumn::Worker)),
@@ -223,8 +238,10 @@ fn table_ui(
     reveal: Option<TaskId>,
     theme: Theme,
     actions: &mut Vec<Action>,
+    shown_waiting: &mut Vec<ShownRow>,
 ) {
     let view = &state.tasks;
+    let waiting = state.waiting_rows();
     let settings = view.settings().clone();
     let now_us = state.now_us();
     let modifiers = ui.input(|i| i.modifiers);
@@ -235,6 +252,8 @@ fn table_ui(
     } else {
         SelectMode::Only
     };
+    // The table is the last thing in its panel: the narrower gap ends with it.
+    ui.spacing_mut().item_spacing.x = COLUMN_GAP;
     let mut table = TableBuilder::new(ui);
     if let Some(row) = reveal.and_then(|id| view.order().iter().position(|o| *o == id)) {
         table = table.scroll_to_row(row, Some(egui::Align::Center));
@@ -244,23 +263,36 @@ fn table_ui(
         .striped(true)
         .sense(Sense::click())
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-        .column(Column::exact(56.0))
-        .column(Column::initial(96.0).at_least(60.0).clip(true))
-        .column(Column::remainder().at_least(48.0).clip(true))
-        .column(Column::exact(34.0))
-        .column(Column::exact(74.0))
-        .column(Column::initial(56.0).at_least(40.0).clip(true))
-        .column(Column::exact(40.0))
-        .column(Column::initial(62.0).clip(true))
-        .column(Column::initial(66.0))
-        .column(Column::initial(62.0))
-        .column(Column::initial(62.0))
-        .column(Column::initial(66.0))
+        .column(Column::exact(54.0))
+        .column(Column::initial(70.0).at_least(56.0).clip(true))
+        .column(Column::remainder().at_least(44.0).clip(true))
+        .column(Column::exact(29.0))
+        .column(Column::exact(81.0))
+        .column(Column::initial(82.0).at_least(56.0).clip(true))
+        .column(Column::initial(50.0).at_least(40.0).clip(true))
+        .column(Column::exact(41.0))
+        .column(Column::initial(56.0).clip(true))
+        .column(Column::initial(70.0))
+        .column(Column::initial(52.0))
+        .column(Column::initial(52.0))
+        .column(Column::initial(52.0))
         .header(ROW_HEIGHT, |mut header| {
             for (title, column) in COLUMNS {
                 header.col(|ui| {
+                    ui.spacing_mut().button_padding.x = HEADER_PADDING;
                     let Some(column) = column else {
-                        ui.strong(title);
+                        let hint = match title {
+                            WHY => Some(
+                                "Why a queued or retrying task has not started yet; \
+                                 hover a reason for the whole of it",
+                            ),
+                            ARGS => Some("Arguments: positional, then keyword ones"),
+                            _ => None,
+                        };
+                        let header = ui.strong(title);
+                        if let Some(hint) = hint {
+                            header.on_hover_text(hint);
+                        }
                         return;
                     };
                     let active = settings.sort == column;
@@ -293,7 +325,16 @@ fn table_ui(
                     return;
                 };
                 row.set_selected(view.is_selected(record.id));
-                row_cells(&mut row, record, now_us, theme);
+                // Only waiting rows have a reason; the window reads the
+                // reasons of those laid out, after the frame.
+                let reason = match WaitingRows::row_of(record) {
+                    Some(shown) => {
+                        shown_waiting.push(shown);
+                        waiting.reason(record.id)
+                    }
+                    None => None,
+                };
+                row_cells(&mut row, record, reason, now_us, theme);
                 if row.response().clicked() {
                     actions.push(Action::Select(record.id, mode));
                 }
@@ -307,7 +348,26 @@ fn cell(row: &mut egui_extras::TableRow<'_, '_>, text: impl Into<egui::WidgetTex
     });
 }
 
-fn row_cells(row: &mut egui_extras::TableRow<'_, '_>, r: &TaskRecord, now_us: i64, theme: Theme) {
+/// Shows why a task waits when the cell under the pointer is hovered: the
+/// sentence is made only then.
+fn reason_on_hover(response: egui::Response, waiting: Option<&Waiting>, now_us: i64) {
+    let Some(waiting) = waiting else {
+        return;
+    };
+    response.on_hover_ui(|ui| {
+        // Keeps the tooltip from shrinking to its first word.
+        ui.set_max_width(ui.spacing().tooltip_width);
+        ui.label(waiting.message(now_us));
+    });
+}
+
+fn row_cells(
+    row: &mut egui_extras::TableRow<'_, '_>,
+    r: &TaskRecord,
+    reason: Option<&Waiting>,
+    now_us: i64,
+    theme: Theme,
+) {
     cell(row, format!("#{}", r.id));
     cell(row, r.spec.name.as_str());
     let mut args = serde_json::Value::Array(r.spec.args.clone()).to_string();
@@ -322,7 +382,27 @@ fn row_cells(row: &mut egui_extras::TableRow<'_, '_>, r: &TaskRecord, now_us: i6
     } else {
         r.status.as_str().to_owned()
     };
-    cell(row, RichText::new(status).color(theme.status(r.status)));
+    row.col(|ui| {
+        let text = RichText::new(status).color(theme.status(r.status));
+        let label = ui.add(Label::new(text).selectable(false).truncate());
+        reason_on_hover(label, reason, now_us);
+    });
+    row.col(|ui| {
+        let Some(waiting) = reason else {
+            return;
+        };
+        let colour = if holds_back(waiting) {
+            theme.warning()
+        } else {
+            theme.weak()
+        };
+        let text = RichText::new(short(waiting, now_us)).color(colour);
+        let label = Label::new(text)
+            .selectable(false)
+            .truncate()
+            .show_tooltip_when_elided(false);
+        reason_on_hover(ui.add(label), reason, now_us);
+    });
     cell(row, r.spec.queue_name());
     cell(row, r.attempts.to_string());
     cell(row, r.worker.as_deref().unwrap_or(""));

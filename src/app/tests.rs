@@ -1,7 +1,8 @@
 //! Interaction tests of the whole window on an in-process scheduler,
 //! driven through egui_kittest (no display, no GPU): task dependencies in
 //! the create form, the details panel and retry. Named queues and the
-//! pause that stops running tasks are tested in `queues`.
+//! pause that stops running tasks are tested in `queues`, why waiting
+//! rows wait in `waiting`.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use crate::model::{Dependency, OnDependencyFailure, TaskId, TaskSpec, TaskStatus
 use crate::scheduler::{Scheduler, SchedulerConfig, Waiting};
 
 mod queues;
+mod waiting;
 
 /// Longest a test waits for the window to show something.
 const WAIT: Duration = Duration::from_secs(10);
@@ -33,6 +35,11 @@ fn scheduler_with(workers: usize) -> Scheduler {
 }
 
 fn harness(scheduler: &Scheduler) -> Harness<'static, TaskdeckApp> {
+    harness_sized(scheduler, [1500.0, 900.0])
+}
+
+/// A window of `size` points on `scheduler`.
+fn harness_sized(scheduler: &Scheduler, size: [f32; 2]) -> Harness<'static, TaskdeckApp> {
     let services = Services {
         scheduler: scheduler.clone(),
         samples: None,
@@ -41,15 +48,13 @@ fn harness(scheduler: &Scheduler) -> Harness<'static, TaskdeckApp> {
         data_dir: None,
     };
     let app = TaskdeckApp::new(services, None, None);
-    Harness::builder()
-        .with_size([1500.0, 900.0])
-        .build_ui_state(
-            |ui, app: &mut TaskdeckApp| {
-                app.step(ui.ctx());
-                app.show(ui);
-            },
-            app,
-        )
+    Harness::builder().with_size(size).build_ui_state(
+        |ui, app: &mut TaskdeckApp| {
+            app.step(ui.ctx());
+            app.show(ui);
+        },
+        app,
+    )
 }
 
 /// Runs frames until `done` holds (with a timeout), as a user would wait.

@@ -15,7 +15,7 @@ use crate::scheduler::Scheduler;
 
 /// Scrolls to the widget labelled `label` (the left panel scrolls) and
 /// clicks it.
-fn click(harness: &mut Harness<'_, TaskdeckApp>, label: &str) {
+pub(super) fn click(harness: &mut Harness<'_, TaskdeckApp>, label: &str) {
     harness.get_by_label(label).scroll_to_me();
     harness.run_steps(2);
     harness.get_by_label(label).click();
@@ -23,7 +23,7 @@ fn click(harness: &mut Harness<'_, TaskdeckApp>, label: &str) {
 }
 
 /// Chooses queue `name` in the queues panel and waits for its controls.
-fn choose_queue(harness: &mut Harness<'_, TaskdeckApp>, name: &str) {
+pub(super) fn choose_queue(harness: &mut Harness<'_, TaskdeckApp>, name: &str) {
     assert!(
         run_until(harness, |h| h
             .query_by_role_and_label(Role::Button, name)
