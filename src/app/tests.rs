@@ -113,6 +113,23 @@ fn select_row(harness: &mut Harness<'_, TaskdeckApp>, id: TaskId) {
     );
 }
 
+/// Asserts that a refused submit left the create form open and the
+/// scheduler without a task.
+fn assert_form_kept_and_nothing_submitted(
+    harness: &Harness<'_, TaskdeckApp>,
+    scheduler: &Scheduler,
+) {
+    assert!(
+        harness.state().state().create.is_open,
+        "the form stays open"
+    );
+    assert_eq!(
+        scheduler.stats().counts,
+        Default::default(),
+        "nothing submitted"
+    );
+}
+
 fn focused(harness: &Harness<'_, TaskdeckApp>) -> Option<TaskId> {
     harness.state().state().focused()
 }
@@ -155,15 +172,7 @@ fn bad_or_unknown_after_tasks_show_inline_and_submit_nothing() {
             .is_some()),
         "the error shows inline"
     );
-    assert!(
-        harness.state().state().create.is_open,
-        "the form stays open"
-    );
-    assert_eq!(
-        scheduler.stats().counts,
-        Default::default(),
-        "nothing submitted"
-    );
+    assert_form_kept_and_nothing_submitted(&harness, &scheduler);
 
     // Well-formed but unknown: the scheduler refuses, and says why inline.
     harness.state_mut().state_mut().create.after = "42".into();
@@ -175,15 +184,7 @@ fn bad_or_unknown_after_tasks_show_inline_and_submit_nothing() {
             .is_some()),
         "the scheduler's refusal shows inline"
     );
-    assert!(
-        harness.state().state().create.is_open,
-        "the form stays open"
-    );
-    assert_eq!(
-        scheduler.stats().counts,
-        Default::default(),
-        "nothing submitted"
-    );
+    assert_form_kept_and_nothing_submitted(&harness, &scheduler);
     scheduler.shutdown().expect("shutdown");
 }
 

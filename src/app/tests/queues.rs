@@ -8,7 +8,10 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use serde_json::json;
 
-use super::{harness, open_sleep_form, run_until, scheduler, scheduler_with, select_row};
+use super::{
+    assert_form_kept_and_nothing_submitted, harness, open_sleep_form, run_until, scheduler,
+    scheduler_with, select_row,
+};
 use crate::app::TaskdeckApp;
 use crate::model::{TaskId, TaskSpec, TaskStatus};
 use crate::scheduler::Scheduler;
@@ -255,15 +258,7 @@ fn a_bad_queue_name_shows_inline_and_submits_nothing() {
         harness.query_by_label(error).is_some(),
         "the error shows once after the submit"
     );
-    assert!(
-        harness.state().state().create.is_open,
-        "the form stays open"
-    );
-    assert_eq!(
-        scheduler.stats().counts,
-        Default::default(),
-        "nothing submitted"
-    );
+    assert_form_kept_and_nothing_submitted(&harness, &scheduler);
     scheduler.shutdown().expect("shutdown");
 }
 

@@ -335,10 +335,7 @@ impl Core {
         let mut inserted = Inserted::default();
         for record in records {
             self.counts[TaskStatus::Queued.index()] += 1;
-            let lane = match &record.spec.queue {
-                Some(name) => self.queues.intern(name),
-                None => 0,
-            };
+            let lane = self.queues.intern_spec(&record.spec);
             self.queues.count(&record.spec, TaskStatus::Queued, true);
             let id = record.id;
             let ahead = start_ahead(&record.spec, now_us);
@@ -393,10 +390,7 @@ impl Core {
         for mut record in records {
             let rule = policy::recovery(record.status, record.attempts, record.spec.max_retries);
             self.counts[record.status.index()] += 1;
-            let lane = match &record.spec.queue {
-                Some(name) => self.queues.intern(name),
-                None => 0,
-            };
+            let lane = self.queues.intern_spec(&record.spec);
             self.queues.count(&record.spec, record.status, true);
             if record.status == TaskStatus::Running
                 && let (Some(lease_until), Some(worker)) = (remote_lease_until, &record.worker)

@@ -78,6 +78,15 @@ impl Queues {
         lane
     }
 
+    /// The lane of a spec's queue, made on first use (when a task is taken
+    /// in).
+    pub fn intern_spec(&mut self, spec: &TaskSpec) -> Lane {
+        match &spec.queue {
+            Some(name) => self.intern(name),
+            None => 0,
+        }
+    }
+
     /// The lane of a spec's queue (made when the task was taken in).
     pub fn lane_of(&self, spec: &TaskSpec) -> Lane {
         spec.queue
