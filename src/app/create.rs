@@ -32,6 +32,10 @@ pub struct CreateForm {
     pub retries: u32,
     /// GPUs the task needs.
     pub gpus: u32,
+    /// Whether it asks for GPU memory: with one GPU, a share of a device.
+    pub gpu_memory_enabled: bool,
+    /// The memory, MB.
+    pub gpu_memory_mb: u64,
     /// Whether an attempt has a time limit.
     pub timeout_enabled: bool,
     /// The limit in seconds.
@@ -62,6 +66,8 @@ impl Default for CreateForm {
             priority: PRIORITY_DEFAULT,
             retries: RETRIES_DEFAULT,
             gpus: 0,
+            gpu_memory_enabled: false,
+            gpu_memory_mb: 8_000,
             timeout_enabled: false,
             timeout_s: 60.0,
             delay_enabled: false,
@@ -110,6 +116,15 @@ impl CreateForm {
             .priority(self.priority)
             .max_retries(self.retries)
             .gpus(self.gpus);
+        if self.gpu_memory_enabled {
+            if self.gpus == 0 {
+                return Err("GPU memory needs at least one GPU".into());
+            }
+            if self.gpu_memory_mb == 0 {
+                return Err("GPU memory must be at least 1 MB".into());
+            }
+            spec.gpu_memory_mb = Some(self.gpu_memory_mb);
+        }
         let mut positional = true;
         for (param, text) in def.signature.params.iter().zip(&self.params) {
             let text = text.trim();
@@ -282,6 +297,19 @@ impl CreateForm {
                     .labelled_by(label.id)
                     .on_hover_text("Devices the task needs; it waits until they are free");
                 ui.end_row();
+                let label = ui.checkbox(&mut self.gpu_memory_enabled, "GPU memory (MB)");
+                ui.add_enabled(
+                    self.gpu_memory_enabled,
+                    egui::DragValue::new(&mut self.gpu_memory_mb)
+                        .range(1..=10_000_000)
+                        .speed(100.0),
+                )
+                .labelled_by(label.id)
+                .on_hover_text(
+                    "With one GPU: a share of a device's memory, beside other shares; \
+                     with more: the memory each whole device must have",
+                );
+                ui.end_row();
                 let label = ui.checkbox(&mut self.timeout_enabled, "Timeout (s)");
                 ui.add_enabled(
                     self.timeout_enabled,
@@ -381,6 +409,21 @@ mod tests {
             params: params.iter().map(|p| (*p).to_owned()).collect(),
             ..CreateForm::default()
         }
+    }
+
+    #[test]
+    fn gpu_memory_asks_for_a_share_and_needs_a_gpu() {
+        let registry = Registry::with_builtins();
+        let mut shared = form("sleep", &["10"]);
+        shared.gpu_memory_enabled = true;
+        shared.gpu_memory_mb = 12_000;
+        assert!(shared.build(&registry).is_err(), "no GPU asked for");
+        shared.gpus = 1;
+        let spec = shared.build(&registry).expect("valid form");
+        assert_eq!((spec.gpus, spec.gpu_memory_mb), (1, Some(12_000)));
+        shared.gpu_memory_enabled = false;
+        let spec = shared.build(&registry).expect("valid form");
+        assert_eq!(spec.gpu_memory_mb, None, "unticked, a whole device");
     }
 
     #[test]

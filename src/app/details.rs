@@ -118,10 +118,21 @@ pub fn details_ui(
                     .and_then(|log| log.gpu_peak_memory_mb)
                     .map(|mb| format!(", peak {mb} MB"))
                     .unwrap_or_default();
+                let asked = r
+                    .spec
+                    .gpu_memory_mb
+                    .map(|mb| {
+                        if r.spec.gpus == 1 {
+                            format!(", a {mb} MB share")
+                        } else {
+                            format!(", {mb} MB each")
+                        }
+                    })
+                    .unwrap_or_default();
                 ui.label(if ids.is_empty() {
-                    format!("{} asked for, none assigned yet", r.spec.gpus)
+                    format!("{} asked for{asked}, none assigned yet", r.spec.gpus)
                 } else {
-                    format!("device {}{peak}", ids.join(", "))
+                    format!("device {}{asked}{peak}", ids.join(", "))
                 });
                 ui.end_row();
             }

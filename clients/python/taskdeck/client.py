@@ -155,7 +155,10 @@ class TaskClient(ControlCalls, MonitoringCalls):
             kwargs: the task's keyword arguments.
             gpus: GPUs the task needs; the server assigns device ids and the
                 task's processes see them in ``CUDA_VISIBLE_DEVICES``.
-            gpu_memory_mb: memory each of those GPUs must have.
+            gpu_memory_mb: with ``gpus=1``, the share of one GPU's memory the
+                task needs (it may share a device with other such tasks while
+                their shares fit); with more GPUs, the memory each whole
+                device must have.
             delay: seconds from now before which the task may not start (it
                 waits queued until then, also across server restarts).
             not_before: the time before which it may not start: a
