@@ -166,6 +166,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::app::tests::noop_after;
     use crate::model::TaskSpec;
     use crate::scheduler::SchedulerConfig;
 
@@ -180,12 +181,8 @@ mod tests {
     #[test]
     fn reads_on_a_change_of_focus_or_record_and_otherwise_at_most_every_reread() {
         let scheduler = scheduler();
-        let first = scheduler
-            .submit(TaskSpec::new("noop", vec![]))
-            .expect("submit");
-        let second = scheduler
-            .submit(TaskSpec::new("noop", vec![]).after(first))
-            .expect("submit");
+        let first = noop_after(&scheduler, &[]);
+        let second = noop_after(&scheduler, &[first]);
         let mut view = TaskView::default();
         for id in [first, second] {
             view.upsert(scheduler.task_shared(id).expect("known"));
@@ -201,9 +198,7 @@ mod tests {
         ));
 
         // A new dependent shows at the next timed read, not before.
-        let third = scheduler
-            .submit(TaskSpec::new("noop", vec![]).after(first))
-            .expect("submit");
+        let third = noop_after(&scheduler, &[first]);
         focus.refresh(&scheduler, &view, Some(first), start);
         assert_eq!(focus.dependents(), &[second], "not read again yet");
         focus.refresh(&scheduler, &view, Some(first), start + REREAD_EVERY);
@@ -225,12 +220,8 @@ mod tests {
     #[test]
     fn a_dependency_outside_the_table_is_read_from_the_scheduler() {
         let scheduler = scheduler();
-        let first = scheduler
-            .submit(TaskSpec::new("noop", vec![]))
-            .expect("submit");
-        let second = scheduler
-            .submit(TaskSpec::new("noop", vec![]).after(first))
-            .expect("submit");
+        let first = noop_after(&scheduler, &[]);
+        let second = noop_after(&scheduler, &[first]);
         let mut view = TaskView::default();
         view.upsert(scheduler.task_shared(second).expect("known"));
         let mut dependent = TaskRecord::new(TaskId(99), TaskSpec::new("noop", vec![]), 0);

@@ -130,6 +130,14 @@ fn assert_form_kept_and_nothing_submitted(
     );
 }
 
+/// Submits a no-op task that starts only after `after`; its id.
+pub(crate) fn noop_after(scheduler: &Scheduler, after: &[TaskId]) -> TaskId {
+    let spec = after
+        .iter()
+        .fold(TaskSpec::new("noop", vec![]), |spec, id| spec.after(*id));
+    scheduler.submit(spec).expect("submit")
+}
+
 fn focused(harness: &Harness<'_, TaskdeckApp>) -> Option<TaskId> {
     harness.state().state().focused()
 }
@@ -137,9 +145,7 @@ fn focused(harness: &Harness<'_, TaskdeckApp>) -> Option<TaskId> {
 #[test]
 fn after_tasks_in_the_create_form_become_the_dependencies_of_the_task() {
     let scheduler = scheduler();
-    let first = scheduler
-        .submit(TaskSpec::new("noop", vec![]))
-        .expect("submit");
+    let first = noop_after(&scheduler, &[]);
     let mut harness = harness(&scheduler);
     open_sleep_form(&mut harness);
     type_into(&mut harness, "After tasks", &format!("#{first},"));
@@ -191,9 +197,7 @@ fn bad_or_unknown_after_tasks_show_inline_and_submit_nothing() {
 #[test]
 fn details_of_a_dependent_link_to_its_dependency_and_back() {
     let scheduler = scheduler();
-    let first = scheduler
-        .submit(TaskSpec::new("noop", vec![]))
-        .expect("submit");
+    let first = noop_after(&scheduler, &[]);
     let second = scheduler
         .submit(
             TaskSpec::new("noop", vec![])
@@ -243,15 +247,9 @@ fn details_of_a_dependent_link_to_its_dependency_and_back() {
 #[test]
 fn a_task_cancelled_by_its_dependency_says_so_and_retries_from_where_it_started() {
     let scheduler = scheduler();
-    let first = scheduler
-        .submit(TaskSpec::new("noop", vec![]))
-        .expect("submit");
-    let second = scheduler
-        .submit(TaskSpec::new("noop", vec![]).after(first))
-        .expect("submit");
-    let third = scheduler
-        .submit(TaskSpec::new("noop", vec![]).after(second))
-        .expect("submit");
+    let first = noop_after(&scheduler, &[]);
+    let second = noop_after(&scheduler, &[first]);
+    let third = noop_after(&scheduler, &[second]);
     scheduler.remove(first).expect("remove");
     let record = scheduler.task(third).expect("known");
     assert_eq!(
@@ -302,12 +300,8 @@ fn a_task_cancelled_by_its_dependency_says_so_and_retries_from_where_it_started(
 #[test]
 fn the_toolbar_retries_a_selection_with_dependents_once_each() {
     let scheduler = scheduler();
-    let first = scheduler
-        .submit(TaskSpec::new("noop", vec![]))
-        .expect("submit");
-    let second = scheduler
-        .submit(TaskSpec::new("noop", vec![]).after(first))
-        .expect("submit");
+    let first = noop_after(&scheduler, &[]);
+    let second = noop_after(&scheduler, &[first]);
     scheduler.remove(first).expect("remove");
     let mut harness = harness(&scheduler);
     select_row(&mut harness, first);

@@ -9,7 +9,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
 use super::queues::{choose_queue, click};
-use super::{harness, harness_sized, run_until, scheduler, select_row};
+use super::{harness, harness_sized, noop_after, run_until, scheduler, select_row};
 use crate::app::tasks::{COLUMNS, HEADER_PADDING};
 use crate::app::{SortColumn, TaskdeckApp, WINDOW_SIZE};
 use crate::model::TaskSpec;
@@ -28,9 +28,7 @@ fn count(harness: &Harness<'_, TaskdeckApp>, text: &str) -> usize {
 #[test]
 fn a_held_row_says_it_is_held_and_moves_on_when_released() {
     let scheduler = scheduler();
-    let id = scheduler
-        .submit(TaskSpec::new("noop", vec![]))
-        .expect("submit");
+    let id = noop_after(&scheduler, &[]);
     scheduler.hold(id).expect("hold");
     let mut harness = harness(&scheduler);
     assert!(shows(&mut harness, "held"), "the row says it is held");
@@ -54,15 +52,9 @@ fn a_held_row_says_it_is_held_and_moves_on_when_released() {
 #[test]
 fn a_row_waiting_for_a_dependency_names_it() {
     let scheduler = scheduler();
-    let first = scheduler
-        .submit(TaskSpec::new("noop", vec![]))
-        .expect("submit");
-    let second = scheduler
-        .submit(TaskSpec::new("noop", vec![]).after(first))
-        .expect("submit");
-    let third = scheduler
-        .submit(TaskSpec::new("noop", vec![]).after(first).after(second))
-        .expect("submit");
+    let first = noop_after(&scheduler, &[]);
+    let second = noop_after(&scheduler, &[first]);
+    let third = noop_after(&scheduler, &[first, second]);
     let mut harness = harness(&scheduler);
     let after_first = format!("after #{first}");
     assert!(
@@ -99,9 +91,7 @@ fn rows_of_a_paused_queue_or_scheduler_say_so() {
     scheduler
         .submit(TaskSpec::new("noop", vec![]).queue("render"))
         .expect("submit");
-    scheduler
-        .submit(TaskSpec::new("noop", vec![]))
-        .expect("submit");
+    noop_after(&scheduler, &[]);
     let mut harness = harness(&scheduler);
     assert!(
         run_until(&mut harness, |h| count(h, "next") == 1
