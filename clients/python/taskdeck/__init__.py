@@ -13,10 +13,14 @@ Standard library only. A quick tour::
         client.set_queue("train", limit=2)        # at most two "train" tasks at once
         client.submit("mock_ml_task", 500, "Random Forest", queue="train")
 
+Inside a task, ``from taskdeck import progress`` and ``progress(0.3,
+message="epoch 3/10", loss=0.31)`` reports how far it is.
+
 The HTTP API itself is described in docs/openapi.yaml in the Taskdeck
 repository.
 """
 
+from ._progress import progress
 from ._version import __version__
 from .client import DEFAULT_URL, NO_LIMIT, TaskClient, batch_ref, create_task
 from .errors import (
@@ -41,6 +45,7 @@ __all__ = [
     "create_task",
     "batch_ref",
     "NO_LIMIT",
+    "progress",
     "TaskdeckError",
     "BadRequest",
     "Unauthorized",
