@@ -13,6 +13,9 @@ Standard library only. A quick tour::
         client.set_queue("train", limit=2)        # at most two "train" tasks at once
         client.submit("mock_ml_task", 500, "Random Forest", queue="train")
 
+        for event in client.events(kinds=["task", "queue"], timeout=60):  # changes as they happen
+            print(event.type, event.data)
+
 Inside a task, ``from taskdeck import progress`` and ``progress(0.3,
 message="epoch 3/10", loss=0.31)`` reports how far it is.
 
@@ -21,6 +24,7 @@ repository.
 """
 
 from ._progress import progress
+from ._sse import Event
 from ._version import __version__
 from .client import DEFAULT_URL, NO_LIMIT, TaskClient, batch_ref, create_task
 from .errors import (
@@ -45,6 +49,7 @@ __all__ = [
     "create_task",
     "batch_ref",
     "NO_LIMIT",
+    "Event",
     "progress",
     "TaskdeckError",
     "BadRequest",

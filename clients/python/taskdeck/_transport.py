@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
-__all__ = ["Connection", "StaleConnection", "Answer"]
+__all__ = ["Connection", "StaleConnection", "Answer", "parse_head"]
 
-#: Status, Content-Type and body of one answer.
-Answer = Tuple[int, str, bytes]
+#: Status, header fields (names in lower case) and body of one answer.
+Answer = Tuple[int, Dict[str, str], bytes]
 
 #: Largest answer head the client accepts; Taskdeck's are a few hundred bytes.
 _MAX_HEAD_BYTES = 64 * 1024
@@ -110,7 +110,7 @@ class Connection:
                 chunk = self._recv(sock, fresh=not data)
                 data += chunk
                 continue
-            status, fields = _parse_head(data[:end])
+            status, fields = parse_head(data[:end])
             data = data[end + 4 :]
             if 100 <= status < 200:
                 continue  # An interim answer (100 Continue); the real one follows.
@@ -142,7 +142,7 @@ class Connection:
             self._pending = data
         else:
             self.close()
-        return status, fields.get("content-type", ""), body
+        return status, fields, body
 
     def _read_chunked(self, sock: socket.socket, data: bytes) -> Tuple[bytes, bytes]:
         parts = []
@@ -202,7 +202,7 @@ class Connection:
         return chunk
 
 
-def _parse_head(head: bytes) -> Tuple[int, dict]:
+def parse_head(head: bytes) -> Tuple[int, Dict[str, str]]:
     """The status code and the header fields (names in lower case)."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)

@@ -9,8 +9,10 @@ its own client when requests should run in parallel.
 This module holds the client itself: submitting, waiting, listing, the
 legacy names and the transport. The other calls are mixed in by
 responsibility: steering (cancel, retry, hold, pause, named queues) from
-:mod:`taskdeck._control`, monitoring from :mod:`taskdeck._monitoring`; the
-submission objects are built by :mod:`taskdeck._submissions`.
+:mod:`taskdeck._control`, monitoring from :mod:`taskdeck._monitoring`, the
+event stream from :mod:`taskdeck._events`; the submission objects are built
+by :mod:`taskdeck._submissions`. The event stream runs on a connection of
+its own (:mod:`taskdeck._stream`), never the kept-alive one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._control import NO_LIMIT, ControlCalls
+from ._events import EventCalls
 from ._monitoring import MonitoringCalls
 from ._submissions import (
     TaskSpec,
@@ -36,13 +39,14 @@ from ._submissions import (
     task_id_of,
     task_path,
 )
+from ._stream import StreamedAnswer, open_stream
 from ._transport import Answer, Connection, StaleConnection
 from ._version import __version__
 from .errors import (
     ConnectionFailed,
     TaskdeckError,
     TaskdeckTimeout,
-    error_for_status,
+    error_from_answer,
 )
 
 __all__ = ["TaskClient", "batch_ref", "create_task", "DEFAULT_URL", "NO_LIMIT"]
@@ -70,7 +74,7 @@ def _format_seconds(seconds: float) -> str:
     return text or "0"
 
 
-class TaskClient(ControlCalls, MonitoringCalls):
+class TaskClient(ControlCalls, MonitoringCalls, EventCalls):
     """A client of one Taskdeck server.
 
     Args:
@@ -102,18 +106,15 @@ class TaskClient(ControlCalls, MonitoringCalls):
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
         self._lock = threading.Lock()
-        tls = ssl.create_default_context() if self._https else None
-        self._conn = Connection(self._host, self._port, tls)
+        self._tls = ssl.create_default_context() if self._https else None
+        self._conn = Connection(self._host, self._port, self._tls)
         self._connections_opened = 0
         default_port = 443 if self._https else 80
         host = f"[{self._host}]" if ":" in self._host else self._host
         if self._port != default_port:
             host += f":{self._port}"
-        self._fixed_headers = (
-            f"Host: {host}\r\n"
-            "Accept: application/json\r\n"
-            f"User-Agent: taskdeck-python/{__version__}\r\n"
-        )
+        self._base_headers = f"Host: {host}\r\nUser-Agent: taskdeck-python/{__version__}\r\n"
+        self._fixed_headers = self._base_headers + "Accept: application/json\r\n"
 
     def __repr__(self) -> str:
         auth = ", token=<hidden>" if self.token else ""
@@ -556,8 +557,43 @@ class TaskClient(ControlCalls, MonitoringCalls):
             message = "".join(lines).encode("latin-1")
         limit_s = self.timeout if timeout is None else timeout
         with self._lock:
-            status, content_type, data = self._exchange(method, target, message, limit_s)
-        return _decode(status, content_type, data, method, path)
+            status, fields, data = self._exchange(method, target, message, limit_s)
+        return _decode(status, fields.get("content-type", ""), data, method, path)
+
+    def _open_stream(
+        self,
+        path: str,
+        query: Optional[Mapping[str, Any]],
+        accept: str,
+        headers: Optional[Mapping[str, str]] = None,
+        read_timeout_s: Optional[float] = None,
+    ) -> StreamedAnswer:
+        """Sends a ``GET`` on a connection of its own, never the kept-alive
+        one, and returns the answer with its body still to be read (the
+        event stream, a followed log). Its status is not checked here.
+
+        Raises:
+            ConnectionFailed: the server could not be reached.
+            TaskdeckTimeout: the answer's head did not come within the
+                client's timeout.
+        """
+        target = self._prefix + (path if _PLAIN_PATH.match(path) else quote(path, safe="/-_.~"))
+        if query:
+            target += "?" + urlencode(query)
+        lines = [f"GET {target} HTTP/1.1\r\n", self._base_headers, f"Accept: {accept}\r\n"]
+        lines.append("Connection: close\r\n")
+        if self.token:
+            lines.append(f"Authorization: Bearer {self.token}\r\n")
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}\r\n")
+        lines.append("\r\n")
+        message = "".join(lines).encode("utf-8")
+        try:
+            return open_stream(self._host, self._port, self._tls, message, self.timeout, read_timeout_s)
+        except socket.timeout as error:
+            raise TaskdeckTimeout(f"GET {path}: no answer from {self.url} within {self.timeout:g} s") from error
+        except OSError as error:
+            raise ConnectionFailed(f"GET {path}: cannot reach {self.url}: {error}") from error
 
     def _exchange(self, method: str, target: str, message: bytes, limit_s: float) -> Answer:
         """Sends a request on the kept-alive connection; the caller holds the lock.
@@ -607,16 +643,4 @@ def _decode(status: int, content_type: str, data: bytes, method: str, path: str)
             raise TaskdeckError(
                 f"{method} {path}: the server's answer is not valid JSON: {error}", status=status
             ) from error
-    message: Optional[str] = None
-    code: Optional[str] = None
-    try:
-        decoded = json.loads(data)
-    except ValueError:
-        decoded = None
-    if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
-        message = decoded["error"].get("message")
-        code = decoded["error"].get("code")
-    if not message:
-        text = data.decode("utf-8", "replace").strip()
-        message = text or f"{method} {path} failed"
-    raise error_for_status(status, message, code)
+    raise error_from_answer(status, data, f"{method} {path}")

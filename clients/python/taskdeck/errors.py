@@ -8,6 +8,7 @@ human-readable message; errors that happened before an answer arrived
 
 from __future__ import annotations
 
+import json
 from typing import Dict, Optional, Type
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "TaskdeckTimeout",
     "ConnectionFailed",
     "error_for_status",
+    "error_from_answer",
 ]
 
 
@@ -122,3 +124,22 @@ def error_for_status(status: int, message: str, code: Optional[str] = None) -> T
     """
     cls = _BY_STATUS.get(status, TaskdeckError)
     return cls(message, status=status, code=code)
+
+
+def error_from_answer(status: int, body: bytes, what: str) -> TaskdeckError:
+    """Builds the exception for an error answer: the server's JSON error
+    (``{"error": {"message", "code"}}``) when it sent one, else its text, else
+    a message naming ``what`` (e.g. ``"GET /api/v1/events"``)."""
+    message: Optional[str] = None
+    code: Optional[str] = None
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+        message = decoded["error"].get("message")
+        code = decoded["error"].get("code")
+    if not message:
+        text = body.decode("utf-8", "replace").strip()
+        message = text or f"{what} failed"
+    return error_for_status(status, message, code)
