@@ -13,6 +13,9 @@ Standard library only. A quick tour::
         client.set_queue("train", limit=2)        # at most two "train" tasks at once
         client.submit("mock_ml_task", 500, "Random Forest", queue="train")
 
+        train = client.submit_python("train:main", taskdeck_options={"queue": "train"})
+        for text in client.logs(train, follow=True):       # its output as it is written
+            print(text, end="")
         for event in client.events(kinds=["task", "queue"], timeout=60):  # changes as they happen
             print(event.type, event.data)
 

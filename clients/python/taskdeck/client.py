@@ -10,9 +10,10 @@ This module holds the client itself: submitting, waiting, listing, the
 legacy names and the transport. The other calls are mixed in by
 responsibility: steering (cancel, retry, hold, pause, named queues) from
 :mod:`taskdeck._control`, monitoring from :mod:`taskdeck._monitoring`, the
-event stream from :mod:`taskdeck._events`; the submission objects are built
-by :mod:`taskdeck._submissions`. The event stream runs on a connection of
-its own (:mod:`taskdeck._stream`), never the kept-alive one.
+event stream from :mod:`taskdeck._events`, task logs and progress from
+:mod:`taskdeck._logs`; the submission objects are built by
+:mod:`taskdeck._submissions`. The event stream and followed logs run on
+connections of their own (:mod:`taskdeck._stream`), never the kept-alive one.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._control import NO_LIMIT, ControlCalls
 from ._events import EventCalls
+from ._logs import LogCalls
 from ._monitoring import MonitoringCalls
 from ._submissions import (
     TaskSpec,
@@ -74,7 +76,7 @@ def _format_seconds(seconds: float) -> str:
     return text or "0"
 
 
-class TaskClient(ControlCalls, MonitoringCalls, EventCalls):
+class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
     """A client of one Taskdeck server.
 
     Args:
@@ -559,6 +561,29 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls):
         with self._lock:
             status, fields, data = self._exchange(method, target, message, limit_s)
         return _decode(status, fields.get("content-type", ""), data, method, path)
+
+    def _request_bytes(
+        self, path: str, query: Optional[Mapping[str, Any]] = None
+    ) -> Tuple[Dict[str, str], bytes]:
+        """A ``GET`` on the kept-alive connection whose answer is raw bytes
+        (a task's log): the header fields (names in lower case) and the body.
+
+        Raises what :meth:`request` raises for an error answer.
+        """
+        target = path if _PLAIN_PATH.match(path) else quote(path, safe="/-_.~")
+        target = self._prefix + target
+        if query:
+            target += "?" + urlencode(query)
+        lines = [f"GET {target} HTTP/1.1\r\n", self._base_headers, "Accept: */*\r\n"]
+        if self.token:
+            lines.append(f"Authorization: Bearer {self.token}\r\n")
+        lines.append("\r\n")
+        message = "".join(lines).encode("latin-1")
+        with self._lock:
+            status, fields, data = self._exchange("GET", target, message, self.timeout)
+        if not 200 <= status < 300:
+            raise error_from_answer(status, data, f"GET {path}")
+        return fields, data
 
     def _open_stream(
         self,

@@ -1,6 +1,6 @@
-"""The event stream's connection handling against small stand-in servers:
-what the real server does not do on demand (drop a stream in the middle,
-frame it with chunks, stay silent, refuse to resume)."""
+"""The event stream's and a followed log's connection handling against small
+stand-in servers: what the real server does not do on demand (drop a stream
+in the middle, frame it with chunks, stay silent, refuse to resume)."""
 
 from __future__ import annotations
 
@@ -230,6 +230,44 @@ class EventStreamConnectionTest(unittest.TestCase):
             self.assertLess(time.monotonic() - started, 5.0)
             with self.assertRaises(ConnectionFailed):
                 next(client.events(reconnect=False))
+
+
+class FollowedLogConnectionTest(unittest.TestCase):
+    """A followed log broken in the middle goes on from the byte it reached."""
+
+    def test_a_broken_follow_resumes_at_its_offset(self) -> None:
+        text = "line é 1\nline € 2\nline 😀 3\n".encode("utf-8")
+        follows: List[int] = []
+
+        def handler(number: int, head: str, conn: socket.socket) -> None:
+            target = head.split(" ")[1]
+            query = dict(part.split("=", 1) for part in target.split("?", 1)[1].split("&"))
+            offset = int(query.get("offset", "0"))
+            if query.get("follow") == "true":
+                follows.append(offset)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
+                    + f"X-Taskdeck-Attempt: 1\r\nX-Taskdeck-Offset: {offset}\r\n\r\n".encode()
+                )
+                conn.sendall(text[offset : offset + 5])  # Five bytes a time, then it breaks.
+                conn.shutdown(socket.SHUT_RDWR)
+                return
+            # Pages: nothing new until followed, then the end once all was sent.
+            complete = offset >= len(text)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 0\r\n"
+                + f"X-Taskdeck-Attempt: 1\r\nX-Taskdeck-Offset: {offset}\r\n".encode()
+                + f"X-Taskdeck-Next-Offset: {offset}\r\nX-Taskdeck-Log-Size: {len(text)}\r\n".encode()
+                + f"X-Taskdeck-Log-Complete: {str(complete).lower()}\r\nConnection: close\r\n\r\n".encode()
+            )
+
+        server = StubStreamServer(handler)
+        self.addCleanup(server.stop)
+        with TaskClient(server.url, timeout=5) as client:
+            pieces = list(client.logs(3, follow=True))
+        self.assertEqual("".join(pieces), text.decode("utf-8"))
+        self.assertEqual(follows, list(range(0, len(text), 5)))
+        self.assertNotIn("\ufffd", "".join(pieces))
 
 
 if __name__ == "__main__":
