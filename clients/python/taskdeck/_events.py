@@ -77,14 +77,17 @@ class EventCalls:
           fell behind, or the server could not resume after the last id).
           Reload what you keep with the other calls, then go on reading.
 
-        The stream runs on a connection of its own and is read as it
-        arrives. When the connection drops and ``reconnect`` is true, the
-        generator connects again after a short backoff, sending the last
-        id it saw as ``Last-Event-ID``, and goes on without repeating an
-        event; it gives up with :class:`ConnectionFailed` when the server
-        stays unreachable for longer than the client's timeout. A stream
-        silent for 40 s or the client's timeout, whichever is longer (the
-        server sends a keep-alive every 15 s), counts as dropped.
+        ``events()`` returns once the stream is connected, so every change
+        made after it returns is in the stream; an error answer (a bad
+        filter, a missing token) is raised by ``events()`` itself. The
+        stream runs on a connection of its own and is read as it arrives.
+        When the connection drops and ``reconnect`` is true, the generator
+        connects again after a short backoff, sending the last id it saw as
+        ``Last-Event-ID``, and goes on without repeating an event; it gives
+        up with :class:`ConnectionFailed` when the server stays unreachable
+        for longer than the client's timeout. A stream silent for 40 s or
+        the client's timeout, whichever is longer (the server sends a
+        keep-alive every 15 s), counts as dropped.
 
         Close the generator (``stream.close()``, or leave a ``for`` loop
         over it and let it go) to close its connection; ``with
@@ -106,8 +109,7 @@ class EventCalls:
                 waits for as long as it takes.
 
         Raises:
-            BadRequest: a kind or task id the server does not take (at the
-                first ``next()``).
+            BadRequest: a kind or task id the server does not take.
             Unauthorized: the server wants a token.
             ConnectionFailed: the server could not be reached (for longer
                 than the client's timeout when reconnecting).
@@ -130,7 +132,9 @@ class EventCalls:
                 raise ValueError(f"last_event_id cannot contain CR, LF or NUL: {last_event_id!r}")
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout is seconds, not negative: {timeout!r}")
-        return self._follow_events(query, last_event_id, reconnect, timeout)
+        stream = self._follow_events(query, last_event_id, reconnect, timeout)
+        next(stream)  # Runs up to the first connection: see "returns once connected".
+        return stream
 
     def _follow_events(
         self,
@@ -139,12 +143,14 @@ class EventCalls:
         reconnect: bool,
         timeout: Optional[float],
     ) -> Iterator[Event]:
-        """The generator behind :meth:`events`."""
+        """The generator behind :meth:`events`; it yields ``None`` once, when
+        its first connection is open, and events after that."""
         last_id = last_event_id
         server_retry_s: Optional[float] = None
         silence_s = max(_SILENCE_S, self.timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         tries = 0  # Reconnections since the last event.
+        connected = False
         dropped_since: Optional[float] = None
         while True:
             headers = {"Cache-Control": "no-cache"}
@@ -160,6 +166,9 @@ class EventCalls:
                         raise error
                     raise _Dropped(str(error))
                 dropped_since = None
+                if not connected:
+                    connected = True
+                    yield None  # type: ignore[misc]  # events() takes this one.
                 # A fresh parser per connection: half a line left from a
                 # broken one must not run into the new stream.
                 parser = SseParser(last_id)

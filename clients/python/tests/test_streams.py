@@ -117,6 +117,7 @@ class EventStreamConnectionTest(unittest.TestCase):
         server = self.serve(handler)
         with TaskClient(server.url, timeout=5, token="t0k") as client:
             stream = client.events(kinds=["task", "queue"], tasks=[4, 5], last_event_id="e0", timeout=5)
+            self.assertEqual(len(server.heads), 1, "events() returns once connected")
             self.assertEqual(next(stream).id, "e1")
             stream.close()
         request_line = server.heads[0].split("\r\n")[0]
