@@ -40,15 +40,17 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use self::core::{
-    CancelOutcome, GpuDevice, Heartbeat, Placed, QueueInfo, QueueSettings, Reclaim, RequestError,
-    Run, StopRequest, Waiting,
+    CancelOutcome, GpuDevice, Heartbeat, MAX_NAMES, OTHER, Placed, QueueInfo, QueueSettings,
+    Reclaim, RequestError, Run, StopRequest, TaskCounter, Waiting,
 };
 pub use control::QueueChange;
 pub use errors::{DependencyError, QueueError, StartError, SubmitError};
 pub use link::{ExternalDispatch, ExternalHooks, RemoteOutcome, TransportLink, run_attempt};
 pub use metrics::{LatencyBuckets, LatencySummary, MetricsReport, NameReport};
 pub use policy::Backoff;
-pub use report::{SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerKind, WorkerState};
+pub use report::{
+    NameTotals, SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerKind, WorkerState,
+};
 
 use self::core::{Change, Core, Settled, WorkerId};
 use crate::model::{Event, EventKind, TaskId, TaskRecord, TaskSpec, now_us};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    LatencyBuckets, Scheduler, SchedulerStats, StatusCounts, StorageStatus, TaskQuery, Waiting,
-    WorkerInfo,
+    LatencyBuckets, NameTotals, Scheduler, SchedulerStats, StatusCounts, StorageStatus, TaskQuery,
+    Waiting, WorkerInfo,
 };
 use crate::model::{TaskId, TaskRecord};
 
@@ -103,6 +103,19 @@ impl Scheduler {
             paused,
             metrics,
         }
+    }
+
+    /// Each task name's lifecycle counters since this process started,
+    /// sorted by name: they only grow (finished tasks dropped by the
+    /// retention stay counted). The lock is held to copy a few kilobytes.
+    pub fn totals(&self) -> Vec<NameTotals> {
+        let totals = self.inner.core.lock().totals();
+        let mut totals: Vec<NameTotals> = totals
+            .iter()
+            .map(|(name, counts)| NameTotals::new(name, *counts))
+            .collect();
+        totals.sort_by(|a, b| a.name.cmp(&b.name));
+        totals
     }
 
     /// Submission-to-completion latency of finished tasks as cumulative

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::{RemoteWorker, WorkerId, WorkerSlot};
+use super::core::{Counts, RemoteWorker, TaskCounter, WorkerId, WorkerSlot};
 use super::metrics::MetricsReport;
 use crate::model::{EventKind, HostSummary, TaskId, TaskRecord, TaskStatus};
 
@@ -217,6 +217,54 @@ impl StatusCounts {
             TaskStatus::Completed => self.completed,
             TaskStatus::Failed => self.failed,
             TaskStatus::Cancelled => self.cancelled,
+        }
+    }
+}
+
+/// One task name's lifecycle counters since the process started (see
+/// [`Scheduler::totals`](super::Scheduler::totals)); they only grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NameTotals {
+    /// Task name, or [`OTHER`](super::OTHER) for the names beyond
+    /// [`MAX_NAMES`](super::MAX_NAMES).
+    pub name: String,
+    /// Tasks accepted.
+    pub submitted: u64,
+    /// Tasks completed.
+    pub completed: u64,
+    /// Tasks failed for good.
+    pub failed: u64,
+    /// Failed attempts followed by another, and manual retries.
+    pub retried: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
+    /// Attempts lost with their worker.
+    pub lost: u64,
+}
+
+impl NameTotals {
+    pub(super) fn new(name: &str, counts: Counts) -> Self {
+        let [submitted, completed, failed, retried, cancelled, lost] = counts;
+        Self {
+            name: name.to_owned(),
+            submitted,
+            completed,
+            failed,
+            retried,
+            cancelled,
+            lost,
+        }
+    }
+
+    /// The value of one counter.
+    pub fn get(&self, counter: TaskCounter) -> u64 {
+        match counter {
+            TaskCounter::Submitted => self.submitted,
+            TaskCounter::Completed => self.completed,
+            TaskCounter::Failed => self.failed,
+            TaskCounter::Retried => self.retried,
+            TaskCounter::Cancelled => self.cancelled,
+            TaskCounter::Lost => self.lost,
         }
     }
 }

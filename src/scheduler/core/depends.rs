@@ -261,6 +261,8 @@ impl Core {
             record,
             TaskStatus::Cancelled,
         );
+        self.tally
+            .add(entry.name_slot, super::TaskCounter::Cancelled);
         let change = Change {
             kind: EventKind::Cancelled,
             record: Arc::clone(&entry.record),

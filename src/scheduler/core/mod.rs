@@ -28,6 +28,9 @@ mod remote;
 #[cfg(test)]
 mod remote_tests;
 mod settle;
+mod tally;
+#[cfg(test)]
+mod tally_tests;
 mod waiting;
 
 pub use depends::{check_batch_positions, resolve_batch_positions};
@@ -36,6 +39,7 @@ pub use queues::{QueueInfo, QueueSettings};
 pub use ready::Placement;
 pub(super) use ready::need_of;
 pub use remote::{Heartbeat, RemoteWorker, StopRequest};
+pub use tally::{Counts, MAX_NAMES, OTHER, TaskCounter};
 pub use waiting::Waiting;
 
 use super::policy::{self, Backoff, Recovery};
@@ -73,6 +77,19 @@ pub struct Entry {
     pub record: Arc<TaskRecord>,
     /// Set while an attempt runs.
     pub run: Option<RunState>,
+    /// Where its name's lifecycle counters are.
+    pub name_slot: tally::NameSlot,
+}
+
+impl Entry {
+    /// A task that does not run now.
+    fn idle(record: Arc<TaskRecord>, name_slot: tally::NameSlot) -> Self {
+        Self {
+            record,
+            run: None,
+            name_slot,
+        }
+    }
 }
 
 /// One worker of the pool.
@@ -243,6 +260,8 @@ pub struct Core {
     unmet: HashMap<TaskId, std::collections::HashSet<TaskId>>,
     /// Named queues: their lanes, settings and counts.
     queues: queues::Queues,
+    /// Lifecycle counters by task name since start.
+    tally: tally::Tally,
 }
 
 impl Core {
@@ -270,6 +289,7 @@ impl Core {
             dependents: HashMap::new(),
             unmet: HashMap::new(),
             queues: queues::Queues::default(),
+            tally: tally::Tally::default(),
         }
     }
 
@@ -297,6 +317,11 @@ impl Core {
     /// Tasks held in each status, indexed by [`TaskStatus::index`].
     pub fn counts(&self) -> [usize; TaskStatus::ALL.len()] {
         self.counts
+    }
+
+    /// Every task name's lifecycle counters since start (see [`tally`]).
+    pub fn totals(&self) -> Vec<(Arc<str>, Counts)> {
+        self.tally.snapshot()
     }
 
     /// Queued, running and retrying tasks.
@@ -337,6 +362,8 @@ impl Core {
             self.counts[TaskStatus::Queued.index()] += 1;
             let lane = self.queues.intern_spec(&record.spec);
             self.queues.count(&record.spec, TaskStatus::Queued, true);
+            let name_slot = self.tally.slot(&record.spec.name);
+            self.tally.add(name_slot, TaskCounter::Submitted);
             let id = record.id;
             let ahead = start_ahead(&record.spec, now_us);
             if record.spec.depends_on.is_empty() {
@@ -346,16 +373,11 @@ impl Core {
                         .queue
                         .push(lane, record.spec.priority, id, need_of(&record.spec)),
                 }
-                self.tasks.insert(id, Entry { record, run: None });
+                self.tasks.insert(id, Entry::idle(record, name_slot));
                 continue;
             }
-            self.tasks.insert(
-                id,
-                Entry {
-                    record: Arc::clone(&record),
-                    run: None,
-                },
-            );
+            self.tasks
+                .insert(id, Entry::idle(Arc::clone(&record), name_slot));
             let waits = self.link_accepted(&record, now_us, &mut inserted.cancelled);
             match ahead {
                 Some(at_us) => inserted.delayed.push((id, at_us)),
@@ -392,6 +414,7 @@ impl Core {
             self.counts[record.status.index()] += 1;
             let lane = self.queues.intern_spec(&record.spec);
             self.queues.count(&record.spec, record.status, true);
+            let name_slot = self.tally.slot(&record.spec.name);
             if record.status == TaskStatus::Running
                 && let (Some(lease_until), Some(worker)) = (remote_lease_until, &record.worker)
             {
@@ -412,6 +435,7 @@ impl Core {
                     Entry {
                         record,
                         run: Some(run),
+                        name_slot,
                     },
                 );
                 continue;
@@ -433,6 +457,8 @@ impl Core {
                     if record.status != TaskStatus::Queued {
                         if rule == Recovery::LostThenRequeue {
                             record.failures.push(lost_attempt(&record, now_us));
+                            self.tally.add(name_slot, TaskCounter::Lost);
+                            self.tally.add(name_slot, TaskCounter::Retried);
                         }
                         record.retry_at_us = None;
                         Self::set_status(
@@ -456,6 +482,8 @@ impl Core {
                         TaskStatus::Failed,
                     );
                     finished.push((record.id, now_us));
+                    self.tally.add(name_slot, TaskCounter::Lost);
+                    self.tally.add(name_slot, TaskCounter::Failed);
                     changed = Some(EventKind::Failed);
                 }
             }
@@ -466,7 +494,7 @@ impl Core {
                     record: Arc::clone(&record),
                 });
             }
-            self.tasks.insert(record.id, Entry { record, run: None });
+            self.tasks.insert(record.id, Entry::idle(record, name_slot));
         }
         finished.sort_by_key(|(_, at)| *at);
         self.finished.extend(finished);
@@ -606,6 +634,7 @@ impl Core {
             record,
             TaskStatus::Queued,
         );
+        self.tally.add(entry.name_slot, TaskCounter::Retried);
         Ok(Change {
             kind: EventKind::Requeued,
             record: Arc::clone(&entry.record),

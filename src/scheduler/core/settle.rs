@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{AttemptResult, Change, Core, Settled, WorkerId};
+use super::{AttemptResult, Change, Core, Settled, TaskCounter, WorkerId};
 use crate::model::{AttemptFailure, EventKind, FailureKind, TaskId, TaskLog, TaskStatus};
 use crate::scheduler::policy;
 use crate::tasks::{CancelToken, StopReason};
@@ -232,6 +232,9 @@ impl Core {
         let Some(entry) = self.tasks.get_mut(&id) else {
             return;
         };
+        if kind == FailureKind::Lost {
+            self.tally.add(entry.name_slot, TaskCounter::Lost);
+        }
         let record = Arc::make_mut(&mut entry.record);
         record.failures.push(AttemptFailure {
             attempt: record.attempts,
@@ -254,6 +257,7 @@ impl Core {
                 record,
                 TaskStatus::Retrying,
             );
+            self.tally.add(entry.name_slot, TaskCounter::Retried);
             settled.retry_at = Some((now + delay, retry_at_us));
             settled.change = Some(Change {
                 kind: EventKind::Retrying,
@@ -371,6 +375,15 @@ impl Core {
         // to hold.
         record.held = false;
         Self::set_status(&mut self.counts, &mut self.queues, record, status);
+        let counter = match status {
+            TaskStatus::Completed => Some(TaskCounter::Completed),
+            TaskStatus::Failed => Some(TaskCounter::Failed),
+            TaskStatus::Cancelled => Some(TaskCounter::Cancelled),
+            TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying => None,
+        };
+        if let Some(counter) = counter {
+            self.tally.add(entry.name_slot, counter);
+        }
         if status != TaskStatus::Cancelled {
             let latency = record.total_latency_us().unwrap_or(0);
             settled.finished = Some((status == TaskStatus::Completed, latency));
