@@ -1,13 +1,60 @@
 //! `GET /metrics` in the Prometheus text format (version 0.0.4).
+//!
+//! Gauges of what the scheduler holds now (tasks by status, queues,
+//! workers, resources), counters of what happened since the process
+//! started (tasks by name and outcome), and the latency histogram.
+//! Every family's header is written even when it has no series yet, so a
+//! dashboard's queries name families that exist.
 
 use std::fmt::Write;
 
 use crate::model::{DiskSample, GpuSample, GpuState, ResourceSample, TaskStatus};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{NameTotals, QueueInfo, Scheduler, TaskCounter, WorkerInfo};
 
 /// Upper bounds of the latency histogram, in seconds.
 const LATENCY_BOUNDS_S: [f64; 14] = [
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0,
+];
+
+/// Queues shown with series of their own; the tasks of the others are
+/// summed under `queue="other"` (queue names come from clients).
+const MAX_QUEUE_SERIES: usize = 256;
+
+/// The label value the queues beyond [`MAX_QUEUE_SERIES`] share.
+const OTHER_QUEUE: &str = "other";
+
+/// The lifecycle counters: family name and help, by counter.
+const COUNTERS: [(TaskCounter, &str, &str); TaskCounter::ALL.len()] = [
+    (
+        TaskCounter::Submitted,
+        "taskdeck_tasks_submitted_total",
+        "Tasks accepted since the process started, by task name.",
+    ),
+    (
+        TaskCounter::Completed,
+        "taskdeck_tasks_completed_total",
+        "Tasks completed since the process started, by task name.",
+    ),
+    (
+        TaskCounter::Failed,
+        "taskdeck_tasks_failed_total",
+        "Tasks failed for good since the process started, by task name.",
+    ),
+    (
+        TaskCounter::Retried,
+        "taskdeck_tasks_retried_total",
+        "Tasks that will run again since the process started (a failed attempt with retries left, or a manual retry), by task name.",
+    ),
+    (
+        TaskCounter::Cancelled,
+        "taskdeck_tasks_cancelled_total",
+        "Tasks cancelled since the process started, by task name.",
+    ),
+    (
+        TaskCounter::Lost,
+        "taskdeck_tasks_lost_total",
+        "Attempts lost with their worker since the process started, by task name.",
+    ),
 ];
 
 /// Escapes a label value.
@@ -107,10 +154,118 @@ pub fn render(scheduler: &Scheduler, sample: Option<&ResourceSample>) -> String 
     );
     let _ = writeln!(out, "taskdeck_task_latency_seconds_count {}", buckets.count);
 
+    counters(&mut out, &scheduler.totals());
+    queues(&mut out, &scheduler.queues());
+    workers(&mut out, &scheduler.workers());
+
     if let Some(sample) = sample {
         resources(&mut out, sample);
     }
     out
+}
+
+/// The lifecycle counters, one family per counter, one series per name.
+fn counters(out: &mut String, totals: &[NameTotals]) {
+    for (counter, family, help) in COUNTERS {
+        header(out, family, "counter", help);
+        for name in totals {
+            let _ = writeln!(
+                out,
+                "{family}{{name=\"{}\"}} {}",
+                label(&name.name),
+                name.get(counter)
+            );
+        }
+    }
+}
+
+/// The queues shown apart (sorted by name, at most [`MAX_QUEUE_SERIES`])
+/// and the tasks in each status of the rest, summed (none when every queue
+/// is shown). A queue named like [`OTHER_QUEUE`] is summed with the rest
+/// when there is a rest, so no series appears twice.
+fn fold_queues(list: &[QueueInfo]) -> (Vec<&QueueInfo>, Option<[usize; TaskStatus::ALL.len()]>) {
+    if list.len() <= MAX_QUEUE_SERIES {
+        return (list.iter().collect(), None);
+    }
+    let mut shown = Vec::with_capacity(MAX_QUEUE_SERIES);
+    let mut rest = [0; TaskStatus::ALL.len()];
+    for queue in list {
+        if shown.len() < MAX_QUEUE_SERIES && queue.name != OTHER_QUEUE {
+            shown.push(queue);
+        } else {
+            for (sum, count) in rest.iter_mut().zip(queue.counts) {
+                *sum += count;
+            }
+        }
+    }
+    (shown, Some(rest))
+}
+
+fn queues(out: &mut String, list: &[QueueInfo]) {
+    let (shown, rest) = fold_queues(list);
+    header(
+        out,
+        "taskdeck_queue_tasks",
+        "gauge",
+        "Tasks held by queue and status (finished ones within the retention).",
+    );
+    let mut line = |name: &str, counts: &[usize; TaskStatus::ALL.len()]| {
+        for status in TaskStatus::ALL {
+            let _ = writeln!(
+                out,
+                "taskdeck_queue_tasks{{queue=\"{}\",status=\"{status}\"}} {}",
+                label(name),
+                counts[status.index()]
+            );
+        }
+    };
+    for queue in &shown {
+        line(&queue.name, &queue.counts);
+    }
+    if let Some(rest) = rest {
+        line(OTHER_QUEUE, &rest);
+    }
+    let with_limit: Vec<(&QueueInfo, usize)> = shown
+        .iter()
+        .filter_map(|queue| queue.limit.map(|limit| (*queue, limit)))
+        .collect();
+    let queue = |(queue, _): &(&QueueInfo, usize)| format!("queue=\"{}\"", label(&queue.name));
+    gauge(
+        out,
+        "taskdeck_queue_limit",
+        "Most tasks of the queue running at once (queues with a limit only).",
+        &with_limit,
+        queue,
+        |(_, limit)| limit.to_string(),
+    );
+    gauge(
+        out,
+        "taskdeck_queue_paused",
+        "1 while the queue is paused (none of its tasks starts), else 0.",
+        &shown,
+        |queue| format!("queue=\"{}\"", label(&queue.name)),
+        |queue| u8::from(queue.paused).to_string(),
+    );
+}
+
+fn workers(out: &mut String, list: &[WorkerInfo]) {
+    let worker = |w: &WorkerInfo| format!("worker=\"{}\"", label(&w.name));
+    gauge(
+        out,
+        "taskdeck_worker_slots",
+        "Attempts the worker runs at once (1 for a thread of the pool; 0 for a worker process that stops).",
+        list,
+        worker,
+        |w| w.concurrency.to_string(),
+    );
+    gauge(
+        out,
+        "taskdeck_worker_busy_slots",
+        "Attempts the worker runs now (on a worker process, placed attempts waiting for a slot count too).",
+        list,
+        worker,
+        |w| w.running.len().to_string(),
+    );
 }
 
 /// Writes one gauge family: a header, then one line per item with its
@@ -216,4 +371,94 @@ fn resources(out: &mut String, sample: &ResourceSample) {
         gpu,
         |d| d.memory_total_bytes.to_string(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(name: &str, queued: usize) -> QueueInfo {
+        let mut counts = [0; TaskStatus::ALL.len()];
+        counts[TaskStatus::Queued.index()] = queued;
+        QueueInfo {
+            name: name.to_owned(),
+            limit: None,
+            paused: false,
+            counts,
+        }
+    }
+
+    #[test]
+    fn counters_have_one_series_per_name_with_escaped_labels() {
+        let totals = [
+            NameTotals {
+                name: "noop".into(),
+                submitted: 3,
+                completed: 2,
+                cancelled: 1,
+                ..NameTotals::default()
+            },
+            NameTotals {
+                name: "odd \"name\"".into(),
+                lost: 4,
+                ..NameTotals::default()
+            },
+        ];
+        let mut out = String::new();
+        counters(&mut out, &totals);
+        for (_, family, _) in COUNTERS {
+            assert!(out.contains(&format!("# TYPE {family} counter\n")), "{out}");
+        }
+        assert!(out.contains("taskdeck_tasks_submitted_total{name=\"noop\"} 3\n"));
+        assert!(out.contains("taskdeck_tasks_completed_total{name=\"noop\"} 2\n"));
+        assert!(out.contains("taskdeck_tasks_cancelled_total{name=\"noop\"} 1\n"));
+        assert!(out.contains("taskdeck_tasks_failed_total{name=\"noop\"} 0\n"));
+        assert!(out.contains("taskdeck_tasks_lost_total{name=\"odd \\\"name\\\"\"} 4\n"));
+        let samples = out.lines().filter(|line| !line.starts_with('#')).count();
+        assert_eq!(samples, COUNTERS.len() * totals.len());
+    }
+
+    #[test]
+    fn queues_beyond_the_limit_are_summed_under_other() {
+        let few = [queue("default", 1), queue("train", 2)];
+        let (shown, rest) = fold_queues(&few);
+        assert_eq!(shown.len(), 2);
+        assert_eq!(rest, None);
+
+        // Sorted by name, as the scheduler lists them; one is named "other".
+        let mut many: Vec<QueueInfo> = (0..MAX_QUEUE_SERIES + 10)
+            .map(|n| queue(&format!("q{n:04}"), 1))
+            .collect();
+        many.push(queue(OTHER_QUEUE, 5));
+        many.sort_by(|a, b| a.name.cmp(&b.name));
+        let (shown, rest) = fold_queues(&many);
+        assert_eq!(shown.len(), MAX_QUEUE_SERIES);
+        assert!(shown.iter().all(|q| q.name != OTHER_QUEUE));
+        let rest = rest.expect("the rest is summed");
+        assert_eq!(rest[TaskStatus::Queued.index()], 10 + 5);
+        let mut out = String::new();
+        queues(&mut out, &many);
+        let others = out
+            .lines()
+            .filter(|line| line.starts_with("taskdeck_queue_tasks{queue=\"other\","))
+            .count();
+        assert_eq!(others, TaskStatus::ALL.len(), "one series per status");
+    }
+
+    #[test]
+    fn queue_limits_and_pauses_are_gauges_by_queue() {
+        let mut train = queue("train", 0);
+        train.limit = Some(2);
+        train.paused = true;
+        let mut out = String::new();
+        queues(&mut out, &[queue("default", 3), train]);
+        assert!(out.contains("taskdeck_queue_tasks{queue=\"default\",status=\"queued\"} 3\n"));
+        assert!(out.contains("taskdeck_queue_limit{queue=\"train\"} 2\n"));
+        assert!(
+            !out.contains("taskdeck_queue_limit{queue=\"default\"}"),
+            "no limit"
+        );
+        assert!(out.contains("taskdeck_queue_paused{queue=\"train\"} 1\n"));
+        assert!(out.contains("taskdeck_queue_paused{queue=\"default\"} 0\n"));
+    }
 }
