@@ -144,6 +144,7 @@ impl From<RequestError> for ApiError {
             | RequestError::NotRetryable { .. }
             | RequestError::Running(_)
             | RequestError::NotWaiting { .. }
+            | RequestError::NotRunning { .. }
             | RequestError::DependencyFailed { .. } => Self::conflict(error.to_string()),
             RequestError::ShuttingDown => Self::unavailable(error.to_string()),
         }

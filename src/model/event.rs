@@ -28,6 +28,8 @@ pub enum EventKind {
     Held,
     /// A user released the held task: it may start again.
     Released,
+    /// The running task reported progress.
+    Progress,
 }
 
 /// One lifecycle transition, with the task's record as it stood right after it.

@@ -5,10 +5,12 @@
 //! other module of the crate, so every other part may use it.
 
 mod event;
+mod progress;
 mod resources;
 mod task;
 
 pub use event::{Event, EventKind};
+pub use progress::{HISTORY_POINTS, Progress, ProgressHistory, ProgressPoint, ProgressReport};
 pub use resources::{DiskSample, GpuSample, GpuState, HostSummary, ResourceSample, percent};
 pub use task::{
     AttemptFailure, DEFAULT_QUEUE, Dependency, FailureKind, OnDependencyFailure, PRIORITY_DEFAULT,

@@ -7,6 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::Progress;
+
 /// Highest priority; tasks with higher priority run first.
 pub const PRIORITY_MAX: u8 = 9;
 /// Priority of a task that does not ask for one.
@@ -449,6 +451,9 @@ pub struct TaskRecord {
     /// (a retry with cascade queues it again together with that one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<TaskId>,
+    /// The latest progress the current (or last) attempt reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
     /// Grows with every change to the record; newer versions win in the store
     /// and in subscribers' views.
     pub version: u64,
@@ -475,6 +480,7 @@ impl TaskRecord {
             gpu_ids: Vec::new(),
             held: false,
             cancelled_by: None,
+            progress: None,
             version: 1,
         }
     }

@@ -21,6 +21,7 @@ mod gpus;
 mod link;
 mod metrics;
 pub mod policy;
+mod progress;
 pub mod queue;
 mod reads;
 mod report;

@@ -331,6 +331,7 @@ pub(super) fn log_transition(kind: EventKind, record: &TaskRecord) {
         EventKind::Requeued => tracing::info!(task, name, attempt, "task queued again"),
         EventKind::Held => tracing::info!(task, name, "task held"),
         EventKind::Released => tracing::info!(task, name, "task released"),
+        EventKind::Progress => tracing::trace!(task, name, "task reported progress"),
         EventKind::Completed => tracing::info!(
             task,
             name,

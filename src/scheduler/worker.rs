@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::Inner;
 use super::core::{AttemptResult, Job, WorkerId};
 use crate::model::now_us;
-use crate::tasks::{Registry, TaskContext, TaskError};
+use crate::tasks::{ProgressSink, Registry, TaskContext, TaskError};
 
 /// Starts worker threads until the pool has its target size.
 pub(super) fn ensure_workers(inner: &Arc<Inner>) {
@@ -71,6 +71,7 @@ fn worker_main(inner: Arc<Inner>, id: WorkerId, name: String) {
         id,
     };
     tracing::debug!(worker = %name, "worker started");
+    let progress = Inner::progress_sink(&inner);
     loop {
         let job = {
             let mut core = inner.core.lock();
@@ -99,7 +100,7 @@ fn worker_main(inner: Arc<Inner>, id: WorkerId, name: String) {
                 may_spin = true;
             }
         };
-        run_job(&inner, id, &name, job);
+        run_job(&inner, id, &name, job, &progress);
     }
 }
 
@@ -123,7 +124,13 @@ pub(super) fn spin_until(limit: Duration, mut done: impl FnMut() -> bool) -> boo
     }
 }
 
-fn run_job(inner: &Arc<Inner>, worker: WorkerId, worker_name: &str, job: Job) {
+fn run_job(
+    inner: &Arc<Inner>,
+    worker: WorkerId,
+    worker_name: &str,
+    job: Job,
+    progress: &ProgressSink,
+) {
     let Job {
         started,
         cancel,
@@ -138,8 +145,11 @@ fn run_job(inner: &Arc<Inner>, worker: WorkerId, worker_name: &str, job: Job) {
     if let Some(timeout) = timeout {
         inner.timer.deadline(id, attempt, begun + timeout);
     }
-    let ctx = TaskContext::new(id, attempt, worker_name.to_owned(), cancel).with_gpus(gpus);
+    let ctx = TaskContext::new(id, attempt, worker_name.to_owned(), cancel)
+        .with_gpus(gpus)
+        .with_progress_sink(Arc::clone(progress));
     let result = run_attempt(&inner.registry, &ctx, &spec.name, &spec.args, &spec.kwargs);
+    ctx.flush_progress();
     let log = ctx.take_log();
     inner.settle(|core| {
         if let Some(log) = log {

@@ -8,30 +8,30 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::model::{AttemptFailure, TaskId, TaskLog, TaskRecord, TaskSpec, TaskStatus};
+use crate::model::{AttemptFailure, Progress, TaskId, TaskLog, TaskRecord, TaskSpec, TaskStatus};
 
 /// Inserts a whole record; parameters in [`insert`]'s order.
 pub(super) const INSERT_SQL: &str = "INSERT INTO tasks (id, name, args, kwargs, priority, \
      max_retries, timeout_ms, status, attempts, failures, submitted_at_us, first_started_at_us, \
      started_at_us, finished_at_us, retry_at_us, worker, result, error, version, log, gpus, \
      gpu_memory_mb, gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by, \
-     queue) \
+     queue, progress) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
+     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
 
 /// Writes the mutable fields unless the stored row is as new or newer, so
 /// updates that arrive out of order never move a task backwards.
 pub(super) const UPDATE_SQL: &str = "UPDATE tasks SET status = ?2, attempts = ?3, failures = ?4, \
      first_started_at_us = ?5, started_at_us = ?6, finished_at_us = ?7, retry_at_us = ?8, \
      worker = ?9, result = ?10, error = ?11, version = ?12, log = ?13, gpu_ids = ?14, held = ?15, \
-     cancelled_by = ?16 WHERE id = ?1 AND version < ?12";
+     cancelled_by = ?16, progress = ?17 WHERE id = ?1 AND version < ?12";
 
 /// Reads every row in id order; columns in [`decode`]'s order.
 const SELECT_ALL_SQL: &str = "SELECT id, name, args, kwargs, priority, max_retries, timeout_ms, \
      status, attempts, failures, submitted_at_us, first_started_at_us, started_at_us, \
      finished_at_us, retry_at_us, worker, result, error, version, log, gpus, gpu_memory_mb, \
-     gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by, queue FROM tasks \
-     ORDER BY id";
+     gpu_ids, not_before_us, held, depends_on, on_dependency_failure, cancelled_by, queue, progress \
+     FROM tasks ORDER BY id";
 
 /// The fields of a [`TaskRecord`] that change after submission, copied out
 /// of the caller's record so that it can be sent to the writer thread; JSON
@@ -61,13 +61,16 @@ pub(super) struct TaskUpdate {
     /// See [`TaskRecord::error`].
     error: Option<String>,
     /// See [`TaskRecord::log`].
-    log: Option<TaskLog>,
+    log: Option<Box<TaskLog>>,
     /// See [`TaskRecord::gpu_ids`].
     gpu_ids: Vec<u32>,
     /// See [`TaskRecord::held`].
     held: bool,
     /// See [`TaskRecord::cancelled_by`].
     cancelled_by: Option<TaskId>,
+    /// See [`TaskRecord::progress`] (boxed: most tasks report none, and
+    /// updates travel by value).
+    progress: Option<Box<Progress>>,
     /// See [`TaskRecord::version`]; the highest one wins.
     pub(super) version: u64,
 }
@@ -95,6 +98,7 @@ impl TaskUpdate {
             gpu_ids,
             held,
             cancelled_by,
+            progress,
             version,
         } = record;
         Self {
@@ -109,10 +113,11 @@ impl TaskUpdate {
             worker: worker.clone(),
             result: result.clone(),
             error: error.clone(),
-            log: log.clone(),
+            log: log.clone().map(Box::new),
             gpu_ids: gpu_ids.clone(),
             held: *held,
             cancelled_by: *cancelled_by,
+            progress: progress.clone().map(Box::new),
             version: *version,
         }
     }
@@ -149,6 +154,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         gpu_ids,
         held,
         cancelled_by,
+        progress,
         version,
     } = record;
     let TaskSpec {
@@ -195,6 +201,7 @@ pub(super) fn insert(stmt: &mut CachedStatement<'_>, record: &TaskRecord) -> rus
         on_dependency_failure.as_str(),
         cancelled_by.map(|id| to_i64(id.0)).transpose()?,
         queue,
+        progress.as_ref().map(to_json).transpose()?,
     ])?;
     Ok(())
 }
@@ -221,6 +228,7 @@ pub(super) fn update(
         gpu_ids,
         held,
         cancelled_by,
+        progress,
         version,
     } = update;
     let changed = stmt.execute(params![
@@ -240,6 +248,7 @@ pub(super) fn update(
         to_json(gpu_ids)?,
         held,
         cancelled_by.map(|id| to_i64(id.0)).transpose()?,
+        progress.as_ref().map(to_json).transpose()?,
     ])?;
     Ok(changed > 0)
 }
@@ -392,5 +401,6 @@ fn decode(row: &Row<'_>) -> Result<TaskRecord, DecodeError> {
         cancelled_by: cancelled_by
             .map(|id| unsigned(id, "cancelled_by").map(TaskId))
             .transpose()?,
+        progress: json_column(row, 29, "progress")?,
     })
 }

@@ -227,7 +227,7 @@ fn a_version_1_database_migrates_and_keeps_its_tasks() {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .expect("user_version should read");
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 8);
+    assert_eq!(SCHEMA_VERSION, 9);
 
     let taken = sample(now_us(), true);
     store.save_sample(&taken);

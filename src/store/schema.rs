@@ -20,14 +20,14 @@ use super::{Durability, StoreError};
 pub const APPLICATION_ID: i32 = 0x5444_4B31;
 
 /// The schema version this build writes, kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// How long a statement waits for a lock held by another connection (a
 /// reader such as the `sqlite3` shell) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations; entry `n` takes a database from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     // Version 1: one row per task, one column per record field. JSON columns
     // hold the spec's arguments, the failure list and the result. There are
     // no secondary indexes: recovery reads every row in id order (the rowid),
@@ -81,6 +81,8 @@ const MIGRATIONS: [&str; 8] = [
      ALTER TABLE tasks ADD COLUMN on_dependency_failure TEXT NOT NULL DEFAULT 'cancel';
      ALTER TABLE tasks ADD COLUMN cancelled_by INTEGER;
      ALTER TABLE tasks ADD COLUMN queue TEXT;",
+    // Version 9: the latest progress a task reported (JSON; NULL: none).
+    "ALTER TABLE tasks ADD COLUMN progress TEXT;",
 ];
 
 /// The lock file that marks a database as in use: `<db file name>.lock`

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::model::{TaskId, TaskLog};
+use crate::model::{ProgressReport, TaskId, TaskLog};
 
 use super::TaskError;
 
@@ -118,7 +118,42 @@ pub struct TaskContext {
     /// GPU device ids assigned to the attempt (none when it asked for none).
     pub gpus: Vec<u32>,
     cancel: CancelToken,
-    log: Arc<Mutex<Option<TaskLog>>>,
+    /// What the attempt records as it runs (one allocation per attempt).
+    recorded: Arc<Recorded>,
+}
+
+/// What an attempt records while it runs.
+#[derive(Debug, Default)]
+struct Recorded {
+    log: Mutex<Option<TaskLog>>,
+    progress: Mutex<ProgressState>,
+}
+
+/// Where progress reports go (the scheduler, or a worker process's link to
+/// it), with the task and attempt that sent them. It must be cheap and must
+/// not block for long.
+pub type ProgressSink = Arc<dyn Fn(TaskId, u32, ProgressReport) + Send + Sync>;
+
+/// Reports closer together than this are merged, so a task that reports
+/// in a tight loop costs the scheduler at most ten updates a second.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// The rate limit of one attempt's progress reports.
+#[derive(Default)]
+struct ProgressState {
+    sink: Option<ProgressSink>,
+    last_sent: Option<Instant>,
+    /// Reports merged while waiting for the interval.
+    pending: Option<ProgressReport>,
+}
+
+impl std::fmt::Debug for ProgressState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressState")
+            .field("sink", &self.sink.is_some())
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TaskContext {
@@ -130,8 +165,97 @@ impl TaskContext {
             worker,
             gpus: Vec::new(),
             cancel,
-            log: Arc::new(Mutex::new(None)),
+            recorded: Arc::new(Recorded::default()),
         }
+    }
+
+    /// The context with progress reports going to `sink`.
+    #[must_use]
+    pub fn with_progress_sink(self, sink: ProgressSink) -> Self {
+        self.recorded.progress.lock().sink = Some(sink);
+        self
+    }
+
+    /// Reports how far the attempt is: `fraction` from 0 to 1, a short
+    /// message, and numeric metrics (`[("loss", 0.31), ("epoch", 3.0)]`).
+    /// Reports within [`PROGRESS_EVERY`] of the last one sent are merged
+    /// and sent with the next (or when the attempt ends). Refuses a
+    /// fraction outside 0-1 and metrics that are not finite.
+    pub fn progress(
+        &self,
+        fraction: Option<f64>,
+        message: Option<&str>,
+        metrics: &[(&str, f64)],
+    ) -> Result<(), String> {
+        let metrics = metrics
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), *value))
+            .collect();
+        let report = ProgressReport::new(fraction, message.map(str::to_owned), metrics)?;
+        self.report_progress(report);
+        Ok(())
+    }
+
+    /// Sends a validated report, within the rate limit.
+    pub fn report_progress(&self, report: ProgressReport) {
+        let mut state = self.recorded.progress.lock();
+        let Some(sink) = state.sink.clone() else {
+            return;
+        };
+        let merged = match state.pending.take() {
+            Some(mut pending) => {
+                let ProgressReport {
+                    fraction,
+                    message,
+                    metrics,
+                } = report;
+                pending.fraction = fraction.or(pending.fraction);
+                pending.message = message.or(pending.message);
+                pending.metrics.extend(metrics);
+                pending
+            }
+            None => report,
+        };
+        let now = Instant::now();
+        if state
+            .last_sent
+            .is_some_and(|last| now.duration_since(last) < PROGRESS_EVERY)
+        {
+            state.pending = Some(merged);
+            return;
+        }
+        state.last_sent = Some(now);
+        drop(state);
+        sink(self.task_id, self.attempt, merged);
+    }
+
+    /// Sends a report held back by the rate limit once its interval has
+    /// passed. [`TaskContext::checkpoint`], [`TaskContext::sleep`] and
+    /// [`TaskContext::is_cancelled`] call it, so a task that reports twice
+    /// quickly and then works for long still shows its latest report.
+    pub fn tick_progress(&self) {
+        let due = {
+            let state = self.recorded.progress.lock();
+            state.pending.is_some()
+                && state
+                    .last_sent
+                    .is_none_or(|last| last.elapsed() >= PROGRESS_EVERY)
+        };
+        if due {
+            self.flush_progress();
+        }
+    }
+
+    /// Sends a report still held back by the rate limit; called when the
+    /// attempt's function returns, before its end is reported.
+    pub fn flush_progress(&self) {
+        let mut state = self.recorded.progress.lock();
+        let (Some(sink), Some(pending)) = (state.sink.clone(), state.pending.take()) else {
+            return;
+        };
+        state.last_sent = Some(Instant::now());
+        drop(state);
+        sink(self.task_id, self.attempt, pending);
     }
 
     /// The context with these GPU device ids assigned.
@@ -154,22 +278,24 @@ impl TaskContext {
     /// Records where the attempt's output went (tasks that run a process);
     /// it is kept in the task's record.
     pub fn set_log(&self, log: TaskLog) {
-        *self.log.lock() = Some(log);
+        *self.recorded.log.lock() = Some(log);
     }
 
     /// The output log the attempt recorded, if any.
     pub fn take_log(&self) -> Option<TaskLog> {
-        self.log.lock().take()
+        self.recorded.log.lock().take()
     }
 
     /// True once the task should stop.
     pub fn is_cancelled(&self) -> bool {
+        self.tick_progress();
         self.cancel.is_cancelled()
     }
 
     /// Returns the stop as an error once the task should stop, so a task can
     /// write `ctx.checkpoint()?` inside its loops.
     pub fn checkpoint(&self) -> Result<(), TaskError> {
+        self.tick_progress();
         match self.cancel.reason() {
             None => Ok(()),
             Some(reason) => Err(TaskError::stopped(reason)),
@@ -179,6 +305,7 @@ impl TaskContext {
     /// Sleeps for `duration` unless asked to stop first (then returns the
     /// stop as an error).
     pub fn sleep(&self, duration: Duration) -> Result<(), TaskError> {
+        self.tick_progress();
         self.cancel.wait_timeout(duration);
         self.checkpoint()
     }

@@ -9,6 +9,7 @@
 mod builtin;
 mod context;
 mod exec;
+pub mod logfile;
 mod signature;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use builtin::register_builtins;
-pub use context::{CancelToken, StopReason, TaskContext};
+pub use context::{CancelToken, PROGRESS_EVERY, ProgressSink, StopReason, TaskContext};
 pub use exec::{ExecSettings, GpuMemoryProbe, register_exec_tasks};
 pub use signature::{ArgError, BoundArgs, Param, ParamType, Signature, parse_arg};
 

@@ -18,6 +18,7 @@ mod devices;
 #[cfg(test)]
 mod gpu_share_tests;
 mod place;
+mod progress;
 mod queues;
 #[cfg(test)]
 mod queues_tests;
@@ -195,6 +196,14 @@ pub enum RequestError {
     /// The task is running, and only waiting tasks were asked for.
     #[error("task {0} is running; only queued or retrying tasks can be removed")]
     Running(TaskId),
+    /// A progress report came from an attempt that is not running now.
+    #[error("attempt {attempt} of task {id} is not running")]
+    NotRunning {
+        /// The task.
+        id: TaskId,
+        /// The attempt that reported.
+        attempt: u32,
+    },
     /// Only waiting (queued or retrying) tasks can be held.
     #[error("task {id} is {status}; only queued or retrying tasks can be held")]
     NotWaiting {
@@ -262,6 +271,8 @@ pub struct Core {
     queues: queues::Queues,
     /// Lifecycle counters by task name since start.
     tally: tally::Tally,
+    /// The progress history of each task's recent attempts.
+    progress: HashMap<TaskId, progress::Histories>,
 }
 
 impl Core {
@@ -290,6 +301,7 @@ impl Core {
             unmet: HashMap::new(),
             queues: queues::Queues::default(),
             tally: tally::Tally::default(),
+            progress: HashMap::new(),
         }
     }
 

@@ -149,6 +149,7 @@ impl Core {
         record.attempts += 1;
         record.started_at_us = Some(now_us);
         record.first_started_at_us.get_or_insert(now_us);
+        record.progress = None;
         record.worker = Some(worker_name);
         record.retry_at_us = None;
         record.gpu_ids = gpu_ids;

@@ -421,6 +421,7 @@ impl Core {
             });
             if !stale && let Some(entry) = self.tasks.remove(&id) {
                 self.forget_dependents(id);
+                self.progress.remove(&id);
                 let index = entry.record.status.index();
                 self.counts[index] = self.counts[index].saturating_sub(1);
                 self.queues

@@ -15,6 +15,7 @@
 //! process runner itself is in `process.rs`.
 
 mod process;
+mod progress_file;
 #[cfg(test)]
 mod tests;
 

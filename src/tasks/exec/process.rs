@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
+use super::progress_file::{PROGRESS_ENV, ProgressFile};
 use super::{
     ExecSettings, GPU_MEMORY_EVERY, POLL_INTERVAL, READER_DRAIN_TIMEOUT, TAIL_MAX_BYTES,
     TAIL_MAX_LINES, absolute, file_error,
@@ -88,10 +89,16 @@ pub(super) fn run_process(
     what: &str,
 ) -> Result<Finished, TaskError> {
     fs::create_dir_all(&settings.log_dir).map_err(file_error("create", &settings.log_dir))?;
-    let file_name = format!("task-{}-attempt-{}.log", ctx.task_id, ctx.attempt);
-    let log_path = absolute(&settings.log_dir.join(file_name));
+    let log_path = absolute(&crate::tasks::logfile::log_path(
+        &settings.log_dir,
+        ctx.task_id,
+        ctx.attempt,
+    ));
     let file = open_log(&log_path).map_err(file_error("open the log", &log_path))?;
+    let mut progress = ProgressFile::create(&settings.log_dir, ctx)
+        .map_err(file_error("create the progress file in", &settings.log_dir))?;
     command
+        .env(PROGRESS_ENV, absolute(progress.path()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -149,6 +156,7 @@ pub(super) fn run_process(
                 gpu_peak_memory_mb = Some(gpu_peak_memory_mb.unwrap_or(0).max(used));
             }
         }
+        progress.poll(ctx);
         if let Some(status) = watch.wait(POLL_INTERVAL) {
             break status;
         }
@@ -168,6 +176,7 @@ pub(super) fn run_process(
     };
     watch.finish();
     readers.finish();
+    progress.finish(ctx);
     let (bytes, truncated, tail, stderr_tail) = sink.summary();
     ctx.set_log(TaskLog {
         path: log_path.display().to_string(),

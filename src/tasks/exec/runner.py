@@ -9,7 +9,8 @@ writes one of these to RESULT_PATH:
     {"ok": false, "error": "ExcType: message", "traceback": "..."}
 
 Every exception is reported, SystemExit and KeyboardInterrupt included. The
-function's own stdout and stderr go to the task's log.
+function's own stdout and stderr go to the task's log. `from taskdeck import
+progress` works inside the function even without the client package.
 """
 
 import importlib
@@ -17,6 +18,53 @@ import json
 import os
 import sys
 import traceback
+
+
+def install_progress_helper():
+    """Makes `from taskdeck import progress` work inside the task when the
+    Taskdeck client package is not installed: a minimal `taskdeck` module
+    whose `progress` appends one JSON line to the file in TASKDECK_PROGRESS."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("taskdeck") is not None:
+            return
+    except (ImportError, ValueError):
+        pass
+    import numbers
+    import threading
+    import types
+
+    lock = threading.Lock()
+
+    def progress(fraction=None, message=None, **metrics):
+        """Reports how far the task is (0 to 1), a message and numeric metrics."""
+        if fraction is not None:
+            if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+                raise ValueError("fraction must be a number from 0 to 1")
+            if not 0.0 <= float(fraction) <= 1.0:
+                raise ValueError("fraction must be a number from 0 to 1, got %r" % (fraction,))
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError("metric %r must be a number, got %r" % (name, value))
+        path = os.environ.get("TASKDECK_PROGRESS")
+        if not path:
+            return False
+        report = {"metrics": {name: float(value) for name, value in metrics.items()}}
+        if fraction is not None:
+            report["fraction"] = float(fraction)
+        if message is not None:
+            report["message"] = str(message)
+        line = json.dumps(report) + "\n"
+        with lock:
+            with open(path, "a", encoding="utf-8") as progress_file:
+                progress_file.write(line)
+        return True
+
+    module = types.ModuleType("taskdeck")
+    module.__doc__ = "Progress reporting for code running inside a Taskdeck task."
+    module.progress = progress
+    sys.modules["taskdeck"] = module
 
 
 def call(spec):
@@ -45,6 +93,7 @@ def main():
     try:
         with open(spec_path, encoding="utf-8") as spec_file:
             spec = json.load(spec_file)
+        install_progress_helper()
         value = call(spec)
     except BaseException as exc:  # The task reports every failure, exits included.
         text = json.dumps(failure(exc))
