@@ -36,6 +36,8 @@ pub struct Context {
     pub max_batch: usize,
     /// Tasks that run code are accepted (see [`super::ApiConfig`]).
     pub allow_code_tasks: bool,
+    /// Where task output logs are.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 /// Who sent a request, as far as the code-task rule cares.
@@ -81,6 +83,13 @@ pub enum Reply {
     Json(u16, Value),
     /// Prometheus text.
     Metrics(String),
+    /// Raw bytes (a part of a log) with headers that describe them.
+    Bytes {
+        /// Headers beyond the content type.
+        headers: Vec<(&'static str, String)>,
+        /// The bytes.
+        body: Vec<u8>,
+    },
 }
 
 /// What the server should do with a request.
@@ -178,6 +187,26 @@ pub fn handle(
             Ok(Handled::Reply(Reply::Json(201, json!({ "ids": ids }))))
         }
         Route::List(params) => ok(list(scheduler, &params)),
+        Route::Log(params) => {
+            let located = super::logs::locate(scheduler, ctx.log_dir.as_deref(), &params)?;
+            let (part, complete) = super::logs::read(scheduler, &located, &params)?;
+            Ok(Handled::Reply(Reply::Bytes {
+                headers: super::logs::headers(located.attempt, &part, complete),
+                body: part.bytes,
+            }))
+        }
+        Route::Progress(id, attempt) => {
+            if scheduler.task_shared(id).is_none() {
+                return Err(ApiError::not_found(format!("no task {id}")));
+            }
+            let (attempt, points) = scheduler
+                .progress_history(id, attempt)
+                .unwrap_or((attempt.unwrap_or(0), Vec::new()));
+            ok(json!({ "task": id, "attempt": attempt, "points": points }))
+        }
+        Route::Events { .. } => Err(ApiError::internal(
+            "the event stream is answered by the listener",
+        )),
         Route::Get(id) => ok(record_view(scheduler, id)?),
         Route::Cancel(id) => {
             let outcome = scheduler.cancel(id)?;
@@ -436,6 +465,7 @@ mod tests {
             history: None,
             max_batch: 10,
             allow_code_tasks,
+            log_dir: None,
         };
         (ctx, dir)
     }

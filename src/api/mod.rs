@@ -15,17 +15,21 @@
 //! [`crate::scheduler`].
 
 mod error;
+mod events;
 mod handlers;
 mod legacy;
+mod logs;
 mod longpoll;
 mod prometheus;
 mod routes;
 mod server;
+mod streams;
 mod views;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 pub use error::ApiError;
+pub use events::EventsConfig;
 pub use handlers::{HistorySource, ResourceSource};
 pub use server::ApiServer;
 
@@ -52,6 +56,11 @@ pub struct ApiConfig {
     /// (`command`, `python`); even then only from loopback clients or with
     /// the token.
     pub allow_code_tasks: bool,
+    /// The event stream's buffer and most followers (also the most log
+    /// follows at once).
+    pub events: EventsConfig,
+    /// Where the task output logs are, for `/api/v1/tasks/{id}/log`.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -65,6 +74,8 @@ impl std::fmt::Debug for ApiConfig {
             max_batch,
             max_long_polls,
             allow_code_tasks,
+            events,
+            log_dir,
         } = self;
         f.debug_struct("ApiConfig")
             .field("listen", listen)
@@ -75,6 +86,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_batch", max_batch)
             .field("max_long_polls", max_long_polls)
             .field("allow_code_tasks", allow_code_tasks)
+            .field("events", events)
+            .field("log_dir", log_dir)
             .finish()
     }
 }
@@ -93,6 +106,8 @@ impl Default for ApiConfig {
             max_batch: 10_000,
             max_long_polls: 100_000,
             allow_code_tasks: false,
+            events: EventsConfig::default(),
+            log_dir: None,
         }
     }
 }

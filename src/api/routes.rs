@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use crate::model::{TaskId, TaskStatus};
 
 use super::error::ApiError;
+use super::events::Filter;
 
 /// HTTP methods the API distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,26 @@ pub struct ListParams {
     pub order: Order,
 }
 
+/// What part of a task's output log to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogParams {
+    /// The task.
+    pub id: TaskId,
+    /// The attempt; the latest when not given.
+    pub attempt: Option<u32>,
+    /// First byte to read.
+    pub offset: u64,
+    /// Most bytes to read (not with `follow`).
+    pub limit: usize,
+    /// Start at the beginning of the last this many lines instead of `offset`.
+    pub tail: Option<usize>,
+    /// Stream what is written until the attempt ends.
+    pub follow: bool,
+}
+
+/// Most bytes one log read returns.
+pub const MAX_LOG_LIMIT: usize = 4 * 1024 * 1024;
+
 /// Longest long poll a client may ask for.
 pub const MAX_WAIT_SECS: f64 = 300.0;
 /// Largest page of a listing.
@@ -82,6 +103,17 @@ pub enum Route {
     WaitMany(f64),
     /// `POST /api/v1/tasks/run?timeout_s=S`: submit, then wait
     Run(f64),
+    /// `GET /api/v1/tasks/{id}/log?attempt=N&offset=B&limit=L&tail=T&follow=true`
+    Log(LogParams),
+    /// `GET /api/v1/tasks/{id}/progress?attempt=N`: the metric history
+    Progress(TaskId, Option<u32>),
+    /// `GET /api/v1/events?kinds=..&task=..&last_event_id=..`: Server-Sent Events
+    Events {
+        /// What the follower wants.
+        filter: Filter,
+        /// Resume after this event (the `Last-Event-ID` header wins).
+        last_event_id: Option<String>,
+    },
     /// `GET /api/v1/queues`
     Queues,
     /// `GET /api/v1/queues/{name}`
@@ -177,6 +209,25 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
             let id = task_id(id)?;
             one(method, Get, Route::Wait(id, wait_timeout(&query)?), "GET")
         }
+        ["api", "v1", "tasks", id, "log"] => one(
+            method,
+            Get,
+            Route::Log(log_params(task_id(id)?, &query)?),
+            "GET",
+        ),
+        ["api", "v1", "tasks", id, "progress"] => {
+            let attempt = attempt(&query)?;
+            one(method, Get, Route::Progress(task_id(id)?, attempt), "GET")
+        }
+        ["api", "v1", "events"] => {
+            let filter = Filter::from_query(&query).map_err(ApiError::bad_request)?;
+            let last_event_id = query.get("last_event_id").cloned();
+            let events = Route::Events {
+                filter,
+                last_event_id,
+            };
+            one(method, Get, events, "GET")
+        }
         ["api", "v1", "queues"] => one(method, Get, Route::Queues, "GET"),
         ["api", "v1", "queues", name] => {
             let name = decode(name)?;
@@ -221,6 +272,50 @@ fn one(
     } else {
         (None, allowed)
     }
+}
+
+fn attempt(query: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
+    query
+        .get("attempt")
+        .map(|text| match text.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "attempt must be a positive integer, got {text:?}"
+            ))),
+        })
+        .transpose()
+}
+
+fn log_params(id: TaskId, query: &HashMap<String, String>) -> Result<LogParams, ApiError> {
+    let number = |name: &str, max: u64| -> Result<Option<u64>, ApiError> {
+        query
+            .get(name)
+            .map(|text| match text.parse::<u64>() {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(ApiError::bad_request(format!(
+                    "{name} must be an integer from 0 to {max}, got {text:?}"
+                ))),
+            })
+            .transpose()
+    };
+    let limit = match number("limit", MAX_LOG_LIMIT as u64)? {
+        Some(0) => return Err(ApiError::bad_request("limit must be at least 1")),
+        Some(n) => n as usize,
+        None => MAX_LOG_LIMIT,
+    };
+    let tail = number("tail", 100_000)?.map(|n| n as usize);
+    let offset = number("offset", u64::MAX >> 1)?;
+    if tail.is_some() && offset.is_some() {
+        return Err(ApiError::bad_request("give offset or tail, not both"));
+    }
+    Ok(LogParams {
+        id,
+        attempt: attempt(query)?,
+        offset: offset.unwrap_or(0),
+        limit,
+        tail,
+        follow: flag(query, "follow")?,
+    })
 }
 
 fn task_id(text: &str) -> Result<TaskId, ApiError> {

@@ -12,15 +12,25 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tiny_http::{Header, Request, Response, Server};
 
 use super::error::ApiError;
+use super::events::EventHub;
 use super::handlers::{self, Caller, Context, Handled, HistorySource, Reply, ResourceSource};
+use super::logs;
 use super::longpoll::{self, Poll};
 use super::routes::{self, Method, Route};
+use super::streams::Streams;
 use super::{ApiConfig, ApiStartError};
 use crate::scheduler::Scheduler;
 
 /// Bodies up to this size arrive with the headers (tiny_http reads them
 /// eagerly); larger ones are read on an upload thread.
 const INLINE_BODY_BYTES: usize = 1024;
+
+/// How long a stopping listener waits for its streams to end.
+const STREAMS_STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// A write to a client that takes nothing for this long fails, so a client
+/// that stopped reading can hold a thread only this long.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most long polls on their way to the long-poll thread at once.
 const MAX_QUEUED_POLLS: usize = 10_000;
@@ -36,6 +46,7 @@ pub struct ApiServer {
     upload_tx: Sender<Upload>,
     poll_tx: Sender<longpoll::Message>,
     nudger: Option<(Sender<()>, JoinHandle<()>)>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -49,6 +60,12 @@ impl std::fmt::Debug for ApiServer {
 /// What every request thread shares.
 struct Shared {
     ctx: Context,
+    /// The event stream.
+    events: EventHub,
+    /// Log follows.
+    log_follows: Streams,
+    /// Set when the listener stops; streams end at it.
+    stopping: Arc<AtomicBool>,
     token: Option<String>,
     max_body_bytes: usize,
     uploads: Sender<Upload>,
@@ -97,13 +114,19 @@ impl ApiServer {
         let (poll_tx, poll_rx) =
             crossbeam_channel::bounded(config.max_long_polls.clamp(1, MAX_QUEUED_POLLS));
         let (upload_tx, upload_rx) = crossbeam_channel::bounded(config.upload_threads.max(1) * 4);
+        let events = EventHub::start(config.events, scheduler.clone(), Arc::clone(&resources))?;
+        let stopping = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
+            events,
+            log_follows: Streams::new("log-follow", config.events.max_followers),
+            stopping: Arc::clone(&stopping),
             ctx: Context {
                 scheduler: scheduler.clone(),
                 resources,
                 history,
                 max_batch: config.max_batch,
                 allow_code_tasks: config.allow_code_tasks,
+                log_dir: config.log_dir.clone(),
             },
             token: config.token.clone().filter(|t| !t.is_empty()),
             max_body_bytes: config.max_body_bytes,
@@ -131,7 +154,6 @@ impl ApiServer {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let stopping = Arc::new(AtomicBool::new(false));
         let spinning = Arc::new(AtomicBool::new(false));
         let handlers = (0..config.threads.max(1))
             .map(|n| {
@@ -159,6 +181,7 @@ impl ApiServer {
             upload_tx,
             poll_tx,
             nudger: Some((nudge_stop, nudger)),
+            shared,
         })
     }
 
@@ -209,6 +232,8 @@ impl ApiServer {
         {
             tracing::error!("the HTTP long-poll thread panicked");
         }
+        self.shared.events.stop();
+        self.shared.log_follows.join(STREAMS_STOP_WAIT);
         tracing::info!(addr = %self.addr, "HTTP API stopped");
     }
 }
@@ -219,8 +244,8 @@ impl Drop for ApiServer {
     }
 }
 
-/// Binds the listening socket with `TCP_NODELAY`, which accepted
-/// connections inherit: tiny_http writes a large answer in several pieces,
+/// Binds the listening socket with `TCP_NODELAY` and a send timeout, which
+/// accepted connections inherit: tiny_http writes a large answer in several pieces,
 /// and with Nagle's algorithm the last piece would wait for the client's
 /// delayed acknowledgement (40 ms on Linux).
 fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -229,6 +254,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
+    // Accepted sockets inherit the send timeout: an answer or a stream to
+    // a client that stopped reading fails instead of blocking for ever.
+    socket.set_write_timeout(Some(SEND_TIMEOUT))?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
@@ -381,6 +409,22 @@ impl Shared {
             Ok(route) => route,
             Err(error) => return respond(request, Err(error)),
         };
+        // Streams live on threads of their own, never on a request thread.
+        let route = match route {
+            Route::Events {
+                filter,
+                last_event_id,
+            } => return self.events.follow(request, filter, last_event_id),
+            Route::Log(params) if params.follow => {
+                let scheduler = self.ctx.scheduler.clone();
+                let log_dir = self.ctx.log_dir.clone();
+                let stopping = Arc::clone(&self.stopping);
+                return self.log_follows.spawn(request, move |request| {
+                    logs::follow(&scheduler, log_dir.as_deref(), &params, request, &stopping);
+                });
+            }
+            route => route,
+        };
         // Bodies still on the wire (large, chunked, or after a 100-continue)
         // are read on an upload thread, so a slow sender holds up no one else.
         let streamed = request
@@ -477,6 +521,20 @@ pub(super) fn respond(request: Request, answer: Result<Reply, ApiError>) {
     let (status, body, content_type, allow) = match answer {
         Ok(Reply::Json(status, value)) => (status, value.to_string(), "application/json", None),
         Ok(Reply::Metrics(text)) => (200, text, "text/plain; version=0.0.4; charset=utf-8", None),
+        Ok(Reply::Bytes { headers, body }) => {
+            let mut response = Response::from_data(body).with_status_code(200);
+            for h in [("Content-Type", "application/octet-stream".to_owned())]
+                .into_iter()
+                .chain(headers)
+                .filter_map(|(name, value)| header(name, &value))
+            {
+                response.add_header(h);
+            }
+            if let Err(error) = request.respond(response) {
+                tracing::debug!(%error, "client left before its answer was written");
+            }
+            return;
+        }
         Err(error) => (
             error.status,
             error.body().to_string(),

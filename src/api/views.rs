@@ -253,6 +253,7 @@ pub fn task(record: &TaskRecord) -> Value {
         "gpu_memory_mb": record.spec.gpu_memory_mb,
         "gpu_ids": record.gpu_ids,
         "gpu_peak_memory_mb": record.log.as_ref().and_then(|log| log.gpu_peak_memory_mb),
+        "progress": record.progress,
         "queue_wait_s": secs(record.queue_wait_us()),
         "run_time_s": secs(record.run_time_us()),
         "total_latency_s": secs(record.total_latency_us()),
@@ -380,7 +381,7 @@ pub fn workers(list: &[WorkerInfo], stats: &SchedulerStats) -> Value {
 }
 
 /// One resource sample as `/api/v1/monitoring` and its history show it.
-fn resources(sample: &ResourceSample) -> Value {
+pub(crate) fn resources(sample: &ResourceSample) -> Value {
     let disks: Vec<Value> = sample
         .disks
         .iter()

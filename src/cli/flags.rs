@@ -32,6 +32,16 @@ pub(crate) struct ExecArgs {
     /// Directory added to the import path of `python` tasks (repeatable).
     #[arg(long, value_name = "DIR")]
     pub(crate) pythonpath: Vec<PathBuf>,
+    /// Most output kept in each attempt's log file, in MiB; what a task
+    /// prints beyond it is read and dropped (the log says it was cut).
+    #[arg(long, default_value_t = 16, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub(crate) log_cap_mb: u64,
+}
+
+/// Where the attempts' output logs go: `DATA_DIR/logs`.
+pub(crate) fn logs_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("logs")
 }
 
 impl ExecArgs {
@@ -39,8 +49,9 @@ impl ExecArgs {
     /// into `DATA_DIR/logs`.
     pub(crate) fn registry(self, data_dir: &std::path::Path) -> Registry {
         let mut registry = taskdeck::demo::registry();
-        let mut settings = ExecSettings::new(data_dir.join("logs"));
+        let mut settings = ExecSettings::new(logs_dir(data_dir));
         settings.python = self.python;
+        settings.log_cap_bytes = self.log_cap_mb * 1024 * 1024;
         settings.pythonpath = self.pythonpath;
         settings.gpu_memory_probe = Some(GpuMemoryProbe(Arc::new(
             taskdeck::telemetry::process_group_gpu_memory_mb,

@@ -155,6 +155,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         token,
         threads: usize::from(http_threads),
         allow_code_tasks,
+        log_dir: Some(super::flags::logs_dir(&data_dir)),
         ..ApiConfig::default()
     };
     let registry = exec.registry(&data_dir);

@@ -13,6 +13,7 @@ mod durable;
 mod exec;
 mod gpus;
 mod http;
+mod live;
 mod metrics;
 mod queues;
 #[cfg(feature = "broker")]

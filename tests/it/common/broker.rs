@@ -161,7 +161,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut command: Command) -> Self {
+    pub fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,194 @@
+//! The hub thread: gathers what changed and appends it to the ring.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+use serde_json::{Value, json};
+
+use super::ring::{Payload, StreamKind};
+use super::{Control, POLL, Shared, TICK};
+use crate::api::handlers::ResourceSource;
+use crate::api::views;
+use crate::model::{Event, EventKind, TaskId, TaskRecord};
+use crate::scheduler::Scheduler;
+
+/// Most scheduler events taken per wake-up before publishing, so a flood
+/// cannot keep the hub from its other work.
+const DRAIN_AT_MOST: usize = 65_536;
+
+/// How often a new resource sample is looked for.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Task changes since the last publish, newest record per task, in the
+/// order the tasks first changed.
+#[derive(Default)]
+struct Pending {
+    order: Vec<TaskId>,
+    latest: HashMap<TaskId, (EventKind, Arc<TaskRecord>)>,
+}
+
+impl Pending {
+    fn add(&mut self, event: Event) {
+        let Event { kind, task, .. } = event;
+        match self.latest.get_mut(&task.id) {
+            Some(held) => {
+                // Events from different threads may arrive slightly out of
+                // order; the record's version says which is newer.
+                if task.version >= held.1.version {
+                    *held = (kind, task);
+                }
+            }
+            None => {
+                self.order.push(task.id);
+                self.latest.insert(task.id, (kind, task));
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn take(&mut self, into: &mut Vec<(StreamKind, Payload)>) {
+        for id in self.order.drain(..) {
+            if let Some((kind, record)) = self.latest.remove(&id) {
+                into.push((StreamKind::Task, Payload::Task(kind, record)));
+            }
+        }
+    }
+}
+
+/// What was last sent about workers, queues and resources, to send only
+/// changes.
+#[derive(Default)]
+struct Seen {
+    workers: HashMap<String, Value>,
+    queues: HashMap<String, Value>,
+    sample_at_us: Option<i64>,
+}
+
+impl Seen {
+    fn workers(&mut self, scheduler: &Scheduler, into: &mut Vec<(StreamKind, Payload)>) {
+        let mut now: HashMap<String, Value> = HashMap::new();
+        for mut worker in scheduler.workers() {
+            // How long ago a worker process was heard from changes all the
+            // time and is not news.
+            worker.last_heard_ms = None;
+            let name = worker.name.clone();
+            let value = json!(worker);
+            if self.workers.get(&name) != Some(&value) {
+                into.push((
+                    StreamKind::Worker,
+                    Payload::Json(json!({ "worker": value })),
+                ));
+            }
+            now.insert(name, value);
+        }
+        for (name, value) in &self.workers {
+            if !now.contains_key(name) {
+                into.push((
+                    StreamKind::Worker,
+                    Payload::Json(json!({ "worker": value, "gone": true })),
+                ));
+            }
+        }
+        self.workers = now;
+    }
+
+    fn queues(&mut self, scheduler: &Scheduler, into: &mut Vec<(StreamKind, Payload)>) {
+        let mut now = HashMap::new();
+        for queue in scheduler.queues() {
+            let value = views::queue(&queue);
+            if self.queues.get(&queue.name) != Some(&value) {
+                into.push((StreamKind::Queue, Payload::Json(json!({ "queue": value }))));
+            }
+            now.insert(queue.name, value);
+        }
+        self.queues = now;
+    }
+
+    fn resources(&mut self, resources: &ResourceSource, into: &mut Vec<(StreamKind, Payload)>) {
+        let Some(sample) = resources() else {
+            return;
+        };
+        if self.sample_at_us != Some(sample.at_us) {
+            self.sample_at_us = Some(sample.at_us);
+            into.push((
+                StreamKind::Resources,
+                Payload::Json(views::resources(&sample)),
+            ));
+        }
+    }
+}
+
+/// The hub thread's loop; returns on [`Control::Stop`].
+pub(super) fn run(
+    shared: &Shared,
+    scheduler: &Scheduler,
+    resources: &ResourceSource,
+    control: &Receiver<Control>,
+) {
+    let mut events: Option<Receiver<Event>> = None;
+    let mut pending = Pending::default();
+    let mut seen = Seen::default();
+    let mut items = Vec::new();
+    let mut last_publish: Option<Instant> = None;
+    let mut next_poll = Instant::now();
+    let mut next_sample = Instant::now();
+    loop {
+        let recording = events.is_some();
+        let now = Instant::now();
+        let publish_at = last_publish.map_or(now, |at| at + TICK);
+        let wake_at = match (recording, pending.is_empty()) {
+            (false, _) => now + Duration::from_secs(3600),
+            (true, true) => next_poll,
+            (true, false) => next_poll.min(publish_at),
+        };
+        let timeout = wake_at.saturating_duration_since(now);
+        let never = crossbeam_channel::never();
+        let event_rx = events.as_ref().unwrap_or(&never);
+        select! {
+            recv(control) -> message => match message {
+                Ok(Control::Wake) => {}
+                Ok(Control::Stop) | Err(_) => return,
+            },
+            recv(event_rx) -> event => {
+                if let Ok(event) = event {
+                    pending.add(event);
+                    for event in event_rx.try_iter().take(DRAIN_AT_MOST) {
+                        pending.add(event);
+                    }
+                }
+            },
+            default(timeout) => {},
+        }
+        if events.is_none() && shared.wanted.load(Ordering::Acquire) {
+            events = Some(scheduler.subscribe());
+            continue;
+        }
+        let Some(_) = &events else { continue };
+        let now = Instant::now();
+        if !pending.is_empty() && last_publish.is_none_or(|at| now >= at + TICK) {
+            pending.take(&mut items);
+        }
+        if now >= next_poll {
+            next_poll = now + POLL;
+            seen.workers(scheduler, &mut items);
+            seen.queues(scheduler, &mut items);
+            if now >= next_sample {
+                next_sample = now + SAMPLE_EVERY;
+                seen.resources(resources, &mut items);
+            }
+        }
+        if !items.is_empty() {
+            last_publish = Some(now);
+            let mut state = shared.state.lock();
+            state.ring.push(std::mem::take(&mut items));
+            drop(state);
+            shared.changed.notify_all();
+        }
+    }
+}
