@@ -12,6 +12,7 @@
 mod bench;
 mod client;
 mod flags;
+mod logs;
 mod queue;
 mod stack;
 #[cfg(feature = "broker")]
@@ -68,6 +69,8 @@ enum Command {
     Queue(queue::QueueArgs),
     /// Wait for a task to finish and show it; fails unless it completed.
     Wait(WaitArgs),
+    /// Print a task's output log: whole, its last lines, or followed (-f).
+    Logs(logs::LogsArgs),
     /// Show resources, workers, queue and latency.
     Monitor(MonitorArgs),
     /// Submit random mock ML/CV tasks, like the old demo script.
@@ -105,6 +108,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Queues(args) => queue::queues(args),
         Command::Queue(args) => queue::queue(args),
         Command::Wait(args) => client::wait(args),
+        Command::Logs(args) => logs::logs(args),
         Command::Monitor(args) => client::monitor(args),
         Command::Mock(args) => client::mock(args),
         Command::Bench(args) => bench::bench(args),

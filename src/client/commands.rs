@@ -99,6 +99,49 @@ fn seconds(value: &Value) -> String {
         .map_or_else(|| "-".to_owned(), |s| format!("{s:.3} s"))
 }
 
+/// A duration for people: `45 s`, `3m 05s`, `2h 10m`.
+pub fn human_duration(secs: f64) -> String {
+    let secs = secs.max(0.0).round() as u64;
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// The percentage a task reported, e.g. `42%`.
+fn percent_of(progress: &Value) -> Option<String> {
+    progress["fraction"]
+        .as_f64()
+        .map(|f| format!("{:.0}%", f * 100.0))
+}
+
+/// A task's progress in one line: percentage, message, metrics and the
+/// time left at its recent rate (while it runs); none when it reported none.
+pub fn progress_line(task: &Value, now_s: f64) -> Option<String> {
+    let progress = task.get("progress").filter(|p| p.is_object())?;
+    let mut parts: Vec<String> = Vec::new();
+    parts.extend(percent_of(progress));
+    if let Some(message) = progress["message"].as_str() {
+        parts.push(message.to_owned());
+    }
+    let metrics: Vec<String> = progress["metrics"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, value)| value.as_f64().map(|v| format!("{name} {v:.4}")))
+        .collect();
+    if !metrics.is_empty() {
+        parts.push(metrics.join(", "));
+    }
+    if task["status"] == "running"
+        && let Some(eta_us) = progress["eta_at_us"].as_f64()
+    {
+        parts.push(format!("{} left", human_duration(eta_us / 1e6 - now_s)));
+    }
+    Some(parts.join(" · "))
+}
+
 /// A task record as a few readable lines.
 pub fn describe(task: &Value) -> String {
     let mut out = String::new();
@@ -148,6 +191,9 @@ pub fn describe(task: &Value) -> String {
     }
     if let Some(reason) = task["waiting"]["message"].as_str() {
         let _ = writeln!(out, "  waiting:     {reason}");
+    }
+    if let Some(progress) = progress_line(task, now_s()) {
+        let _ = writeln!(out, "  progress:    {progress}");
     }
     let _ = writeln!(
         out,
@@ -208,22 +254,27 @@ pub fn require_completed(task: &Value) -> anyhow::Result<()> {
     }
 }
 
+fn now_s() -> f64 {
+    crate::model::now_us() as f64 / 1e6
+}
+
 /// `taskdeck list`: one line per task.
 pub fn print_list(answer: &Value) {
     println!(
-        "{:>8}  {:<10}  {:<14}  {:>3}  {:>8}  {:<10}  {:>10}",
-        "ID", "STATUS", "TASK", "PRI", "ATTEMPTS", "WORKER", "TOTAL"
+        "{:>8}  {:<10}  {:<14}  {:>3}  {:>8}  {:<10}  {:>10}  {:>8}",
+        "ID", "STATUS", "TASK", "PRI", "ATTEMPTS", "WORKER", "TOTAL", "PROGRESS"
     );
     for task in answer["tasks"].as_array().into_iter().flatten() {
         println!(
-            "{:>8}  {:<10}  {:<14}  {:>3}  {:>8}  {:<10}  {:>10}",
+            "{:>8}  {:<10}  {:<14}  {:>3}  {:>8}  {:<10}  {:>10}  {:>8}",
             task["id"].to_string(),
             task["status"].as_str().unwrap_or("?"),
             task["task"].as_str().unwrap_or("?"),
             task["priority"].to_string(),
             task["attempts"].to_string(),
             task["worker"].as_str().unwrap_or("-"),
-            seconds(&task["total_latency_s"])
+            seconds(&task["total_latency_s"]),
+            percent_of(&task["progress"]).unwrap_or_else(|| "-".to_owned())
         );
     }
 }
@@ -372,5 +423,25 @@ mod tests {
         assert!(parse_at("2026-12-02T03:00").is_ok(), "local time");
         assert!(parse_at("2026-12-02 03:00").is_ok(), "local time, a space");
         assert!(parse_at("tomorrow").is_err());
+    }
+
+    #[test]
+    fn progress_reads_as_one_line_with_the_time_left_while_running() {
+        let task = json!({
+            "status": "running",
+            "progress": {
+                "fraction": 0.425, "message": "epoch 3/10",
+                "metrics": {"loss": 0.3125}, "eta_at_us": 1_125_000_000.0
+            }
+        });
+        assert_eq!(
+            progress_line(&task, 1000.0).as_deref(),
+            Some("42% · epoch 3/10 · loss 0.3125 · 2m 05s left")
+        );
+        let done = json!({"status": "completed", "progress": {"fraction": 1.0, "metrics": {}}});
+        assert_eq!(progress_line(&done, 0.0).as_deref(), Some("100%"));
+        assert_eq!(progress_line(&json!({"status": "running"}), 0.0), None);
+        assert_eq!(human_duration(59.4), "59 s");
+        assert_eq!(human_duration(7_800.0), "2h 10m");
     }
 }

@@ -5,6 +5,9 @@
 //! registry's names for mock tasks and nothing else internal.
 
 pub mod commands;
+mod logs;
+
+pub use logs::{LogPart, LogQuery, PAGE_BYTES};
 
 use std::time::Duration;
 

@@ -552,3 +552,58 @@ fn follow_closed(addr: SocketAddr, target: &str) -> (String, Vec<u8>) {
     let head = String::from_utf8_lossy(&all[..split]).into_owned();
     (head, all[split + 4..].to_vec())
 }
+
+#[test]
+fn the_cli_prints_follows_and_tails_logs_and_shows_progress() {
+    let server = crate::cli::Server::start(&["--allow-code-tasks"]);
+    // The progress line is written last, so status shows it once the task is done.
+    let script = "for i in $(seq 30); do echo \"line $i ü\"; sleep 0.05; done; \
+                  echo '{\"fraction\": 0.3, \"message\": \"step 30\"}' >> \"$TASKDECK_PROGRESS\"";
+    let submitted = server.run(&[
+        "submit",
+        "command",
+        &json!(["sh", "-c", script]).to_string(),
+    ]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        crate::cli::text(&submitted)
+    );
+    let id = String::from_utf8_lossy(&submitted.stdout)
+        .split_whitespace()
+        .find_map(|word| word.parse::<u64>().ok())
+        .expect("an id in the submit output");
+    let id = id.to_string();
+    // Started before the task prints its last line: follow prints it all.
+    let followed = server.run(&["logs", &id, "-f"]);
+    assert!(followed.status.success(), "{}", crate::cli::text(&followed));
+    assert_eq!(String::from_utf8_lossy(&followed.stdout), numbered(30));
+    let whole = server.run(&["logs", &id]);
+    assert_eq!(String::from_utf8_lossy(&whole.stdout), numbered(30));
+    let tail = server.run(&["logs", &id, "--tail", "2"]);
+    assert_eq!(
+        String::from_utf8_lossy(&tail.stdout),
+        "line 29 ü\nline 30 ü\n"
+    );
+    let status = server.run(&["status", &id]);
+    let text = crate::cli::text(&status);
+    assert!(
+        text.contains("progress:") && text.contains("step 30"),
+        "{text}"
+    );
+    let list = server.run(&["list"]);
+    assert!(
+        crate::cli::text(&list).contains("30%"),
+        "{}",
+        crate::cli::text(&list)
+    );
+    for bad in [
+        vec!["logs", "999"],
+        vec!["logs", &id, "--attempt", "5"],
+        vec!["logs", &id, "--attempt", "0"],
+    ] {
+        let answer = server.run(&bad);
+        assert!(!answer.status.success(), "{bad:?} should fail");
+        assert!(!crate::cli::text(&answer).is_empty());
+    }
+}
