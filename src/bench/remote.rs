@@ -108,6 +108,7 @@ fn run_with<R: Measured>(
             url: options.url.clone(),
             names: names.clone(),
             lease: remote::DEFAULT_LEASE,
+            log_dir: None,
         },
         0,
     );

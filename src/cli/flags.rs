@@ -114,6 +114,7 @@ impl DistributedArgs {
             lease: Duration::from_secs_f64(lease),
             local_worker,
             worker_name: remote::default_worker_name(&taskdeck::telemetry::host_name()),
+            log_dir: None,
         }))
     }
 }

@@ -123,15 +123,17 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
     if !grace.is_finite() || grace < 0.0 {
         bail!("--grace must be a number of seconds, zero or more");
     }
+    let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
     #[cfg(feature = "broker")]
-    let broker = distributed.settings(window || workers != Some(0))?;
+    let broker = distributed
+        .settings(window || workers != Some(0))?
+        .map(|settings| settings.with_log_dir(super::flags::logs_dir(&data_dir)));
     #[cfg(not(feature = "broker"))]
     let broker = {
         // Only distributed mode's embedded worker depends on it.
         let _ = window;
         None
     };
-    let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
     let mode = if store.memory {
         StoreMode::Memory
     } else {

@@ -111,6 +111,7 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         registry: Arc::new(exec.registry(&data_dir)),
         resources: Some(resources),
         gpus: gpu_devices(gpus.as_deref())?,
+        ship_logs: Some(super::flags::logs_dir(&data_dir)),
     };
     let handle = WorkerHandle::start(config, None).context("cannot start the worker")?;
     // The one line on stdout, for scripts and tests.

@@ -16,6 +16,8 @@
 //!   where it has expired and is dead-lettered to `NS.events` as
 //!   [`WorkerEvent::ConnectionLost`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,7 +26,7 @@ use crate::tasks::StopReason;
 
 /// The version of this protocol a worker speaks, sent with its heartbeats;
 /// the scheduler places attempts only on workers that speak this one.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// The default namespace of queue names.
 pub const DEFAULT_NAMESPACE: &str = "taskdeck";
@@ -154,6 +156,20 @@ pub enum WireOutcome {
     },
 }
 
+/// A progress report on the wire (see [`crate::model::ProgressReport`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireProgress {
+    /// How far the task is, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// A short note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Numeric metrics by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+}
+
 /// What a worker reports to the scheduler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -208,6 +224,32 @@ pub enum WorkerEvent {
         /// process.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         log: Option<TaskLog>,
+    },
+    /// Progress a running attempt reported since the last such message,
+    /// oldest first.
+    Progress {
+        /// Worker name.
+        worker: String,
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// The reports.
+        reports: Vec<WireProgress>,
+    },
+    /// A piece of a running attempt's output log, for the scheduler's copy
+    /// (pieces come in order, before the attempt's end).
+    Log {
+        /// Worker name.
+        worker: String,
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// Where the piece starts in the log.
+        offset: u64,
+        /// The bytes, base64.
+        data: String,
     },
     /// The worker gives back an attempt placed on it that it will not run
     /// to its end (it had not started it, or it is stopping).

@@ -28,6 +28,18 @@ pub struct BrokerSettings {
     pub local_worker: bool,
     /// The embedded worker's name.
     pub worker_name: String,
+    /// Where the logs that worker processes ship are written (the
+    /// directory the HTTP API reads task logs from); none: not kept.
+    pub log_dir: Option<std::path::PathBuf>,
+}
+
+impl BrokerSettings {
+    /// The settings with shipped logs written to `dir`.
+    #[must_use]
+    pub fn with_log_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.log_dir = Some(dir);
+        self
+    }
 }
 
 /// The bridge, prepared before the scheduler starts (it starts the
@@ -47,6 +59,7 @@ pub(super) fn link(broker: Option<BrokerSettings>, config: &SchedulerConfig) -> 
             url: settings.url.clone(),
             names: settings.names.clone(),
             lease: settings.lease,
+            log_dir: settings.log_dir.clone(),
         },
         if settings.local_worker {
             local_workers
@@ -149,5 +162,7 @@ fn local_worker_config(
         registry: scheduler.registry_handle(),
         resources: Some(resources),
         gpus: scheduler.gpus().to_vec(),
+        // Its tasks write into the directory the scheduler reads.
+        ship_logs: None,
     }
 }

@@ -112,6 +112,17 @@ impl Scheduler {
 }
 
 impl TransportLink {
+    /// Takes progress a worker process forwarded for one of its attempts
+    /// (see [`crate::scheduler::Scheduler::report_progress`]).
+    pub fn progress(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        report: crate::model::ProgressReport,
+    ) -> Result<(), super::RequestError> {
+        self.inner.report_progress(id, attempt, report)
+    }
+
     /// Places what may start now on worker processes, up to `max`
     /// attempts (see the core's rules), and records their starts; returns
     /// what to send to the workers.

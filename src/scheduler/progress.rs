@@ -22,7 +22,7 @@ impl Inner {
         })
     }
 
-    fn report_progress(
+    pub(super) fn report_progress(
         &self,
         id: TaskId,
         attempt: u32,

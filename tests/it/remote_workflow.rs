@@ -202,3 +202,67 @@ fn shares_of_a_worker_s_gpu_never_over_commit_its_memory() {
     drop((server, _gpu));
     delete_queues(&ns, &["one-gpu"]);
 }
+
+#[test]
+fn a_worker_process_s_output_and_progress_are_followed_from_the_scheduler() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("remote-live")
+    else {
+        return;
+    };
+    let server_dir = dir.path().join("server");
+    let worker_dir = dir.path().join("worker");
+    let server = serve(
+        &url,
+        &ns,
+        None,
+        &server_dir,
+        &["--workers", "0", "--allow-code-tasks"],
+    );
+    let worker_path = worker_dir.to_str().expect("path");
+    let _worker = worker_with(&url, &ns, "live", 1, &["--data-dir", worker_path], &[]);
+    assert!(wait_until(LONG, || workers(&server.client).len() == 1));
+    let script = "for i in $(seq 100); do echo \"line $i ü\"; \
+                  echo \"{\\\"fraction\\\": 0.$((i % 10)), \\\"message\\\": \\\"step $i\\\"}\" \
+                  >> \"$TASKDECK_PROGRESS\"; sleep 0.05; done";
+    let id = server
+        .client
+        .submit(&json!({ "task": "command", "args": [["sh", "-c", script]] }))
+        .expect("submit");
+    // Followed from the scheduler while the worker process runs it.
+    let followed = std::process::Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .args(["logs", &id.to_string(), "-f", "--url", server.client.url()])
+        .output()
+        .expect("taskdeck logs runs");
+    assert!(
+        followed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
+    let expected: String = (1..=100).map(|n| format!("line {n} ü\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&followed.stdout), expected);
+    let record = &wait_final(&server.client, &[id], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}");
+    assert_eq!(record["worker"], "live");
+    assert_eq!(record["progress"]["message"], "step 100", "{record}");
+    assert_eq!(record["progress"]["fraction"], 0.0);
+    let history = server
+        .client
+        .call("GET", &format!("/api/v1/tasks/{id}/progress"), None)
+        .expect("history");
+    let points = history["points"].as_array().map_or(0, Vec::len);
+    assert!(
+        points >= 10,
+        "forwarded progress keeps its points: {history}"
+    );
+    let name = format!("task-{id}-attempt-1.log");
+    let copy = std::fs::read_to_string(server_dir.join("logs").join(&name)).expect("the copy");
+    let original = std::fs::read_to_string(worker_dir.join("logs").join(&name)).expect("the log");
+    assert_eq!(copy, original);
+    drop(server);
+    delete_queues(&ns, &["live"]);
+}

@@ -25,15 +25,18 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::amqp::{self, Keep, LinkError, Reconnect};
-use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WorkerEvent, decode};
+use super::protocol::{
+    Control, Names, PROTOCOL, WireOutcome, WireProgress, WorkerEvent, decode,
+};
 use super::url::BrokerUrl;
-use crate::model::TaskId;
+use crate::model::{ProgressReport, TaskId};
 use crate::scheduler::{
     ExternalDispatch, ExternalHooks, GpuDevice, Heartbeat, Placed, Recovered, RemoteOutcome, Run,
     Scheduler, SchedulerConfig, StartError, StopRequest, Store, TransportLink,
 };
 use crate::tasks::{Registry, TaskError};
 
+mod logs;
 mod send;
 mod session;
 
@@ -62,6 +65,8 @@ pub struct BridgeConfig {
     pub names: Names,
     /// How long an attempt stays with a silent worker.
     pub lease: Duration,
+    /// Where the logs that workers ship are written; none: dropped.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 /// The hooks the scheduler calls, and what the bridge tells it.

@@ -441,6 +441,40 @@ impl Link {
                 task,
                 attempt,
             } => scheduler.release(&worker, task, attempt),
+            WorkerEvent::Progress {
+                task,
+                attempt,
+                reports,
+                ..
+            } => {
+                for WireProgress {
+                    fraction,
+                    message,
+                    metrics,
+                } in reports
+                {
+                    match ProgressReport::new(fraction, message, metrics) {
+                        // An attempt that ended meanwhile takes no more.
+                        Ok(report) => {
+                            let _ = scheduler.progress(task, attempt, report);
+                        }
+                        Err(error) => {
+                            tracing::debug!(%task, %error, "a worker's progress report was refused");
+                        }
+                    }
+                }
+            }
+            WorkerEvent::Log {
+                task,
+                attempt,
+                offset,
+                data,
+                ..
+            } => {
+                if let Some(dir) = &self.config.log_dir {
+                    super::logs::write_piece(dir, task, attempt, offset, &data);
+                }
+            }
             WorkerEvent::ConnectionLost { worker, session } => {
                 let waiting = scheduler.connection_lost(&worker, session, RECONNECT_GRACE);
                 if waiting > 0 {

@@ -17,7 +17,8 @@ impl Worker {
         } = placed;
         let cancel = CancelToken::new();
         let ctx = TaskContext::new(task, attempt, self.config.name.clone(), cancel.clone())
-            .with_gpus(gpu_ids.clone());
+            .with_gpus(gpu_ids.clone())
+            .with_progress_sink(Arc::clone(&self.progress_sink));
         let registry = Arc::clone(&self.config.registry);
         let ended = self.ended_tx.clone();
         let spawned = thread::Builder::new()
@@ -26,6 +27,8 @@ impl Worker {
                 let started_at_us = now_us();
                 let begun = Instant::now();
                 let outcome = run_attempt(&registry, &ctx, &spec);
+                // Reports held back by the rate limit go before the end.
+                ctx.flush_progress();
                 let run_time_us = i64::try_from(begun.elapsed().as_micros()).unwrap_or(i64::MAX);
                 // The worker may have gone; nothing to report to then.
                 let _ = ended.send(Ended {
@@ -46,6 +49,8 @@ impl Worker {
                 cancel,
                 deadline: timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
                 stop_asked: None,
+                log_shipped: 0,
+                progress: Vec::new(),
             },
         );
         if let Err(error) = spawned {
@@ -74,6 +79,12 @@ impl Worker {
         if !current {
             return;
         }
+        // Its last progress (sent before its end, on another channel) and
+        // output go before its end.
+        while let Ok((task, attempt, report)) = self.progress_rx.try_recv() {
+            self.took_progress(task, attempt, report);
+        }
+        self.ship_rest(ended.task);
         self.release(ended.task);
         let outcome = match ended.outcome {
             RemoteOutcome::Completed(value) => WireOutcome::Completed { value },

@@ -15,6 +15,7 @@
 mod attempts;
 mod placed;
 mod presence;
+mod shipping;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -28,11 +29,13 @@ use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
 use super::amqp::{self, Keep, LinkError, Reconnect};
-use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WireStop, WorkerEvent};
+use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WireProgress, WireStop, WorkerEvent};
 use super::url::BrokerUrl;
-use crate::model::{HostSummary, ResourceSample, TaskId, TaskLog, TaskSpec, now_us};
+use crate::model::{
+    HostSummary, ProgressReport, ResourceSample, TaskId, TaskLog, TaskSpec, now_us,
+};
 use crate::scheduler::{GpuDevice, RemoteOutcome, run_attempt};
-use crate::tasks::{CancelToken, Registry, StopReason, TaskContext};
+use crate::tasks::{CancelToken, ProgressSink, Registry, StopReason, TaskContext};
 
 /// How long an attempt asked to stop may take before its thread is left
 /// behind and its slot freed.
@@ -79,6 +82,10 @@ pub struct WorkerConfig {
     pub resources: Option<ResourceSource>,
     /// The GPU devices tasks may be given on this host.
     pub gpus: Vec<GpuDevice>,
+    /// Where this worker's tasks write their output logs, to ship them to
+    /// the scheduler's copy; none when the scheduler reads the same
+    /// directory (the worker embedded in it).
+    pub ship_logs: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -158,6 +165,10 @@ struct Running {
     cancel: CancelToken,
     deadline: Option<Instant>,
     stop_asked: Option<(Instant, StopReason)>,
+    /// Bytes of its log shipped to the scheduler.
+    log_shipped: u64,
+    /// Progress reported since the last report sent.
+    progress: Vec<WireProgress>,
 }
 
 struct Ended {
@@ -211,6 +222,9 @@ struct Worker {
     session_id: u64,
     /// The scheduler's lease, from its placements.
     lease: Option<Duration>,
+    /// Where the attempts' contexts send progress.
+    progress_sink: ProgressSink,
+    progress_rx: mpsc::UnboundedReceiver<(TaskId, u32, ProgressReport)>,
 }
 
 /// One connection's channel for reports, and what waits on it.
@@ -247,6 +261,11 @@ enum End {
 impl Worker {
     fn new(config: WorkerConfig) -> Self {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let progress_sink: ProgressSink = Arc::new(move |task, attempt, report| {
+            // The worker may have gone; its attempts' reports go nowhere then.
+            let _ = progress_tx.send((task, attempt, report));
+        });
         Self {
             concurrency: config.concurrency,
             config,
@@ -261,6 +280,8 @@ impl Worker {
             stopping: None,
             session_id: 0,
             lease: None,
+            progress_sink,
+            progress_rx,
         }
     }
 
@@ -435,6 +456,9 @@ impl Worker {
                     // is one this worker ignores.
                     last.acker.ack(BasicAckOptions { multiple: true }).await?;
                 }
+                Some((task, attempt, report)) = self.progress_rx.recv() => {
+                    self.took_progress(task, attempt, report);
+                }
                 Some(ended) = self.ended_rx.recv() => {
                     self.ended(ended);
                     // The next waiting attempt takes the slot at once.
@@ -447,6 +471,7 @@ impl Worker {
                     }
                     self.check_deadlines();
                     self.start_waiting();
+                    self.ship();
                     self.flush_outbox(&mut session).await?;
                     if self.stopping.is_some() && self.running.is_empty() {
                         if !self.goodbye_sent {
