@@ -68,7 +68,8 @@ class EventCalls:
 
         - ``"task"``: ``{"kind": "submitted" | "started" | "retrying" |
           "requeued" | "completed" | "failed" | "cancelled" | "held" |
-          "released" | "progress", "task": <the record, as from get()>}``.
+          "released" | "progress", "task": <the record, as from get(), but
+          without "dependents" and "waiting">}``.
         - ``"worker"``: ``{"worker": <an entry of workers()>}``, with
           ``"gone": True`` when the worker left.
         - ``"queue"``: ``{"queue": <a queue object, as from queue()>}``.

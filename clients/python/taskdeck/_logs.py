@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 import socket
 import time
-from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, NamedTuple, Optional, Tuple
 
 from ._submissions import task_path
 from .errors import NotFound, TaskdeckError, error_from_answer
@@ -186,7 +186,7 @@ class LogCalls:
         if rest:
             yield rest
 
-    def _follow_log(self, task_id: int, attempt: int, offset: int, decoder: Any) -> Iterator[str]:
+    def _follow_log(self, task_id: int, attempt: int, offset: int, decoder: Any) -> Generator[str, None, int]:
         """Follows one streamed answer from ``offset`` until it ends, breaks
         or stalls, handing out its text; returns the offset reached."""
         path = task_path(task_id, "/log")
