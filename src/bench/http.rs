@@ -35,6 +35,9 @@ pub struct HttpBenchOptions {
     pub workers: usize,
     /// Submit-and-wait round trips in the latency phase.
     pub latency_tasks: usize,
+    /// Event stream followers connected during all phases, each reading
+    /// every event.
+    pub followers: usize,
 }
 
 /// Results; printed as one JSON line.
@@ -54,6 +57,10 @@ pub struct HttpBenchReport {
     pub batch: usize,
     /// Submit then long-poll wait, one at a time from one client.
     pub latency: LatencyReport,
+    /// Event stream followers connected meanwhile.
+    pub followers: usize,
+    /// Bytes of events they received in all.
+    pub follower_bytes: u64,
 }
 
 impl From<WireError> for BenchError {
@@ -119,6 +126,18 @@ fn start_local(options: &HttpBenchOptions) -> Result<(Scheduler, ApiServer), Ben
 
 fn measure(url: &str, options: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError> {
     let token = options.token.as_deref();
+    let followers = super::followers::Followers::start(url, token, options.followers)?;
+    let measured = measure_phases(url, options);
+    let follower_bytes = followers.stop();
+    measured.map(|report| HttpBenchReport {
+        followers: options.followers,
+        follower_bytes,
+        ..report
+    })
+}
+
+fn measure_phases(url: &str, options: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError> {
+    let token = options.token.as_deref();
     let control = Client::new(url, token, Duration::from_secs(60));
     let noop = br#"{"task":"noop"}"#;
 
@@ -183,6 +202,8 @@ fn measure(url: &str, options: &HttpBenchOptions) -> Result<HttpBenchReport, Ben
         batch_submit_tasks_per_s: (options.tasks as f64 / batched.as_secs_f64().max(1e-9)).round(),
         batch,
         latency: latencies.report(),
+        followers: 0,
+        follower_bytes: 0,
     })
 }
 

@@ -2,6 +2,7 @@
 //! through the real scheduler, in-process, and (`http`) through the HTTP
 //! API.
 
+mod followers;
 pub mod http;
 #[cfg(feature = "broker")]
 pub mod remote;

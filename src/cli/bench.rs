@@ -42,6 +42,10 @@ pub(crate) struct BenchArgs {
     /// Concurrent HTTP clients (with --http).
     #[arg(long, default_value_t = 8, requires = "http")]
     clients: usize,
+    /// Event stream followers connected while the clients submit, each
+    /// reading every event (with --http).
+    #[arg(long, default_value_t = 0, requires = "http")]
+    followers: usize,
     /// Server to load (with --http) [default: one started in-process on a free port].
     #[arg(long, requires = "http")]
     url: Option<String>,
@@ -83,6 +87,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
             batch: args.batch.unwrap_or(1_000),
             workers,
             latency_tasks: args.latency_tasks,
+            followers: args.followers,
         };
         serde_json::to_string(&bench::http::run(&options)?)?
     } else {
