@@ -39,8 +39,9 @@ enum Next {
     Close,
 }
 
-/// Streams to `request` until the client or the server goes away.
-pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, last: Option<&str>) {
+/// Streams to `request` from `start` until the client or the server goes
+/// away.
+pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, start: Start) {
     let Ok(mut out) = Chunked::start(request.into_writer(), HEAD) else {
         return;
     };
@@ -50,7 +51,6 @@ pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, last: Opti
     {
         return;
     }
-    let start = shared.state.lock().ring.start(&shared.epoch, last);
     let mut cursor = match start {
         Start::From(seq) => seq,
         Start::Reset { reason, live } => {

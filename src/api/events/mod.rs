@@ -80,8 +80,9 @@ struct State {
 
 /// Messages to the hub thread.
 enum Control {
-    /// A follower connected: start recording if not yet.
-    Wake,
+    /// The first follower connected: record the scheduler's events from
+    /// this subscription on.
+    Record(crossbeam_channel::Receiver<crate::model::Event>),
     /// Finish.
     Stop,
 }
@@ -90,6 +91,7 @@ enum Control {
 pub struct EventHub {
     shared: Arc<Shared>,
     control: Sender<Control>,
+    scheduler: Scheduler,
     thread: Mutex<Option<JoinHandle<()>>>,
     followers: Streams,
 }
@@ -122,6 +124,7 @@ impl EventHub {
         let (control, rx) = crossbeam_channel::unbounded();
         let thread = {
             let shared = Arc::clone(&shared);
+            let scheduler = scheduler.clone();
             thread::Builder::new()
                 .name("taskdeck-events".into())
                 .spawn(move || source::run(&shared, &scheduler, &resources, &rx))?
@@ -129,6 +132,7 @@ impl EventHub {
         Ok(Self {
             shared,
             control,
+            scheduler,
             thread: Mutex::new(Some(thread)),
             followers: Streams::new("events", config.max_followers),
         })
@@ -146,12 +150,22 @@ impl EventHub {
             .map(|h| h.value.as_str().to_owned())
             .or(last_event_id)
             .filter(|id| !id.trim().is_empty());
+        // Subscribed, and the start fixed, before the client sees a byte:
+        // whatever it does once the stream is open is in the stream.
         if !self.shared.wanted.swap(true, Ordering::AcqRel) {
-            let _ = self.control.send(Control::Wake);
+            let _ = self
+                .control
+                .send(Control::Record(self.scheduler.subscribe()));
         }
+        let start = self
+            .shared
+            .state
+            .lock()
+            .ring
+            .start(&self.shared.epoch, last.as_deref());
         let shared = Arc::clone(&self.shared);
         self.followers.spawn(request, move |request| {
-            follower::run(&shared, request, &filter, last.as_deref());
+            follower::run(&shared, request, &filter, start);
         });
     }
 

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
@@ -152,7 +151,7 @@ pub(super) fn run(
         let event_rx = events.as_ref().unwrap_or(&never);
         select! {
             recv(control) -> message => match message {
-                Ok(Control::Wake) => {}
+                Ok(Control::Record(subscription)) => events = Some(subscription),
                 Ok(Control::Stop) | Err(_) => return,
             },
             recv(event_rx) -> event => {
@@ -164,10 +163,6 @@ pub(super) fn run(
                 }
             },
             default(timeout) => {},
-        }
-        if events.is_none() && shared.wanted.load(Ordering::Acquire) {
-            events = Some(scheduler.subscribe());
-            continue;
         }
         let Some(_) = &events else { continue };
         let now = Instant::now();

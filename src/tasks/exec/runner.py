@@ -31,6 +31,7 @@ def install_progress_helper():
             return
     except (ImportError, ValueError):
         pass
+    import math
     import numbers
     import threading
     import types
@@ -47,14 +48,20 @@ def install_progress_helper():
         for name, value in metrics.items():
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError("metric %r must be a number, got %r" % (name, value))
+            if not math.isfinite(value):
+                raise ValueError("metric %r must be finite, got %r" % (name, value))
+        if message is not None and not isinstance(message, str):
+            raise ValueError("message must be text, got %r" % (message,))
         path = os.environ.get("TASKDECK_PROGRESS")
         if not path:
             return False
-        report = {"metrics": {name: float(value) for name, value in metrics.items()}}
+        report = {}
         if fraction is not None:
             report["fraction"] = float(fraction)
         if message is not None:
-            report["message"] = str(message)
+            report["message"] = message
+        if metrics:
+            report["metrics"] = dict(metrics)
         line = json.dumps(report) + "\n"
         with lock:
             with open(path, "a", encoding="utf-8") as progress_file:
