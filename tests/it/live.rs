@@ -177,12 +177,7 @@ fn serve(dir: &Path, extra: &[&str]) -> (Proc, taskdeck::client::Client, SocketA
         .arg(dir)
         .args(extra);
     let proc = Proc::spawn(command);
-    let url = proc
-        .first_line
-        .trim()
-        .strip_prefix("taskdeck listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {:?}", proc.first_line))
-        .to_owned();
+    let url = proc.listening_url();
     let addr = url
         .trim_start_matches("http://")
         .parse()

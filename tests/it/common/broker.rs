@@ -199,6 +199,15 @@ impl Proc {
         }
     }
 
+    /// The URL a `serve` process said it listens on (its first line).
+    pub fn listening_url(&self) -> String {
+        self.first_line
+            .trim()
+            .strip_prefix("taskdeck listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {:?}", self.first_line))
+            .to_owned()
+    }
+
     /// What it wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
@@ -291,13 +300,7 @@ pub fn spawn_serve_env(
     };
     command.args(extra);
     let proc = Proc::spawn(command);
-    let url = proc
-        .first_line
-        .trim()
-        .strip_prefix("taskdeck listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {:?}", proc.first_line))
-        .to_owned();
-    let client = Client::new(&url, None, Duration::from_secs(30));
+    let client = Client::new(&proc.listening_url(), None, Duration::from_secs(30));
     Serve { proc, client }
 }
 
