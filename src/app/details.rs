@@ -1,14 +1,17 @@
 //! The details of the selected task: why it waits, its dependencies and
-//! dependents, arguments, result or the error of every attempt, the
-//! timeline and the worker. Task ids it names are links that select that
-//! task (as an action).
+//! dependents, its progress with a plot per metric and its live output
+//! (of the attempt chosen), arguments, result or the error of every
+//! attempt, the timeline and the worker. Task ids it names are links that
+//! select that task (as an action).
 
 use eframe::egui::{self, RichText, Ui};
 
 use super::focus::{FocusInfo, Known, LISTED};
+use super::live::{LiveAction, LiveDetails};
 use super::state::Action;
 use super::task_view::TaskView;
 use super::theme::Theme;
+use super::{log_view, metrics};
 use crate::model::{OnDependencyFailure, TaskId, TaskRecord, TaskStatus, now_us};
 
 /// A time as seconds ago.
@@ -45,13 +48,14 @@ fn pretty(value: &serde_json::Value) -> String {
 }
 
 /// Lays out the details of `record`, or a hint when none is selected;
-/// `view` and `focus` tell the status of the tasks it names. Returns what
-/// the user asked for (a click on a task id selects that task).
+/// `view` and `focus` tell the status of the tasks it names, `live` holds
+/// its progress history and output. Returns what the user asked for (a
+/// click on a task id selects that task).
 pub fn details_ui(
     ui: &mut Ui,
     record: Option<&TaskRecord>,
     view: &TaskView,
-    focus: &FocusInfo,
+    (focus, live): (&FocusInfo, &LiveDetails),
     theme: Theme,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -165,6 +169,10 @@ pub fn details_ui(
     egui::ScrollArea::vertical()
         .id_salt("details_scroll")
         .show(ui, |ui| {
+            attempt_ui(ui, r, live, &mut actions);
+            metrics::progress_ui(ui, r, live, now, theme);
+            actions.extend(log_view::log_ui(ui, r, live, theme));
+            ui.separator();
             ui.label("Arguments");
             let args = serde_json::json!({ "args": r.spec.args, "kwargs": r.spec.kwargs });
             ui.code(pretty(&args));
@@ -190,34 +198,32 @@ pub fn details_ui(
                     );
                 }
             }
-            match &r.log {
-                Some(log) => {
-                    ui.label(format!(
-                        "Output: {} ({} bytes{})",
-                        log.path,
-                        log.bytes,
-                        if log.truncated {
-                            ", cut at the limit"
-                        } else {
-                            ""
-                        }
-                    ))
-                    .on_hover_text(
-                        "stdout and stderr of the latest attempt, on the machine that ran it",
-                    );
-                    if log.tail.is_empty() {
-                        ui.label(RichText::new("(no output)").color(theme.weak()));
-                    } else {
-                        ui.code(log.tail.as_str());
-                    }
-                }
-                None => {
-                    ui.label(RichText::new("Output: none recorded").color(theme.weak()))
-                        .on_hover_text("Only command and python tasks write an output log");
-                }
-            }
         });
     actions
+}
+
+/// Which attempt the progress and output are of, when there were several:
+/// the latest (also when another starts) or one chosen.
+fn attempt_ui(ui: &mut Ui, r: &TaskRecord, live: &LiveDetails, actions: &mut Vec<Action>) {
+    if r.attempts < 2 || !live.is_for(r.id) {
+        return;
+    }
+    let chosen = live.chosen().filter(|attempt| *attempt <= r.attempts);
+    let mut choice = chosen;
+    egui::ComboBox::from_label("Attempt")
+        .selected_text(match chosen {
+            Some(attempt) => format!("{attempt} of {}", r.attempts),
+            None => format!("latest ({})", r.attempts),
+        })
+        .show_ui(ui, |ui| {
+            ui.selectable_value(&mut choice, None, "latest");
+            for attempt in (1..=r.attempts).rev() {
+                ui.selectable_value(&mut choice, Some(attempt), format!("attempt {attempt}"));
+            }
+        });
+    if choice != chosen {
+        actions.push(Action::Live(LiveAction::ChooseAttempt(choice)));
+    }
 }
 
 /// "Cancelled because task N failed", with N a link; where the chain of

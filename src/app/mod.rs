@@ -1,6 +1,7 @@
 //! The desktop window (eframe/egui): resource history, workers, named
-//! queues, the task table with its actions and why its waiting tasks
-//! wait, task details and the create form.
+//! queues, the task table with its actions, progress and why its waiting
+//! tasks wait, task details (with metric plots and the live output log)
+//! and the create form.
 //!
 //! Only this module uses egui, eframe, egui_plot and egui_extras. It reads
 //! the scheduler through its public handle and events, keeps its own view
@@ -12,6 +13,12 @@ mod create;
 mod details;
 mod focus;
 mod header;
+mod live;
+mod log_reader;
+mod log_tail;
+mod log_view;
+mod metrics;
+mod progress;
 mod queues;
 pub mod resources;
 mod state;
@@ -39,7 +46,7 @@ use theme::Theme;
 /// How often the window repaints when nothing happens (clocks, plots).
 const IDLE_REPAINT: Duration = Duration::from_secs(1);
 /// The window's size when it first opens (every table column fits).
-const WINDOW_SIZE: [f32; 2] = [1400.0, 860.0];
+const WINDOW_SIZE: [f32; 2] = [1500.0, 860.0];
 /// Key of the persisted view settings.
 const STORAGE_KEY: &str = "taskdeck-view";
 
@@ -111,11 +118,16 @@ impl TaskdeckApp {
         if self.close_requested.load(Ordering::Acquire) {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
-        self.state.receive(Instant::now());
+        let now = Instant::now();
+        self.state.receive(now);
         if self.state.more_pending() {
             ctx.request_repaint();
         } else {
             ctx.request_repaint_after(IDLE_REPAINT);
+        }
+        if let Some(due_in) = self.state.live_due_in(now) {
+            // The focused task's log is read again then.
+            ctx.request_repaint_after(due_in);
         }
     }
 
@@ -165,7 +177,7 @@ impl TaskdeckApp {
                     ui,
                     focused,
                     &state.tasks,
-                    state.focus(),
+                    (state.focus(), state.live()),
                     theme,
                 ));
             });

@@ -12,6 +12,7 @@ use crossbeam_channel::Receiver;
 
 use super::create::CreateForm;
 use super::focus::FocusInfo;
+use super::live::{LOGS_FOLDER, LiveAction, LiveDetails};
 use super::queues::{QueuesPanel, change_notice};
 use super::resources::{ResourcesPanel, TaskMarker};
 use super::task_view::{SelectMode, TaskView, ViewSettings};
@@ -81,6 +82,9 @@ pub enum Action {
     SetView(ViewSettings),
     /// Open the create form.
     OpenCreate,
+    /// Change what the details' live parts show (attempt, log search,
+    /// following the log).
+    Live(LiveAction),
 }
 
 /// A message in the status bar.
@@ -130,6 +134,8 @@ pub struct AppState {
     /// What the details panel shows about the focused task beyond its
     /// record, read from the scheduler when it changes.
     focus: FocusInfo,
+    /// The focused task's progress history and live log.
+    live: LiveDetails,
     /// Why the waiting rows the table shows wait, read from the scheduler
     /// at a bounded rate.
     waiting: WaitingRows,
@@ -153,6 +159,9 @@ impl AppState {
         waker: Option<crate::scheduler::Waker>,
         wake_pending: Arc<AtomicBool>,
     ) -> Self {
+        // The log reader wakes the window too, when output was read.
+        let log_dir = services.data_dir.as_ref().map(|dir| dir.join(LOGS_FOLDER));
+        let live = LiveDetails::new(waker.clone(), log_dir);
         let events = match waker {
             Some(waker) => services.scheduler.subscribe_with_waker(waker),
             None => services.scheduler.subscribe(),
@@ -192,6 +201,7 @@ impl AppState {
             resources,
             notice: None,
             focus: FocusInfo::default(),
+            live,
             waiting: WaitingRows::default(),
             reveal: None,
             stats_at: Some(Instant::now()),
@@ -245,6 +255,7 @@ impl AppState {
             .refresh(&self.services.scheduler, now, taken > 0);
         self.tasks.refresh(now, false);
         self.refresh_focus(now);
+        changed |= self.refresh_live(now);
         if taken > 0 {
             self.waiting.changed();
         }
@@ -280,6 +291,25 @@ impl AppState {
             .refresh(&self.services.scheduler, &self.tasks, focused, now);
     }
 
+    /// Brings the focused task's metrics and log up to date (reads at a
+    /// bounded rate, never every frame); returns whether anything changed.
+    fn refresh_live(&mut self, now: Instant) -> bool {
+        let focused = self.focused();
+        self.live
+            .refresh(&self.services.scheduler, &self.tasks, focused, now)
+    }
+
+    /// How long until the focused task's log is read again, while it will
+    /// be: the window needs a frame then.
+    pub fn live_due_in(&self, now: Instant) -> Option<Duration> {
+        self.live.due_in(now)
+    }
+
+    /// The focused task's progress history and live log.
+    pub fn live(&self) -> &LiveDetails {
+        &self.live
+    }
+
     /// True when events are still waiting (the frame ran out of budget).
     pub fn more_pending(&self) -> bool {
         self.wake_pending.load(Ordering::Acquire) || !self.events.is_empty()
@@ -303,7 +333,12 @@ impl AppState {
                 self.markers.pop_front();
             }
         }
-        self.tasks.upsert(task);
+        if kind == EventKind::Progress {
+            // A report changes no sort key: the row changes in place.
+            self.tasks.update_progress(task);
+        } else {
+            self.tasks.upsert(task);
+        }
     }
 
     fn say(&mut self, text: impl Into<String>, error: bool) {
@@ -325,6 +360,7 @@ impl AppState {
         let now = Instant::now();
         self.tasks.refresh(now, true);
         self.refresh_focus(now);
+        self.refresh_live(now);
         self.waiting.changed();
     }
 
@@ -426,6 +462,7 @@ impl AppState {
             Action::ClearSelection => self.tasks.clear_selection(),
             Action::SetView(settings) => self.tasks.set_settings(settings),
             Action::OpenCreate => self.create.open(),
+            Action::Live(action) => self.live.apply(action),
         }
     }
 

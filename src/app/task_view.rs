@@ -112,6 +112,24 @@ impl TaskView {
         }
     }
 
+    /// Takes a record whose progress changed. While its status, attempts
+    /// and worker are those of the row held, no sort key or filter can
+    /// have changed, so the row is replaced without a re-sort (running
+    /// tasks may report ten times a second each); otherwise as
+    /// [`TaskView::upsert`].
+    pub fn update_progress(&mut self, record: Arc<TaskRecord>) {
+        match self.rows.get_mut(&record.id) {
+            Some(held) if held.version >= record.version => {}
+            Some(held)
+                if (held.status, held.attempts, held.held, &held.worker)
+                    == (record.status, record.attempts, record.held, &record.worker) =>
+            {
+                *held = record;
+            }
+            _ => self.upsert(record),
+        }
+    }
+
     /// Drops finished rows from the view (the tasks stay in the scheduler
     /// and its store); returns how many went.
     pub fn clear_finished(&mut self) -> usize {

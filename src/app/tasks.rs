@@ -1,10 +1,12 @@
 //! The task table with its toolbar: create, remove, stop, retry, hold,
 //! pause, clear, filters by status, queue and text, sortable columns,
-//! why each waiting task waits, and selection by task id.
+//! why each waiting task waits, how far each running task is, and
+//! selection by task id.
 
 use eframe::egui::{self, Key, Label, RichText, Sense, Ui};
 use egui_extras::{Column, TableBuilder};
 
+use super::progress;
 use super::state::{Action, AppState};
 use super::task_view::{SelectMode, SortColumn, ViewSettings};
 use super::theme::Theme;
@@ -24,6 +26,8 @@ pub(super) const HEADER_PADDING: f32 = 2.0;
 const WHY: &str = "Why";
 /// Title of the arguments column (short, so that it shows whole).
 const ARGS: &str = "Args";
+/// Title of the column that says how far a task is.
+const PROGRESS: &str = "Progress";
 
 fn duration(micros: Option<i64>) -> String {
     micros.map_or_else(String::new, |us| {
@@ -216,13 +220,14 @@ fn pause_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
 }
 
 /// Column titles and the sort key each stands for.
-pub(super) const COLUMNS: [(&str, Option<SortColumn>); 13] = [
+pub(super) const COLUMNS: [(&str, Option<SortColumn>); 14] = [
     ("ID", Some(SortColumn::Id)),
     ("Task", Some(SortColumn::Name)),
     (ARGS, None),
     ("Pri", Some(SortColumn::Priority)),
     ("Status", Some(SortColumn::Status)),
     (WHY, None),
+    (PROGRESS, None),
     ("Queue", Some(SortColumn::Queue)),
     ("Tries", Some(SortColumn::Attempts)),
     ("Worker", Some(SortColumn::Worker)),
@@ -269,6 +274,7 @@ fn table_ui(
         .column(Column::exact(29.0))
         .column(Column::exact(81.0))
         .column(Column::initial(82.0).at_least(56.0).clip(true))
+        .column(Column::initial(118.0).at_least(60.0).clip(true))
         .column(Column::initial(50.0).at_least(40.0).clip(true))
         .column(Column::exact(41.0))
         .column(Column::initial(56.0).clip(true))
@@ -287,6 +293,10 @@ fn table_ui(
                                  hover a reason for the whole of it",
                             ),
                             ARGS => Some("Arguments: positional, then keyword ones"),
+                            PROGRESS => Some(
+                                "How far a task is and the time left, as it reports; \
+                                 how long it has run when it reports nothing",
+                            ),
                             _ => None,
                         };
                         let header = ui.strong(title);
@@ -403,6 +413,7 @@ fn row_cells(
             .show_tooltip_when_elided(false);
         reason_on_hover(ui.add(label), reason, now_us);
     });
+    row.col(|ui| progress::cell_ui(ui, r, now_us, theme));
     cell(row, r.spec.queue_name());
     cell(row, r.attempts.to_string());
     cell(row, r.worker.as_deref().unwrap_or(""));

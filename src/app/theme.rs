@@ -135,6 +135,27 @@ impl Theme {
         )
     }
 
+    /// Progress bars (the table's and the details').
+    pub fn progress(self) -> Color32 {
+        self.status(TaskStatus::Running)
+    }
+
+    /// Lines of a metric's plot in the details.
+    pub fn metric(self) -> Color32 {
+        self.pick(
+            Color32::from_rgb(200, 80, 20),
+            Color32::from_rgb(250, 150, 80),
+        )
+    }
+
+    /// Background of the text a log search found.
+    pub fn highlight(self) -> Color32 {
+        self.pick(
+            Color32::from_rgb(255, 225, 110),
+            Color32::from_rgb(120, 95, 20),
+        )
+    }
+
     /// Background of selected table rows is egui's own; this marks the
     /// row of the task shown in the details panel.
     pub fn focus(self) -> Color32 {
