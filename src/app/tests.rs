@@ -2,7 +2,8 @@
 //! driven through egui_kittest (no display, no GPU): task dependencies in
 //! the create form, the details panel and retry. Named queues and the
 //! pause that stops running tasks are tested in `queues`, why waiting
-//! rows wait in `waiting`.
+//! rows wait in `waiting`, progress, metric plots and the live log in
+//! `live`.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use super::{Services, TaskdeckApp};
 use crate::model::{Dependency, OnDependencyFailure, TaskId, TaskSpec, TaskStatus};
 use crate::scheduler::{Scheduler, SchedulerConfig, Waiting};
 
+mod live;
 mod queues;
 mod waiting;
 
@@ -40,13 +42,22 @@ fn harness(scheduler: &Scheduler) -> Harness<'static, TaskdeckApp> {
 
 /// A window of `size` points on `scheduler`.
 fn harness_sized(scheduler: &Scheduler, size: [f32; 2]) -> Harness<'static, TaskdeckApp> {
-    let services = Services {
+    harness_on(services(scheduler), size)
+}
+
+/// What the window is given in tests: the scheduler alone.
+fn services(scheduler: &Scheduler) -> Services {
+    Services {
         scheduler: scheduler.clone(),
         samples: None,
         past_samples: Vec::new(),
         http_url: None,
         data_dir: None,
-    };
+    }
+}
+
+/// A window of `size` points on `services`.
+fn harness_on(services: Services, size: [f32; 2]) -> Harness<'static, TaskdeckApp> {
     let app = TaskdeckApp::new(services, None, None);
     Harness::builder().with_size(size).build_ui_state(
         |ui, app: &mut TaskdeckApp| {

@@ -1,6 +1,6 @@
 //! The window's real app state driven through egui_kittest (no display, no
-//! GPU): create, validation, remove, stop, total times, the GPU panel and
-//! the worker control.
+//! GPU): create, validation, remove, stop, total times, the GPU panel,
+//! the worker control, and a command task's progress and live output.
 
 use crate::common;
 
@@ -420,6 +420,55 @@ fn a_command_created_in_the_window_runs_and_its_output_shows() {
             .is_some()),
         "the details show the command's output"
     );
+    scheduler.shutdown().expect("shutdown");
+}
+
+#[test]
+fn a_command_tasks_progress_and_output_show_live_in_the_table_and_the_details() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut registry = taskdeck::demo::registry();
+    register_exec_tasks(&mut registry, ExecSettings::new(dir.path().join("logs")));
+    let scheduler =
+        Scheduler::start(config(StoreMode::Memory, 1), registry).expect("scheduler should start");
+    // Reports through the progress file, prints, and runs until stopped.
+    let script = r#"echo starting
+echo '{"fraction": 0.25, "message": "step 1 of 4", "metrics": {"loss": 0.5}}' >> "$TASKDECK_PROGRESS"
+echo '{"fraction": 0.5, "metrics": {"loss": 0.25}}' >> "$TASKDECK_PROGRESS"
+echo step-two-done
+sleep 30"#;
+    let id = scheduler
+        .submit(TaskSpec::new("command", vec![json!(["sh", "-c", script])]))
+        .expect("submit");
+    let mut window = services(&scheduler);
+    // The window finds logs in DATA_DIR/logs, as the program sets it up.
+    window.data_dir = Some(dir.path().to_owned());
+    let mut harness = harness(window);
+    assert!(
+        run_until(&mut harness, |h| h.query_by_label("50%").is_some()),
+        "the table shows how far the task is"
+    );
+    harness.get_by_label(&format!("#{id}")).click();
+    assert!(
+        run_until(&mut harness, |h| h.query_by_label("step 1 of 4").is_some()
+            && h.query_by_label("Plot of loss").is_some()
+            && h.query_by_label("loss: 0.25").is_some()),
+        "the details show the message, and the loss with its plot"
+    );
+    assert!(
+        run_until(&mut harness, |h| h.query_by_label("starting").is_some()
+            && h.query_by_label("step-two-done").is_some()),
+        "the details show the output while the task runs"
+    );
+    let search = harness.get_by_label("Search output");
+    search.focus();
+    search.type_text("two");
+    assert!(
+        run_until(&mut harness, |h| h.query_by_label("starting").is_none()),
+        "the search leaves out the lines without its text"
+    );
+    harness.get_by_label("step-two-done");
+    assert_eq!(status(&scheduler, id.0), Some(TaskStatus::Running));
+    scheduler.cancel(id).expect("cancel");
     scheduler.shutdown().expect("shutdown");
 }
 
