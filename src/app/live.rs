@@ -27,10 +27,7 @@ pub const PLOTTED: usize = 6;
 /// Shortest time between two reads of the progress history while the
 /// task reports.
 pub const HISTORY_EVERY: Duration = Duration::from_secs(1);
-/// The folder of the data directory that holds the output logs of the
-/// attempts this process ran (`DATA_DIR/logs`, where the stack's command
-/// and python tasks write).
-pub const LOGS_FOLDER: &str = "logs";
+pub use crate::tasks::logfile::LOGS_FOLDER;
 
 /// A change to the live details the user asked for.
 #[must_use]

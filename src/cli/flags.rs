@@ -41,7 +41,7 @@ pub(crate) struct ExecArgs {
 
 /// Where the attempts' output logs go: `DATA_DIR/logs`.
 pub(crate) fn logs_dir(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("logs")
+    taskdeck::tasks::logfile::logs_dir(data_dir)
 }
 
 impl ExecArgs {

@@ -7,6 +7,14 @@ use std::path::{Path, PathBuf};
 
 use crate::model::TaskId;
 
+/// The folder of the data directory that holds the attempts' logs.
+pub const LOGS_FOLDER: &str = "logs";
+
+/// Where the attempts' output logs go: `DATA_DIR/logs`.
+pub fn logs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(LOGS_FOLDER)
+}
+
 /// Bytes read at a time when looking for line starts from the end.
 const TAIL_SCAN_BYTES: usize = 64 * 1024;
 
