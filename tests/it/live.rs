@@ -168,6 +168,18 @@ fn finished_task(event: &Sse, id: u64) -> bool {
     event.event == "task" && event.data["task"]["id"] == id && event.data["kind"] == "completed"
 }
 
+/// A full `task` event of its completion, or a `tasks` summary that lists it
+/// as completed (its change came in a burst).
+fn seen_completed(event: &Sse, id: u64) -> bool {
+    finished_task(event, id)
+        || (event.event == "tasks"
+            && event.data["statuses"]["completed"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|range| range[0].as_u64() <= Some(id) && range[1].as_u64() >= Some(id)))
+}
+
 /// Starts `taskdeck serve` on a free port with its data in `dir`.
 fn serve(dir: &Path, extra: &[&str]) -> (Proc, taskdeck::client::Client, SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
@@ -264,6 +276,40 @@ fn filters_pick_kinds_and_tasks_and_bad_filters_are_refused() {
 }
 
 #[test]
+fn a_burst_of_changes_reaches_followers_as_a_summary_and_task_followers_in_full() {
+    let api = Api::start(2, None);
+    let client = api.client(None);
+    let all = Stream::open(api.addr(), "?kinds=task", None);
+    // The burst's first id is the next one: ids count from 1 here.
+    let watched = 250;
+    let one = Stream::open(api.addr(), &format!("?task={watched}"), None);
+    let batch: Vec<Value> = (0..500)
+        .map(|n| json!({"task": "noop", "args": [n]}))
+        .collect();
+    let ids = client.submit_batch(&batch).expect("batch");
+    assert_eq!(ids.first(), Some(&1));
+    let last = *ids.last().expect("ids");
+    let seen = all.until(WAIT, |e| seen_completed(e, last));
+    assert!(
+        seen.iter().any(|e| e.event == "tasks"),
+        "500 tasks changing at once come as a summary: {:?}",
+        seen.iter().map(|e| &e.event).collect::<Vec<_>>()
+    );
+    let summary = seen.iter().find(|e| e.event == "tasks").expect("a summary");
+    assert!(summary.data["changed"].as_u64().is_some_and(|n| n > 64));
+    assert!(
+        seen.iter().filter(|e| e.event == "task").count() < 500,
+        "not every change in full"
+    );
+    let mine = one.until(WAIT, |e| finished_task(e, watched));
+    assert!(
+        mine.iter().any(|e| finished_task(e, watched)),
+        "a follower of one task gets its changes in full: {mine:?}"
+    );
+    assert!(mine.iter().all(|e| e.event == "task"));
+}
+
+#[test]
 fn a_follower_that_stops_reading_blocks_neither_submits_nor_other_followers() {
     let api = Api::start(2, None);
     let client = api.client(None);
@@ -295,18 +341,25 @@ fn a_follower_that_stops_reading_blocks_neither_submits_nor_other_followers() {
     let mut live_again = false;
     for _ in 0..5 {
         let marker = submit(&client, "noop", json!(["marker"]), json!({}));
-        let seen = live.until(WAIT, |e| finished_task(e, marker) || e.event == "reset");
+        let seen = live.until(WAIT, |e| seen_completed(e, marker) || e.event == "reset");
         assert!(
-            seen.iter().all(|e| e.event == "task" || e.event == "reset"),
+            seen.iter()
+                .all(|e| matches!(e.event.as_str(), "task" | "tasks" | "reset")),
             "only the kinds asked for"
         );
-        if seen.iter().any(|e| finished_task(e, marker)) {
+        if seen.iter().any(|e| seen_completed(e, marker)) {
             live_again = true;
             break;
         }
         assert!(
             seen.last().is_some_and(|e| e.event == "reset"),
-            "a follower that misses events is told so"
+            "a follower that misses events is told so: {} events, the last {:?}",
+            seen.len(),
+            seen.iter()
+                .rev()
+                .take(3)
+                .map(|e| (&e.id, &e.event, &e.data["kind"], &e.data["task"]["id"]))
+                .collect::<Vec<_>>()
         );
     }
     assert!(

@@ -97,10 +97,15 @@ pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, start: Sta
             }
             Next::Send { batches, from } => {
                 buffer.clear();
-                for frame in batches.iter().flat_map(|batch| batch.frames.iter()) {
-                    cursor = frame.seq + 1;
-                    if frame.seq >= from && filter.wants(frame) {
-                        buffer.extend_from_slice(frame.text(&shared.epoch).as_bytes());
+                for batch in &batches {
+                    cursor = cursor.max(batch.end_seq());
+                    if batch.summarized && !filter.follows_tasks() {
+                        continue;
+                    }
+                    for frame in &batch.frames {
+                        if frame.seq >= from && filter.wants(frame) {
+                            buffer.extend_from_slice(frame.text(&shared.epoch).as_bytes());
+                        }
                     }
                 }
                 out.send(&buffer)

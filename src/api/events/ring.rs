@@ -26,6 +26,16 @@ impl StreamKind {
     /// Every kind, in the order the documentation lists them.
     pub const ALL: [Self; 4] = [Self::Task, Self::Worker, Self::Queue, Self::Resources];
 
+    /// Its place in [`StreamKind::ALL`].
+    fn index(self) -> usize {
+        match self {
+            Self::Task => 0,
+            Self::Worker => 1,
+            Self::Queue => 2,
+            Self::Resources => 3,
+        }
+    }
+
     /// The SSE event type and the `kinds` filter's word.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +56,13 @@ pub enum Payload {
     /// A task's transition and its record right after it; serialized only
     /// when a follower needs it.
     Task(EventKind, Arc<TaskRecord>),
+    /// A task's transition in a tick with so many that a [`Payload::Summary`]
+    /// tells followers without a task filter; only followers of this task
+    /// get it.
+    SummarizedTask(EventKind, Arc<TaskRecord>),
+    /// Many task changes at once (an SSE `tasks` event): which tasks
+    /// changed, by their new status.
+    Summary(Value),
     /// Anything else, already in its JSON form.
     Json(Value),
 }
@@ -58,6 +75,8 @@ pub struct Frame {
     pub kind: StreamKind,
     /// The task, for task events.
     pub task: Option<TaskId>,
+    /// A task change also told in a summary (see [`Payload::SummarizedTask`]).
+    summarized: bool,
     payload: Payload,
     text: OnceLock<Arc<str>>,
 }
@@ -66,13 +85,14 @@ impl Frame {
     /// A frame not yet serialized.
     pub fn new(seq: u64, kind: StreamKind, payload: Payload) -> Self {
         let task = match &payload {
-            Payload::Task(_, record) => Some(record.id),
-            Payload::Json(_) => None,
+            Payload::Task(_, record) | Payload::SummarizedTask(_, record) => Some(record.id),
+            Payload::Summary(_) | Payload::Json(_) => None,
         };
         Self {
             seq,
             kind,
             task,
+            summarized: matches!(payload, Payload::SummarizedTask(..)),
             payload,
             text: OnceLock::new(),
         }
@@ -81,13 +101,15 @@ impl Frame {
     /// The frame in SSE form, serialized once and shared by every follower.
     pub fn text(&self, epoch: &str) -> Arc<str> {
         Arc::clone(self.text.get_or_init(|| {
-            let data = match &self.payload {
-                Payload::Task(kind, record) => {
-                    json!({ "kind": kind, "task": crate::api::views::task(record) })
-                }
-                Payload::Json(value) => value.clone(),
+            let (event, data) = match &self.payload {
+                Payload::Task(kind, record) | Payload::SummarizedTask(kind, record) => (
+                    self.kind.as_str(),
+                    json!({ "kind": kind, "task": crate::api::views::task(record) }),
+                ),
+                Payload::Summary(value) => ("tasks", value.clone()),
+                Payload::Json(value) => (self.kind.as_str(), value.clone()),
             };
-            sse(&event_id(epoch, self.seq), self.kind.as_str(), &data).into()
+            sse(&event_id(epoch, self.seq), event, &data).into()
         }))
     }
 }
@@ -97,11 +119,19 @@ impl Frame {
 pub struct Batch {
     /// The frames, in stream order, with consecutive sequence numbers.
     pub frames: Vec<Frame>,
+    /// Every frame is a task change also told in a summary: a follower
+    /// without a task filter skips the batch without looking at them.
+    pub summarized: bool,
 }
 
 impl Batch {
     fn first_seq(&self) -> u64 {
         self.frames.first().map_or(0, |frame| frame.seq)
+    }
+
+    /// The sequence number after its last frame.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq() + self.frames.len() as u64
     }
 }
 
@@ -159,14 +189,30 @@ impl Ring {
         if items.is_empty() {
             return;
         }
-        let frames: Vec<Frame> = items
-            .into_iter()
-            .enumerate()
-            .map(|(i, (kind, payload))| Frame::new(self.next_seq + i as u64, kind, payload))
-            .collect();
-        self.next_seq += frames.len() as u64;
-        self.frames += frames.len();
-        self.batches.push_back(Arc::new(Batch { frames }));
+        // Summarized task changes go in batches of their own.
+        let mut batch = Batch {
+            frames: Vec::new(),
+            summarized: false,
+        };
+        for (kind, payload) in items {
+            let summarized = matches!(payload, Payload::SummarizedTask(..));
+            if summarized != batch.summarized && !batch.frames.is_empty() {
+                let full = std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        frames: Vec::new(),
+                        summarized,
+                    },
+                );
+                self.frames += full.frames.len();
+                self.batches.push_back(Arc::new(full));
+            }
+            batch.summarized = summarized;
+            batch.frames.push(Frame::new(self.next_seq, kind, payload));
+            self.next_seq += 1;
+        }
+        self.frames += batch.frames.len();
+        self.batches.push_back(Arc::new(batch));
         while self.frames > self.capacity && self.batches.len() > 1 {
             if let Some(old) = self.batches.pop_front() {
                 self.frames -= old.frames.len();
@@ -216,7 +262,7 @@ impl Ring {
         }
         let first = self
             .batches
-            .partition_point(|batch| batch.first_seq() + batch.frames.len() as u64 <= from);
+            .partition_point(|batch| batch.end_seq() <= from);
         Some(self.batches.range(first..).cloned().collect())
     }
 }
@@ -224,7 +270,8 @@ impl Ring {
 /// What one follower wants to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
-    kinds: HashSet<StreamKind>,
+    /// By [`StreamKind::index`].
+    kinds: [bool; 4],
     tasks: Option<HashSet<TaskId>>,
 }
 
@@ -262,19 +309,34 @@ impl Filter {
         if kinds.is_empty() {
             return Err("kinds names no kind of event".into());
         }
+        let kinds = StreamKind::ALL.map(|kind| kinds.contains(&kind));
         if tasks.as_ref().is_some_and(HashSet::is_empty) {
             return Err("task names no task".into());
         }
         Ok(Self { kinds, tasks })
     }
 
+    /// Whether it follows particular tasks.
+    pub fn follows_tasks(&self) -> bool {
+        self.tasks.is_some()
+    }
+
     /// Whether the follower gets this frame.
+    ///
+    /// - Only the kinds it asked for.
+    /// - With a task filter: only those tasks' changes, each in full.
+    /// - Without one: task changes in full, except in ticks with so many
+    ///   that a summary (`tasks`) tells them instead.
     pub fn wants(&self, frame: &Frame) -> bool {
-        self.kinds.contains(&frame.kind)
-            && match (&self.tasks, frame.task) {
-                (Some(tasks), Some(task)) => tasks.contains(&task),
-                _ => true,
-            }
+        if !self.kinds[frame.kind.index()] {
+            return false;
+        }
+        match (&self.tasks, frame.task) {
+            (Some(tasks), Some(task)) => tasks.contains(&task),
+            (Some(_), None) => !matches!(frame.payload, Payload::Summary(_)),
+            (None, Some(_)) => !frame.summarized,
+            (None, None) => true,
+        }
     }
 }
 
@@ -408,6 +470,40 @@ mod tests {
         ] {
             assert!(Filter::from_query(&query(&bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_summarized_tick_goes_whole_to_task_followers_and_as_a_summary_to_the_others() {
+        let mut ring = Ring::new(10);
+        let summarized = |id: u64| {
+            let record = TaskRecord::new(TaskId(id), TaskSpec::new("noop", vec![]), 0);
+            (
+                StreamKind::Task,
+                Payload::SummarizedTask(EventKind::Completed, Arc::new(record)),
+            )
+        };
+        ring.push(vec![
+            (StreamKind::Task, Payload::Summary(json!({ "changed": 2 }))),
+            summarized(1),
+            summarized(2),
+        ]);
+        let batches = ring.since(1).expect("buffered");
+        assert_eq!(batches.len(), 2, "the summarized changes apart");
+        assert!(!batches[0].summarized && batches[1].summarized);
+        let frames: Vec<&Frame> = batches.iter().flat_map(|b| b.frames.iter()).collect();
+        let picked = |pairs: &[(&str, &str)]| -> Vec<u64> {
+            let filter = Filter::from_query(&query(pairs)).expect("valid");
+            frames
+                .iter()
+                .filter(|f| filter.wants(f))
+                .map(|f| f.seq)
+                .collect()
+        };
+        assert_eq!(picked(&[]), [1], "the summary only");
+        assert_eq!(picked(&[("task", "2")]), [3], "the task in full");
+        assert_eq!(picked(&[("kinds", "worker")]), Vec::<u64>::new());
+        assert!(frames[0].text("e").starts_with("id: e-1\nevent: tasks\n"));
+        assert!(frames[2].text("e").contains("event: task\n"));
     }
 
     #[test]

@@ -18,6 +18,11 @@ use crate::scheduler::Scheduler;
 /// cannot keep the hub from its other work.
 const DRAIN_AT_MOST: usize = 65_536;
 
+/// Most task changes in one tick sent in full to followers without a task
+/// filter; beyond, they get one `tasks` summary (at most 20 a second), so
+/// the cost of a follower does not grow with the scheduler's throughput.
+pub(super) const SUMMARY_ABOVE: usize = 64;
+
 /// How often a new resource sample is looked for.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -51,13 +56,59 @@ impl Pending {
         self.order.is_empty()
     }
 
+    /// The changes as frames: each in full when there are at most
+    /// [`SUMMARY_ABOVE`]; beyond, one summary for followers without a task
+    /// filter, and the full changes for those that follow these tasks.
     fn take(&mut self, into: &mut Vec<(StreamKind, Payload)>) {
-        for id in self.order.drain(..) {
-            if let Some((kind, record)) = self.latest.remove(&id) {
-                into.push((StreamKind::Task, Payload::Task(kind, record)));
-            }
+        let changes: Vec<(EventKind, Arc<TaskRecord>)> = self
+            .order
+            .drain(..)
+            .filter_map(|id| self.latest.remove(&id))
+            .collect();
+        if changes.len() <= SUMMARY_ABOVE {
+            into.extend(
+                changes
+                    .into_iter()
+                    .map(|(kind, record)| (StreamKind::Task, Payload::Task(kind, record))),
+            );
+            return;
         }
+        into.push((StreamKind::Task, Payload::Summary(summary(&changes))));
+        into.extend(
+            changes
+                .into_iter()
+                .map(|(kind, record)| (StreamKind::Task, Payload::SummarizedTask(kind, record))),
+        );
     }
+}
+
+/// `{"changed": N, "statuses": {"completed": [[first, last], ...], ...}}`:
+/// the ids of the changed tasks by their new status, as inclusive ranges
+/// (tasks submitted together have consecutive ids, so this stays small).
+fn summary(changes: &[(EventKind, Arc<TaskRecord>)]) -> Value {
+    let mut by_status: std::collections::BTreeMap<&'static str, Vec<u64>> =
+        std::collections::BTreeMap::new();
+    for (_, record) in changes {
+        by_status
+            .entry(record.status.as_str())
+            .or_default()
+            .push(record.id.0);
+    }
+    let statuses: serde_json::Map<String, Value> = by_status
+        .into_iter()
+        .map(|(status, mut ids)| {
+            ids.sort_unstable();
+            let mut ranges: Vec<[u64; 2]> = Vec::new();
+            for id in ids {
+                match ranges.last_mut() {
+                    Some(range) if range[1] + 1 == id => range[1] = id,
+                    _ => ranges.push([id, id]),
+                }
+            }
+            (status.to_owned(), json!(ranges))
+        })
+        .collect();
+    json!({ "changed": changes.len(), "statuses": statuses })
 }
 
 /// What was last sent about workers, queues and resources, to send only
@@ -185,5 +236,59 @@ pub(super) fn run(
             drop(state);
             shared.changed.notify_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{TaskSpec, TaskStatus};
+
+    fn change(id: u64, status: TaskStatus) -> Event {
+        let mut record = TaskRecord::new(TaskId(id), TaskSpec::new("noop", vec![]), 0);
+        record.status = status;
+        record.version = id;
+        Event {
+            seq: id,
+            kind: EventKind::Submitted,
+            task: Arc::new(record),
+        }
+    }
+
+    #[test]
+    fn a_few_changes_go_in_full_many_as_ranges_by_status() {
+        let mut pending = Pending::default();
+        pending.add(change(1, TaskStatus::Queued));
+        pending.add(change(1, TaskStatus::Completed));
+        let mut items = Vec::new();
+        pending.take(&mut items);
+        assert_eq!(items.len(), 1, "one task, its newest record");
+        assert!(matches!(&items[0].1, Payload::Task(_, r) if r.status == TaskStatus::Completed));
+
+        let mut pending = Pending::default();
+        for id in (1..=100).chain([200, 202]) {
+            pending.add(change(id, TaskStatus::Completed));
+        }
+        for id in 101..=110 {
+            pending.add(change(id, TaskStatus::Running));
+        }
+        let mut items = Vec::new();
+        pending.take(&mut items);
+        assert_eq!(items.len(), 1 + 112, "a summary, then every change");
+        let Payload::Summary(summary) = &items[0].1 else {
+            panic!("a summary first");
+        };
+        assert_eq!(
+            summary,
+            &json!({
+                "changed": 112,
+                "statuses": {"completed": [[1, 100], [200, 200], [202, 202]], "running": [[101, 110]]}
+            })
+        );
+        assert!(
+            items[1..]
+                .iter()
+                .all(|(_, p)| matches!(p, Payload::SummarizedTask(..)))
+        );
     }
 }
