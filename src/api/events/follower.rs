@@ -18,6 +18,9 @@ use crate::api::streams::Chunked;
 /// noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Least time between two writes of events to one follower.
+const WRITE_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a client waits before reconnecting (the SSE `retry` field).
 const RETRY_MS: u32 = 1000;
 
@@ -85,6 +88,7 @@ pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, start: Sta
                 }
             }
         };
+        let sent_batch = matches!(next, Next::Send { .. });
         let written = match next {
             Next::Close => {
                 let _ = out.finish();
@@ -113,6 +117,11 @@ pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, start: Sta
         };
         if written.is_err() {
             return;
+        }
+        if sent_batch {
+            // What comes meanwhile goes in the next write: a follower wakes
+            // at most ten times a second however busy the scheduler is.
+            std::thread::sleep(WRITE_GAP);
         }
     }
 }

@@ -188,36 +188,45 @@ pub(super) fn run(
     let mut last_publish: Option<Instant> = None;
     let mut next_poll = Instant::now();
     let mut next_sample = Instant::now();
+    // While task changes keep coming the hub takes them once a tick rather
+    // than waking for each (a busy scheduler sends a hundred thousand a
+    // second); after a quiet tick it waits on the channel again, so the
+    // first change goes out at once.
+    let mut busy = false;
     loop {
-        let recording = events.is_some();
         let now = Instant::now();
         let publish_at = last_publish.map_or(now, |at| at + TICK);
-        let wake_at = match (recording, pending.is_empty()) {
-            (false, _) => now + Duration::from_secs(3600),
-            (true, true) => next_poll,
-            (true, false) => next_poll.min(publish_at),
+        let polling = busy || !pending.is_empty();
+        let wake_at = match (&events, polling) {
+            (None, _) => now + Duration::from_secs(3600),
+            (Some(_), false) => next_poll,
+            (Some(_), true) => next_poll.min(publish_at),
         };
         let timeout = wake_at.saturating_duration_since(now);
         let never = crossbeam_channel::never();
-        let event_rx = events.as_ref().unwrap_or(&never);
+        let waited_on = match &events {
+            Some(rx) if !polling => rx,
+            _ => &never,
+        };
         select! {
             recv(control) -> message => match message {
                 Ok(Control::Record(subscription)) => events = Some(subscription),
                 Ok(Control::Stop) | Err(_) => return,
             },
-            recv(event_rx) -> event => {
+            recv(waited_on) -> event => {
                 if let Ok(event) = event {
                     pending.add(event);
-                    for event in event_rx.try_iter().take(DRAIN_AT_MOST) {
-                        pending.add(event);
-                    }
                 }
             },
             default(timeout) => {},
         }
-        let Some(_) = &events else { continue };
+        let Some(rx) = &events else { continue };
+        for event in rx.try_iter().take(DRAIN_AT_MOST) {
+            pending.add(event);
+        }
         let now = Instant::now();
-        if !pending.is_empty() && last_publish.is_none_or(|at| now >= at + TICK) {
+        if last_publish.is_none_or(|at| now >= at + TICK) {
+            busy = !pending.is_empty();
             pending.take(&mut items);
         }
         if now >= next_poll {
