@@ -25,9 +25,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::amqp::{self, Keep, LinkError, Reconnect};
-use super::protocol::{
-    Control, Names, PROTOCOL, WireOutcome, WireProgress, WorkerEvent, decode,
-};
+use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WireProgress, WorkerEvent, decode};
 use super::url::BrokerUrl;
 use crate::model::{ProgressReport, TaskId};
 use crate::scheduler::{
