@@ -111,6 +111,10 @@ impl Streams {
 /// requests on it) and no end of stream depends on closing the socket.
 pub struct Chunked<W: Write> {
     out: W,
+    /// The chunk being written: its size line, its bytes and its end go out
+    /// in one write (the socket's own buffer is small, so three writes would
+    /// often be three packets and three wake-ups of the reader).
+    chunk: Vec<u8>,
 }
 
 impl<W: Write> Chunked<W> {
@@ -119,7 +123,10 @@ impl<W: Write> Chunked<W> {
     pub fn start(mut out: W, head: &str) -> io::Result<Self> {
         out.write_all(head.as_bytes())?;
         out.flush()?;
-        Ok(Self { out })
+        Ok(Self {
+            out,
+            chunk: Vec::new(),
+        })
     }
 
     /// Sends `bytes` as one chunk, at once.
@@ -127,9 +134,11 @@ impl<W: Write> Chunked<W> {
         if bytes.is_empty() {
             return Ok(());
         }
-        write!(self.out, "{:x}\r\n", bytes.len())?;
-        self.out.write_all(bytes)?;
-        self.out.write_all(b"\r\n")?;
+        self.chunk.clear();
+        write!(self.chunk, "{:x}\r\n", bytes.len())?;
+        self.chunk.extend_from_slice(bytes);
+        self.chunk.extend_from_slice(b"\r\n");
+        self.out.write_all(&self.chunk)?;
         self.out.flush()
     }
 
@@ -157,5 +166,30 @@ mod tests {
             "x".repeat(26)
         );
         assert_eq!(String::from_utf8(out).expect("text"), expected);
+    }
+
+    /// Counts the writes it is given.
+    #[derive(Default)]
+    struct Writes(Vec<usize>);
+
+    impl std::io::Write for Writes {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.push(bytes.len());
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_chunk_goes_out_in_one_write() {
+        let mut out = Writes::default();
+        let mut body = Chunked::start(&mut out, "HEAD\r\n\r\n").expect("start");
+        body.send(&[b'x'; 5000]).expect("send");
+        body.send(b"y").expect("send");
+        drop(body);
+        assert_eq!(out.0, [8, "1388\r\n".len() + 5000 + 2, 6]);
     }
 }

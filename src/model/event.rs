@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use std::sync::Arc;
 
-use super::TaskRecord;
+use super::{TaskId, TaskRecord, TaskStatus};
 
 /// What happened to a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,4 +46,35 @@ pub struct Event {
     pub kind: EventKind,
     /// The task after the transition.
     pub task: Arc<TaskRecord>,
+}
+
+/// A lifecycle transition without the record, for subscribers that read
+/// records themselves when they need them (the HTTP event stream). Holding
+/// no share of the record, it costs the scheduler nothing after it is sent:
+/// a shared record would have to be copied at the task's next transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskChange {
+    /// Global transition sequence number, as in [`Event::seq`].
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The task.
+    pub id: TaskId,
+    /// Its status after the transition.
+    pub status: TaskStatus,
+    /// Its record's version after the transition.
+    pub version: u64,
+}
+
+impl TaskChange {
+    /// The change `kind` left `record` in.
+    pub fn of(seq: u64, kind: EventKind, record: &TaskRecord) -> Self {
+        Self {
+            seq,
+            kind,
+            id: record.id,
+            status: record.status,
+            version: record.version,
+        }
+    }
 }

@@ -9,7 +9,7 @@ mod progress;
 mod resources;
 mod task;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, TaskChange};
 pub use progress::{HISTORY_POINTS, Progress, ProgressHistory, ProgressPoint, ProgressReport};
 pub use resources::{DiskSample, GpuSample, GpuState, HostSummary, ResourceSample, percent};
 pub use task::{

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use parking_lot::Mutex;
 
-use crate::model::Event;
+use crate::model::{Event, EventKind, TaskChange, TaskRecord};
 
 /// Subscribers of lifecycle events.
 ///
@@ -25,9 +25,45 @@ pub struct EventBus {
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 #[derive(Clone)]
-struct Subscriber {
-    tx: Sender<Event>,
-    waker: Option<Waker>,
+enum Subscriber {
+    /// Gets each event with a share of the record.
+    Events {
+        tx: Sender<Event>,
+        waker: Option<Waker>,
+    },
+    /// Gets each change without the record.
+    Changes(Sender<TaskChange>),
+}
+
+impl Subscriber {
+    /// Sends one transition; false when the receiver is gone.
+    fn deliver(&self, seq: u64, kind: EventKind, record: &Arc<TaskRecord>) -> bool {
+        match self {
+            Self::Events { tx, waker } => {
+                let event = Event {
+                    seq,
+                    kind,
+                    task: Arc::clone(record),
+                };
+                if tx.send(event).is_err() {
+                    return false;
+                }
+                if let Some(waker) = waker {
+                    waker();
+                }
+                true
+            }
+            Self::Changes(tx) => tx.send(TaskChange::of(seq, kind, record)).is_ok(),
+        }
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Events { tx: a, .. }, Self::Events { tx: b, .. }) => a.same_channel(b),
+            (Self::Changes(a), Self::Changes(b)) => a.same_channel(b),
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for EventBus {
@@ -53,41 +89,41 @@ impl EventBus {
     /// given, is called after each event sent to it.
     pub fn subscribe(&self, waker: Option<Waker>) -> Receiver<Event> {
         let (tx, rx) = unbounded();
-        let mut subscribers = self.subscribers.lock();
-        let mut list = Vec::clone(&subscribers);
-        list.push(Subscriber { tx, waker });
-        self.count.store(list.len(), Ordering::Relaxed);
-        *subscribers = Arc::new(list);
+        self.add(Subscriber::Events { tx, waker });
         rx
     }
 
-    /// Sends an event to every subscriber.
-    pub fn publish(&self, event: Event) {
+    /// A new receiver of every transition from now on, without records.
+    pub fn subscribe_changes(&self) -> Receiver<TaskChange> {
+        let (tx, rx) = unbounded();
+        self.add(Subscriber::Changes(tx));
+        rx
+    }
+
+    fn add(&self, subscriber: Subscriber) {
+        let mut subscribers = self.subscribers.lock();
+        let mut list = Vec::clone(&subscribers);
+        list.push(subscriber);
+        self.count.store(list.len(), Ordering::Relaxed);
+        *subscribers = Arc::new(list);
+    }
+
+    /// Sends transition number `seq` of `record` to every subscriber.
+    pub fn publish(&self, seq: u64, kind: EventKind, record: &Arc<TaskRecord>) {
         let list = Arc::clone(&self.subscribers.lock());
-        let mut gone: Vec<&Sender<Event>> = Vec::new();
-        if let Some((last, rest)) = list.split_last() {
-            for subscriber in rest {
-                Self::deliver(subscriber, event.clone(), &mut gone);
-            }
-            Self::deliver(last, event, &mut gone);
-        }
+        let gone: Vec<&Subscriber> = list
+            .iter()
+            .filter(|subscriber| !subscriber.deliver(seq, kind, record))
+            .collect();
         if !gone.is_empty() {
             let mut subscribers = self.subscribers.lock();
             let kept: Vec<_> = subscribers
                 .iter()
-                .filter(|s| !gone.iter().any(|g| g.same_channel(&s.tx)))
+                .filter(|s| !gone.iter().any(|g| g.same(s)))
                 .cloned()
                 .collect();
             self.count.store(kept.len(), Ordering::Relaxed);
             *subscribers = Arc::new(kept);
-        }
-    }
-
-    fn deliver<'a>(subscriber: &'a Subscriber, event: Event, gone: &mut Vec<&'a Sender<Event>>) {
-        if subscriber.tx.send(event).is_err() {
-            gone.push(&subscriber.tx);
-        } else if let Some(waker) = &subscriber.waker {
-            waker();
         }
     }
 }
@@ -95,18 +131,14 @@ impl EventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EventKind, TaskId, TaskRecord, TaskSpec};
+    use crate::model::{TaskId, TaskSpec, TaskStatus};
 
-    fn event(seq: u64) -> Event {
-        Event {
-            seq,
-            kind: EventKind::Submitted,
-            task: Arc::new(TaskRecord::new(
-                TaskId(seq),
-                TaskSpec::new("noop", vec![]),
-                0,
-            )),
-        }
+    fn record(id: u64) -> Arc<TaskRecord> {
+        Arc::new(TaskRecord::new(
+            TaskId(id),
+            TaskSpec::new("noop", vec![]),
+            0,
+        ))
     }
 
     #[test]
@@ -119,11 +151,11 @@ mod tests {
             counter.fetch_add(1, Ordering::Relaxed);
         })));
         let second = bus.subscribe(None);
-        bus.publish(event(1));
+        bus.publish(1, EventKind::Submitted, &record(1));
         assert_eq!(first.try_recv().map(|e| e.seq).ok(), Some(1));
         assert_eq!(second.try_recv().map(|e| e.seq).ok(), Some(1));
         drop(second);
-        bus.publish(event(2));
+        bus.publish(2, EventKind::Submitted, &record(2));
         assert_eq!(first.try_recv().map(|e| e.seq).ok(), Some(2));
         assert_eq!(
             woken.load(Ordering::Relaxed),
@@ -132,7 +164,34 @@ mod tests {
         );
         assert!(bus.has_subscribers());
         drop(first);
-        bus.publish(event(3));
+        bus.publish(3, EventKind::Submitted, &record(3));
+        assert!(!bus.has_subscribers());
+    }
+
+    #[test]
+    fn change_subscribers_get_the_transition_without_a_share_of_the_record() {
+        let bus = EventBus::new();
+        let changes = bus.subscribe_changes();
+        let events = bus.subscribe(None);
+        let task = record(7);
+        bus.publish(5, EventKind::Submitted, &task);
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(TaskChange {
+                seq: 5,
+                kind: EventKind::Submitted,
+                id: TaskId(7),
+                status: TaskStatus::Queued,
+                version: task.version,
+            })
+        );
+        assert_eq!(Arc::strong_count(&task), 2, "only the full event holds it");
+        drop(events);
+        bus.publish(6, EventKind::Submitted, &task);
+        assert_eq!(changes.try_recv().map(|c| c.seq).ok(), Some(6));
+        assert_eq!(Arc::strong_count(&task), 1, "nobody else holds it now");
+        drop(changes);
+        bus.publish(7, EventKind::Submitted, &task);
         assert!(!bus.has_subscribers());
     }
 }

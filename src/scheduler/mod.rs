@@ -54,7 +54,7 @@ pub use report::{
 };
 
 use self::core::{Change, Core, Settled, WorkerId};
-use crate::model::{Event, EventKind, TaskId, TaskRecord, TaskSpec, now_us};
+use crate::model::{Event, EventKind, TaskChange, TaskId, TaskRecord, TaskSpec, now_us};
 use crate::store::Retention;
 pub use crate::store::{Durability, StorageStatus, StoreError};
 pub use crate::store::{Recovered, Store};
@@ -198,11 +198,8 @@ impl Inner {
     fn announce(&self, kind: EventKind, record: &Arc<TaskRecord>) {
         report::log_transition(kind, record);
         if self.events.has_subscribers() {
-            self.events.publish(Event {
-                seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
-                kind,
-                task: Arc::clone(record),
-            });
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            self.events.publish(seq, kind, record);
         }
     }
 
@@ -577,6 +574,12 @@ impl Scheduler {
     /// A receiver of every lifecycle event from now on.
     pub fn subscribe(&self) -> Receiver<Event> {
         self.inner.events.subscribe(None)
+    }
+
+    /// A receiver of every transition from now on, without the records (see
+    /// [`TaskChange`]): for subscribers that read the records they need.
+    pub fn subscribe_changes(&self) -> Receiver<TaskChange> {
+        self.inner.events.subscribe_changes()
     }
 
     /// Like [`Scheduler::subscribe`], calling `waker` after each event sent

@@ -19,7 +19,13 @@ use crate::api::streams::Chunked;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Least time between two writes of events to one follower.
-const WRITE_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+const WRITE_GAP: Duration = Duration::from_millis(100);
+
+/// Least time between two writes to a follower without a task filter while
+/// task changes come in bursts (it gets summaries): a busy scheduler's
+/// followers cost it four wake-ups a second each, which is as often as a
+/// table of thousands of changing tasks can be read anyway.
+const BUSY_WRITE_GAP: Duration = Duration::from_millis(250);
 
 /// How long a client waits before reconnecting (the SSE `retry` field).
 const RETRY_MS: u32 = 1000;
@@ -88,7 +94,7 @@ pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, start: Sta
                 }
             }
         };
-        let sent_batch = matches!(next, Next::Send { .. });
+        let mut gap = None;
         let written = match next {
             Next::Close => {
                 let _ = out.finish();
@@ -101,16 +107,23 @@ pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, start: Sta
             }
             Next::Send { batches, from } => {
                 buffer.clear();
+                let mut summaries = false;
                 for batch in &batches {
                     cursor = cursor.max(batch.end_seq());
                     if batch.summarized && !filter.follows_tasks() {
+                        summaries = true;
                         continue;
                     }
                     for frame in &batch.frames {
                         if frame.seq >= from && filter.wants(frame) {
-                            buffer.extend_from_slice(frame.text(&shared.epoch).as_bytes());
+                            let records = |id| shared.scheduler.task_shared(id);
+                            buffer
+                                .extend_from_slice(frame.text(&shared.epoch, &records).as_bytes());
                         }
                     }
+                }
+                if !buffer.is_empty() {
+                    gap = Some(if summaries { BUSY_WRITE_GAP } else { WRITE_GAP });
                 }
                 out.send(&buffer)
             }
@@ -118,10 +131,10 @@ pub(super) fn run(shared: &Shared, request: Request, filter: &Filter, start: Sta
         if written.is_err() {
             return;
         }
-        if sent_batch {
+        if let Some(gap) = gap {
             // What comes meanwhile goes in the next write: a follower wakes
-            // at most ten times a second however busy the scheduler is.
-            std::thread::sleep(WRITE_GAP);
+            // at most ten times a second, four while the scheduler is busy.
+            std::thread::sleep(gap);
         }
     }
 }

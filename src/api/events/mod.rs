@@ -5,6 +5,9 @@
 //! to a bounded [`ring::Ring`]. Task transitions are coalesced per task
 //! within a tick ([`TICK`]): a follower gets each changed task's newest
 //! record at most once per tick, which bounds what a busy scheduler sends.
+//! The hub takes the scheduler's transitions without their records
+//! ([`crate::model::TaskChange`]) and reads the records it sends, so the
+//! scheduler never has to copy a record a follower still holds.
 //! Each connected follower has a small thread of its own that waits for new
 //! frames, takes whole batches under a short lock, and writes them to its
 //! socket; none of them holds a request thread, and none can hold up the
@@ -66,6 +69,8 @@ struct Shared {
     /// Names this run of the server, so ids from an earlier run are told
     /// apart from this one's.
     epoch: String,
+    /// Where frames rendered late read a task's current record.
+    scheduler: Scheduler,
     state: Mutex<State>,
     changed: Condvar,
     /// Somebody followed once: from then on the hub records events, so a
@@ -82,7 +87,7 @@ struct State {
 enum Control {
     /// The first follower connected: record the scheduler's events from
     /// this subscription on.
-    Record(crossbeam_channel::Receiver<crate::model::Event>),
+    Record(crossbeam_channel::Receiver<crate::model::TaskChange>),
     /// Finish.
     Stop,
 }
@@ -91,7 +96,6 @@ enum Control {
 pub struct EventHub {
     shared: Arc<Shared>,
     control: Sender<Control>,
-    scheduler: Scheduler,
     thread: Mutex<Option<JoinHandle<()>>>,
     followers: Streams,
 }
@@ -114,6 +118,7 @@ impl EventHub {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             epoch: format!("{:08x}", fastrand::u32(..)),
+            scheduler: scheduler.clone(),
             state: Mutex::new(State {
                 ring: Ring::new(config.buffer),
                 closed: false,
@@ -132,7 +137,6 @@ impl EventHub {
         Ok(Self {
             shared,
             control,
-            scheduler,
             thread: Mutex::new(Some(thread)),
             followers: Streams::new("events", config.max_followers),
         })
@@ -155,7 +159,7 @@ impl EventHub {
         if !self.shared.wanted.swap(true, Ordering::AcqRel) {
             let _ = self
                 .control
-                .send(Control::Record(self.scheduler.subscribe()));
+                .send(Control::Record(self.shared.scheduler.subscribe_changes()));
         }
         let start = self
             .shared

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 
-use crate::model::{EventKind, TaskId, TaskRecord};
+use crate::model::{EventKind, TaskId, TaskRecord, TaskStatus};
 
 /// What an event is about; followers filter on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,15 +51,19 @@ impl StreamKind {
     }
 }
 
+/// Where a frame rendered late finds a task's current record.
+pub type Records<'a> = &'a dyn Fn(TaskId) -> Option<Arc<TaskRecord>>;
+
 /// What an event carries before it is written out.
 pub enum Payload {
     /// A task's transition and its record right after it; serialized only
     /// when a follower needs it.
     Task(EventKind, Arc<TaskRecord>),
-    /// A task's transition in a tick with so many that a [`Payload::Summary`]
-    /// tells followers without a task filter; only followers of this task
-    /// get it.
-    SummarizedTask(EventKind, Arc<TaskRecord>),
+    /// A task's transition (and its status after it) in a tick with so many
+    /// that a [`Payload::Summary`] tells followers without a task filter;
+    /// only followers of this task get it, with the task's record as it is
+    /// when the first of them reads the event.
+    SummarizedTask(EventKind, TaskId, TaskStatus),
     /// Many task changes at once (an SSE `tasks` event): which tasks
     /// changed, by their new status.
     Summary(Value),
@@ -85,7 +89,8 @@ impl Frame {
     /// A frame not yet serialized.
     pub fn new(seq: u64, kind: StreamKind, payload: Payload) -> Self {
         let task = match &payload {
-            Payload::Task(_, record) | Payload::SummarizedTask(_, record) => Some(record.id),
+            Payload::Task(_, record) => Some(record.id),
+            Payload::SummarizedTask(_, id, _) => Some(*id),
             Payload::Summary(_) | Payload::Json(_) => None,
         };
         Self {
@@ -99,13 +104,20 @@ impl Frame {
     }
 
     /// The frame in SSE form, serialized once and shared by every follower.
-    pub fn text(&self, epoch: &str) -> Arc<str> {
+    pub fn text(&self, epoch: &str, records: Records<'_>) -> Arc<str> {
         Arc::clone(self.text.get_or_init(|| {
             let (event, data) = match &self.payload {
-                Payload::Task(kind, record) | Payload::SummarizedTask(kind, record) => (
+                Payload::Task(kind, record) => (
                     self.kind.as_str(),
                     json!({ "kind": kind, "task": crate::api::views::task(record) }),
                 ),
+                Payload::SummarizedTask(kind, id, status) => {
+                    let task = records(*id).map_or_else(
+                        || json!({ "id": id.0, "status": status }),
+                        |record| crate::api::views::task(&record),
+                    );
+                    (self.kind.as_str(), json!({ "kind": kind, "task": task }))
+                }
                 Payload::Summary(value) => ("tasks", value.clone()),
                 Payload::Json(value) => (self.kind.as_str(), value.clone()),
             };
@@ -476,10 +488,9 @@ mod tests {
     fn a_summarized_tick_goes_whole_to_task_followers_and_as_a_summary_to_the_others() {
         let mut ring = Ring::new(10);
         let summarized = |id: u64| {
-            let record = TaskRecord::new(TaskId(id), TaskSpec::new("noop", vec![]), 0);
             (
                 StreamKind::Task,
-                Payload::SummarizedTask(EventKind::Completed, Arc::new(record)),
+                Payload::SummarizedTask(EventKind::Completed, TaskId(id), TaskStatus::Completed),
             )
         };
         ring.push(vec![
@@ -502,8 +513,26 @@ mod tests {
         assert_eq!(picked(&[]), [1], "the summary only");
         assert_eq!(picked(&[("task", "2")]), [3], "the task in full");
         assert_eq!(picked(&[("kinds", "worker")]), Vec::<u64>::new());
-        assert!(frames[0].text("e").starts_with("id: e-1\nevent: tasks\n"));
-        assert!(frames[2].text("e").contains("event: task\n"));
+        let mut current = TaskRecord::new(TaskId(2), TaskSpec::new("noop", vec![]), 0);
+        current.status = TaskStatus::Completed;
+        let current = Arc::new(current);
+        let records = |id: TaskId| (id == TaskId(2)).then(|| Arc::clone(&current));
+        assert!(
+            frames[0]
+                .text("e", &records)
+                .starts_with("id: e-1\nevent: tasks\n")
+        );
+        let text = frames[2].text("e", &records);
+        assert!(text.contains("event: task\n"));
+        assert!(
+            text.contains(r#""task":"noop""#),
+            "the current record: {text}"
+        );
+        let gone = frames[1].text("e", &records);
+        assert!(
+            gone.contains(r#""task":{"id":1,"status":"completed"}"#),
+            "a task no longer known is told by id and status: {gone}"
+        );
     }
 
     #[test]
@@ -516,7 +545,7 @@ mod tests {
             Payload::Task(EventKind::Failed, Arc::new(record)),
         )]);
         let batch = ring.since(1).expect("buffered");
-        let text = batch[0].frames[0].text("ab12");
+        let text = batch[0].frames[0].text("ab12", &|_| None);
         let lines: Vec<&str> = text.split('\n').collect();
         assert_eq!(lines[0], "id: ab12-1");
         assert_eq!(lines[1], "event: task");

@@ -1,17 +1,19 @@
 //! The hub thread: gathers what changed and appends it to the ring.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
+use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
 use super::ring::{Payload, StreamKind};
 use super::{Control, POLL, Shared, TICK};
 use crate::api::handlers::ResourceSource;
 use crate::api::views;
-use crate::model::{Event, EventKind, TaskId, TaskRecord};
+use crate::model::{TaskChange, TaskId, TaskRecord};
 use crate::scheduler::Scheduler;
 
 /// Most scheduler events taken per wake-up before publishing, so a flood
@@ -26,28 +28,27 @@ pub(super) const SUMMARY_ABOVE: usize = 64;
 /// How often a new resource sample is looked for.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// Task changes since the last publish, newest record per task, in the
-/// order the tasks first changed.
+/// Task changes since the last publish, the newest per task, in the order
+/// the tasks first changed.
 #[derive(Default)]
 struct Pending {
     order: Vec<TaskId>,
-    latest: HashMap<TaskId, (EventKind, Arc<TaskRecord>)>,
+    latest: FxHashMap<TaskId, TaskChange>,
 }
 
 impl Pending {
-    fn add(&mut self, event: Event) {
-        let Event { kind, task, .. } = event;
-        match self.latest.get_mut(&task.id) {
-            Some(held) => {
-                // Events from different threads may arrive slightly out of
+    fn add(&mut self, change: TaskChange) {
+        match self.latest.entry(change.id) {
+            Entry::Occupied(mut held) => {
+                // Changes from different threads may arrive slightly out of
                 // order; the record's version says which is newer.
-                if task.version >= held.1.version {
-                    *held = (kind, task);
+                if change.version >= held.get().version {
+                    held.insert(change);
                 }
             }
-            None => {
-                self.order.push(task.id);
-                self.latest.insert(task.id, (kind, task));
+            Entry::Vacant(slot) => {
+                self.order.push(change.id);
+                slot.insert(change);
             }
         }
     }
@@ -56,43 +57,54 @@ impl Pending {
         self.order.is_empty()
     }
 
-    /// The changes as frames: each in full when there are at most
-    /// [`SUMMARY_ABOVE`]; beyond, one summary for followers without a task
-    /// filter, and the full changes for those that follow these tasks.
-    fn take(&mut self, into: &mut Vec<(StreamKind, Payload)>) {
-        let changes: Vec<(EventKind, Arc<TaskRecord>)> = self
+    /// The changes as frames: each in full, with the task's current record,
+    /// when there are at most [`SUMMARY_ABOVE`]; beyond, one summary for
+    /// followers without a task filter, and each change for those that
+    /// follow these tasks.
+    fn take(
+        &mut self,
+        records: impl FnOnce(&[TaskId]) -> Vec<Option<Arc<TaskRecord>>>,
+        into: &mut Vec<(StreamKind, Payload)>,
+    ) {
+        let changes: Vec<TaskChange> = self
             .order
             .drain(..)
             .filter_map(|id| self.latest.remove(&id))
             .collect();
         if changes.len() <= SUMMARY_ABOVE {
+            let ids: Vec<TaskId> = changes.iter().map(|change| change.id).collect();
+            // A task removed meanwhile has no record and no event.
             into.extend(
                 changes
-                    .into_iter()
-                    .map(|(kind, record)| (StreamKind::Task, Payload::Task(kind, record))),
+                    .iter()
+                    .zip(records(&ids))
+                    .filter_map(|(change, record)| {
+                        Some((StreamKind::Task, Payload::Task(change.kind, record?)))
+                    }),
             );
             return;
         }
         into.push((StreamKind::Task, Payload::Summary(summary(&changes))));
-        into.extend(
-            changes
-                .into_iter()
-                .map(|(kind, record)| (StreamKind::Task, Payload::SummarizedTask(kind, record))),
-        );
+        into.extend(changes.into_iter().map(|change| {
+            (
+                StreamKind::Task,
+                Payload::SummarizedTask(change.kind, change.id, change.status),
+            )
+        }));
     }
 }
 
 /// `{"changed": N, "statuses": {"completed": [[first, last], ...], ...}}`:
 /// the ids of the changed tasks by their new status, as inclusive ranges
 /// (tasks submitted together have consecutive ids, so this stays small).
-fn summary(changes: &[(EventKind, Arc<TaskRecord>)]) -> Value {
+fn summary(changes: &[TaskChange]) -> Value {
     let mut by_status: std::collections::BTreeMap<&'static str, Vec<u64>> =
         std::collections::BTreeMap::new();
-    for (_, record) in changes {
+    for change in changes {
         by_status
-            .entry(record.status.as_str())
+            .entry(change.status.as_str())
             .or_default()
-            .push(record.id.0);
+            .push(change.id.0);
     }
     let statuses: serde_json::Map<String, Value> = by_status
         .into_iter()
@@ -181,7 +193,7 @@ pub(super) fn run(
     resources: &ResourceSource,
     control: &Receiver<Control>,
 ) {
-    let mut events: Option<Receiver<Event>> = None;
+    let mut events: Option<Receiver<TaskChange>> = None;
     let mut pending = Pending::default();
     let mut seen = Seen::default();
     let mut items = Vec::new();
@@ -227,7 +239,7 @@ pub(super) fn run(
         let now = Instant::now();
         if last_publish.is_none_or(|at| now >= at + TICK) {
             busy = !pending.is_empty();
-            pending.take(&mut items);
+            pending.take(|ids| scheduler.records(ids), &mut items);
         }
         if now >= next_poll {
             next_poll = now + POLL;
@@ -251,38 +263,54 @@ pub(super) fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{TaskSpec, TaskStatus};
+    use crate::model::{EventKind, TaskSpec, TaskStatus};
 
-    fn change(id: u64, status: TaskStatus) -> Event {
-        let mut record = TaskRecord::new(TaskId(id), TaskSpec::new("noop", vec![]), 0);
-        record.status = status;
-        record.version = id;
-        Event {
-            seq: id,
+    fn change(id: u64, status: TaskStatus, version: u64) -> TaskChange {
+        TaskChange {
+            seq: version,
             kind: EventKind::Submitted,
-            task: Arc::new(record),
+            id: TaskId(id),
+            status,
+            version,
         }
+    }
+
+    /// Records as the scheduler would give them: every task completed, but
+    /// task 2 is gone.
+    fn records(ids: &[TaskId]) -> Vec<Option<Arc<TaskRecord>>> {
+        ids.iter()
+            .map(|&id| {
+                let mut record = TaskRecord::new(id, TaskSpec::new("noop", vec![]), 0);
+                record.status = TaskStatus::Completed;
+                (id != TaskId(2)).then(|| Arc::new(record))
+            })
+            .collect()
     }
 
     #[test]
     fn a_few_changes_go_in_full_many_as_ranges_by_status() {
         let mut pending = Pending::default();
-        pending.add(change(1, TaskStatus::Queued));
-        pending.add(change(1, TaskStatus::Completed));
+        pending.add(change(1, TaskStatus::Queued, 1));
+        pending.add(change(2, TaskStatus::Queued, 2));
+        pending.add(change(1, TaskStatus::Completed, 3));
+        pending.add(change(1, TaskStatus::Running, 2));
         let mut items = Vec::new();
-        pending.take(&mut items);
-        assert_eq!(items.len(), 1, "one task, its newest record");
-        assert!(matches!(&items[0].1, Payload::Task(_, r) if r.status == TaskStatus::Completed));
+        pending.take(records, &mut items);
+        assert_eq!(items.len(), 1, "task 1 once; task 2 is gone");
+        assert!(matches!(
+            &items[0].1,
+            Payload::Task(EventKind::Submitted, r) if r.id == TaskId(1) && r.status == TaskStatus::Completed
+        ));
 
         let mut pending = Pending::default();
         for id in (1..=100).chain([200, 202]) {
-            pending.add(change(id, TaskStatus::Completed));
+            pending.add(change(id, TaskStatus::Completed, id));
         }
         for id in 101..=110 {
-            pending.add(change(id, TaskStatus::Running));
+            pending.add(change(id, TaskStatus::Running, id));
         }
         let mut items = Vec::new();
-        pending.take(&mut items);
+        pending.take(|_| panic!("no records are read for a summary"), &mut items);
         assert_eq!(items.len(), 1 + 112, "a summary, then every change");
         let Payload::Summary(summary) = &items[0].1 else {
             panic!("a summary first");
