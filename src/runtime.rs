@@ -20,6 +20,8 @@ use crate::tasks::Registry;
 use crate::telemetry::{Telemetry, TelemetryConfig, TelemetryError};
 
 mod history;
+pub mod log_sweep;
+pub mod private;
 
 pub use history::HistoryView;
 
@@ -35,8 +37,8 @@ pub use distributed::BrokerSettings;
 pub const DATA_DIR_ENV: &str = "TASKDECK_DATA_DIR";
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "taskdeck.db";
-/// Log files kept (one per day).
-const LOG_FILES_KEPT: usize = 7;
+/// Process log files kept by default (one per day).
+pub const LOG_DAYS_KEPT: usize = 7;
 
 /// Errors of the runtime wiring.
 ///
@@ -96,6 +98,9 @@ pub struct StackConfig {
     pub api: Option<ApiConfig>,
     /// Dispatch through RabbitMQ instead of the pool's threads.
     pub broker: Option<BrokerSettings>,
+    /// The folder of the tasks' output logs, whose files follow their
+    /// tasks' retention (see [`log_sweep`]); none leaves logs alone.
+    pub task_logs: Option<PathBuf>,
 }
 
 /// The running parts of a Taskdeck process: scheduler, resource sampling
@@ -116,6 +121,8 @@ pub struct Stack {
     pub history: HistoryView,
     /// Keeps the history and records it in the store.
     recorder: history::Recorder,
+    /// Deletes the output logs of tasks no longer kept.
+    log_sweeper: Option<log_sweep::LogSweeper>,
 }
 
 impl Stack {
@@ -133,6 +140,7 @@ impl Stack {
             scheduler: scheduler_config,
             api,
             broker,
+            task_logs,
         } = config;
         let link = distributed::link(broker, &scheduler_config);
         // The stack opens the store itself: the scheduler keeps its tasks
@@ -209,6 +217,17 @@ impl Stack {
                 }
             }
         };
+        let log_sweeper = match task_logs {
+            None => None,
+            Some(dir) => match log_sweep::LogSweeper::start(dir, scheduler.clone()) {
+                Ok(sweeper) => Some(sweeper),
+                Err(error) => {
+                    // The tasks run without it; their logs are kept longer.
+                    tracing::warn!(%error, "cannot start removing the output logs of tasks no longer kept");
+                    None
+                }
+            },
+        };
         Ok(Self {
             scheduler,
             telemetry,
@@ -217,6 +236,7 @@ impl Stack {
             history,
             distributed,
             recorder,
+            log_sweeper,
         })
     }
 
@@ -236,9 +256,13 @@ impl Stack {
             history: _,
             distributed,
             recorder,
+            log_sweeper,
         } = self;
         if let Some(server) = server {
             server.shutdown();
+        }
+        if let Some(sweeper) = log_sweeper {
+            sweeper.stop();
         }
         // The local worker hands back what it cannot finish through the
         // bridge, so the bridge stops after it and before the scheduler.
@@ -274,7 +298,8 @@ fn gpu_share_feed(scheduler: &Scheduler) -> Option<history::SampleObserver> {
 }
 
 /// The data directory: the override if given, else the platform's user data
-/// directory (e.g. ~/.local/share/taskdeck on Linux). Created if missing.
+/// directory (e.g. ~/.local/share/taskdeck on Linux). Created if missing,
+/// and private to this account from here on (see [`private`]).
 pub fn data_dir(override_dir: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     let dir = match override_dir {
         Some(dir) => dir.to_owned(),
@@ -282,19 +307,28 @@ pub fn data_dir(override_dir: Option<&Path>) -> Result<PathBuf, RuntimeError> {
             .map(|dirs| dirs.data_dir().to_owned())
             .ok_or(RuntimeError::NoDataDir)?,
     };
-    std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::CreateDir {
+    private::protect(&dir).map_err(|source| RuntimeError::CreateDir {
         path: dir.clone(),
         source,
     })?;
     Ok(dir)
 }
 
-/// Logs to stderr and, when `log_dir` is given, to a daily file
-/// `taskdeck.YYYY-MM-DD.log` there. The level comes from RUST_LOG, else
-/// `default_level`. Keep the returned guard alive: dropping it flushes the
-/// file.
+/// Where the process log goes besides stderr: a daily file
+/// `taskdeck.YYYY-MM-DD.log` in `dir`, of which the newest `days_kept` stay.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessLog<'a> {
+    /// The folder (the data directory).
+    pub dir: &'a Path,
+    /// Daily files kept; older ones are removed at start and at each new day.
+    pub days_kept: usize,
+}
+
+/// Logs to stderr and, when `file` is given, to its daily files. The level
+/// comes from RUST_LOG, else `default_level`. Keep the returned guard alive:
+/// dropping it flushes the file.
 pub fn init_logging(
-    log_dir: Option<&Path>,
+    file: Option<ProcessLog<'_>>,
     default_level: &str,
 ) -> Result<Option<WorkerGuard>, RuntimeError> {
     let filter =
@@ -307,13 +341,21 @@ pub fn init_logging(
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_filter(filter());
-    let (file, guard) = match log_dir {
-        Some(dir) => {
+    let mut pruned = None;
+    let (file, guard) = match file {
+        Some(ProcessLog { dir, days_kept }) => {
+            let days_kept = days_kept.max(1);
+            // The appender prunes by the files' creation times, when a day
+            // begins; by their dates, and at each start, is what a user
+            // expects (a server started every morning never sees a day
+            // begin). Today's file, which the appender opens, is one of
+            // those kept.
+            pruned = Some((dir, prune_process_logs(dir, days_kept - 1)));
             let appender = tracing_appender::rolling::Builder::new()
                 .rotation(tracing_appender::rolling::Rotation::DAILY)
-                .filename_prefix("taskdeck")
-                .filename_suffix("log")
-                .max_log_files(LOG_FILES_KEPT)
+                .filename_prefix(PROCESS_LOG_PREFIX)
+                .filename_suffix(PROCESS_LOG_SUFFIX)
+                .max_log_files(days_kept)
                 .build(dir)
                 .map_err(|error| RuntimeError::LogFile {
                     path: dir.to_owned(),
@@ -333,7 +375,44 @@ pub fn init_logging(
         .with(stderr)
         .with(file)
         .try_init();
+    match pruned {
+        Some((_, Ok(0))) | None => {}
+        Some((_, Ok(removed))) => tracing::info!(removed, "removed process logs older than kept"),
+        Some((dir, Err(error))) => {
+            tracing::warn!(%error, dir = %dir.display(), "cannot remove old process logs");
+        }
+    }
     Ok(guard)
+}
+
+/// The process log's daily files are `taskdeck.YYYY-MM-DD.log`.
+const PROCESS_LOG_PREFIX: &str = "taskdeck";
+const PROCESS_LOG_SUFFIX: &str = "log";
+
+/// Removes all but the newest `days_kept` daily process logs of the days
+/// before today (UTC, as the files are named) in `dir`; returns how many
+/// went. Today's and other files stay.
+pub fn prune_process_logs(dir: &Path, days_kept: usize) -> std::io::Result<usize> {
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let mut daily: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.strip_prefix(PROCESS_LOG_PREFIX)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|rest| rest.strip_suffix(PROCESS_LOG_SUFFIX))
+                .and_then(|rest| rest.strip_suffix('.'))
+                .is_some_and(|date| date != today && date.parse::<jiff::civil::Date>().is_ok())
+        })
+        .map(|entry| entry.path())
+        .collect();
+    daily.sort_unstable();
+    let surplus = daily.len().saturating_sub(days_kept);
+    for path in &daily[..surplus] {
+        std::fs::remove_file(path)?;
+    }
+    Ok(surplus)
 }
 
 /// Whether log lines on stderr get terminal colours: only when stderr is a

@@ -56,6 +56,9 @@ impl ExecArgs {
         settings.gpu_memory_probe = Some(GpuMemoryProbe(Arc::new(
             taskdeck::telemetry::process_group_gpu_memory_mb,
         )));
+        // This process keeps its files private; the tasks' programs write
+        // theirs as the user would.
+        settings.child_umask = taskdeck::runtime::private::user_umask();
         register_exec_tasks(&mut registry, settings);
         registry
     }

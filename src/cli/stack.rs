@@ -17,7 +17,7 @@ use clap::Args;
 use taskdeck::api::{self, ApiConfig};
 #[cfg(feature = "window")]
 use taskdeck::app::{self, Services};
-use taskdeck::runtime::{self, DATA_DIR_ENV, DB_FILE, Stack, StackConfig};
+use taskdeck::runtime::{self, DATA_DIR_ENV, DB_FILE, ProcessLog, Stack, StackConfig};
 use taskdeck::scheduler::{Backoff, Durability, SchedulerConfig, StoreMode, default_workers};
 use taskdeck::store::Retention;
 use taskdeck::tasks::Registry;
@@ -47,6 +47,16 @@ struct StoreArgs {
     /// Directory for the database and log files [default: the platform's user data directory].
     #[arg(long, value_name = "DIR", env = DATA_DIR_ENV)]
     data_dir: Option<PathBuf>,
+    /// Days of the process log kept: a file a day (taskdeck.YYYY-MM-DD.log
+    /// in the data directory); older files are removed.
+    #[arg(
+        long,
+        default_value_t = runtime::LOG_DAYS_KEPT as u16,
+        value_name = "DAYS",
+        env = "TASKDECK_LOG_DAYS",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    log_days: u16,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +108,8 @@ pub(crate) struct ServeArgs {
 struct Prepared {
     stack: StackConfig,
     data_dir: PathBuf,
+    /// Daily process log files kept.
+    log_days: usize,
     grace: Duration,
     registry: Registry,
 }
@@ -124,6 +136,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         bail!("--grace must be a number of seconds, zero or more");
     }
     let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
+    let log_days = usize::from(store.log_days);
     #[cfg(feature = "broker")]
     let broker = distributed
         .settings(window || workers != Some(0))?
@@ -166,8 +179,10 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
             scheduler: config,
             api: Some(api),
             broker,
+            task_logs: Some(super::flags::logs_dir(&data_dir)),
         },
         grace: Duration::from_secs_f64(grace),
+        log_days,
         data_dir,
         registry,
     })
@@ -186,10 +201,17 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let Prepared {
         stack,
         data_dir,
+        log_days,
         grace,
         registry,
     } = prepare(args, false)?;
-    let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
+    let _log_guard = runtime::init_logging(
+        Some(ProcessLog {
+            dir: &data_dir,
+            days_kept: log_days,
+        }),
+        "info",
+    )?;
     let signals = runtime::stop_signals()?;
     let stack = Stack::start(stack, registry)?;
     let url = stack.url().unwrap_or_default();
@@ -219,10 +241,17 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
     let Prepared {
         stack,
         data_dir,
+        log_days,
         registry,
         ..
     } = prepare(args, true)?;
-    let _log_guard = runtime::init_logging(Some(&data_dir), "info")?;
+    let _log_guard = runtime::init_logging(
+        Some(ProcessLog {
+            dir: &data_dir,
+            days_kept: log_days,
+        }),
+        "info",
+    )?;
     let signals = runtime::stop_signals()?;
     let mut stack = Stack::start(stack, registry)?;
     let close = Arc::new(AtomicBool::new(false));

@@ -296,7 +296,10 @@ fn ms(micros: Option<i64>) -> f64 {
     micros.map_or(0.0, |us| us as f64 / 1_000.0)
 }
 
-/// Writes the one log line of a transition.
+/// Writes the one log line of a transition: the everyday ones (submitted,
+/// started, completed, queued again) at DEBUG, so a busy scheduler's log
+/// does not grow by three lines a task at the default level; what a user
+/// did (held, released, cancelled) at INFO; failures at WARN.
 pub(super) fn log_transition(kind: EventKind, record: &TaskRecord) {
     let task = record.id.0;
     let name = record.spec.name.as_str();
@@ -304,14 +307,14 @@ pub(super) fn log_transition(kind: EventKind, record: &TaskRecord) {
     let worker = record.worker.as_deref().unwrap_or("-");
     match kind {
         EventKind::Submitted => {
-            tracing::info!(
+            tracing::debug!(
                 task,
                 name,
                 priority = record.spec.priority,
                 "task submitted"
             );
         }
-        EventKind::Started => tracing::info!(
+        EventKind::Started => tracing::debug!(
             task,
             name,
             attempt,
@@ -328,11 +331,11 @@ pub(super) fn log_transition(kind: EventKind, record: &TaskRecord) {
             retry_in_ms = ms(record.retry_at_us.map(|at| at - crate::model::now_us())),
             "task attempt failed; retrying"
         ),
-        EventKind::Requeued => tracing::info!(task, name, attempt, "task queued again"),
+        EventKind::Requeued => tracing::debug!(task, name, attempt, "task queued again"),
         EventKind::Held => tracing::info!(task, name, "task held"),
         EventKind::Released => tracing::info!(task, name, "task released"),
         EventKind::Progress => tracing::trace!(task, name, "task reported progress"),
-        EventKind::Completed => tracing::info!(
+        EventKind::Completed => tracing::debug!(
             task,
             name,
             attempt,

@@ -131,6 +131,7 @@ fn the_stack_records_resource_history_that_survives_a_restart() {
         scheduler: config(StoreMode::File(db.clone()), 0),
         api: None,
         broker: None,
+        task_logs: None,
     };
     let stack = taskdeck::runtime::Stack::start(stack_config(), Registry::with_builtins())
         .expect("the stack should start");

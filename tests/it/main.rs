@@ -15,6 +15,7 @@ mod gpus;
 mod http;
 mod live;
 mod metrics;
+mod private;
 mod queues;
 #[cfg(feature = "broker")]
 mod remote;

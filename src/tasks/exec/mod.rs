@@ -66,6 +66,9 @@ pub struct ExecSettings {
     /// Reads the GPU memory a process group uses, for attempts that were
     /// given GPUs; none where it cannot be read (no NVML).
     pub gpu_memory_probe: Option<GpuMemoryProbe>,
+    /// The file mode mask the programs run with, where it differs from this
+    /// process's (which keeps its own files private); `None` inherits it.
+    pub child_umask: Option<u32>,
 }
 
 /// Reads the GPU memory (MB) the processes of one process group use now;
@@ -97,6 +100,7 @@ impl ExecSettings {
             kill_grace: Duration::from_secs(5),
             log_cap_bytes: 16 * 1024 * 1024,
             gpu_memory_probe: None,
+            child_umask: None,
         }
     }
 }

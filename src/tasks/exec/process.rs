@@ -107,6 +107,18 @@ pub(super) fn run_process(
         .env("CUDA_VISIBLE_DEVICES", ctx.cuda_visible_devices());
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    #[cfg(unix)]
+    if let Some(mask) = settings.child_umask {
+        let mask = mask as libc::mode_t;
+        // SAFETY: between fork and exec the child only calls umask, which is
+        // async-signal-safe, allocates nothing and cannot fail.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                libc::umask(mask);
+                Ok(())
+            });
+        }
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
