@@ -22,6 +22,7 @@ use crate::telemetry::{Telemetry, TelemetryConfig, TelemetryError};
 mod history;
 pub mod log_sweep;
 pub mod private;
+pub mod secret;
 
 pub use history::HistoryView;
 

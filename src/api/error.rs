@@ -38,7 +38,9 @@ impl ApiError {
         Self::new(
             401,
             "unauthorized",
-            "missing or wrong token; send the header 'Authorization: Bearer TOKEN'",
+            "missing or wrong token; send the header 'Authorization: Bearer TOKEN' with the server's \
+             --token, or the secret in the file 'secret' of its data directory (taskdeck's command \
+             line and Python client read it by themselves for a server on this machine)",
         )
     }
 

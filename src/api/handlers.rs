@@ -68,8 +68,9 @@ fn check_code_tasks<'a>(
         }
         if !caller.trusted {
             return Err(ApiError::forbidden(format!(
-                "task {name:?} runs a program or code; it is accepted only from loopback \
-                 clients or with the server's token"
+                "task {name:?} runs a program or code; it is accepted only with the server's \
+                 token or secret (or from loopback on a server that has neither), and never \
+                 through the older scripts' routes"
             )));
         }
     }

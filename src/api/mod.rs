@@ -14,6 +14,7 @@
 //! Only this module uses tiny_http. It depends on [`crate::model`] and
 //! [`crate::scheduler`].
 
+mod auth;
 mod error;
 mod events;
 mod handlers;
@@ -41,6 +42,14 @@ pub struct ApiConfig {
     /// Bearer token every route but `/healthz` requires; mandatory when
     /// listening beyond loopback.
     pub token: Option<String>,
+    /// The secret a server keeps in its data directory for its own
+    /// account's clients: accepted like the token, and required, from
+    /// loopback too, by every route but `/healthz`, `/metrics` and the older
+    /// scripts' routes (see the `auth` module). None for a library that
+    /// embeds the listener and opens it to loopback.
+    pub local_secret: Option<String>,
+    /// Answer the routes the user's older scripts call (`/submit_task`...).
+    pub legacy_routes: bool,
     /// Request threads.
     pub threads: usize,
     /// Threads that read large request bodies.
@@ -68,6 +77,8 @@ impl std::fmt::Debug for ApiConfig {
         let Self {
             listen,
             token,
+            local_secret,
+            legacy_routes,
             threads,
             upload_threads,
             max_body_bytes,
@@ -80,6 +91,8 @@ impl std::fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("listen", listen)
             .field("token", &token.as_ref().map(|_| "<redacted>"))
+            .field("local_secret", &local_secret.as_ref().map(|_| "<redacted>"))
+            .field("legacy_routes", legacy_routes)
             .field("threads", threads)
             .field("upload_threads", upload_threads)
             .field("max_body_bytes", max_body_bytes)
@@ -100,6 +113,8 @@ impl Default for ApiConfig {
         Self {
             listen: DEFAULT_LISTEN.into(),
             token: None,
+            local_secret: None,
+            legacy_routes: true,
             threads: 4,
             upload_threads: 8,
             max_body_bytes: 8 * 1024 * 1024,

@@ -158,6 +158,18 @@ impl Route {
     pub fn is_public(&self) -> bool {
         matches!(self, Route::Health)
     }
+
+    /// True for the routes the older scripts call (see [`super::auth`]).
+    pub fn is_legacy(&self) -> bool {
+        matches!(
+            self,
+            Route::LegacySubmit
+                | Route::LegacyStatus(_)
+                | Route::LegacyMonitoring
+                | Route::LegacyTasks
+                | Route::LegacyRemove(_)
+        )
+    }
 }
 
 /// Finds the route for a request target such as `/api/v1/tasks?limit=5`.

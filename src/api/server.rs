@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tiny_http::{Header, Request, Response, Server};
 
+use super::auth::Gate;
 use super::error::ApiError;
 use super::events::EventHub;
-use super::handlers::{self, Caller, Context, Handled, HistorySource, Reply, ResourceSource};
+use super::handlers::{self, Context, Handled, HistorySource, Reply, ResourceSource};
 use super::logs;
 use super::longpoll::{self, Poll};
 use super::routes::{self, Method, Route};
@@ -66,7 +67,8 @@ struct Shared {
     log_follows: Streams,
     /// Set when the listener stops; streams end at it.
     stopping: Arc<AtomicBool>,
-    token: Option<String>,
+    /// Who may use which route.
+    gate: Gate,
     max_body_bytes: usize,
     uploads: Sender<Upload>,
     polls: Sender<longpoll::Message>,
@@ -128,7 +130,11 @@ impl ApiServer {
                 allow_code_tasks: config.allow_code_tasks,
                 log_dir: config.log_dir.clone(),
             },
-            token: config.token.clone().filter(|t| !t.is_empty()),
+            gate: Gate::new(
+                config.token.clone(),
+                config.local_secret.clone(),
+                config.legacy_routes,
+            ),
             max_body_bytes: config.max_body_bytes,
             uploads: upload_tx.clone(),
             polls: poll_tx.clone(),
@@ -170,7 +176,7 @@ impl ApiServer {
         let nudger = thread::Builder::new()
             .name("taskdeck-http-nudge".into())
             .spawn(move || nudge_loop(addr, &nudge_rx))?;
-        tracing::info!(%addr, auth = shared.token.is_some(), "HTTP API listening");
+        tracing::info!(%addr, auth = shared.gate.has_secrets(), "HTTP API listening");
         Ok(Self {
             server,
             addr,
@@ -369,46 +375,24 @@ fn header(name: &str, value: &str) -> Option<Header> {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
-/// Compares without an early exit, so the time taken does not tell how much
-/// of a guessed token was right.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 impl Shared {
-    fn authorised(&self, request: &Request) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        request
-            .headers()
-            .iter()
-            .filter(|h| h.field.equiv("Authorization"))
-            .any(|h| {
-                let value = h.value.as_str().trim();
-                value
-                    .strip_prefix("Bearer ")
-                    .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
-            })
-    }
-
     /// First stop of every request: route, authorise, and either answer or
     /// pass it on for its body.
     fn dispatch(&self, request: Request) {
-        let route = routes::parse(method(&request), request.url());
-        let public = route.as_ref().is_ok_and(Route::is_public);
-        if !public && !self.authorised(&request) {
-            return respond(request, Err(ApiError::unauthorized()));
-        }
-        let route = match route {
+        let route = match routes::parse(method(&request), request.url()) {
             Ok(route) => route,
-            Err(error) => return respond(request, Err(error)),
+            // What is not a route is told only to those who may use them.
+            Err(error) => {
+                let error = match self.gate.admit(&request, &Route::Metrics) {
+                    Ok(_) => error,
+                    Err(refused) => refused,
+                };
+                return respond(request, Err(error));
+            }
         };
+        if let Err(refused) = self.gate.admit(&request, &route) {
+            return respond(request, Err(refused));
+        }
         // Streams live on threads of their own, never on a request thread.
         let route = match route {
             Route::Events {
@@ -481,13 +465,10 @@ impl Shared {
         if body.len() > limit {
             return respond(request, Err(ApiError::payload_too_large(limit)));
         }
-        // With a token every request here carried it; without one, only
-        // loopback clients are trusted with tasks that run code.
-        let caller = Caller {
-            trusted: self.token.is_some()
-                || request
-                    .remote_addr()
-                    .is_some_and(|addr| addr.ip().is_loopback()),
+        // Admitted before; this says whether it may submit code tasks.
+        let caller = match self.gate.admit(&request, &route) {
+            Ok(caller) => caller,
+            Err(refused) => return respond(request, Err(refused)),
         };
         match handlers::handle(&self.ctx, caller, route, &body) {
             Ok(Handled::Reply(reply)) => respond(request, Ok(reply)),
@@ -556,18 +537,5 @@ pub(super) fn respond(request: Request, answer: Result<Reply, ApiError>) {
     }
     if let Err(error) = request.respond(response) {
         tracing::debug!(%error, "client left before its answer was written");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_secret;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"token", b"token"));
-        assert!(!same_secret(b"tokeN", b"token"));
-        assert!(!same_secret(b"tok", b"token"));
-        assert!(!same_secret(b"", b"token"));
     }
 }

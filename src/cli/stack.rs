@@ -91,10 +91,15 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     distributed: DistributedArgs,
     /// Accept `command` and `python` tasks (they run programs and code) over
-    /// HTTP, from loopback clients or with the token. The window and the
-    /// library may always submit them.
+    /// HTTP, from clients that send the token or the local secret. The
+    /// window and the library may always submit them.
     #[arg(long)]
     allow_code_tasks: bool,
+    /// Turn off the routes the older scripts call (/submit_task,
+    /// /task_status, /get_tasks, /remove_task, /monitoring_data), which
+    /// loopback clients may use without the secret.
+    #[arg(long)]
+    no_legacy_routes: bool,
     #[command(flatten)]
     exec: ExecArgs,
     /// GPU device ids tasks may be given, e.g. 0,1, each with its memory in
@@ -107,6 +112,8 @@ pub(crate) struct ServeArgs {
 /// Everything `serve` and the window share, from their flags.
 struct Prepared {
     stack: StackConfig,
+    /// The local secret clients of this account use.
+    secret: String,
     data_dir: PathBuf,
     /// Daily process log files kept.
     log_days: usize,
@@ -129,6 +136,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         #[cfg(feature = "broker")]
         distributed,
         allow_code_tasks,
+        no_legacy_routes,
         exec,
         gpus,
     } = args;
@@ -137,6 +145,12 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
     }
     let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
     let log_days = usize::from(store.log_days);
+    let secret = runtime::secret::local_secret(&data_dir).with_context(|| {
+        format!(
+            "cannot read or create the secret in {}",
+            data_dir.join(runtime::secret::SECRET_FILE).display()
+        )
+    })?;
     #[cfg(feature = "broker")]
     let broker = distributed
         .settings(window || workers != Some(0))?
@@ -170,6 +184,8 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         token,
         threads: usize::from(http_threads),
         allow_code_tasks,
+        local_secret: Some(secret.clone()),
+        legacy_routes: !no_legacy_routes,
         log_dir: Some(super::flags::logs_dir(&data_dir)),
         ..ApiConfig::default()
     };
@@ -182,10 +198,24 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
             task_logs: Some(super::flags::logs_dir(&data_dir)),
         },
         grace: Duration::from_secs_f64(grace),
+        secret,
         log_days,
         data_dir,
         registry,
     })
+}
+
+/// Leaves the secret where this account's clients find it by the port
+/// (see `runtime::secret`); without it they pass `--token` or the secret.
+fn advertise(stack: &Stack, secret: &str) -> Option<runtime::secret::Advertised> {
+    let port = stack.server.as_ref()?.local_addr().port();
+    match runtime::secret::Advertised::publish(port, secret) {
+        Ok(advertised) => Some(advertised),
+        Err(error) => {
+            tracing::warn!(%error, "cannot leave the secret for this account's clients; they need --token or the data directory's secret file");
+            None
+        }
+    }
 }
 
 /// Leaves at once at a second Ctrl-C; the next start recovers as after a crash.
@@ -200,6 +230,7 @@ pub(crate) fn exit_now() {
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let Prepared {
         stack,
+        secret,
         data_dir,
         log_days,
         grace,
@@ -214,6 +245,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let signals = runtime::stop_signals()?;
     let stack = Stack::start(stack, registry)?;
+    let _advertised = advertise(&stack, &secret);
     let url = stack.url().unwrap_or_default();
     // The one line on stdout: scripts and tests read the address from it.
     println!("taskdeck listening on {url}");
@@ -240,6 +272,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
 pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
     let Prepared {
         stack,
+        secret,
         data_dir,
         log_days,
         registry,
@@ -254,6 +287,7 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let signals = runtime::stop_signals()?;
     let mut stack = Stack::start(stack, registry)?;
+    let _advertised = advertise(&stack, &secret);
     let close = Arc::new(AtomicBool::new(false));
     {
         // The first Ctrl-C closes the window gracefully, a second exits.

@@ -6,6 +6,7 @@
 
 pub mod commands;
 mod logs;
+pub mod secret;
 
 pub use logs::{LogPart, LogQuery, PAGE_BYTES};
 
@@ -53,7 +54,9 @@ pub struct Client {
 impl Client {
     /// A client of `url` (e.g. `http://127.0.0.1:5000`); `timeout` bounds
     /// each phase of a call: connecting, sending, and waiting for the answer
-    /// and its body (long polls add their own wait to it).
+    /// and its body (long polls add their own wait to it). Without a
+    /// `token`, a server on this machine that runs as this account is sent
+    /// its local secret ([`secret::discover`]).
     pub fn new(url: &str, token: Option<&str>, timeout: Duration) -> Self {
         // Limits per phase rather than one for the whole call: ureq resolves
         // the host on a thread of its own for every request whenever the
@@ -74,8 +77,12 @@ impl Client {
         Self {
             agent,
             base: url.trim_end_matches('/').to_owned(),
+            // Without a token, the secret of a server of this account on
+            // this machine, when there is one.
             auth: token
                 .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .or_else(|| secret::discover(url))
                 .map(|t| format!("Bearer {t}")),
         }
     }

@@ -189,17 +189,37 @@ fn bad_input_is_a_plain_message_and_a_non_zero_exit() {
 }
 
 #[test]
-fn a_token_protected_server_needs_the_token_from_the_cli() {
+fn a_token_protected_server_needs_the_token_or_the_owner_s_secret_from_the_cli() {
     let server = Server::start(&["--token", "hunter2"]);
-    let denied = server.run(&["list"]);
+    // A client of another account: it cannot read this one's secret.
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let stranger = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
+        command
+            .args(["list", "--url", &server.url])
+            .env("HOME", elsewhere.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("TASKDECK_DATA_DIR")
+            .env_remove("TASKDECK_TOKEN");
+        if let Some(token) = token {
+            command.env("TASKDECK_TOKEN", token);
+        }
+        command.output().expect("run")
+    };
+    let denied = stranger(None);
     assert!(!denied.status.success());
     assert!(text(&denied).contains("401"), "{}", text(&denied));
-    let allowed = Command::new(env!("CARGO_BIN_EXE_taskdeck"))
-        .args(["list", "--url", &server.url])
-        .env("TASKDECK_TOKEN", "hunter2")
-        .output()
-        .expect("run");
+    let wrong = stranger(Some("hunter3"));
+    assert!(!wrong.status.success());
+    assert!(text(&wrong).contains("401"), "{}", text(&wrong));
+    let allowed = stranger(Some("hunter2"));
     assert!(allowed.status.success(), "{}", text(&allowed));
+    let owner = server.run(&["list"]);
+    assert!(
+        owner.status.success(),
+        "the owner's command line sends the local secret: {}",
+        text(&owner)
+    );
 }
 
 #[test]

@@ -97,9 +97,10 @@ impl Stream {
     fn open(addr: SocketAddr, query: &str, last_event_id: Option<&str>) -> Self {
         let mut socket = TcpStream::connect(addr).expect("connect");
         let last = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+        let auth = common::auth_header(addr);
         write!(
             socket,
-            "GET /api/v1/events{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{last}\r\n"
+            "GET /api/v1/events{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{auth}{last}\r\n"
         )
         .expect("send");
         let mut raw = BufReader::new(socket.try_clone().expect("clone"));
@@ -378,7 +379,8 @@ fn numbered(count: usize) -> String {
 /// body to its end (on a connection kept open).
 fn follow(addr: SocketAddr, target: &str) -> (String, Vec<u8>) {
     let mut socket = TcpStream::connect(addr).expect("connect");
-    write!(socket, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let auth = common::auth_header(addr);
+    write!(socket, "GET {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").expect("send");
     let mut reader = BufReader::new(socket);
     let head = read_head(&mut reader);
     let mut body = Vec::new();
@@ -445,9 +447,10 @@ fn a_one_gigabyte_output_is_followed_with_bounded_memory() {
     let script = format!("head -c {gigabyte} /dev/zero | tr '\\0' 'x'");
     let id = submit(&client, "command", json!([["sh", "-c", script]]), json!({}));
     let mut socket = TcpStream::connect(addr).expect("connect");
+    let auth = common::auth_header(addr);
     write!(
         socket,
-        "GET /api/v1/tasks/{id}/log?follow=true HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /api/v1/tasks/{id}/log?follow=true HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
     )
     .expect("send");
     let mut raw = BufReader::new(socket);
@@ -586,9 +589,10 @@ fn http_get(addr: SocketAddr, target: &str) -> Answer {
 /// Like [`follow`] for an answer with a length, asking the server to close.
 fn follow_closed(addr: SocketAddr, target: &str) -> (String, Vec<u8>) {
     let mut socket = TcpStream::connect(addr).expect("connect");
+    let auth = common::auth_header(addr);
     write!(
         socket,
-        "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
     )
     .expect("send");
     let mut all = Vec::new();

@@ -352,10 +352,13 @@ fn serve_on(data_dir: &Path) -> (Child, std::net::SocketAddr) {
     (child, addr.parse().expect("an address"))
 }
 
-/// `GET /api/v1/monitoring/history?minutes=M`: the sample times, in seconds.
-fn history(addr: std::net::SocketAddr, minutes: u32) -> Vec<f64> {
+/// `GET /api/v1/monitoring/history?minutes=M` of the server whose data
+/// directory is `dir` (its secret is there): the sample times, in seconds.
+fn history(addr: std::net::SocketAddr, dir: &Path, minutes: u32) -> Vec<f64> {
+    let secret = std::fs::read_to_string(dir.join("secret")).unwrap_or_default();
     let request = format!(
-        "GET /api/v1/monitoring/history?minutes={minutes} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /api/v1/monitoring/history?minutes={minutes} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        secret.trim()
     );
     let answer = common::raw_http(addr, request.as_bytes());
     let body: serde_json::Value = answer
@@ -381,7 +384,7 @@ fn serve_keeps_an_hour_of_resource_history_across_a_restart() {
     let mut before = Vec::new();
     assert!(
         wait_until(LONG_WAIT, || {
-            before = history(addr, 60);
+            before = history(addr, dir.path(), 60);
             before.len() >= 2
         }),
         "the history route should fill while serve runs: {before:?}"
@@ -395,8 +398,8 @@ fn serve_keeps_an_hour_of_resource_history_across_a_restart() {
     let recorded = before.len();
 
     let (mut second, addr) = serve_on(dir.path());
-    let after = history(addr, 60);
-    let last_minute = history(addr, 1);
+    let after = history(addr, dir.path(), 60);
+    let last_minute = history(addr, dir.path(), 1);
     sigterm(&second);
     assert!(wait_exit(&mut second).success());
     assert!(

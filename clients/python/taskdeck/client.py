@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from ._control import NO_LIMIT, ControlCalls
 from ._events import EventCalls
 from ._logs import LogCalls
+from ._secret import discover as discover_secret
 from ._monitoring import MonitoringCalls
 from ._submissions import (
     TaskSpec,
@@ -83,7 +84,11 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
         url: the server's base URL, e.g. ``"http://127.0.0.1:5000"``; a URL
             without a scheme is taken as ``http://``. A path in it is put in
             front of every route (for a server behind a reverse proxy).
-        token: the bearer token, when the server was started with ``--token``.
+        token: the bearer token: the server's ``--token``, or its local
+            secret. Left out, a server on this machine that runs as this
+            account is sent its local secret, found by the URL's port (or in
+            ``$TASKDECK_DATA_DIR/secret``), so its owner passes nothing;
+            ``token=""`` sends none.
         timeout: seconds to wait for the connection and for each answer.
             :meth:`wait` lengthens it for its long polls as needed.
 
@@ -101,6 +106,8 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
         if not parts.hostname:
             raise ValueError(f"the URL has no host: {url!r}")
         self.url = url.rstrip("/")
+        if token is None:
+            token = discover_secret(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         self.token = token
         self.timeout = float(timeout)
         self._https = parts.scheme == "https"

@@ -11,6 +11,7 @@ are predictable). Run from the repository root with either of:
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import subprocess
@@ -18,6 +19,8 @@ import sys
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 from servers import CLIENT_DIR, REPO_ROOT, Server, wait_until
 
@@ -705,7 +708,8 @@ class AuthTest(unittest.TestCase):
         self.url = SERVERS["auth"].url
 
     def test_no_token_is_unauthorized_except_healthz(self):
-        client = TaskClient(self.url)
+        # token="" sends none, as a client of another account would.
+        client = TaskClient(self.url, token="")
         self.addCleanup(client.close)
         self.assertTrue(client.health())
         calls = [client.list, client.monitoring, client.metrics, lambda: client.submit("noop"),
@@ -832,3 +836,27 @@ def documented_routes() -> list:
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LocalSecretTest(unittest.TestCase):
+    """The owner's client finds the server's local secret by itself."""
+
+    def test_the_owner_s_client_needs_no_token_and_others_get_401(self) -> None:
+        url = SERVERS["auth"].url
+        with TaskClient(url) as owner:
+            self.assertIsNotNone(owner.token, "the local secret was found")
+            task_id = owner.submit("noop")
+            self.assertEqual(owner.wait(task_id, timeout=30)["status"], "completed")
+        request = urllib.request.Request(url + "/api/v1/tasks")
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        self.assertEqual(caught.exception.code, 401)
+        body = json.loads(caught.exception.read())
+        self.assertEqual(body["error"]["code"], "unauthorized")
+        secret_file = os.path.join(SERVERS["auth"].data_dir, "secret")
+        self.assertEqual(os.stat(secret_file).st_mode & 0o777, 0o600)
+        with open(secret_file, encoding="utf-8") as file:
+            secret = file.read().strip()
+        with TaskClient(url, token=secret) as explicit:
+            self.assertIsInstance(explicit.list(), list)
+

@@ -153,7 +153,7 @@ class EventStreamTest(LiveTestCase):
     def test_a_bad_filter_or_a_missing_token_is_raised_by_events_itself(self) -> None:
         with self.assertRaises(BadRequest):
             self.client.events(kinds=["task", "nonsense"])
-        with TaskClient(SERVERS["auth"].url, timeout=10) as stranger:
+        with TaskClient(SERVERS["auth"].url, token="", timeout=10) as stranger:
             with self.assertRaises(Unauthorized):
                 stranger.events()
             with self.assertRaises(Unauthorized):

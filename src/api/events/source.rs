@@ -34,7 +34,17 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 struct Pending {
     order: Vec<TaskId>,
     latest: FxHashMap<TaskId, TaskChange>,
+    /// Changes whose record did not match them yet, tried again at the next
+    /// tick, each with the ticks it waited: a submission is told just
+    /// before the scheduler takes the task in, and a record already newer
+    /// than its change means the newer change is on its way (its own event
+    /// then says what happened, with a kind that matches the record).
+    deferred: Vec<(TaskChange, u8)>,
 }
+
+/// Ticks a change waits for a record that matches it; then it goes out
+/// with the record there is (none: the task was removed meanwhile).
+const DEFER_TICKS: u8 = 3;
 
 impl Pending {
     fn add(&mut self, change: TaskChange) {
@@ -54,7 +64,7 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.order.is_empty() && self.deferred.is_empty()
     }
 
     /// The changes as frames: each in full, with the task's current record,
@@ -66,6 +76,14 @@ impl Pending {
         records: impl FnOnce(&[TaskId]) -> Vec<Option<Arc<TaskRecord>>>,
         into: &mut Vec<(StreamKind, Payload)>,
     ) {
+        let mut waited: FxHashMap<TaskId, u8> = FxHashMap::default();
+        for (change, ticks) in std::mem::take(&mut self.deferred) {
+            // A newer change of the task, if any, stands for it.
+            if !self.latest.contains_key(&change.id) {
+                self.add(change);
+            }
+            waited.insert(change.id, ticks);
+        }
         let changes: Vec<TaskChange> = self
             .order
             .drain(..)
@@ -73,15 +91,17 @@ impl Pending {
             .collect();
         if changes.len() <= SUMMARY_ABOVE {
             let ids: Vec<TaskId> = changes.iter().map(|change| change.id).collect();
-            // A task removed meanwhile has no record and no event.
-            into.extend(
-                changes
-                    .iter()
-                    .zip(records(&ids))
-                    .filter_map(|(change, record)| {
-                        Some((StreamKind::Task, Payload::Task(change.kind, record?)))
-                    }),
-            );
+            for (change, record) in changes.iter().zip(records(&ids)) {
+                let ticks = waited.get(&change.id).copied().unwrap_or(0) + 1;
+                let matches = record
+                    .as_ref()
+                    .is_some_and(|record| record.version <= change.version);
+                if !matches && ticks <= DEFER_TICKS {
+                    self.deferred.push((*change, ticks));
+                } else if let Some(record) = record {
+                    into.push((StreamKind::Task, Payload::Task(change.kind, record)));
+                }
+            }
             return;
         }
         into.push((StreamKind::Task, Payload::Summary(summary(&changes))));
@@ -197,7 +217,8 @@ pub(super) fn run(
     let mut pending = Pending::default();
     let mut seen = Seen::default();
     let mut items = Vec::new();
-    let mut last_publish: Option<Instant> = None;
+    // When task changes were last taken: the next take waits a tick.
+    let mut last_take: Option<Instant> = None;
     let mut next_poll = Instant::now();
     let mut next_sample = Instant::now();
     // While task changes keep coming the hub takes them once a tick rather
@@ -207,7 +228,7 @@ pub(super) fn run(
     let mut busy = false;
     loop {
         let now = Instant::now();
-        let publish_at = last_publish.map_or(now, |at| at + TICK);
+        let publish_at = last_take.map_or(now, |at| at + TICK);
         let polling = busy || !pending.is_empty();
         let wake_at = match (&events, polling) {
             (None, _) => now + Duration::from_secs(3600),
@@ -237,9 +258,12 @@ pub(super) fn run(
             pending.add(event);
         }
         let now = Instant::now();
-        if last_publish.is_none_or(|at| now >= at + TICK) {
+        if last_take.is_none_or(|at| now >= at + TICK) {
             busy = !pending.is_empty();
-            pending.take(|ids| scheduler.records(ids), &mut items);
+            if busy {
+                last_take = Some(now);
+                pending.take(|ids| scheduler.records(ids), &mut items);
+            }
         }
         if now >= next_poll {
             next_poll = now + POLL;
@@ -251,7 +275,6 @@ pub(super) fn run(
             }
         }
         if !items.is_empty() {
-            last_publish = Some(now);
             let mut state = shared.state.lock();
             state.ring.push(std::mem::take(&mut items));
             drop(state);
@@ -287,6 +310,10 @@ mod tests {
             .collect()
     }
 
+    fn records_without_3(ids: &[TaskId]) -> Vec<Option<Arc<TaskRecord>>> {
+        ids.iter().map(|_| None).collect()
+    }
+
     #[test]
     fn a_few_changes_go_in_full_many_as_ranges_by_status() {
         let mut pending = Pending::default();
@@ -296,11 +323,79 @@ mod tests {
         pending.add(change(1, TaskStatus::Running, 2));
         let mut items = Vec::new();
         pending.take(records, &mut items);
-        assert_eq!(items.len(), 1, "task 1 once; task 2 is gone");
+        assert_eq!(items.len(), 1, "task 1 once; task 2 is not there");
         assert!(matches!(
             &items[0].1,
             Payload::Task(EventKind::Submitted, r) if r.id == TaskId(1) && r.status == TaskStatus::Completed
         ));
+        // A submission told before the scheduler took the task in is tried
+        // again at the next ticks, then given up.
+        assert!(!pending.is_empty(), "task 2 waits for its record");
+        for _ in 0..DEFER_TICKS - 1 {
+            let mut items = Vec::new();
+            pending.take(records, &mut items);
+            assert!(items.is_empty());
+        }
+        let mut items = Vec::new();
+        pending.take(
+            |ids| {
+                ids.iter()
+                    .map(|&id| {
+                        Some(Arc::new(TaskRecord::new(
+                            id,
+                            TaskSpec::new("noop", vec![]),
+                            0,
+                        )))
+                    })
+                    .collect()
+            },
+            &mut items,
+        );
+        assert!(matches!(&items[0].1, Payload::Task(EventKind::Submitted, r) if r.id == TaskId(2)));
+        pending.add(change(3, TaskStatus::Queued, 9));
+        for _ in 0..=DEFER_TICKS {
+            pending.take(records_without_3, &mut Vec::new());
+        }
+        assert!(pending.is_empty(), "given up");
+
+        // A record newer than its change waits for the newer change, which
+        // then goes out in its place; alone, it goes out after a while.
+        let newer = |ids: &[TaskId]| -> Vec<Option<Arc<TaskRecord>>> {
+            ids.iter()
+                .map(|&id| {
+                    let mut record = TaskRecord::new(id, TaskSpec::new("noop", vec![]), 0);
+                    record.version = 5;
+                    Some(Arc::new(record))
+                })
+                .collect()
+        };
+        pending.add(change(4, TaskStatus::Running, 4));
+        let mut items = Vec::new();
+        pending.take(newer, &mut items);
+        assert!(
+            items.is_empty(),
+            "not with a record its change does not match"
+        );
+        let mut completed = change(4, TaskStatus::Completed, 5);
+        completed.kind = EventKind::Completed;
+        pending.add(completed);
+        pending.take(newer, &mut items);
+        assert_eq!(items.len(), 1);
+        assert!(matches!(
+            &items[0].1,
+            Payload::Task(EventKind::Completed, _)
+        ));
+        pending.add(change(6, TaskStatus::Running, 4));
+        let mut items = Vec::new();
+        for _ in 0..=DEFER_TICKS {
+            pending.take(newer, &mut items);
+        }
+        assert_eq!(
+            items.len(),
+            1,
+            "out after waiting, with the record there is"
+        );
+        assert!(pending.is_empty());
 
         let mut pending = Pending::default();
         for id in (1..=100).chain([200, 202]) {

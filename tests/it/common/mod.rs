@@ -129,6 +129,15 @@ impl Drop for Api {
 }
 
 /// Sends raw bytes and reads the whole answer (the request should ask the
+/// The `Authorization` header line (with its CRLF) a client of this account
+/// sends to the server at `addr`: the secret a `taskdeck serve` of this
+/// account left for its port, if any (in-process servers have none).
+pub fn auth_header(addr: std::net::SocketAddr) -> String {
+    taskdeck::client::secret::discover(&format!("http://{addr}")).map_or(String::new(), |secret| {
+        format!("Authorization: Bearer {secret}\r\n")
+    })
+}
+
 /// server to close, or the server closes).
 pub fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
     use std::io::{Read, Write};

@@ -1,0 +1,70 @@
+//! Finds the secret of a server on this machine that runs as this account,
+//! so its owner passes nothing (see `runtime::secret` for where servers
+//! leave it). Nothing is looked up for other hosts: a secret never leaves
+//! the machine unasked.
+//!
+//! Looked at, in order, for `http://127.0.0.1:PORT` (or `localhost`,
+//! `[::1]`):
+//! - `DEFAULT_DATA_DIR/servers/PORT`, left by the server while it runs;
+//! - `$TASKDECK_DATA_DIR/secret`, the data directory named by the
+//!   environment;
+//! - `DEFAULT_DATA_DIR/secret`.
+
+use std::path::PathBuf;
+
+/// The secret of the server at `url`, when it is on this machine and this
+/// account can read it.
+pub fn discover(url: &str) -> Option<String> {
+    let port = loopback_port(url)?;
+    let default_dir =
+        directories::ProjectDirs::from("", "", "taskdeck").map(|dirs| dirs.data_dir().to_owned());
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = &default_dir {
+        candidates.push(dir.join("servers").join(port.to_string()));
+    }
+    if let Some(dir) = std::env::var_os("TASKDECK_DATA_DIR").filter(|dir| !dir.is_empty()) {
+        candidates.push(PathBuf::from(dir).join("secret"));
+    }
+    if let Some(dir) = &default_dir {
+        candidates.push(dir.join("secret"));
+    }
+    candidates.iter().find_map(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        let secret = text.trim();
+        (!secret.is_empty()).then(|| secret.to_owned())
+    })
+}
+
+/// The port of a URL whose host is this machine's loopback.
+fn loopback_port(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            (host, port.parse::<u16>().ok()?)
+        }
+        _ => (authority, 80),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback.then_some(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_port;
+
+    #[test]
+    fn only_loopback_urls_have_a_local_secret() {
+        assert_eq!(loopback_port("http://127.0.0.1:5000"), Some(5000));
+        assert_eq!(loopback_port("http://localhost:8080/"), Some(8080));
+        assert_eq!(loopback_port("http://[::1]:5001/api"), Some(5001));
+        assert_eq!(loopback_port("http://127.0.0.1"), Some(80));
+        assert_eq!(loopback_port("http://10.0.0.5:5000"), None);
+        assert_eq!(loopback_port("http://gpu-box:5000"), None);
+        assert_eq!(loopback_port("https://127.0.0.1:5000"), None);
+    }
+}
