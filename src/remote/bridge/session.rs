@@ -400,6 +400,7 @@ impl Link {
                         .map(|(id, memory_mb)| GpuDevice { id, memory_mb })
                         .collect(),
                     session,
+                    refused_messages: 0,
                 };
                 for stop in scheduler.heartbeat(&beat) {
                     answers.push((
