@@ -126,7 +126,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
     let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
     #[cfg(feature = "broker")]
     let broker = distributed
-        .settings(window || workers != Some(0))?
+        .settings(window || workers != Some(0), &data_dir)?
         .map(|settings| settings.with_log_dir(super::flags::logs_dir(&data_dir)));
     #[cfg(not(feature = "broker"))]
     let broker = {
