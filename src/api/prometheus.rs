@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use crate::model::{DiskSample, GpuSample, GpuState, ResourceSample, TaskStatus};
-use crate::scheduler::{NameTotals, QueueInfo, Scheduler, TaskCounter, WorkerInfo};
+use crate::scheduler::{BrokerRefusals, NameTotals, QueueInfo, Scheduler, TaskCounter, WorkerInfo};
 
 /// Upper bounds of the latency histogram, in seconds.
 const LATENCY_BOUNDS_S: [f64; 14] = [
@@ -155,6 +155,7 @@ pub fn render(scheduler: &Scheduler, sample: Option<&ResourceSample>) -> String 
     let _ = writeln!(out, "taskdeck_task_latency_seconds_count {}", buckets.count);
 
     counters(&mut out, &scheduler.totals());
+    refusals(&mut out, scheduler.broker_refusals());
     queues(&mut out, &scheduler.queues());
     workers(&mut out, &scheduler.workers());
 
@@ -199,6 +200,26 @@ fn fold_queues(list: &[QueueInfo]) -> (Vec<&QueueInfo>, Option<[usize; TaskStatu
         }
     }
     (shown, Some(rest))
+}
+
+/// Broker messages refused for their signature: by the scheduler, and by
+/// its worker processes (no series without a broker).
+fn refusals(out: &mut String, refused: Option<BrokerRefusals>) {
+    let family = "taskdeck_broker_messages_refused_total";
+    header(
+        out,
+        family,
+        "counter",
+        "Broker messages refused unread since the process started because they were unsigned or signed with another key: by=\"scheduler\" sent to this scheduler, by=\"worker\" sent to its worker processes (as their heartbeats report).",
+    );
+    if let Some(BrokerRefusals {
+        by_scheduler,
+        by_workers,
+    }) = refused
+    {
+        let _ = writeln!(out, "{family}{{by=\"scheduler\"}} {by_scheduler}");
+        let _ = writeln!(out, "{family}{{by=\"worker\"}} {by_workers}");
+    }
 }
 
 fn queues(out: &mut String, list: &[QueueInfo]) {
@@ -416,6 +437,27 @@ mod tests {
         assert!(out.contains("taskdeck_tasks_lost_total{name=\"odd \\\"name\\\"\"} 4\n"));
         let samples = out.lines().filter(|line| !line.starts_with('#')).count();
         assert_eq!(samples, COUNTERS.len() * totals.len());
+    }
+
+    #[test]
+    fn refused_broker_messages_are_counted_by_who_refused_them() {
+        let mut out = String::new();
+        refusals(&mut out, None);
+        assert!(
+            out.contains("# TYPE taskdeck_broker_messages_refused_total counter\n"),
+            "{out}"
+        );
+        assert_eq!(out.lines().filter(|line| !line.starts_with('#')).count(), 0);
+        let mut out = String::new();
+        refusals(
+            &mut out,
+            Some(BrokerRefusals {
+                by_scheduler: 2,
+                by_workers: 5,
+            }),
+        );
+        assert!(out.contains("taskdeck_broker_messages_refused_total{by=\"scheduler\"} 2\n"));
+        assert!(out.contains("taskdeck_broker_messages_refused_total{by=\"worker\"} 5\n"));
     }
 
     #[test]

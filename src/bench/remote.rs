@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{
     BenchError, BenchOptions, BenchReport, measure, remove_temp_db, retention_for, store_for,
 };
-use crate::remote::{self, Bridge, BridgeConfig, BridgeLink, BrokerUrl, Names};
+use crate::remote::{self, Bridge, BridgeConfig, BridgeLink, BrokerKey, BrokerUrl, Names};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tasks::Registry;
 
@@ -102,6 +102,8 @@ fn run_with<R: Measured>(
 ) -> Result<RemoteBenchReport<R>, BenchError> {
     let namespace = format!("taskdeck-bench-{}", std::process::id());
     let names = Names::new(&namespace).map_err(|e| BenchError::Stuck(e.to_string()))?;
+    // A key for this run only; the workers get it in their environment.
+    let (key, secret) = BrokerKey::generate().map_err(|e| BenchError::Stuck(e.to_string()))?;
     let (store, temp_db) = store_for(&options.phases);
     let link = BridgeLink::new(
         BridgeConfig {
@@ -109,6 +111,7 @@ fn run_with<R: Measured>(
             names: names.clone(),
             lease: remote::DEFAULT_LEASE,
             log_dir: None,
+            key,
         },
         0,
     );
@@ -124,7 +127,7 @@ fn run_with<R: Measured>(
             return Err(error.into());
         }
     };
-    let outcome = with_workers(&scheduler, &bridge, options, &namespace, phases);
+    let outcome = with_workers(&scheduler, &bridge, options, &namespace, &secret, phases);
     bridge.stop();
     let shutdown = scheduler.shutdown();
     remove_temp_db(temp_db.as_deref());
@@ -155,6 +158,7 @@ fn with_workers<R>(
     bridge: &Bridge,
     options: &RemoteBenchOptions,
     namespace: &str,
+    key: &str,
     measure: impl Fn(&Scheduler, &BenchOptions) -> Result<R, BenchError>,
 ) -> Result<(R, u64), BenchError> {
     let exe = std::env::current_exe()
@@ -164,6 +168,8 @@ fn with_workers<R>(
         let child = Command::new(&exe)
             .arg("worker")
             .env("TASKDECK_BROKER", options.url.secret_for_child_env())
+            .env(remote::KEY_ENV, key)
+            .env_remove(remote::KEY_FILE_ENV)
             .args(["--broker-namespace", namespace])
             .args(["--name", &worker_name(index)])
             .args(["--concurrency", &options.concurrency.to_string()])

@@ -12,7 +12,7 @@ use clap::Args;
 use std::time::Duration;
 
 #[cfg(feature = "broker")]
-use taskdeck::remote::{self, Names};
+use taskdeck::remote::{self, BrokerKey, KeyFallback, KeySources, Names};
 #[cfg(feature = "broker")]
 use taskdeck::runtime::BrokerSettings;
 use taskdeck::scheduler::GpuDevice;
@@ -95,8 +95,13 @@ const MIN_LEASE_SECS: f64 = 1.0;
 
 #[cfg(feature = "broker")]
 impl DistributedArgs {
-    /// The settings for the stack; none without `--broker`.
-    pub(crate) fn settings(self, local_worker: bool) -> anyhow::Result<Option<BrokerSettings>> {
+    /// The settings for the stack; none without `--broker`. Without a key
+    /// given, the key is `data_dir/broker.key`, created when missing.
+    pub(crate) fn settings(
+        self,
+        local_worker: bool,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Option<BrokerSettings>> {
         let Self {
             broker,
             names,
@@ -111,18 +116,22 @@ impl DistributedArgs {
                  out on a healthy worker while its machine or the broker is busy"
             );
         }
+        let url = url.parse()?;
+        let key = names.key(KeyFallback::CreateIn(data_dir))?;
         Ok(Some(BrokerSettings {
-            url: url.parse()?,
+            url,
             names: Names::new(&names.broker_namespace)?,
             lease: Duration::from_secs_f64(lease),
             local_worker,
             worker_name: remote::default_worker_name(&taskdeck::telemetry::host_name()),
             log_dir: None,
+            key,
         }))
     }
 }
 
-/// Where the broker is, for the scheduler and for workers.
+/// Where the broker is and the key messages are signed with, for the
+/// scheduler and for workers.
 #[cfg(feature = "broker")]
 #[derive(Debug, Args)]
 pub(crate) struct BrokerArgs {
@@ -134,6 +143,24 @@ pub(crate) struct BrokerArgs {
         value_name = "NAME"
     )]
     pub(crate) broker_namespace: String,
+    /// File holding the key that signs every broker message, shared by the
+    /// scheduler and its workers (private to its owner: mode 0600). The key
+    /// itself may come in TASKDECK_BROKER_KEY instead [default:
+    /// DATA_DIR/broker.key, which the scheduler creates on its first start].
+    #[arg(long, env = remote::KEY_FILE_ENV, value_name = "PATH")]
+    pub(crate) broker_key_file: Option<PathBuf>,
+}
+
+#[cfg(feature = "broker")]
+impl BrokerArgs {
+    /// The broker key: from `--broker-key-file`, its variable or
+    /// `TASKDECK_BROKER_KEY`, else as `fallback` says.
+    pub(crate) fn key(&self, fallback: KeyFallback<'_>) -> Result<BrokerKey, remote::KeyError> {
+        BrokerKey::load(
+            KeySources::with_environment(self.broker_key_file.clone()),
+            fallback,
+        )
+    }
 }
 
 /// The GPUs tasks may ask for: declared with `--gpus` (ids, each with its

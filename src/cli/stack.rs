@@ -153,7 +153,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
     })?;
     #[cfg(feature = "broker")]
     let broker = distributed
-        .settings(window || workers != Some(0))?
+        .settings(window || workers != Some(0), &data_dir)?
         .map(|settings| settings.with_log_dir(super::flags::logs_dir(&data_dir)));
     #[cfg(not(feature = "broker"))]
     let broker = {

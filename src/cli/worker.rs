@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use taskdeck::remote::{self, BrokerUrl, Names, WorkerConfig, WorkerHandle};
+use taskdeck::remote::{self, BrokerUrl, KeyFallback, Names, WorkerConfig, WorkerHandle};
 use taskdeck::runtime::{self, DATA_DIR_ENV};
 use taskdeck::scheduler::default_workers;
 
@@ -57,8 +57,9 @@ pub(crate) struct WorkerArgs {
     /// GPUs NVML finds].
     #[arg(long, value_name = "IDS")]
     pub(crate) gpus: Option<String>,
-    /// Directory for the logs of `command` and `python` tasks (under logs/)
-    /// [default: the platform's user data directory].
+    /// Directory for the logs of `command` and `python` tasks (under logs/),
+    /// and where the broker key is looked for when none is given
+    /// (broker.key) [default: the platform's user data directory].
     #[arg(long, value_name = "DIR", env = DATA_DIR_ENV)]
     pub(crate) data_dir: Option<PathBuf>,
 }
@@ -84,8 +85,11 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         bail!("--grace must be a number of seconds, zero or more");
     }
     let url: BrokerUrl = broker.parse()?;
-    let names = Names::new(&names.broker_namespace)?;
     let data_dir = runtime::data_dir(data_dir.as_deref())?;
+    // Without the key nothing is connected: the worker could neither trust
+    // what it is sent nor be believed.
+    let key = names.key(KeyFallback::ReadIn(&data_dir))?;
+    let names = Names::new(&names.broker_namespace)?;
     let host = taskdeck::telemetry::host_name();
     let name = name.unwrap_or_else(|| remote::default_worker_name(&host));
     remote::check_name("the worker name", &name)?;
@@ -112,7 +116,9 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         resources: Some(resources),
         gpus: gpu_devices(gpus.as_deref())?,
         ship_logs: Some(super::flags::logs_dir(&data_dir)),
+        key,
     };
+    tracing::info!(key = %config.key.origin(), "broker messages are signed with the shared key");
     let handle = WorkerHandle::start(config, None).context("cannot start the worker")?;
     // The one line on stdout, for scripts and tests.
     println!("taskdeck worker {name} ({concurrency} slots) using the broker at {url}");

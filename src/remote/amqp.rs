@@ -9,6 +9,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Serialize;
 
 use super::protocol::{CONTROL_QUEUE_EXPIRES_MS, Names};
+use super::signing::Signer;
 use super::url::BrokerUrl;
 
 /// How long connecting may take before it counts as failed.
@@ -143,10 +144,13 @@ pub fn properties(keep: Keep) -> BasicProperties {
         .with_content_type("application/json".into())
 }
 
-/// Publishes `message` as JSON to `queue` through the default exchange;
-/// returns the pending confirm (the channel must be in confirm mode).
+/// Publishes `message` as JSON to `queue` through the default exchange,
+/// signed; returns the pending confirm (the channel must be in confirm
+/// mode). Every message Taskdeck publishes goes through here but the
+/// presence token, which is signed the same way.
 pub async fn publish<T: Serialize>(
     channel: &Channel,
+    signer: &Signer,
     queue: &str,
     message: &T,
     keep: Keep,
@@ -158,7 +162,7 @@ pub async fn publish<T: Serialize>(
             queue.into(),
             BasicPublishOptions::default(),
             &payload,
-            properties(keep),
+            signer.sign(properties(keep), &payload),
         )
         .await?)
 }

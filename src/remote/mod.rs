@@ -7,14 +7,19 @@
 //! confirms): the placement is the grant, so a task costs two messages, the
 //! placement and the result. While an attempt runs, the worker's heartbeats
 //! renew its lease; results, heartbeats and the host's resources come back
-//! on a durable event queue. Only this module imports the AMQP client
-//! and its async runtime. The bridge starts the scheduler and alone holds
-//! its transport side ([`crate::scheduler::TransportLink`]); the module
-//! depends on the scheduler, the model and the task registry.
+//! on a durable event queue. Every message is signed with a key the
+//! scheduler and its workers share, and checked before it is read, so the
+//! broker account alone runs nothing (`key`, `signing`). Only this module
+//! imports the AMQP client, its async runtime and the HMAC. The bridge
+//! starts the scheduler and alone holds its transport side
+//! ([`crate::scheduler::TransportLink`]); the module depends on the
+//! scheduler, the model and the task registry.
 
 mod amqp;
 mod bridge;
+mod key;
 pub mod protocol;
+mod signing;
 mod url;
 mod worker;
 
@@ -22,7 +27,12 @@ use std::time::Duration;
 
 pub use amqp::LinkError;
 pub use bridge::{Bridge, BridgeConfig, BridgeLink, BridgeTraffic};
+pub use key::{
+    BrokerKey, KEY_ENV, KEY_FILE, KEY_FILE_ENV, KeyError, KeyFallback, KeyOrigin, KeySources,
+    MIN_KEY_BYTES,
+};
 pub use protocol::{DEFAULT_NAMESPACE, NameError, Names, check_name};
+pub use signing::SIGNATURE_HEADER;
 pub use url::{BrokerUrl, UrlError};
 pub use worker::{ResourceSource, WorkerConfig, WorkerHandle};
 

@@ -15,6 +15,9 @@
 //!   process was killed), the broker returns the token to the queue,
 //!   where it has expired and is dead-lettered to `NS.events` as
 //!   [`WorkerEvent::ConnectionLost`].
+//!
+//! Every message is signed with the shared key (`signing`); receivers
+//! check the signature before they decode anything here.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +29,9 @@ use crate::tasks::StopReason;
 
 /// The version of this protocol a worker speaks, sent with its heartbeats;
 /// the scheduler places attempts only on workers that speak this one.
-pub const PROTOCOL: u32 = 3;
+/// Version 4 signs every message (see `signing`): a worker of version 3 or
+/// older signs nothing, so what it sends is refused unread.
+pub const PROTOCOL: u32 = 4;
 
 /// The default namespace of queue names.
 pub const DEFAULT_NAMESPACE: &str = "taskdeck";
@@ -202,6 +207,10 @@ pub enum WorkerEvent {
         /// from workers that do not say).
         #[serde(default)]
         session: u64,
+        /// Messages it refused since its process started (unsigned, or
+        /// signed with another key): the scheduler counts them too.
+        #[serde(default)]
+        refused: u64,
     },
     /// An attempt ended.
     Finished {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::RuntimeError;
 use crate::remote::{
-    Bridge, BridgeConfig, BridgeLink, BrokerUrl, Names, ResourceSource, WorkerConfig, WorkerHandle,
+    Bridge, BridgeConfig, BridgeLink, BrokerKey, BrokerUrl, KeyOrigin, Names, ResourceSource,
+    WorkerConfig, WorkerHandle,
 };
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{Recovered, Store};
@@ -31,6 +32,8 @@ pub struct BrokerSettings {
     /// Where the logs that worker processes ship are written (the
     /// directory the HTTP API reads task logs from); none: not kept.
     pub log_dir: Option<std::path::PathBuf>,
+    /// The key the scheduler and its workers sign their messages with.
+    pub key: BrokerKey,
 }
 
 impl BrokerSettings {
@@ -60,6 +63,7 @@ pub(super) fn link(broker: Option<BrokerSettings>, config: &SchedulerConfig) -> 
             names: settings.names.clone(),
             lease: settings.lease,
             log_dir: settings.log_dir.clone(),
+            key: settings.key.clone(),
         },
         if settings.local_worker {
             local_workers
@@ -100,6 +104,7 @@ pub(super) fn start(
         let scheduler = Scheduler::start_with_store(config, registry, opened)?;
         return Ok((scheduler, Running::default()));
     };
+    log_key(&settings.key);
     let size = link.local_size();
     let (scheduler, bridge) = link.start(config, registry, opened)?;
     if !settings.local_worker {
@@ -139,6 +144,23 @@ impl Running {
     }
 }
 
+/// Says which key signs the broker messages; when the key file was just
+/// created, that workers on other machines need a copy of it.
+fn log_key(key: &BrokerKey) {
+    match key.origin() {
+        KeyOrigin::Created(path) => tracing::info!(
+            key_file = %path.display(),
+            "created the broker key that signs every message between this scheduler and its \
+             workers; workers on other machines need a copy (e.g. scp {} HOST:{} and chmod 600 \
+             it there, or --broker-key-file PATH); workers run by this user with this data \
+             directory find it themselves",
+            path.display(),
+            path.display(),
+        ),
+        origin => tracing::info!(key = %origin, "broker messages are signed with the shared key"),
+    }
+}
+
 /// The settings of the worker process embedded in this one.
 fn local_worker_config(
     broker: &BrokerSettings,
@@ -164,5 +186,6 @@ fn local_worker_config(
         gpus: scheduler.gpus().to_vec(),
         // Its tasks write into the directory the scheduler reads.
         ship_logs: None,
+        key: broker.key.clone(),
     }
 }

@@ -206,6 +206,12 @@ impl TransportLink {
             .connection_lost(worker, session, grace, Instant::now())
     }
 
+    /// Counts messages the transport refused unread (unsigned, or signed
+    /// with another key); workers count theirs in their heartbeats.
+    pub fn refused(&self, messages: u64) {
+        self.inner.core.lock().refused_by_scheduler(messages);
+    }
+
     /// Restarts every running attempt's lease from now; the transport calls
     /// it when it (re)connects, as heartbeats could not arrive before.
     pub fn renew_all_leases(&self) {

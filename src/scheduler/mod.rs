@@ -41,8 +41,8 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use self::core::{
-    CancelOutcome, GpuDevice, Heartbeat, MAX_NAMES, OTHER, Placed, QueueInfo, QueueSettings,
-    Reclaim, RequestError, Run, StopRequest, TaskCounter, Waiting,
+    BrokerRefusals, CancelOutcome, GpuDevice, Heartbeat, MAX_NAMES, OTHER, Placed, QueueInfo,
+    QueueSettings, Reclaim, RequestError, Run, StopRequest, TaskCounter, Waiting,
 };
 pub use control::QueueChange;
 pub use errors::{DependencyError, QueueError, StartError, SubmitError};

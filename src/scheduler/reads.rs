@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    LatencyBuckets, NameTotals, Scheduler, SchedulerStats, StatusCounts, StorageStatus, TaskQuery,
-    Waiting, WorkerInfo,
+    BrokerRefusals, LatencyBuckets, NameTotals, Scheduler, SchedulerStats, StatusCounts,
+    StorageStatus, TaskQuery, Waiting, WorkerInfo,
 };
 use crate::model::{TaskId, TaskRecord};
 
@@ -116,6 +116,16 @@ impl Scheduler {
             .collect();
         totals.sort_by(|a, b| a.name.cmp(&b.name));
         totals
+    }
+
+    /// Broker messages refused for a missing or wrong signature since
+    /// this process started, by the scheduler and by its worker processes
+    /// (none without a broker).
+    pub fn broker_refusals(&self) -> Option<BrokerRefusals> {
+        self.inner
+            .transport
+            .is_external()
+            .then(|| self.inner.core.lock().refused)
     }
 
     /// Submission-to-completion latency of finished tasks as cumulative

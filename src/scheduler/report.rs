@@ -119,6 +119,10 @@ pub struct WorkerInfo {
     pub resources: Option<HostSummary>,
     /// Milliseconds since a worker process was last heard from.
     pub last_heard_ms: Option<u64>,
+    /// Broker messages a worker process refused (unsigned, or signed with
+    /// another key) since this scheduler started, as its heartbeats say
+    /// (0 for a thread).
+    pub refused_messages: u64,
 }
 
 impl WorkerInfo {
@@ -140,6 +144,7 @@ impl WorkerInfo {
             running: slot.current.into_iter().collect(),
             resources: None,
             last_heard_ms: None,
+            refused_messages: 0,
         }
     }
 
@@ -174,6 +179,7 @@ impl WorkerInfo {
             running: remote.running.iter().copied().collect(),
             resources: remote.resources.clone(),
             last_heard_ms: since.map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
+            refused_messages: remote.refused_messages,
         }
     }
 }

@@ -75,6 +75,11 @@ impl Transport {
         }
     }
 
+    /// Whether tasks run on worker processes reached through a transport.
+    pub(super) fn is_external(&self) -> bool {
+        matches!(self, Self::External(_))
+    }
+
     /// The transport's state, for readers; none for the pool.
     pub(super) fn status(&self) -> Option<Result<(), String>> {
         match self {

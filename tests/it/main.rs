@@ -20,6 +20,8 @@ mod queues;
 #[cfg(feature = "broker")]
 mod remote;
 #[cfg(feature = "broker")]
+mod remote_signing;
+#[cfg(feature = "broker")]
 mod remote_workflow;
 mod scheduler;
 mod serve;

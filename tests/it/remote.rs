@@ -378,6 +378,16 @@ fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
         .find(|w| w["name"] == "doomed")
         .expect("the dead worker is still listed");
     assert_eq!(entry["state"], "silent", "{entry}");
+    // The token was dead-lettered with its headers, so its signature held.
+    let metrics = ureq::get(format!("{}/metrics", server.client.url()))
+        .call()
+        .ok()
+        .and_then(|answer| answer.into_body().read_to_string().ok())
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("taskdeck_broker_messages_refused_total{by=\"scheduler\"} 0\n"),
+        "{metrics}"
+    );
     drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }
@@ -430,6 +440,16 @@ fn a_killed_worker_s_attempt_runs_again_at_once_not_after_its_lease() {
         .find(|w| w["name"] == "doomed")
         .expect("the dead worker is still listed");
     assert_eq!(entry["state"], "silent", "{entry}");
+    // The token was dead-lettered with its headers, so its signature held.
+    let metrics = ureq::get(format!("{}/metrics", server.client.url()))
+        .call()
+        .ok()
+        .and_then(|answer| answer.into_body().read_to_string().ok())
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("taskdeck_broker_messages_refused_total{by=\"scheduler\"} 0\n"),
+        "{metrics}"
+    );
     drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }

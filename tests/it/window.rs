@@ -350,6 +350,7 @@ fn worker_processes_show_with_their_host_and_stop_reaches_them() {
         running,
         resources: None,
         gpus: Vec::new(),
+        refused_messages: 0,
     };
     link.heartbeat(&beat(Vec::new()));
     let id = scheduler

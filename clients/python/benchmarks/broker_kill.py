@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -48,6 +49,14 @@ def wait_for(condition: Callable[[], Optional[T]], timeout: float) -> Optional[T
     return None
 
 
+def keyed_env() -> dict:
+    """This environment with a fresh broker key that the run's scheduler and
+    workers share (they sign every broker message with it)."""
+    env = dict(os.environ, TASKDECK_BROKER_KEY=secrets.token_hex(32))
+    env.pop("TASKDECK_BROKER_KEY_FILE", None)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,7 +72,7 @@ def one_round(args: argparse.Namespace, index: int) -> Optional[float]:
                  "--workers", "0", *broker]
     if args.lease:
         serve_cmd += ["--lease", str(args.lease)]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": keyed_env()}
     serve = subprocess.Popen(serve_cmd, **quiet)
     processes = [serve]
 

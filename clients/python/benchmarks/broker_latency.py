@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from taskdeck import TaskClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broker_kill import delete_queues, free_port, wait_for  # noqa: E402
+from broker_kill import delete_queues, free_port, keyed_env, wait_for  # noqa: E402
 
 
 class DelayingProxy:
@@ -114,7 +114,7 @@ def one_run(args: argparse.Namespace, index: int, delayed: bool) -> Optional[flo
         netloc = broker_url.netloc.rsplit("@", 1)
         host = f"127.0.0.1:{proxy.port}"
         worker_url = urlunsplit(broker_url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": keyed_env()}
     serve = subprocess.Popen([args.binary, "serve", "--db", f"{data}/t.db", "--listen", f"127.0.0.1:{port}",
                               "--workers", "0", "--broker", args.broker, "--broker-namespace", namespace], **quiet)
     worker_cmd = [args.binary, "worker", "--broker", worker_url, "--broker-namespace", namespace,

@@ -25,7 +25,9 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::amqp::{self, Keep, LinkError, Reconnect};
+use super::key::BrokerKey;
 use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WireProgress, WorkerEvent, decode};
+use super::signing::{Gate, Signer};
 use super::url::BrokerUrl;
 use crate::model::{ProgressReport, TaskId};
 use crate::scheduler::{
@@ -65,6 +67,8 @@ pub struct BridgeConfig {
     pub lease: Duration,
     /// Where the logs that workers ship are written; none: dropped.
     pub log_dir: Option<std::path::PathBuf>,
+    /// The key the scheduler and its workers sign their messages with.
+    pub key: BrokerKey,
 }
 
 /// The hooks the scheduler calls, and what the bridge tells it.

@@ -17,6 +17,7 @@ struct ForWorker {
 /// Publishes to workers' queues on one connection's channel.
 pub(super) struct Sender<'a> {
     pub(super) channel: &'a lapin::Channel,
+    pub(super) signer: &'a Signer,
     pub(super) names: &'a Names,
     pub(super) confirmed: &'a mpsc::UnboundedSender<Vec<Attempt>>,
     pub(super) failures: &'a mpsc::UnboundedSender<LinkError>,
@@ -28,7 +29,7 @@ impl Sender<'_> {
     /// memory only, not confirmed).
     pub(super) async fn send(&self, worker: &str, control: &Control) -> Result<(), LinkError> {
         let queue = self.names.control(worker);
-        amqp::publish(self.channel, &queue, control, Keep::Transient).await?;
+        amqp::publish(self.channel, self.signer, &queue, control, Keep::Transient).await?;
         self.traffic.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -50,8 +51,12 @@ impl Sender<'_> {
         for (worker, ForWorker { keys, controls }) in by_worker {
             let queue = self.names.control(&worker);
             let confirm = match controls.as_slice() {
-                [one] => amqp::publish(self.channel, &queue, one, Keep::Durable).await?,
-                many => amqp::publish(self.channel, &queue, &many, Keep::Durable).await?,
+                [one] => {
+                    amqp::publish(self.channel, self.signer, &queue, one, Keep::Durable).await?
+                }
+                many => {
+                    amqp::publish(self.channel, self.signer, &queue, &many, Keep::Durable).await?
+                }
             };
             pending.push((keys, confirm));
         }

@@ -16,6 +16,10 @@ pub(super) struct Link {
     /// The next placement's id (from the clock at start, so ids stay unique
     /// across restarts).
     next_placement: AtomicU64,
+    /// Signs what the scheduler sends.
+    signer: Signer,
+    /// Checks what workers send.
+    gate: Mutex<Gate>,
 }
 
 /// One placement round, ready to send: placements (by task and attempt,
@@ -41,6 +45,8 @@ impl Link {
         Self {
             scheduler,
             traffic,
+            signer: Signer::new(config.key.clone(), "scheduler"),
+            gate: Mutex::new(Gate::new(config.key.clone())),
             config,
             hooks,
             warned: Mutex::new(HashSet::new()),
@@ -125,6 +131,7 @@ impl Link {
         let (failures_tx, mut failures) = mpsc::unbounded_channel::<LinkError>();
         let sender = Sender {
             channel: &publisher,
+            signer: &self.signer,
             names,
             confirmed: &confirmed_tx,
             failures: &failures_tx,
@@ -330,7 +337,17 @@ impl Link {
         self.traffic
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let events_queue = self.config.names.events();
+        let mut refused = 0;
         for delivery in &batch {
+            // Checked before anything is read: an unsigned or forged report
+            // is dropped with the batch's acknowledgement, unread.
+            let checked = self.gate.lock().check(delivery);
+            if let Err(refusal) = checked {
+                refusal.log(&events_queue);
+                refused += 1;
+                continue;
+            }
             match decode::<WorkerEvent>(&delivery.data) {
                 Ok(events) => {
                     for event in events {
@@ -341,6 +358,9 @@ impl Link {
                     tracing::warn!(%error, "dropping a malformed worker report");
                 }
             }
+        }
+        if refused > 0 {
+            self.scheduler.refused(refused);
         }
         let round = self.take_placements(unconfirmed);
         let full = round.full;
@@ -373,6 +393,7 @@ impl Link {
                 resources,
                 gpus,
                 session,
+                refused,
             } => {
                 if protocol < PROTOCOL && self.warned.lock().insert(worker.clone()) {
                     tracing::warn!(
@@ -400,6 +421,7 @@ impl Link {
                         .map(|(id, memory_mb)| GpuDevice { id, memory_mb })
                         .collect(),
                     session,
+                    refused_messages: refused,
                 };
                 for stop in scheduler.heartbeat(&beat) {
                     answers.push((

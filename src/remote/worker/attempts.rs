@@ -218,9 +218,11 @@ impl Worker {
                 .map(|device| (device.id, device.memory_mb))
                 .collect(),
             session: self.session_id,
+            refused: self.gate.refused(),
         };
         amqp::publish(
             &session.publish,
+            &self.signer,
             &self.config.names.events(),
             &beat,
             Keep::Transient,
@@ -251,8 +253,14 @@ impl Worker {
         for batch in fresh.chunks(REPORT_BATCH) {
             let events: Vec<&WorkerEvent> = batch.iter().map(|(_, event)| event).collect();
             let confirm = match events.as_slice() {
-                [one] => amqp::publish(&session.publish, &queue, one, Keep::Durable).await?,
-                many => amqp::publish(&session.publish, &queue, &many, Keep::Durable).await?,
+                [one] => {
+                    amqp::publish(&session.publish, &self.signer, &queue, one, Keep::Durable)
+                        .await?
+                }
+                many => {
+                    amqp::publish(&session.publish, &self.signer, &queue, &many, Keep::Durable)
+                        .await?
+                }
             };
             let numbers: Vec<u64> = batch.iter().map(|(number, _)| *number).collect();
             session.unconfirmed.extend(numbers.iter().copied());

@@ -29,7 +29,9 @@ use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
 use super::amqp::{self, Keep, LinkError, Reconnect};
+use super::key::BrokerKey;
 use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WireProgress, WireStop, WorkerEvent};
+use super::signing::{Gate, Signer};
 use super::url::BrokerUrl;
 use crate::model::{
     HostSummary, ProgressReport, ResourceSample, TaskId, TaskLog, TaskSpec, now_us,
@@ -86,6 +88,8 @@ pub struct WorkerConfig {
     /// the scheduler's copy; none when the scheduler reads the same
     /// directory (the worker embedded in it).
     pub ship_logs: Option<std::path::PathBuf>,
+    /// The key the scheduler and its workers sign their messages with.
+    pub key: BrokerKey,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -225,6 +229,10 @@ struct Worker {
     /// Where the attempts' contexts send progress.
     progress_sink: ProgressSink,
     progress_rx: mpsc::UnboundedReceiver<(TaskId, u32, ProgressReport)>,
+    /// Signs what this worker publishes.
+    signer: Signer,
+    /// Checks what the scheduler sends; counts what it refuses.
+    gate: Gate,
 }
 
 /// One connection's channel for reports, and what waits on it.
@@ -268,6 +276,8 @@ impl Worker {
         });
         Self {
             concurrency: config.concurrency,
+            signer: Signer::new(config.key.clone(), &config.name),
+            gate: Gate::new(config.key.clone()),
             config,
             running: HashMap::new(),
             waiting: VecDeque::new(),
@@ -383,6 +393,7 @@ impl Worker {
             &self.config.name,
             self.session_id,
             &self.config.url,
+            &self.signer,
         )
         .await?;
         let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
@@ -440,20 +451,20 @@ impl Worker {
                         return Err(closed(&self.config.url, "the broker cancelled the control consumer"));
                     };
                     let mut last = message?;
-                    self.control(&last.data);
+                    self.control(&control_queue, &last);
                     for _ in 1..CONTROL_BATCH {
                         match futures_lite::future::poll_once(control.next()).await {
                             Some(Some(next)) => {
                                 last = next?;
-                                self.control(&last.data);
+                                self.control(&control_queue, &last);
                             }
                             _ => break,
                         }
                     }
                     self.start_waiting();
                     self.flush_outbox(&mut session).await?;
-                    // Handled: a message delivered again after a reconnect
-                    // is one this worker ignores.
+                    // Handled (or refused unread): a message delivered
+                    // again after a reconnect is one this worker ignores.
                     last.acker.ack(BasicAckOptions { multiple: true }).await?;
                 }
                 Some((task, attempt, report)) = self.progress_rx.recv() => {

@@ -74,9 +74,16 @@ impl Worker {
         }
     }
 
-    /// Handles one message from the scheduler (one request or several).
-    pub(super) fn control(&mut self, data: &[u8]) {
-        match decode::<Control>(data) {
+    /// Handles one message from the scheduler (one request or several),
+    /// taken from `queue`, once its signature is checked: one unsigned or
+    /// signed with another key is counted (the next heartbeat says so) and
+    /// dropped unread.
+    pub(super) fn control(&mut self, queue: &str, delivery: &lapin::message::Delivery) {
+        if let Err(refusal) = self.gate.check(delivery) {
+            refusal.log(queue);
+            return;
+        }
+        match decode::<Control>(&delivery.data) {
             Ok(messages) => {
                 for message in messages {
                     self.one_control(message);

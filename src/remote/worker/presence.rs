@@ -12,6 +12,12 @@
 //! report. A worker that stops properly acknowledges the token first. The
 //! token is renewed with every heartbeat, as the broker closes a channel
 //! that holds a delivery past its consumer timeout.
+//!
+//! The token is signed like every message: dead-lettering keeps its
+//! headers, so the scheduler checks it as it checks reports. The worker
+//! takes only a signed token of its own connection from its presence
+//! queue, so a token put there by anyone else cannot replace the one it
+//! holds.
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
@@ -22,6 +28,7 @@ use std::time::Duration;
 
 use super::super::amqp::{self, LinkError};
 use super::super::protocol::{Names, WorkerEvent};
+use super::super::signing::{self, Signer};
 use super::super::url::BrokerUrl;
 
 /// How long the token may take to come back from the broker.
@@ -34,6 +41,7 @@ pub(super) struct Presence {
     queue: String,
     session: u64,
     payload: Vec<u8>,
+    signer: Signer,
     /// The newest token, unacknowledged.
     held: Acker,
 }
@@ -47,6 +55,7 @@ impl Presence {
         worker: &str,
         session: u64,
         url: &BrokerUrl,
+        signer: &Signer,
     ) -> Result<Self, LinkError> {
         let channel = connection.create_channel().await?;
         let queue = amqp::declare_presence(&channel, names, worker).await?;
@@ -66,7 +75,7 @@ impl Presence {
             worker: worker.to_owned(),
             session,
         })?;
-        publish(&channel, &queue, &payload).await?;
+        publish(&channel, signer, &queue, &payload).await?;
         loop {
             let delivery = match tokio::time::timeout(TOKEN_WAIT, consumer.next()).await {
                 Ok(Some(delivery)) => delivery?,
@@ -77,13 +86,14 @@ impl Presence {
                     });
                 }
             };
-            if is_token_of(&delivery.data, session) {
+            if is_token_of(&delivery, session, signer) {
                 return Ok(Self {
                     channel,
                     consumer,
                     queue,
                     session,
                     payload,
+                    signer: signer.clone(),
                     held: delivery.acker,
                 });
             }
@@ -97,7 +107,7 @@ impl Presence {
     /// past its consumer timeout (30 min by default), so the worker renews
     /// the token with every heartbeat.
     pub(super) async fn renew(&self) -> Result<(), LinkError> {
-        publish(&self.channel, &self.queue, &self.payload).await
+        publish(&self.channel, &self.signer, &self.queue, &self.payload).await
     }
 
     /// The next delivery on the presence queue; none when the broker ended
@@ -109,7 +119,7 @@ impl Presence {
     /// Takes a delivery of the presence queue: a renewed token of this
     /// connection replaces the held one, anything else is dropped.
     pub(super) async fn took(&mut self, delivery: Delivery) -> Result<(), LinkError> {
-        let done = if is_token_of(&delivery.data, self.session) {
+        let done = if is_token_of(&delivery, self.session, &self.signer) {
             std::mem::replace(&mut self.held, delivery.acker)
         } else {
             delivery.acker
@@ -126,26 +136,36 @@ impl Presence {
     }
 }
 
-/// Whether a presence message is the token of connection `session`.
-fn is_token_of(data: &[u8], session: u64) -> bool {
-    matches!(
-        serde_json::from_slice::<WorkerEvent>(data),
-        Ok(WorkerEvent::ConnectionLost { session: s, .. }) if s == session
-    )
+/// Whether a presence message is the token of connection `session`,
+/// signed with the key.
+fn is_token_of(delivery: &Delivery, session: u64, signer: &Signer) -> bool {
+    let headers = delivery.properties.headers().as_ref();
+    signing::verify(signer.key(), headers, &delivery.data).is_ok()
+        && matches!(
+            serde_json::from_slice::<WorkerEvent>(&delivery.data),
+            Ok(WorkerEvent::ConnectionLost { session: s, .. }) if s == session
+        )
 }
 
-/// Publishes a token that expires at once unless a consumer takes it.
-async fn publish(channel: &Channel, queue: &str, payload: &[u8]) -> Result<(), LinkError> {
+/// Publishes a signed token that expires at once unless a consumer takes
+/// it.
+async fn publish(
+    channel: &Channel,
+    signer: &Signer,
+    queue: &str,
+    payload: &[u8],
+) -> Result<(), LinkError> {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(1)
+        .with_expiration("0".into())
+        .with_content_type("application/json".into());
     channel
         .basic_publish(
             "".into(),
             queue.into(),
             BasicPublishOptions::default(),
             payload,
-            BasicProperties::default()
-                .with_delivery_mode(1)
-                .with_expiration("0".into())
-                .with_content_type("application/json".into()),
+            signer.sign(properties, payload),
         )
         .await?
         .await?;

@@ -85,6 +85,7 @@ fn beat(foreign_mb: u64) -> Heartbeat {
         }),
         gpus: vec![DEVICE],
         session: 1,
+        refused_messages: 0,
     }
 }
 

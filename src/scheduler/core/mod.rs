@@ -39,7 +39,7 @@ pub use place::{Placed, Reclaim, Run};
 pub use queues::{QueueInfo, QueueSettings};
 pub use ready::Placement;
 pub(super) use ready::need_of;
-pub use remote::{Heartbeat, RemoteWorker, StopRequest};
+pub use remote::{BrokerRefusals, Heartbeat, RemoteWorker, StopRequest};
 pub use tally::{Counts, MAX_NAMES, OTHER, TaskCounter};
 pub use waiting::Waiting;
 
@@ -273,6 +273,8 @@ pub struct Core {
     tally: tally::Tally,
     /// The progress history of each task's recent attempts.
     progress: HashMap<TaskId, progress::Histories>,
+    /// Broker messages refused, by the scheduler and its workers.
+    pub refused: BrokerRefusals,
 }
 
 impl Core {
@@ -302,6 +304,7 @@ impl Core {
             queues: queues::Queues::default(),
             tally: tally::Tally::default(),
             progress: HashMap::new(),
+            refused: BrokerRefusals::default(),
         }
     }
 

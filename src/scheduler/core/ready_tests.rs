@@ -78,6 +78,7 @@ fn worker_beat(slots: usize) -> Heartbeat {
         resources: None,
         gpus: Vec::new(),
         session: 1,
+        refused_messages: 0,
     }
 }
 

@@ -51,6 +51,23 @@ pub struct RemoteWorker {
     pub session: u64,
     /// Its GPU devices, from its last heartbeat.
     pub gpus: Vec<GpuDevice>,
+    /// Messages it refused (unsigned, or signed with another key) since
+    /// this scheduler started, from its heartbeats.
+    pub refused_messages: u64,
+    /// The count its last heartbeat gave (its own, since its process
+    /// started).
+    refused_reported: u64,
+}
+
+/// Broker messages refused since the scheduler started, for being unsigned
+/// or signed with another key: by the scheduler, and by its worker
+/// processes as their heartbeats report. They only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerRefusals {
+    /// Refused by this scheduler (reports, heartbeats, presence tokens).
+    pub by_scheduler: u64,
+    /// Refused by its worker processes (placements, stop requests...).
+    pub by_workers: u64,
 }
 
 impl RemoteWorker {
@@ -112,9 +129,16 @@ impl Core {
                 silent: false,
                 session: 0,
                 gpus: Vec::new(),
+                refused_messages: 0,
+                refused_reported: 0,
             },
         );
         id
+    }
+
+    /// Counts messages the scheduler's transport refused.
+    pub fn refused_by_scheduler(&mut self, messages: u64) {
+        self.refused.by_scheduler += messages;
     }
 
     fn heard_from(&mut self, worker: WorkerId, now: Instant) {
@@ -187,6 +211,15 @@ impl Core {
             if beat.session != 0 {
                 remote.session = beat.session;
             }
+            // Its count since its process started; one lower than the last
+            // means it restarted, and all of it is new.
+            let new = beat
+                .refused_messages
+                .checked_sub(remote.refused_reported)
+                .unwrap_or(beat.refused_messages);
+            remote.refused_reported = beat.refused_messages;
+            remote.refused_messages += new;
+            self.refused.by_workers += new;
         }
         let mut stale = Vec::new();
         for &(id, attempt) in &beat.running {
@@ -445,4 +478,6 @@ pub struct Heartbeat {
     pub gpus: Vec<GpuDevice>,
     /// Its current connection to the broker (0: not said).
     pub session: u64,
+    /// Messages it refused since its process started.
+    pub refused_messages: u64,
 }

@@ -50,6 +50,7 @@ fn beat(worker: &str, running: &[(u64, u32)]) -> Heartbeat {
         resources: None,
         gpus: Vec::new(),
         session: 7,
+        refused_messages: 0,
     }
 }
 
@@ -462,4 +463,26 @@ fn a_worker_whose_lease_ran_out_gets_nothing_until_it_is_heard_from() {
     assert_eq!(placed[0].worker, "other");
     core.heartbeat(&beat("frozen", &[]), LEASE, lost_at);
     assert!(core.remote.values().all(|w| !w.silent), "heard from again");
+}
+
+#[test]
+fn refusals_from_heartbeats_add_up_across_lost_beats_and_worker_restarts() {
+    let mut core = core_with(&[]);
+    let now = Instant::now();
+    let refused = |count: u64| Heartbeat {
+        refused_messages: count,
+        ..beat("w", &[])
+    };
+    core.heartbeat(&refused(0), LEASE, now);
+    core.heartbeat(&refused(2), LEASE, now);
+    // A heartbeat was lost: its count is in the next one.
+    core.heartbeat(&refused(5), LEASE, now);
+    core.heartbeat(&refused(5), LEASE, now);
+    // The worker restarted and counts from zero again.
+    core.heartbeat(&refused(1), LEASE, now);
+    core.refused_by_scheduler(3);
+    let worker = core.remote.values().next().expect("w is known");
+    assert_eq!(worker.refused_messages, 6);
+    assert_eq!(core.refused.by_workers, 6);
+    assert_eq!(core.refused.by_scheduler, 3);
 }

@@ -20,6 +20,19 @@ use taskdeck::client::Client;
 
 use super::wait_until;
 
+/// The broker key every `serve` and `worker` the helpers start shares
+/// (through `TASKDECK_BROKER_KEY`; a test's own environment comes after it,
+/// so a test may give another, or an empty one to use a key file).
+pub const TEST_KEY: &str = "taskdeck-integration-tests-shared-broker-key";
+
+/// Gives a command the tests' shared broker key, and no key file from the
+/// environment that runs the tests.
+pub fn with_test_key(command: &mut Command) -> &mut Command {
+    command
+        .env("TASKDECK_BROKER_KEY", TEST_KEY)
+        .env_remove("TASKDECK_BROKER_KEY_FILE")
+}
+
 /// Tests that restart the broker or change its settings run alone.
 static BROKER: RwLock<()> = RwLock::new(());
 
@@ -286,7 +299,7 @@ pub fn spawn_serve_env(
     env: &[(&str, &str)],
 ) -> Serve {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
-    command.envs(env.iter().copied());
+    with_test_key(&mut command).envs(env.iter().copied());
     command
         .arg("serve")
         .args(["--broker", broker, "--broker-namespace", namespace])
@@ -345,7 +358,7 @@ pub fn worker_with(
     env: &[(&str, &str)],
 ) -> Proc {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
-    command.envs(env.iter().copied());
+    with_test_key(&mut command).envs(env.iter().copied());
     command
         .arg("worker")
         .args(["--broker", broker, "--broker-namespace", namespace])
