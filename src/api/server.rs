@@ -383,7 +383,7 @@ impl Shared {
             Ok(route) => route,
             // What is not a route is told only to those who may use them.
             Err(error) => {
-                let error = match self.gate.admit(&request, &Route::Metrics) {
+                let error = match self.gate.admit(&request, &Route::Workers) {
                     Ok(_) => error,
                     Err(refused) => refused,
                 };
