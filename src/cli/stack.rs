@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-#[cfg(feature = "window")]
 use anyhow::Context;
 use anyhow::bail;
 use clap::Args;
