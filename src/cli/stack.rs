@@ -204,6 +204,20 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
     })
 }
 
+/// Logs to stderr and to the daily files in `data_dir`, keeping `days`.
+fn log_to(
+    data_dir: &std::path::Path,
+    days: usize,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    Ok(runtime::init_logging(
+        Some(ProcessLog {
+            dir: data_dir,
+            days_kept: days,
+        }),
+        "info",
+    )?)
+}
+
 /// Leaves the secret where this account's clients find it by the port
 /// (see `runtime::secret`); without it they pass `--token` or the secret.
 fn advertise(stack: &Stack, secret: &str) -> Option<runtime::secret::Advertised> {
@@ -235,13 +249,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         grace,
         registry,
     } = prepare(args, false)?;
-    let _log_guard = runtime::init_logging(
-        Some(ProcessLog {
-            dir: &data_dir,
-            days_kept: log_days,
-        }),
-        "info",
-    )?;
+    let _log_guard = log_to(&data_dir, log_days)?;
     let signals = runtime::stop_signals()?;
     let stack = Stack::start(stack, registry)?;
     let _advertised = advertise(&stack, &secret);
@@ -277,13 +285,7 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
         registry,
         ..
     } = prepare(args, true)?;
-    let _log_guard = runtime::init_logging(
-        Some(ProcessLog {
-            dir: &data_dir,
-            days_kept: log_days,
-        }),
-        "info",
-    )?;
+    let _log_guard = log_to(&data_dir, log_days)?;
     let signals = runtime::stop_signals()?;
     let mut stack = Stack::start(stack, registry)?;
     let _advertised = advertise(&stack, &secret);

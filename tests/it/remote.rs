@@ -379,15 +379,7 @@ fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
         .expect("the dead worker is still listed");
     assert_eq!(entry["state"], "silent", "{entry}");
     // The token was dead-lettered with its headers, so its signature held.
-    let metrics = ureq::get(format!("{}/metrics", server.client.url()))
-        .call()
-        .ok()
-        .and_then(|answer| answer.into_body().read_to_string().ok())
-        .unwrap_or_default();
-    assert!(
-        metrics.contains("taskdeck_broker_messages_refused_total{by=\"scheduler\"} 0\n"),
-        "{metrics}"
-    );
+    assert_scheduler_refused_nothing(&server);
     drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }
@@ -441,15 +433,7 @@ fn a_killed_worker_s_attempt_runs_again_at_once_not_after_its_lease() {
         .expect("the dead worker is still listed");
     assert_eq!(entry["state"], "silent", "{entry}");
     // The token was dead-lettered with its headers, so its signature held.
-    let metrics = ureq::get(format!("{}/metrics", server.client.url()))
-        .call()
-        .ok()
-        .and_then(|answer| answer.into_body().read_to_string().ok())
-        .unwrap_or_default();
-    assert!(
-        metrics.contains("taskdeck_broker_messages_refused_total{by=\"scheduler\"} 0\n"),
-        "{metrics}"
-    );
+    assert_scheduler_refused_nothing(&server);
     drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }
@@ -1306,4 +1290,17 @@ fn a_frozen_worker_s_task_runs_again_on_a_worker_that_only_just_connected() {
     frozen.kill9();
     drop((server, _b));
     delete_queues(&ns, &["frozen-a", "frozen-b"]);
+}
+
+/// The scheduler refused no broker message for its signature.
+fn assert_scheduler_refused_nothing(server: &Serve) {
+    let metrics = ureq::get(format!("{}/metrics", server.client.url()))
+        .call()
+        .ok()
+        .and_then(|answer| answer.into_body().read_to_string().ok())
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("taskdeck_broker_messages_refused_total{by=\"scheduler\"} 0\n"),
+        "{metrics}"
+    );
 }
