@@ -322,7 +322,9 @@ fn a_worker_without_a_key_or_with_a_key_file_others_can_read_does_not_start() {
     assert!(!message.contains("panicked"), "{message}");
     assert!(!expected.exists(), "a worker never makes a key");
 
-    let key = dir.path().join("shared.key");
+    // Outside the data directory, whose own files a start makes private.
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = keys.path().join("shared.key");
     std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("written");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let key = key.display().to_string();

@@ -90,13 +90,21 @@ impl Sandbox {
             .trim()
             .parse()
             .expect("a pid");
-        Some(Self {
+        let sandbox = Self {
             shell,
             server_pid,
             mount,
             addr: addr.parse().expect("the listening address"),
             _dir: dir,
-        })
+        };
+        // The server's local secret, in its data directory on the tmpfs.
+        let secret = std::fs::read_to_string(sandbox.path("secret"))
+            .expect("the server keeps its secret in its data directory");
+        SECRETS
+            .lock()
+            .expect("the secrets' lock")
+            .insert(sandbox.addr, secret.trim().to_owned());
+        Some(sandbox)
     }
 
     /// A path on the server's file system, as this process reaches it.
@@ -125,11 +133,23 @@ impl Drop for Sandbox {
     }
 }
 
-/// One request on its own connection: the status and the JSON body.
+/// The local secret of each sandboxed server, by its address.
+static SECRETS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<SocketAddr, String>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// One request on its own connection, with the server's secret: the status
+/// and the JSON body.
 fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let body = body.map(Value::to_string).unwrap_or_default();
+    let secret = SECRETS
+        .lock()
+        .expect("the secrets' lock")
+        .get(&addr)
+        .cloned()
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {secret}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let answer = common::raw_http(addr, request.as_bytes());
