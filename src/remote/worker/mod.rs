@@ -335,7 +335,12 @@ impl Worker {
                         self.abandon_all();
                         return;
                     }
-                    let delay = reconnect.delay();
+                    // Back within the scheduler's lease (it renews every
+                    // lease when it gets the broker back itself), so a
+                    // broker restart costs a healthy worker nothing.
+                    let delay = reconnect
+                        .delay()
+                        .min(self.lease.map_or(Duration::MAX, |lease| lease / 4));
                     tracing::warn!(
                         %error,
                         retry_in_ms = delay.as_millis() as u64,
