@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::broker::{Proc, submit, wait_final};
+use crate::common::broker::{Proc, serve_local, submit, wait_final};
 use crate::common::raw_http;
 use taskdeck::client::Client;
 
@@ -18,21 +18,10 @@ use taskdeck::client::Client;
 const OTHER_ACCOUNT: &str = "taskdeck-other";
 
 fn serve(data_dir: &Path, extra: &[&str]) -> (Proc, Client, std::net::SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-        .args(["--allow-code-tasks", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env_remove("TASKDECK_TOKEN");
-    let proc = Proc::spawn(command);
-    let url = proc.listening_url();
-    let addr = url
-        .trim_start_matches("http://")
-        .parse()
-        .expect("an address");
-    let client = Client::new(&url, None, Duration::from_secs(30));
-    (proc, client, addr)
+    serve_local(
+        data_dir,
+        &[&["--workers", "1", "--allow-code-tasks"], extra].concat(),
+    )
 }
 
 fn request(addr: std::net::SocketAddr, method: &str, path: &str, auth: &str, body: &str) -> String {

@@ -7,7 +7,6 @@ use crate::common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -183,20 +182,7 @@ fn seen_completed(event: &Sse, id: u64) -> bool {
 
 /// Starts `taskdeck serve` on a free port with its data in `dir`.
 fn serve(dir: &Path, extra: &[&str]) -> (Proc, taskdeck::client::Client, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(extra);
-    let proc = Proc::spawn(command);
-    let url = proc.listening_url();
-    let addr = url
-        .trim_start_matches("http://")
-        .parse()
-        .expect("an address");
-    let client = taskdeck::client::Client::new(&url, None, Duration::from_secs(30));
-    (proc, client, addr)
+    common::broker::serve_local(dir, &[&["--workers", "2"], extra].concat())
 }
 
 #[test]

@@ -257,6 +257,26 @@ impl Drop for Proc {
     }
 }
 
+/// `taskdeck serve` (no broker) on a free loopback port with its data in
+/// `dir` and `extra` flags, without any token from the environment: the
+/// process, a client of it (with its local secret) and its address.
+pub fn serve_local(dir: &Path, extra: &[&str]) -> (Proc, Client, std::net::SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskdeck"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env_remove("TASKDECK_TOKEN");
+    let proc = Proc::spawn(command);
+    let url = proc.listening_url();
+    let addr = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    let client = Client::new(&url, None, Duration::from_secs(30));
+    (proc, client, addr)
+}
+
 /// `taskdeck serve --broker` with its HTTP client.
 pub struct Serve {
     pub proc: Proc,
