@@ -458,15 +458,7 @@ mod tests {
             other(StreamKind::Resources),
         ]);
         let batch = ring.since(1).expect("buffered");
-        let frames = &batch[0].frames;
-        let picked = |pairs: &[(&str, &str)]| -> Vec<u64> {
-            let filter = Filter::from_query(&query(pairs)).expect("valid");
-            frames
-                .iter()
-                .filter(|f| filter.wants(f))
-                .map(|f| f.seq)
-                .collect()
-        };
+        let picked = |pairs: &[(&str, &str)]| wanted(&batch[0].frames, pairs);
         assert_eq!(picked(&[]), [1, 2, 3, 4]);
         assert_eq!(picked(&[("task", "2")]), [2]);
         assert_eq!(
@@ -482,6 +474,16 @@ mod tests {
         ] {
             assert!(Filter::from_query(&query(&bad)).is_err(), "{bad:?}");
         }
+    }
+
+    /// The numbers of the frames a follower with the filter `pairs` gets.
+    fn wanted<'a>(frames: impl IntoIterator<Item = &'a Frame>, pairs: &[(&str, &str)]) -> Vec<u64> {
+        let filter = Filter::from_query(&query(pairs)).expect("valid");
+        frames
+            .into_iter()
+            .filter(|f| filter.wants(f))
+            .map(|f| f.seq)
+            .collect()
     }
 
     #[test]
@@ -502,14 +504,7 @@ mod tests {
         assert_eq!(batches.len(), 2, "the summarized changes apart");
         assert!(!batches[0].summarized && batches[1].summarized);
         let frames: Vec<&Frame> = batches.iter().flat_map(|b| b.frames.iter()).collect();
-        let picked = |pairs: &[(&str, &str)]| -> Vec<u64> {
-            let filter = Filter::from_query(&query(pairs)).expect("valid");
-            frames
-                .iter()
-                .filter(|f| filter.wants(f))
-                .map(|f| f.seq)
-                .collect()
-        };
+        let picked = |pairs: &[(&str, &str)]| wanted(frames.iter().copied(), pairs);
         assert_eq!(picked(&[]), [1], "the summary only");
         assert_eq!(picked(&[("task", "2")]), [3], "the task in full");
         assert_eq!(picked(&[("kinds", "worker")]), Vec::<u64>::new());
