@@ -14,7 +14,7 @@ use tiny_http::{Header, Request, Response, Server};
 use super::auth::Gate;
 use super::error::ApiError;
 use super::events::EventHub;
-use super::handlers::{self, Context, Handled, HistorySource, Reply, ResourceSource};
+use super::handlers::{self, Caller, Context, Handled, HistorySource, Reply, ResourceSource};
 use super::logs;
 use super::longpoll::{self, Poll};
 use super::routes::{self, Method, Route};
@@ -77,7 +77,7 @@ struct Shared {
 /// Work for an upload thread.
 enum Upload {
     /// Read this request's body and answer it.
-    Request(Box<(Request, Route)>),
+    Request(Box<(Request, Route, Caller)>),
     /// Finish.
     Stop,
 }
@@ -154,8 +154,8 @@ impl ApiServer {
                     .name(format!("taskdeck-upload-{n}"))
                     .spawn(move || {
                         while let Ok(Upload::Request(work)) = rx.recv() {
-                            let (request, route) = *work;
-                            shared.with_body(request, route);
+                            let (request, route, caller) = *work;
+                            shared.with_body(request, route, caller);
                         }
                     })
             })
@@ -390,9 +390,10 @@ impl Shared {
                 return respond(request, Err(error));
             }
         };
-        if let Err(refused) = self.gate.admit(&request, &route) {
-            return respond(request, Err(refused));
-        }
+        let caller = match self.gate.admit(&request, &route) {
+            Ok(caller) => caller,
+            Err(refused) => return respond(request, Err(refused)),
+        };
         // Streams live on threads of their own, never on a request thread.
         let route = match route {
             Route::Events {
@@ -422,11 +423,13 @@ impl Shared {
                     Err(ApiError::payload_too_large(self.max_body_bytes)),
                 );
             }
-            Some(n) if n <= INLINE_BODY_BYTES && !streamed => self.with_body(request, route),
-            None if !streamed => self.with_body(request, route),
+            Some(n) if n <= INLINE_BODY_BYTES && !streamed => {
+                self.with_body(request, route, caller);
+            }
+            None if !streamed => self.with_body(request, route, caller),
             _ => match self
                 .uploads
-                .try_send(Upload::Request(Box::new((request, route))))
+                .try_send(Upload::Request(Box::new((request, route, caller))))
             {
                 Ok(()) => {}
                 Err(
@@ -446,8 +449,8 @@ impl Shared {
     }
 
     /// Reads the body within the limit, runs the route and answers (or hands
-    /// a long poll over).
-    fn with_body(&self, mut request: Request, route: Route) {
+    /// a long poll over); `caller` is who [`Gate::admit`] let in.
+    fn with_body(&self, mut request: Request, route: Route, caller: Caller) {
         let mut body = Vec::new();
         let limit = self.max_body_bytes;
         let read = request
@@ -465,11 +468,6 @@ impl Shared {
         if body.len() > limit {
             return respond(request, Err(ApiError::payload_too_large(limit)));
         }
-        // Admitted before; this says whether it may submit code tasks.
-        let caller = match self.gate.admit(&request, &route) {
-            Ok(caller) => caller,
-            Err(refused) => return respond(request, Err(refused)),
-        };
         match handlers::handle(&self.ctx, caller, route, &body) {
             Ok(Handled::Reply(reply)) => respond(request, Ok(reply)),
             Ok(Handled::LongPoll(awaited, wait)) => {
