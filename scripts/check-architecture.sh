@@ -51,7 +51,9 @@ only_in src/app '\b(egui|eframe|egui_plot|egui_extras)::' "only the window modul
 only_in src/api '\btiny_http::' "only the HTTP module uses tiny_http"
 only_in src/telemetry '\b(sysinfo|nvml_wrapper)::' "only telemetry reads sysinfo/NVML"
 only_in src/remote '\b(lapin|amqprs|tokio)::' "only the broker module uses the AMQP client and its runtime"
-only_in src/remote '\bring::(hmac|rand|digest|aead|signature)\b' "only the broker module signs and checks messages (and makes their key)"
+only_in src/remote '\bring::(hmac|rand|aead|signature)\b' "only the broker module signs and checks messages (and makes their key)"
+only_in 'src/api/tls|src/client' '\b(rustls|rustls_native_certs|rcgen)::' \
+    "TLS lives in the HTTP listener's front and the HTTP client"
 only_in 'src/scheduler|src/remote' '\b(TransportLink|start_external)\b' \
     "only the broker module holds the scheduler's transport side (clients get the Scheduler handle)"
 

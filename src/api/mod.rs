@@ -25,6 +25,7 @@ mod prometheus;
 mod routes;
 mod server;
 mod streams;
+pub mod tls;
 mod views;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -70,6 +71,12 @@ pub struct ApiConfig {
     pub events: EventsConfig,
     /// Where the task output logs are, for `/api/v1/tasks/{id}/log`.
     pub log_dir: Option<std::path::PathBuf>,
+    /// Speak HTTPS with this certificate; required beyond loopback unless
+    /// `plain_beyond_loopback`.
+    pub tls: Option<tls::ServerTls>,
+    /// Allow plain HTTP beyond loopback (behind a proxy that adds TLS):
+    /// tokens then cross the network in clear text up to that proxy.
+    pub plain_beyond_loopback: bool,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -87,6 +94,8 @@ impl std::fmt::Debug for ApiConfig {
             allow_code_tasks,
             events,
             log_dir,
+            tls,
+            plain_beyond_loopback,
         } = self;
         f.debug_struct("ApiConfig")
             .field("listen", listen)
@@ -101,6 +110,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("allow_code_tasks", allow_code_tasks)
             .field("events", events)
             .field("log_dir", log_dir)
+            .field("tls", tls)
+            .field("plain_beyond_loopback", plain_beyond_loopback)
             .finish()
     }
 }
@@ -123,6 +134,8 @@ impl Default for ApiConfig {
             allow_code_tasks: false,
             events: EventsConfig::default(),
             log_dir: None,
+            tls: None,
+            plain_beyond_loopback: false,
         }
     }
 }
@@ -147,6 +160,16 @@ pub enum ApiStartError {
         /// The address.
         addr: SocketAddr,
     },
+    /// Listening beyond loopback without TLS.
+    #[error(
+        "refusing to listen on {addr} without TLS: the token would cross the network in clear text; \
+         give --tls-cert and --tls-key, or leave them out for a generated certificate, or pass \
+         --no-tls when a proxy in front adds TLS"
+    )]
+    PlainListen {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// Binding failed (port in use, permission).
     #[error("cannot listen on {addr}: {detail}")]
     Bind {
@@ -158,6 +181,14 @@ pub enum ApiStartError {
     /// A thread could not be started.
     #[error("cannot start an HTTP thread: {0}")]
     Thread(#[from] std::io::Error),
+}
+
+/// Whether `listen` resolves to any address beyond loopback (false when it
+/// does not resolve: starting the listener says why).
+pub fn beyond_loopback(listen: &str) -> bool {
+    listen
+        .to_socket_addrs()
+        .is_ok_and(|mut addrs| addrs.any(|a| !a.ip().is_loopback()))
 }
 
 /// Resolves the listen address and applies the loopback-or-token rule.
@@ -180,6 +211,12 @@ pub(crate) fn resolve(config: &ApiConfig) -> Result<SocketAddr, ApiStartError> {
     {
         return Err(ApiStartError::InsecureListen { addr: *open });
     }
+    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback())
+        && config.tls.is_none()
+        && !config.plain_beyond_loopback
+    {
+        return Err(ApiStartError::PlainListen { addr: *open });
+    }
     Ok(first)
 }
 
@@ -188,7 +225,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn beyond_loopback_needs_a_token() {
+    fn beyond_loopback_needs_a_token_and_tls() {
         let mut config = ApiConfig {
             listen: "0.0.0.0:0".into(),
             ..ApiConfig::default()
@@ -203,7 +240,13 @@ mod tests {
             Err(ApiStartError::InsecureListen { .. })
         ));
         config.token = Some("secret".into());
+        assert!(matches!(
+            resolve(&config),
+            Err(ApiStartError::PlainListen { .. })
+        ));
+        config.plain_beyond_loopback = true;
         assert!(resolve(&config).is_ok());
+        config.plain_beyond_loopback = false;
         config.listen = "localhost:0".into();
         config.token = None;
         assert!(resolve(&config).is_ok());

@@ -19,6 +19,7 @@ use super::logs;
 use super::longpoll::{self, Poll};
 use super::routes::{self, Method, Route};
 use super::streams::Streams;
+use super::tls::TlsFront;
 use super::{ApiConfig, ApiStartError};
 use crate::scheduler::Scheduler;
 
@@ -40,6 +41,9 @@ const MAX_QUEUED_POLLS: usize = 10_000;
 pub struct ApiServer {
     server: Arc<Server>,
     addr: SocketAddr,
+    /// The TLS front when the listener speaks HTTPS; the request threads
+    /// then serve its Unix socket.
+    front: Option<TlsFront>,
     stopping: Arc<AtomicBool>,
     handlers: Vec<JoinHandle<()>>,
     uploads: Vec<JoinHandle<()>>,
@@ -103,16 +107,19 @@ impl ApiServer {
         let addr = super::resolve(&config)?;
         let bind_error = |detail: String| ApiStartError::Bind { addr, detail };
         let listener = listen(addr).map_err(|e| bind_error(e.to_string()))?;
-        let server =
-            Server::from_listener(listener, None).map_err(|e| bind_error(e.to_string()))?;
-        let server = Arc::new(server);
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| ApiStartError::Bind {
-                addr,
-                detail: "not an IP listener".into(),
-            })?;
+        // The real port when 0 was asked for.
+        let addr = listener
+            .local_addr()
+            .map_err(|e| bind_error(e.to_string()))?;
+        let (server, front) = match &config.tls {
+            None => (Server::from_listener(listener, None), None),
+            Some(tls) => {
+                let (front, plain) = TlsFront::start(listener, tls)
+                    .map_err(|e| bind_error(format!("cannot start TLS: {e}")))?;
+                (Server::from_listener(plain, None), Some(front))
+            }
+        };
+        let server = Arc::new(server.map_err(|e| bind_error(e.to_string()))?);
         let (poll_tx, poll_rx) =
             crossbeam_channel::bounded(config.max_long_polls.clamp(1, MAX_QUEUED_POLLS));
         let (upload_tx, upload_rx) = crossbeam_channel::bounded(config.upload_threads.max(1) * 4);
@@ -173,13 +180,23 @@ impl ApiServer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (nudge_stop, nudge_rx) = crossbeam_channel::bounded::<()>(1);
+        let target = match &front {
+            Some(front) => Target::Unix(front.socket().to_owned()),
+            None => Target::Tcp(addr),
+        };
         let nudger = thread::Builder::new()
             .name("taskdeck-http-nudge".into())
-            .spawn(move || nudge_loop(addr, &nudge_rx))?;
-        tracing::info!(%addr, auth = shared.gate.has_secrets(), "HTTP API listening");
+            .spawn(move || nudge_loop(&target, &nudge_rx))?;
+        tracing::info!(
+            %addr,
+            auth = shared.gate.has_secrets(),
+            tls = front.is_some(),
+            "HTTP API listening"
+        );
         Ok(Self {
             server,
             addr,
+            front,
             stopping,
             handlers,
             uploads,
@@ -198,7 +215,12 @@ impl ApiServer {
 
     /// The URL clients should use.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.front.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, answers waiting long polls, and joins every thread.
@@ -209,6 +231,9 @@ impl ApiServer {
     fn stop(&mut self) {
         if self.stopping.swap(true, Ordering::AcqRel) {
             return;
+        }
+        if let Some(front) = self.front.as_mut() {
+            front.stop();
         }
         if let Some((stop, handle)) = self.nudger.take() {
             let _ = stop.send(());
@@ -279,23 +304,38 @@ const NUDGE_EVERY: Duration = Duration::from_millis(250);
 /// its connection, so this thread opens and closes a connection to the
 /// listener every [`NUDGE_EVERY`]: the thread that serves it then takes the
 /// queue's oldest entry. The cost is a loopback connect four times a second.
-fn nudge_loop(addr: SocketAddr, stop: &Receiver<()>) {
-    let target = if addr.ip().is_unspecified() {
-        let loopback: std::net::IpAddr = if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        };
-        SocketAddr::new(loopback, addr.port())
-    } else {
-        addr
+fn nudge_loop(target: &Target, stop: &Receiver<()>) {
+    let target = match target {
+        Target::Tcp(addr) if addr.ip().is_unspecified() => {
+            let loopback: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            Target::Tcp(SocketAddr::new(loopback, addr.port()))
+        }
+        other => other.clone(),
     };
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(NUDGE_EVERY) {
         // Opened and dropped at once: tiny_http sees an empty connection.
-        if let Err(error) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+        let opened = match &target {
+            Target::Tcp(addr) => {
+                std::net::TcpStream::connect_timeout(addr, Duration::from_secs(1)).map(drop)
+            }
+            Target::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
+        };
+        if let Err(error) = opened {
             tracing::debug!(%error, "nudging the HTTP listener failed");
         }
     }
+}
+
+/// Where the request threads take their connections from.
+#[derive(Clone)]
+enum Target {
+    Tcp(SocketAddr),
+    /// The TLS front's socket.
+    Unix(std::path::PathBuf),
 }
 
 /// How long a request thread that just answered watches for the next

@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Args;
 
 use serde_json::Value;
-use taskdeck::client::{Client, commands};
+use taskdeck::client::{Client, TlsOptions, commands};
 
 /// Where the server is.
 #[derive(Debug, Args)]
@@ -23,12 +23,40 @@ pub(crate) struct Remote {
     /// Bearer token, when the server requires one.
     #[arg(long, env = "TASKDECK_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// For an https:// server: PEM file of the authorities (or the very
+    /// certificate) to trust instead of the system's.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "TASKDECK_CA_FILE",
+        global = true,
+        conflicts_with = "tls_fingerprint"
+    )]
+    ca_file: Option<std::path::PathBuf>,
+    /// For an https:// server: the SHA-256 fingerprint of its certificate,
+    /// as `taskdeck serve` prints it (trusts that certificate alone).
+    #[arg(
+        long,
+        value_name = "SHA256",
+        env = "TASKDECK_TLS_FINGERPRINT",
+        global = true
+    )]
+    tls_fingerprint: Option<String>,
 }
 
 impl Remote {
     /// A client of the server.
-    pub(crate) fn client(&self) -> Client {
-        Client::new(&self.url, self.token.as_deref(), CLIENT_TIMEOUT)
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
+        let tls = TlsOptions {
+            ca_file: self.ca_file.clone(),
+            fingerprint: self.tls_fingerprint.clone(),
+        };
+        Ok(Client::with_tls(
+            &self.url,
+            self.token.as_deref(),
+            CLIENT_TIMEOUT,
+            &tls,
+        )?)
     }
 }
 
@@ -202,7 +230,7 @@ pub(crate) fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     if let Some(policy) = &args.on_dependency_failure {
         submission["on_dependency_failure"] = serde_json::json!(policy);
     }
-    let client = args.remote.client();
+    let client = args.remote.client()?;
     let id = client.submit(&submission)?;
     if !args.wait {
         println!("submitted task {id}");
@@ -227,7 +255,7 @@ pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
                 .replace(' ', "%20")
         ));
     }
-    let answer = args.remote.client().list(&query)?;
+    let answer = args.remote.client()?.list(&query)?;
     if args.json {
         println!("{answer}");
     } else {
@@ -238,7 +266,7 @@ pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
 
 /// `taskdeck cancel ID`.
 pub(crate) fn cancel(args: IdArgs) -> anyhow::Result<()> {
-    let answer = args.remote.client().cancel(args.id)?;
+    let answer = args.remote.client()?.cancel(args.id)?;
     match answer["outcome"].as_str() {
         Some("removed") => println!("task {} cancelled; it will not run", args.id),
         _ => println!("task {} is running; asked it to stop", args.id),
@@ -254,14 +282,14 @@ pub(crate) fn wait(args: WaitArgs) -> anyhow::Result<()> {
         }
         other => other.map(Duration::from_secs_f64),
     };
-    let task = commands::wait_for(&args.remote.client(), args.id, timeout)?;
+    let task = commands::wait_for(&args.remote.client()?, args.id, timeout)?;
     print!("{}", commands::describe(&task));
     commands::require_completed(&task)
 }
 
 /// `taskdeck monitor`.
 pub(crate) fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
-    let answer = args.remote.client().monitoring()?;
+    let answer = args.remote.client()?.monitoring()?;
     if args.json {
         println!("{answer}");
     } else {
@@ -272,14 +300,14 @@ pub(crate) fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
 
 /// `taskdeck status ID`.
 pub(crate) fn status(args: IdArgs) -> anyhow::Result<()> {
-    let task = args.remote.client().task(args.id)?;
+    let task = args.remote.client()?.task(args.id)?;
     print!("{}", commands::describe(&task));
     Ok(())
 }
 
 /// `taskdeck retry ID [--cascade]`.
 pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<()> {
-    let answer = args.remote.client().retry(args.id, args.cascade)?;
+    let answer = args.remote.client()?.retry(args.id, args.cascade)?;
     let others: Vec<String> = answer["ids"]
         .as_array()
         .into_iter()
@@ -302,7 +330,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<()> {
 
 /// `taskdeck hold ID`.
 pub(crate) fn hold(args: IdArgs) -> anyhow::Result<()> {
-    args.remote.client().hold(args.id)?;
+    args.remote.client()?.hold(args.id)?;
     println!(
         "task {} held; it starts only after `taskdeck release {}`",
         args.id, args.id
@@ -312,14 +340,14 @@ pub(crate) fn hold(args: IdArgs) -> anyhow::Result<()> {
 
 /// `taskdeck release ID`.
 pub(crate) fn release(args: IdArgs) -> anyhow::Result<()> {
-    args.remote.client().release(args.id)?;
+    args.remote.client()?.release(args.id)?;
     println!("task {} released", args.id);
     Ok(())
 }
 
 /// `taskdeck pause [--stop-running]`.
 pub(crate) fn pause(args: PauseArgs) -> anyhow::Result<()> {
-    let answer = args.remote.client().pause(args.stop_running)?;
+    let answer = args.remote.client()?.pause(args.stop_running)?;
     if args.stop_running {
         println!(
             "scheduler paused: no task starts until `taskdeck resume`; {} running task(s) asked \
@@ -334,12 +362,12 @@ pub(crate) fn pause(args: PauseArgs) -> anyhow::Result<()> {
 
 /// `taskdeck resume`.
 pub(crate) fn resume(args: RemoteArgs) -> anyhow::Result<()> {
-    args.remote.client().resume()?;
+    args.remote.client()?.resume()?;
     println!("scheduler resumed");
     Ok(())
 }
 
 /// `taskdeck mock`.
 pub(crate) fn mock(args: MockArgs) -> anyhow::Result<()> {
-    commands::mock(&args.remote.client(), args.count, args.max_duration_ms)
+    commands::mock(&args.remote.client()?, args.count, args.max_duration_ms)
 }

@@ -37,7 +37,7 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<()> {
         attempt,
         tail,
     } = args;
-    let client = remote.client();
+    let client = remote.client()?;
     let id = TaskId(id);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

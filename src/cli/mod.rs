@@ -6,6 +6,7 @@
 //! - `client`: the commands that talk to a running server over HTTP;
 //! - `flags`: the flags `serve`, the window and `worker` share;
 //! - `queue`: named queues, their limits and pauses;
+//! - `tls`: the TLS flags of `serve` and the window;
 //! - `worker`: the `worker` command (distributed mode, the `broker` feature);
 //! - `bench`: the benchmarks.
 
@@ -15,6 +16,7 @@ mod flags;
 mod logs;
 mod queue;
 mod stack;
+mod tls;
 #[cfg(feature = "broker")]
 mod worker;
 

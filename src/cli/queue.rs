@@ -42,7 +42,7 @@ pub(crate) struct QueueArgs {
 
 /// `taskdeck queues`.
 pub(crate) fn queues(args: QueuesArgs) -> anyhow::Result<()> {
-    let answer = args.remote.client().queues()?;
+    let answer = args.remote.client()?.queues()?;
     if args.json {
         println!("{answer}");
         return Ok(());
@@ -110,7 +110,7 @@ pub(crate) fn queue(args: QueueArgs) -> anyhow::Result<()> {
     if args.resume {
         change.insert("paused".into(), json!(false));
     }
-    let client = args.remote.client();
+    let client = args.remote.client()?;
     let answer = if change.is_empty() {
         client.call("GET", &format!("/api/v1/queues/{}", args.name), None)?
     } else {

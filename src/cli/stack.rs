@@ -24,6 +24,7 @@ use taskdeck::tasks::Registry;
 #[cfg(feature = "broker")]
 use super::flags::DistributedArgs;
 use super::flags::{ExecArgs, gpu_devices};
+use super::tls::TlsArgs;
 
 #[derive(Debug, Args)]
 struct StoreArgs {
@@ -62,12 +63,15 @@ struct StoreArgs {
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Address of the HTTP API; anything but loopback requires --token.
+    /// Address of the HTTP API; anything but loopback requires --token,
+    /// and speaks HTTPS unless --no-tls.
     #[arg(long, default_value = api::DEFAULT_LISTEN, value_name = "ADDR")]
     listen: String,
     /// Bearer token clients must send (every route but /healthz).
     #[arg(long, env = "TASKDECK_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Threads answering HTTP requests.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     http_threads: u16,
@@ -116,6 +120,8 @@ struct Prepared {
     data_dir: PathBuf,
     /// Daily process log files kept.
     log_days: usize,
+    /// The HTTPS certificate's fingerprint, and whether it was made now.
+    tls_fingerprint: Option<(String, bool)>,
     grace: Duration,
     registry: Registry,
 }
@@ -126,6 +132,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         store,
         listen,
         token,
+        tls,
         http_threads,
         workers,
         grace,
@@ -144,6 +151,11 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
     }
     let data_dir = runtime::data_dir(store.data_dir.as_deref())?;
     let log_days = usize::from(store.log_days);
+    let tls = tls.choose(&listen, &data_dir)?;
+    let tls_fingerprint = tls
+        .tls
+        .as_ref()
+        .map(|server| (server.fingerprint().to_owned(), tls.generated));
     let secret = runtime::secret::local_secret(&data_dir).with_context(|| {
         format!(
             "cannot read or create the secret in {}",
@@ -186,6 +198,8 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         local_secret: Some(secret.clone()),
         legacy_routes: !no_legacy_routes,
         log_dir: Some(super::flags::logs_dir(&data_dir)),
+        tls: tls.tls,
+        plain_beyond_loopback: tls.plain_beyond_loopback,
         ..ApiConfig::default()
     };
     let registry = exec.registry(&data_dir);
@@ -199,6 +213,7 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         grace: Duration::from_secs_f64(grace),
         secret,
         log_days,
+        tls_fingerprint,
         data_dir,
         registry,
     })
@@ -231,6 +246,25 @@ fn advertise(stack: &Stack, secret: &str) -> Option<runtime::secret::Advertised>
     }
 }
 
+/// Tells the HTTPS certificate's fingerprint, which clients of a
+/// self-signed certificate pin: a second line on stdout (after the
+/// address) and the log.
+fn announce_certificate(fingerprint: Option<&(String, bool)>, data_dir: &std::path::Path) {
+    let Some((fingerprint, generated)) = fingerprint else {
+        return;
+    };
+    println!("taskdeck certificate SHA-256 fingerprint {fingerprint}");
+    if *generated {
+        tracing::info!(
+            dir = %data_dir.join("tls").display(),
+            "made a self-signed HTTPS certificate; clients pin it with \
+             `--tls-fingerprint {fingerprint}` (Python: TaskClient(url, fingerprint=...))"
+        );
+    } else {
+        tracing::info!(%fingerprint, "HTTPS certificate");
+    }
+}
+
 /// Leaves at once at a second Ctrl-C; the next start recovers as after a crash.
 pub(crate) fn exit_now() {
     eprintln!(
@@ -246,6 +280,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         secret,
         data_dir,
         log_days,
+        tls_fingerprint,
         grace,
         registry,
     } = prepare(args, false)?;
@@ -256,6 +291,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = stack.url().unwrap_or_default();
     // The one line on stdout: scripts and tests read the address from it.
     println!("taskdeck listening on {url}");
+    announce_certificate(tls_fingerprint.as_ref(), &data_dir);
     std::io::stdout().flush().ok();
     tracing::info!(
         workers = stack.scheduler.config().workers,
@@ -282,6 +318,7 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
         secret,
         data_dir,
         log_days,
+        tls_fingerprint,
         registry,
         ..
     } = prepare(args, true)?;
@@ -309,13 +346,14 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
         samples: Some(stack.telemetry.subscribe()),
         past_samples: std::mem::take(&mut stack.past_samples),
         http_url: stack.url(),
-        data_dir: Some(data_dir),
+        data_dir: Some(data_dir.clone()),
     };
     if let Some(url) = stack.url() {
         // As with `serve`, one line on stdout tells scripts where the API is.
         println!("taskdeck listening on {url}");
         std::io::stdout().flush().ok();
     }
+    announce_certificate(tls_fingerprint.as_ref(), &data_dir);
     tracing::info!(url = ?stack.url(), "taskdeck window open");
     let shown = app::run(services, close);
     // Closing the window stops like Ctrl-C on `taskdeck serve`.

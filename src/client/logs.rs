@@ -105,11 +105,12 @@ impl Client {
     ) -> Result<(), ClientError> {
         // The client's own agent bounds how long a body may take; a follow
         // lasts as long as the task.
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into();
+        let agent = self.agent(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(std::time::Duration::from_secs(10)))
+                .build(),
+        );
         let response = self.get_raw(&agent, &query.target(id, true))?;
         let mut reader = response.into_body().into_reader();
         let mut buffer = vec![0u8; 64 * 1024];
@@ -170,7 +171,7 @@ impl Client {
     fn connect_error(&self, error: &ureq::Error) -> ClientError {
         ClientError::Connect {
             url: self.base.clone(),
-            detail: error.to_string(),
+            detail: super::connect_detail(error),
         }
     }
 }

@@ -7,9 +7,12 @@
 pub mod commands;
 mod logs;
 pub mod secret;
+mod tls;
 
 pub use logs::{LogPart, LogQuery, PAGE_BYTES};
+pub use tls::TlsOptions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -38,6 +41,49 @@ pub enum ClientError {
     /// The answer was not the JSON expected.
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
+    /// The TLS options cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// What went wrong on the way to the server, in words: the innermost
+/// reason of an I/O error, and what to do about a certificate not trusted.
+fn connect_detail(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Io(io) => match io.get_ref() {
+            Some(inner) => inner
+                .downcast_ref::<rustls::Error>()
+                .map_or_else(|| inner.to_string(), tls::describe),
+            None => io.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
+/// An agent with `config` whose `https://` connections use `tls` (for
+/// plain `http://` ones it is never asked).
+fn agent(
+    config: ureq::config::Config,
+    tls: Option<&Result<Arc<rustls::ClientConfig>, String>>,
+) -> ureq::Agent {
+    use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, TcpConnector};
+    let tls = tls
+        .cloned()
+        .unwrap_or_else(|| Err("the client was made for an http:// URL".to_owned()));
+    let connector =
+        ().chain(ConnectProxyConnector::default())
+            .chain(TcpConnector::default())
+            .chain(tls::TlsConnector::new(tls));
+    ureq::Agent::with_parts(
+        config,
+        connector,
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    )
 }
 
 /// Largest answer read, in bytes.
@@ -49,6 +95,8 @@ pub struct Client {
     agent: ureq::Agent,
     base: String,
     auth: Option<String>,
+    /// For `https://` servers: the TLS configuration, or why there is none.
+    tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 impl Client {
@@ -56,15 +104,47 @@ impl Client {
     /// each phase of a call: connecting, sending, and waiting for the answer
     /// and its body (long polls add their own wait to it). Without a
     /// `token`, a server on this machine that runs as this account is sent
-    /// its local secret ([`secret::discover`]).
+    /// its local secret ([`secret::discover`]). An `https://` server must
+    /// present a certificate the system trusts; [`Client::with_tls`] says
+    /// otherwise.
     pub fn new(url: &str, token: Option<&str>, timeout: Duration) -> Self {
+        let tls = is_https(url).then(|| {
+            TlsOptions::default()
+                .config()
+                .map_err(|error| error.to_string())
+        });
+        Self::build(url, token, timeout, tls)
+    }
+
+    /// Like [`Client::new`], trusting what `tls` says for `https://`
+    /// servers; options that cannot work are an error now.
+    pub fn with_tls(
+        url: &str,
+        token: Option<&str>,
+        timeout: Duration,
+        tls: &TlsOptions,
+    ) -> Result<Self, ClientError> {
+        let config = if is_https(url) {
+            Some(Ok(tls.config()?))
+        } else {
+            None
+        };
+        Ok(Self::build(url, token, timeout, config))
+    }
+
+    fn build(
+        url: &str,
+        token: Option<&str>,
+        timeout: Duration,
+        tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+    ) -> Self {
         // Limits per phase rather than one for the whole call: ureq resolves
         // the host on a thread of its own for every request whenever the
         // resolve phase has a deadline (about 3 ms a request here, even for
         // an IP address); with phase limits it resolves on the calling
         // thread, and every phase that waits on the server is still bounded.
         let limit = Some(timeout);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(limit)
             .timeout_send_request(limit)
@@ -72,10 +152,10 @@ impl Client {
             .timeout_recv_response(limit)
             .timeout_recv_body(limit)
             .max_idle_connections_per_host(64)
-            .build()
-            .into();
+            .build();
         Self {
-            agent,
+            agent: agent(config, tls.as_ref()),
+            tls,
             base: url.trim_end_matches('/').to_owned(),
             // Without a token, the secret of a server of this account on
             // this machine, when there is one.
@@ -85,6 +165,11 @@ impl Client {
                 .or_else(|| secret::discover(url))
                 .map(|t| format!("Bearer {t}")),
         }
+    }
+
+    /// An agent with `config` that speaks TLS as this client does.
+    fn agent(&self, config: ureq::config::Config) -> ureq::Agent {
+        agent(config, self.tls.as_ref())
     }
 
     /// The server's base URL.
@@ -102,7 +187,7 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let connect = |error: ureq::Error| ClientError::Connect {
             url: self.base.clone(),
-            detail: error.to_string(),
+            detail: connect_detail(&error),
         };
         let response = match (method, body) {
             ("POST", body) => {

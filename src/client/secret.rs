@@ -3,8 +3,8 @@
 //! leave it). Nothing is looked up for other hosts: a secret never leaves
 //! the machine unasked.
 //!
-//! Looked at, in order, for `http://127.0.0.1:PORT` (or `localhost`,
-//! `[::1]`):
+//! Looked at, in order, for `http://127.0.0.1:PORT` (or `https://`, or
+//! `localhost`, `[::1]`):
 //! - `DEFAULT_DATA_DIR/servers/PORT`, left by the server while it runs;
 //! - `$TASKDECK_DATA_DIR/secret`, the data directory named by the
 //!   environment;
@@ -37,13 +37,16 @@ pub fn discover(url: &str) -> Option<String> {
 
 /// The port of a URL whose host is this machine's loopback.
 fn loopback_port(url: &str) -> Option<u16> {
-    let rest = url.strip_prefix("http://")?;
+    let (rest, default_port) = match url.strip_prefix("http://") {
+        Some(rest) => (rest, 80),
+        None => (url.strip_prefix("https://")?, 443),
+    };
     let authority = rest.split('/').next()?;
     let (host, port) = match authority.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
             (host, port.parse::<u16>().ok()?)
         }
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host.eq_ignore_ascii_case("localhost")
@@ -65,6 +68,9 @@ mod tests {
         assert_eq!(loopback_port("http://127.0.0.1"), Some(80));
         assert_eq!(loopback_port("http://10.0.0.5:5000"), None);
         assert_eq!(loopback_port("http://gpu-box:5000"), None);
-        assert_eq!(loopback_port("https://127.0.0.1:5000"), None);
+        assert_eq!(loopback_port("https://127.0.0.1:5000"), Some(5000));
+        assert_eq!(loopback_port("https://localhost"), Some(443));
+        assert_eq!(loopback_port("https://gpu-box:5000"), None);
+        assert_eq!(loopback_port("ftp://127.0.0.1:5000"), None);
     }
 }

@@ -27,5 +27,6 @@ mod remote_workflow;
 mod scheduler;
 mod serve;
 mod storage;
+mod tls;
 #[cfg(feature = "window")]
 mod window;

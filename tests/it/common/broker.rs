@@ -170,6 +170,8 @@ pub fn delete_queues(namespace: &str, workers: &[&str]) {
 pub struct Proc {
     pub child: Child,
     stderr: Arc<Mutex<String>>,
+    /// What it wrote to stdout after its first line.
+    stdout: Arc<Mutex<String>>,
     pub first_line: String,
 }
 
@@ -201,13 +203,23 @@ impl Proc {
         let mut first_line = String::new();
         reader.read_line(&mut first_line).expect("first line");
         // Keep draining stdout so the child never blocks on a full pipe.
-        thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = reader.read_to_string(&mut rest);
-        });
+        let stdout = Arc::new(Mutex::new(String::new()));
+        {
+            let sink = Arc::clone(&stdout);
+            thread::spawn(move || {
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if let Ok(mut text) = sink.lock() {
+                        text.push_str(&line);
+                    }
+                    line.clear();
+                }
+            });
+        }
         Self {
             child,
             stderr,
+            stdout,
             first_line,
         }
     }
@@ -219,6 +231,11 @@ impl Proc {
             .strip_prefix("taskdeck listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {:?}", self.first_line))
             .to_owned()
+    }
+
+    /// The lines it wrote to stdout after the first, so far.
+    pub fn stdout_rest(&self) -> String {
+        self.stdout.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// What it wrote to stderr so far.
