@@ -15,9 +15,9 @@ nothing else internal.
 from __future__ import annotations
 
 import socket
-import ssl
 from typing import Dict, Optional
 
+from ._tls import Tls
 from ._transport import parse_head
 
 __all__ = ["StreamedAnswer", "open_stream"]
@@ -178,7 +178,7 @@ class StreamedAnswer:
 def open_stream(
     host: str,
     port: int,
-    tls: Optional[ssl.SSLContext],
+    tls: Optional[Tls],
     request: bytes,
     connect_timeout_s: float,
     read_timeout_s: Optional[float],
@@ -194,7 +194,7 @@ def open_stream(
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname=host)
+            sock = tls.wrap(sock, host)
         sock.sendall(request)
         data = b""
         while True:

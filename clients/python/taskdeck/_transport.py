@@ -12,8 +12,9 @@ bodies or a body that ends with the connection, and keep-alive.
 from __future__ import annotations
 
 import socket
-import ssl
 from typing import Dict, Optional, Tuple
+
+from ._tls import Tls
 
 __all__ = ["Connection", "StaleConnection", "Answer", "parse_head"]
 
@@ -39,7 +40,7 @@ class Connection:
     ``sock`` is the open socket, or ``None`` while there is none.
     """
 
-    def __init__(self, host: str, port: int, tls: Optional[ssl.SSLContext]) -> None:
+    def __init__(self, host: str, port: int, tls: Optional[Tls]) -> None:
         self.host = host
         self.port = port
         self.tls = tls
@@ -58,7 +59,7 @@ class Connection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.tls is not None:
-                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+                sock = self.tls.wrap(sock, self.host)
         except BaseException:
             sock.close()
             raise

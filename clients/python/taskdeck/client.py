@@ -21,8 +21,8 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import os
 import socket
-import ssl
 import threading
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -43,6 +43,7 @@ from ._submissions import (
     task_path,
 )
 from ._stream import StreamedAnswer, open_stream
+from ._tls import Tls
 from ._transport import Answer, Connection, StaleConnection
 from ._version import __version__
 from .errors import (
@@ -91,13 +92,27 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
             ``token=""`` sends none.
         timeout: seconds to wait for the connection and for each answer.
             :meth:`wait` lengthens it for its long polls as needed.
+        ca_file: for an ``https://`` server, a PEM file of the authorities
+            (or the very certificate) to trust instead of the system's;
+            default ``$TASKDECK_CA_FILE``.
+        fingerprint: for an ``https://`` server, the SHA-256 fingerprint of
+            its certificate as ``taskdeck serve`` prints it: that certificate
+            alone is trusted (how a self-signed one is used); default
+            ``$TASKDECK_TLS_FINGERPRINT``.
 
     The client keeps one connection open; use it as a context manager, or
     call :meth:`close`, to close it. It is safe to share between threads
     (a lock serialises the calls), but one client per thread is faster.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, token: Optional[str] = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: Optional[str] = None,
+        timeout: float = 30.0,
+        ca_file: Optional[str] = None,
+        fingerprint: Optional[str] = None,
+    ):
         if "://" not in url:
             url = "http://" + url
         parts = urlsplit(url)
@@ -115,7 +130,16 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
         self._lock = threading.Lock()
-        self._tls = ssl.create_default_context() if self._https else None
+        self._tls: Optional[Tls] = None
+        if not self._https and (ca_file or fingerprint):
+            raise ValueError(
+                f"ca_file and fingerprint are for https:// servers; {url!r} would send the token in clear text"
+            )
+        if self._https:
+            if ca_file is None and fingerprint is None:
+                ca_file = os.environ.get("TASKDECK_CA_FILE") or None
+                fingerprint = os.environ.get("TASKDECK_TLS_FINGERPRINT") or None
+            self._tls = Tls(ca_file=ca_file, fingerprint=fingerprint)
         self._conn = Connection(self._host, self._port, self._tls)
         self._connections_opened = 0
         default_port = 443 if self._https else 80

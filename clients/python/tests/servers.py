@@ -29,7 +29,7 @@ REPO_ROOT = CLIENT_DIR.parent.parent
 if str(CLIENT_DIR) not in sys.path:
     sys.path.insert(0, str(CLIENT_DIR))
 
-LISTENING = re.compile(r"^taskdeck listening on (http://\S+:(\d+))\s*$")
+LISTENING = re.compile(r"^taskdeck listening on (https?://\S+:(\d+))\s*$")
 EXE = ".exe" if os.name == "nt" else ""
 
 T = TypeVar("T")
@@ -97,6 +97,7 @@ class Server:
         self.data_dir: Optional[str] = None
         self._stderr = None
         self._terminated = False
+        self._lines: "Optional[queue.Queue[Optional[str]]]" = None
 
     def start(self, timeout_s: float = 30.0) -> "Server":
         """Starts the server and waits for its `taskdeck listening on` line."""
@@ -119,6 +120,7 @@ class Server:
             command, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, env=env
         )
         lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._lines = lines
         threading.Thread(
             target=_pump_lines, args=(self.process.stdout, lines), name="taskdeck-stdout", daemon=True
         ).start()
@@ -140,6 +142,24 @@ class Server:
             if match:
                 self.url, self.port = match.group(1), int(match.group(2))
                 return self
+
+    def stdout_line(self, prefix: str, timeout_s: float = 10.0) -> str:
+        """The rest of the next line on stdout (after the listening line)
+        that starts with ``prefix``."""
+        assert self._lines is not None, "start() first"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line starting with {prefix!r} within {timeout_s} s")
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"stdout ended before a line starting with {prefix!r}")
+            if line.startswith(prefix):
+                return line[len(prefix) :]
 
     def _fail_start(self, why: str, stdout_lines: List[str]) -> None:
         log = self.log_tail()
