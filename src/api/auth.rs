@@ -16,6 +16,8 @@
 //! - A caller that sent a secret is trusted with code tasks; without any
 //!   secret configured (a library embedding the listener), loopback
 //!   callers are.
+//! - Requests through the TLS front have no peer address: none counts as
+//!   loopback, and their failures share one count.
 //! - Secrets are compared in constant time. Failures are logged (at most
 //!   once a minute per address) and, from an address with
 //!   [`SLOW_AFTER_FAILURES`] failures within a minute, answered only after
@@ -50,7 +52,9 @@ pub struct Gate {
     token: Option<String>,
     local_secret: Option<String>,
     legacy_routes: bool,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// By peer address; `None` for requests through the TLS front, which
+    /// have none and share one count.
+    failures: Mutex<HashMap<Option<IpAddr>, Failures>>,
 }
 
 struct Failures {
@@ -126,9 +130,7 @@ impl Gate {
     /// Notes a failed attempt; logs it and waits when the address keeps
     /// failing.
     fn failed(&self, request: &Request) {
-        let Some(ip) = request.remote_addr().map(|addr| addr.ip()) else {
-            return;
-        };
+        let ip = request.remote_addr().map(|addr| addr.ip());
         let now = Instant::now();
         let (count, log) = {
             let mut failures = self.failures.lock();
@@ -156,8 +158,9 @@ impl Gate {
             (seen.count, log)
         };
         if log {
+            let from = ip.map_or_else(|| "a TLS client".to_owned(), |ip| ip.to_string());
             tracing::warn!(
-                %ip,
+                %from,
                 url = request.url(),
                 "a request without the right token was refused (further ones from this address within a minute are not logged)"
             );
