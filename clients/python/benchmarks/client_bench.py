@@ -16,7 +16,8 @@ and prints one JSON line:
 - ``health``: a bare request (``health()``); latency percentiles in
   microseconds.
 
-``--client-path DIR`` measures another checkout's client (the directory that
+``--serve-arg=--tls`` measures the server over HTTPS (the client pins the
+certificate's fingerprint it prints). ``--client-path DIR`` measures another checkout's client (the directory that
 holds its ``taskdeck`` package); workloads that client cannot express are
 reported as ``null``. ``--quick`` runs small counts, for CI.
 
@@ -41,7 +42,8 @@ from typing import Any, Dict, List, Optional
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = CLIENT_DIR.parent.parent
-LISTENING = re.compile(r"^taskdeck listening on (http://\S+)\s*$")
+LISTENING = re.compile(r"^taskdeck listening on (https?://\S+)\s*$")
+FINGERPRINT = re.compile(r"^taskdeck certificate SHA-256 fingerprint (\S+)\s*$")
 
 
 def percentiles(samples: List[float], scale: float) -> Dict[str, float]:
@@ -67,6 +69,7 @@ class Server:
             stderr=subprocess.DEVNULL,
             text=True,
         )
+        self.fingerprint: Optional[str] = None
         self.url = self._read_url(timeout_s=60.0)
 
     def _read_url(self, timeout_s: float) -> str:
@@ -78,12 +81,17 @@ class Server:
                 match = LISTENING.match(line)
                 if match:
                     found.append(match.group(1))
+                    if not match.group(1).startswith("https://"):
+                        return
+                pinned = FINGERPRINT.match(line)
+                if pinned:
+                    self.fingerprint = pinned.group(1)
                     return
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         reader.join(timeout_s)
-        if not found:
+        if not found or (found[0].startswith("https://") and self.fingerprint is None):
             self.stop()
             shown = " ".join(redact(arg) for arg in self.args)
             raise RuntimeError(f"{shown} did not start listening within {timeout_s} s")
@@ -230,7 +238,8 @@ def main() -> int:
         server = Server(options.binary or find_binary(), options.serve_arg)
         url = server.url
     try:
-        with TaskClient(url) as client:
+        pin = {"fingerprint": server.fingerprint} if server and server.fingerprint else {}
+        with TaskClient(url, **pin) as client:
             if not client.health():
                 raise RuntimeError(f"{url} is not healthy")
             warm_up(client)
