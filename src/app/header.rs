@@ -9,7 +9,7 @@ use super::theme::Theme;
 use crate::model::TaskStatus;
 
 fn ms(us: u64) -> String {
-    format!("{:.1} ms", us as f64 / 1000.0)
+    super::tasks::duration_text(i64::try_from(us).unwrap_or(i64::MAX))
 }
 
 /// Lays out the header; it changes nothing.

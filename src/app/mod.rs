@@ -20,6 +20,7 @@ mod log_view;
 mod metrics;
 mod progress;
 mod queues;
+mod recent;
 pub mod resources;
 mod state;
 mod task_view;
@@ -166,6 +167,8 @@ impl TaskdeckApp {
                         actions.extend(workers::workers_ui(ui, state, theme));
                         ui.separator();
                         actions.extend(state.queues.ui(ui, theme));
+                        ui.separator();
+                        actions.extend(recent::recent_ui(ui, state, theme));
                     });
             });
         egui::Panel::right("details")

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use eframe::egui::{self, Color32, RichText, Ui};
-use egui_plot::{HoverPosition, Line, Plot, PlotPoints, VLine};
+use egui_plot::{GridInput, GridMark, HoverPosition, Line, Plot, PlotPoints, VLine};
 
 use super::theme::Theme;
 use crate::model::{GpuSample, GpuState, ResourceSample, percent};
@@ -126,9 +126,24 @@ impl ResourcesPanel {
             ui.label(RichText::new(text).color(theme.weak()));
         }
         let duration = window.duration();
+        let covered_secs = history
+            .oldest()
+            .map_or(0.0, |oldest| (now_us - oldest.at_us) as f64 / SECOND_US);
+        let span_secs = shown_span_secs(duration.as_secs_f64(), covered_secs);
+        if covered_secs < duration.as_secs_f64() {
+            let text = format!(
+                "Collecting… {} of {} so far",
+                covered_text(covered_secs),
+                window.label()
+            );
+            ui.label(RichText::new(text).color(theme.weak()))
+                .on_hover_text(
+                    "The plots widen as history comes in, up to the window chosen above",
+                );
+        }
         let from_us = now_us.saturating_sub(duration_us(duration));
         let frame = Frame {
-            window_secs: duration.as_secs_f64(),
+            window_secs: span_secs,
             now_us,
             samples: visible(history.window(duration), from_us, MAX_POINTS_PER_SERIES),
             markers: marker_lines(markers, from_us, now_us, theme),
@@ -347,7 +362,8 @@ fn plot_ui(
         .allow_axis_zoom_drag(false)
         .allow_double_click_reset(false)
         .show_grid([false, true])
-        .x_axis_formatter(|mark, _range| format!("{:.0} s", mark.value))
+        .x_grid_spacer(time_marks)
+        .x_axis_formatter(|mark, range| axis_label(mark.value, range))
         .label_formatter(move |position| hover_text(position, unit))
         .show(ui, |plot_ui| {
             plot_ui.set_plot_bounds_x(-window_secs..=0.0);
@@ -374,6 +390,68 @@ fn plot_ui(
                 }
             }
         });
+}
+
+/// How many seconds the plots span: the chosen window once the history
+/// covers it; before that (a fresh start) what has been collected, rounded
+/// up to the next half minute and at least a minute, so the lines fill the
+/// plot from the start instead of hugging its right edge.
+fn shown_span_secs(window_secs: f64, covered_secs: f64) -> f64 {
+    if covered_secs >= window_secs {
+        return window_secs;
+    }
+    let rounded = (covered_secs / 30.0).ceil() * 30.0;
+    rounded.clamp(60.0_f64.min(window_secs), window_secs)
+}
+
+/// How much history was collected, in whole seconds or minutes.
+fn covered_text(covered_secs: f64) -> String {
+    let secs = covered_secs.max(0.0) as u64;
+    if secs < 60 {
+        format!("{secs} s")
+    } else {
+        format!("{} min {:02} s", secs / 60, secs % 60)
+    }
+}
+
+/// Marks on the time axis at a round step (10 s to 15 min) that gives at
+/// most five labels over the shown span, counted back from now, so labels
+/// read `-4 min`, `-3 min` whatever the span.
+fn time_marks(input: GridInput) -> Vec<GridMark> {
+    const STEPS_SECS: [f64; 8] = [10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0];
+    let (min, max) = input.bounds;
+    let span = (max - min).max(1.0);
+    let step = STEPS_SECS
+        .into_iter()
+        .find(|step| span / step <= 5.0)
+        .unwrap_or(1800.0);
+    let mut marks = Vec::new();
+    let mut value = (max / step).floor() * step;
+    while value >= min && marks.len() < 64 {
+        marks.push(GridMark {
+            value,
+            step_size: step,
+        });
+        value -= step;
+    }
+    marks
+}
+
+/// The time axis' label at `value` seconds (negative: before now): `-30 s`,
+/// `-4 min`. Labels at the plot's edges are left out: the edge would cut
+/// them in half.
+fn axis_label(value: f64, range: &std::ops::RangeInclusive<f64>) -> String {
+    let span = range.end() - range.start();
+    if value - range.start() < span * 0.05 || range.end() - value < span * 0.05 {
+        // A blank of one line's height: the axis keeps its room.
+        return " ".to_owned();
+    }
+    let secs = -value;
+    if secs < 120.0 || secs % 60.0 != 0.0 {
+        format!("-{secs:.0} s")
+    } else {
+        format!("-{:.0} min", secs / 60.0)
+    }
 }
 
 /// What hovering near a line shows: its name, how long ago and the value.
@@ -487,6 +565,39 @@ mod tests {
             history.push(sample(NOW_US - ago * S, ago as f32, gpus.clone()));
         }
         history
+    }
+
+    #[test]
+    fn a_fresh_start_spans_what_was_collected_then_the_window() {
+        assert_eq!(shown_span_secs(300.0, 0.0), 60.0);
+        assert_eq!(shown_span_secs(300.0, 14.0), 60.0);
+        assert_eq!(shown_span_secs(300.0, 95.0), 120.0);
+        assert_eq!(shown_span_secs(300.0, 299.0), 300.0);
+        assert_eq!(shown_span_secs(300.0, 3600.0), 300.0);
+        assert_eq!(shown_span_secs(60.0, 5.0), 60.0);
+        assert_eq!(covered_text(14.4), "14 s");
+        assert_eq!(covered_text(125.0), "2 min 05 s");
+    }
+
+    #[test]
+    fn time_labels_read_as_before_now_and_none_is_cut_at_the_edge() {
+        let range = -300.0..=0.0;
+        assert_eq!(axis_label(-300.0, &range).trim(), "");
+        assert_eq!(axis_label(-240.0, &range), "-4 min");
+        assert_eq!(axis_label(-90.0, &range), "-90 s");
+        assert_eq!(axis_label(0.0, &range).trim(), "");
+        let marks = time_marks(GridInput {
+            bounds: (-300.0, 0.0),
+            base_step_size: 1.0,
+        });
+        let values: Vec<f64> = marks.iter().map(|mark| mark.value).collect();
+        assert_eq!(values, [0.0, -60.0, -120.0, -180.0, -240.0, -300.0]);
+    }
+
+    #[test]
+    fn a_young_history_says_it_is_collecting() {
+        let harness = harness(history(&[3, 2, 1], &no_gpu()), false);
+        harness.get_by_label("Collecting… 3 s of 1 min so far");
     }
 
     #[test]

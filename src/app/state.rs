@@ -113,6 +113,8 @@ pub struct AppState {
     pub history: History,
     /// Task starts and finishes for the plots, oldest first.
     pub markers: VecDeque<TaskMarker>,
+    /// The tasks that ended last, newest last (the recent-finishes list).
+    pub recent: VecDeque<TaskId>,
     /// Counts and latency as last read.
     pub stats: SchedulerStats,
     /// Workers as last read.
@@ -195,6 +197,7 @@ impl AppState {
             tasks,
             history,
             markers: VecDeque::new(),
+            recent: VecDeque::new(),
             stats,
             workers,
             create: CreateForm::default(),
@@ -332,6 +335,12 @@ impl AppState {
             while self.markers.len() > MARKERS_KEPT {
                 self.markers.pop_front();
             }
+        }
+        if matches!(
+            kind,
+            EventKind::Completed | EventKind::Failed | EventKind::Cancelled
+        ) {
+            super::recent::remember(&mut self.recent, task.id);
         }
         if kind == EventKind::Progress {
             // A report changes no sort key: the row changes in place.

@@ -26,21 +26,47 @@ pub(super) const HEADER_PADDING: f32 = 2.0;
 const WHY: &str = "Why";
 /// Title of the arguments column (short, so that it shows whole).
 const ARGS: &str = "Args";
+/// Width of the Tries column: its title with the sort arrow fits whole.
+const TRIES_WIDTH: f32 = 50.0;
 /// Title of the column that says how far a task is.
 const PROGRESS: &str = "Progress";
 
 fn duration(micros: Option<i64>) -> String {
-    micros.map_or_else(String::new, |us| {
-        let secs = us as f64 / 1e6;
-        if secs < 1.0 {
-            format!("{:.1} ms", secs * 1000.0)
-        } else {
-            format!("{secs:.2} s")
-        }
-    })
+    micros.map_or_else(String::new, duration_text)
 }
 
-fn ago(at_us: i64, now_us: i64) -> String {
+/// A duration in the unit that reads best: µs, ms, s, then minutes and
+/// hours (`850 µs`, `12.5 ms`, `3.20 s`, `2 min 05 s`, `1 h 04 min`). The
+/// header's latencies use it too, so the window speaks one language.
+pub(super) fn duration_text(micros: i64) -> String {
+    let us = micros.max(0);
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        1_000_000..60_000_000 => format!("{:.2} s", us as f64 / 1e6),
+        _ => {
+            let secs = us / 1_000_000;
+            if secs < 3600 {
+                format!("{} min {:02} s", secs / 60, secs % 60)
+            } else {
+                format!("{} h {:02} min", secs / 3600, secs % 3600 / 60)
+            }
+        }
+    }
+}
+
+/// What the Run column says: the latest attempt's duration once it ended,
+/// and while it runs how long it has run so far (it ticks with the clock);
+/// the flag is true for a running attempt.
+pub(super) fn run_text(record: &TaskRecord, now_us: i64) -> Option<(String, bool)> {
+    if record.status == TaskStatus::Running {
+        let started = record.started_at_us?;
+        return Some((duration_text(now_us - started), true));
+    }
+    record.run_time_us().map(|us| (duration_text(us), false))
+}
+
+pub(super) fn ago(at_us: i64, now_us: i64) -> String {
     let secs = (now_us - at_us).max(0) / 1_000_000;
     match secs {
         0..60 => format!("{secs} s ago"),
@@ -175,11 +201,15 @@ fn toolbar_ui(ui: &mut Ui, state: &AppState, actions: &mut Vec<Action>) {
         if &settings != state.tasks.settings() {
             actions.push(Action::SetView(settings));
         }
-        ui.label(format!(
-            "{} of {} tasks",
-            state.tasks.order().len(),
-            state.tasks.len()
-        ));
+        // Kept on one line: a count broken after "of" reads as two.
+        ui.add(
+            Label::new(format!(
+                "{} of {} tasks",
+                state.tasks.order().len(),
+                state.tasks.len()
+            ))
+            .wrap_mode(egui::TextWrapMode::Extend),
+        );
     });
     let typing = ui.ctx().egui_wants_keyboard_input();
     if !typing && !removable.is_empty() && ui.input(|i| i.key_pressed(Key::Delete)) {
@@ -276,8 +306,8 @@ fn table_ui(
         .column(Column::initial(82.0).at_least(56.0).clip(true))
         .column(Column::initial(118.0).at_least(60.0).clip(true))
         .column(Column::initial(50.0).at_least(40.0).clip(true))
-        .column(Column::exact(41.0))
-        .column(Column::initial(56.0).clip(true))
+        .column(Column::exact(TRIES_WIDTH))
+        .column(Column::initial(54.0).clip(true))
         .column(Column::initial(70.0))
         .column(Column::initial(52.0))
         .column(Column::initial(52.0))
@@ -419,6 +449,51 @@ fn row_cells(
     cell(row, r.worker.as_deref().unwrap_or(""));
     cell(row, ago(r.submitted_at_us, now_us));
     cell(row, duration(r.queue_wait_us()));
-    cell(row, duration(r.run_time_us()));
+    match run_text(r, now_us) {
+        Some((text, true)) => cell(
+            row,
+            RichText::new(text).color(theme.status(TaskStatus::Running)),
+        ),
+        Some((text, false)) => cell(row, text),
+        None => cell(row, ""),
+    }
     cell(row, duration(r.total_latency_us()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TaskSpec;
+
+    #[test]
+    fn durations_read_in_the_unit_that_fits() {
+        assert_eq!(duration_text(850), "850 µs");
+        assert_eq!(duration_text(12_525_600 / 1000), "12.5 ms");
+        assert_eq!(duration_text(12_525_600), "12.53 s");
+        assert_eq!(duration_text(125_000_000), "2 min 05 s");
+        assert_eq!(duration_text(3_840_000_000), "1 h 04 min");
+        assert_eq!(duration_text(-5), "0 µs");
+    }
+
+    #[test]
+    fn a_running_row_shows_how_long_it_has_run_and_ticks() {
+        let mut record = TaskRecord::new(TaskId(1), TaskSpec::new("sleep", vec![]), 0);
+        assert_eq!(run_text(&record, 10_000_000), None);
+        record.status = TaskStatus::Running;
+        record.started_at_us = Some(1_000_000);
+        assert_eq!(
+            run_text(&record, 3_500_000),
+            Some(("2.50 s".to_owned(), true))
+        );
+        assert_eq!(
+            run_text(&record, 4_500_000),
+            Some(("3.50 s".to_owned(), true))
+        );
+        record.status = TaskStatus::Completed;
+        record.finished_at_us = Some(1_250_000);
+        assert_eq!(
+            run_text(&record, 9_000_000),
+            Some(("250.0 ms".to_owned(), false))
+        );
+    }
 }

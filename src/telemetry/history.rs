@@ -116,6 +116,11 @@ impl History {
         self.samples.back()
     }
 
+    /// The oldest sample kept, if any.
+    pub fn oldest(&self) -> Option<&Arc<ResourceSample>> {
+        self.samples.front()
+    }
+
     /// How many samples are kept.
     pub fn len(&self) -> usize {
         self.samples.len()
