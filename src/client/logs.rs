@@ -168,7 +168,7 @@ impl Client {
         })
     }
 
-    fn connect_error(&self, error: &ureq::Error) -> ClientError {
+    pub(super) fn connect_error(&self, error: &ureq::Error) -> ClientError {
         ClientError::Connect {
             url: self.base.clone(),
             detail: super::connect_detail(error),

@@ -5,10 +5,12 @@
 //! registry's names for mock tasks and nothing else internal.
 
 pub mod commands;
+mod events;
 mod logs;
 pub mod secret;
 mod tls;
 
+pub use events::{EventStream, FrameParser, StreamEvent};
 pub use logs::{LogPart, LogQuery, PAGE_BYTES};
 pub use tls::TlsOptions;
 
