@@ -11,9 +11,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::backend::Backend;
 use super::task_view::TaskView;
 use crate::model::{TaskId, TaskRecord, TaskStatus};
-use crate::scheduler::{Scheduler, Waiting};
+use crate::scheduler::Waiting;
 
 /// How often the focused task's reasons and dependents are read again
 /// while its record does not change.
@@ -64,7 +65,7 @@ impl FocusInfo {
     /// Forgets everything when no single task is focused.
     pub fn refresh(
         &mut self,
-        scheduler: &Scheduler,
+        backend: &dyn Backend,
         view: &TaskView,
         focused: Option<TaskId>,
         now: Instant,
@@ -86,14 +87,14 @@ impl FocusInfo {
             .chain(self.first_cause)
             .filter(|named| view.get(*named).is_none())
             .collect();
-        let read = scheduler.records(&missing);
+        let read = backend.records(&missing);
         self.elsewhere = missing
             .into_iter()
             .zip(read)
             .map(|(named, record)| (named, record.map(|r| r.status)))
             .collect();
-        self.waiting = scheduler.waiting(&[id]).pop().flatten();
-        self.dependents = scheduler.dependents(id);
+        self.waiting = backend.waiting(&[id]).pop().flatten();
+        self.dependents = backend.dependents(id);
         self.key = key;
         self.read_at = Some(now);
     }
@@ -166,8 +167,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::app::backend::InProcess;
     use crate::app::tests::noop_after;
     use crate::model::TaskSpec;
+    use crate::scheduler::Scheduler;
     use crate::scheduler::SchedulerConfig;
 
     fn scheduler() -> Scheduler {
@@ -189,7 +192,12 @@ mod tests {
         }
         let mut focus = FocusInfo::default();
         let start = Instant::now();
-        focus.refresh(&scheduler, &view, Some(first), start);
+        focus.refresh(
+            &InProcess::new(scheduler.clone()),
+            &view,
+            Some(first),
+            start,
+        );
         assert!(focus.is_for(first));
         assert_eq!(focus.dependents(), &[second]);
         assert!(matches!(
@@ -199,20 +207,35 @@ mod tests {
 
         // A new dependent shows at the next timed read, not before.
         let third = noop_after(&scheduler, &[first]);
-        focus.refresh(&scheduler, &view, Some(first), start);
+        focus.refresh(
+            &InProcess::new(scheduler.clone()),
+            &view,
+            Some(first),
+            start,
+        );
         assert_eq!(focus.dependents(), &[second], "not read again yet");
-        focus.refresh(&scheduler, &view, Some(first), start + REREAD_EVERY);
+        focus.refresh(
+            &InProcess::new(scheduler.clone()),
+            &view,
+            Some(first),
+            start + REREAD_EVERY,
+        );
         assert_eq!(focus.dependents(), &[second, third]);
 
         // Another focus is read at once.
-        focus.refresh(&scheduler, &view, Some(second), start);
+        focus.refresh(
+            &InProcess::new(scheduler.clone()),
+            &view,
+            Some(second),
+            start,
+        );
         assert!(focus.is_for(second));
         assert!(focus.dependents().is_empty());
         assert!(matches!(
             focus.waiting(),
             Some(Waiting::Dependencies { count: 1, .. })
         ));
-        focus.refresh(&scheduler, &view, None, start);
+        focus.refresh(&InProcess::new(scheduler.clone()), &view, None, start);
         assert!(!focus.is_for(second));
         scheduler.shutdown().expect("shutdown");
     }
@@ -228,10 +251,20 @@ mod tests {
         dependent.spec = dependent.spec.after(TaskId(98));
         view.upsert(Arc::new(dependent));
         let mut focus = FocusInfo::default();
-        focus.refresh(&scheduler, &view, Some(second), Instant::now());
+        focus.refresh(
+            &InProcess::new(scheduler.clone()),
+            &view,
+            Some(second),
+            Instant::now(),
+        );
         assert_eq!(focus.known(&view, first), Known::Status(TaskStatus::Queued));
         assert_eq!(focus.known(&view, TaskId(7)), Known::Unknown);
-        focus.refresh(&scheduler, &view, Some(TaskId(99)), Instant::now());
+        focus.refresh(
+            &InProcess::new(scheduler.clone()),
+            &view,
+            Some(TaskId(99)),
+            Instant::now(),
+        );
         assert_eq!(focus.known(&view, TaskId(98)), Known::Gone);
         scheduler.shutdown().expect("shutdown");
     }

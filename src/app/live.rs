@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use egui_plot::PlotPoint;
 
+use super::backend::Backend;
 use super::log_reader::{LogFollower, LogSource};
 use super::task_view::TaskView;
 use crate::model::{ProgressPoint, TaskId, TaskRecord, TaskStatus};
-use crate::scheduler::{Scheduler, Waker};
+use crate::scheduler::Waker;
 use crate::tasks::logfile;
 
 /// Most metrics drawn as plots; the others are listed with their latest
@@ -116,7 +117,7 @@ impl LiveDetails {
     /// Returns true when anything shown changed.
     pub fn refresh(
         &mut self,
-        scheduler: &Scheduler,
+        backend: &dyn Backend,
         view: &TaskView,
         focused: Option<TaskId>,
         now: Instant,
@@ -144,7 +145,7 @@ impl LiveDetails {
             return self.follower.poll(None, false, now, None) || changed;
         }
         self.attempt = Some(attempt);
-        changed |= self.refresh_history(scheduler, record, attempt, now);
+        changed |= self.refresh_history(backend, record, attempt, now);
         let current = self.source.as_ref().is_some_and(|(version, source)| {
             (*version, source.task, source.attempt) == (record.version, record.id, attempt)
         });
@@ -168,7 +169,7 @@ impl LiveDetails {
     /// is [`HISTORY_EVERY`] old.
     fn refresh_history(
         &mut self,
-        scheduler: &Scheduler,
+        backend: &dyn Backend,
         record: &TaskRecord,
         attempt: u32,
         now: Instant,
@@ -186,7 +187,7 @@ impl LiveDetails {
         if self.history_key == Some(key) && (reported_us == self.history_seen_us || !due) {
             return false;
         }
-        let points = scheduler
+        let points = backend
             .progress_history(record.id, Some(attempt))
             .map(|(_, points)| points)
             .unwrap_or_default();

@@ -4,11 +4,14 @@
 //! and the create form.
 //!
 //! Only this module uses egui, eframe, egui_plot and egui_extras. It reads
-//! the scheduler through its public handle and events, keeps its own view
-//! of the tasks, and applies the actions its panels return once per frame.
+//! the scheduler through one seam, [`Backend`] (`InProcess` wraps the
+//! scheduler's public handle), keeps its own view of the tasks from the
+//! backend's events, and applies the actions its panels return once per
+//! frame as backend commands.
 //! The UI thread never waits: `logic` takes events within a small budget,
 //! `ui` only lays out. Core threads wake it through a waker closure.
 
+mod backend;
 mod create;
 mod details;
 mod focus;
@@ -37,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui::{self, RichText, Ui};
 
+pub use backend::{Backend, Command, InProcess, Outcome};
 pub use create::CreateForm;
 pub use state::{Action, AppState, Notice, Services};
 pub use task_view::{SelectMode, SortColumn, TaskView, ViewSettings};

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use eframe::egui::{self, RichText, Ui};
 
+use super::backend::Backend;
 use super::state::Action;
 use super::theme::Theme;
 use crate::model::{DEFAULT_QUEUE, TaskStatus};
-use crate::scheduler::{QueueChange, QueueInfo, Scheduler};
+use crate::scheduler::{QueueChange, QueueInfo};
 
 /// Shortest time between two reads while task events arrive (counts move).
 pub const REREAD_EVERY: Duration = Duration::from_millis(500);
@@ -82,7 +83,7 @@ impl QueuesPanel {
     /// - the first call reads;
     /// - while task events arrive (`events`), at most every [`REREAD_EVERY`];
     /// - without events, every [`REREAD_IDLE`] (settings changed elsewhere).
-    pub fn refresh(&mut self, scheduler: &Scheduler, now: Instant, events: bool) -> bool {
+    pub fn refresh(&mut self, backend: &dyn Backend, now: Instant, events: bool) -> bool {
         self.events_since_read |= events;
         let due = self.read_at.is_none_or(|at| {
             let since = now.saturating_duration_since(at);
@@ -91,7 +92,7 @@ impl QueuesPanel {
         if !due {
             return false;
         }
-        self.list = scheduler.queues();
+        self.list = backend.queues();
         self.read_at = Some(now);
         self.events_since_read = false;
         true
@@ -336,7 +337,9 @@ pub fn change_notice(info: &QueueInfo, change: QueueChange) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::backend::InProcess;
     use crate::model::TaskSpec;
+    use crate::scheduler::Scheduler;
     use crate::scheduler::SchedulerConfig;
 
     fn scheduler() -> Scheduler {
@@ -357,29 +360,49 @@ mod tests {
         let mut panel = QueuesPanel::default();
         let start = Instant::now();
         assert!(
-            panel.refresh(&scheduler, start, false),
+            panel.refresh(&InProcess::new(scheduler.clone()), start, false),
             "the first call reads"
         );
         assert_eq!(names(&panel), ["default"]);
         scheduler
             .submit(TaskSpec::new("noop", vec![]).queue("render"))
             .expect("submit");
-        assert!(!panel.refresh(&scheduler, start + Duration::from_millis(100), true));
+        assert!(!panel.refresh(
+            &InProcess::new(scheduler.clone()),
+            start + Duration::from_millis(100),
+            true
+        ));
         assert!(
-            !panel.refresh(&scheduler, start + Duration::from_millis(400), false),
+            !panel.refresh(
+                &InProcess::new(scheduler.clone()),
+                start + Duration::from_millis(400),
+                false
+            ),
             "not yet"
         );
         assert!(
-            panel.refresh(&scheduler, start + REREAD_EVERY, false),
+            panel.refresh(
+                &InProcess::new(scheduler.clone()),
+                start + REREAD_EVERY,
+                false
+            ),
             "events arrived since the read"
         );
         assert_eq!(names(&panel), ["default", "render"]);
         let read = start + REREAD_EVERY;
         assert!(
-            !panel.refresh(&scheduler, read + REREAD_EVERY, false),
+            !panel.refresh(
+                &InProcess::new(scheduler.clone()),
+                read + REREAD_EVERY,
+                false
+            ),
             "no events"
         );
-        assert!(panel.refresh(&scheduler, read + REREAD_IDLE, false));
+        assert!(panel.refresh(
+            &InProcess::new(scheduler.clone()),
+            read + REREAD_IDLE,
+            false
+        ));
         scheduler.shutdown().expect("shutdown");
     }
 

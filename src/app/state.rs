@@ -2,7 +2,7 @@
 //! and telemetry samples, and the actions the panels return, applied once
 //! per frame through the scheduler's public handle.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use super::backend::{Backend, Command, InProcess, Outcome};
 use super::create::CreateForm;
 use super::focus::FocusInfo;
 use super::live::{LOGS_FOLDER, LiveAction, LiveDetails};
@@ -18,16 +19,14 @@ use super::resources::{ResourcesPanel, TaskMarker};
 use super::task_view::{SelectMode, TaskView, ViewSettings};
 use super::waiting::{ShownRow, WaitingRows};
 use crate::model::{Event, EventKind, ResourceSample, TaskId, TaskSpec, TaskStatus, now_us};
-use crate::scheduler::{
-    QueueChange, RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery, WorkerInfo,
-};
+use crate::scheduler::{QueueChange, Scheduler, SchedulerStats, StorageStatus, WorkerInfo};
 use crate::telemetry::History;
 
 /// What the window drives and shows, handed in by the program.
 #[derive(Clone)]
 pub struct Services {
-    /// The engine.
-    pub scheduler: Scheduler,
+    /// The scheduler shown: in this process or on a remote server.
+    pub backend: Arc<dyn Backend>,
     /// Resource samples, when telemetry runs.
     pub samples: Option<Receiver<Arc<ResourceSample>>>,
     /// Samples from before the start (from the store), oldest first.
@@ -36,6 +35,20 @@ pub struct Services {
     pub http_url: Option<String>,
     /// Where data and logs live.
     pub data_dir: Option<PathBuf>,
+}
+
+impl Services {
+    /// The window on `scheduler` in this process, without telemetry, the
+    /// listener's address or a data directory (tests add what they need).
+    pub fn local(scheduler: &Scheduler) -> Self {
+        Self {
+            backend: Arc::new(InProcess::new(scheduler.clone())),
+            samples: None,
+            past_samples: Vec::new(),
+            http_url: None,
+            data_dir: None,
+        }
+    }
 }
 
 /// Something a panel asks for; applied at the end of the frame.
@@ -164,17 +177,10 @@ impl AppState {
         // The log reader wakes the window too, when output was read.
         let log_dir = services.data_dir.as_ref().map(|dir| dir.join(LOGS_FOLDER));
         let live = LiveDetails::new(waker.clone(), log_dir);
-        let events = match waker {
-            Some(waker) => services.scheduler.subscribe_with_waker(waker),
-            None => services.scheduler.subscribe(),
-        };
+        let backend = Arc::clone(&services.backend);
+        let events = backend.subscribe(waker);
         let mut tasks = TaskView::new(view);
-        let all = services.scheduler.list_shared(&TaskQuery {
-            limit: usize::MAX,
-            oldest_first: true,
-            ..TaskQuery::default()
-        });
-        for record in all {
+        for record in backend.list_all() {
             tasks.upsert(record);
         }
         tasks.refresh(Instant::now(), true);
@@ -182,12 +188,12 @@ impl AppState {
         for sample in &services.past_samples {
             history.push(sample.clone());
         }
-        let stats = services.scheduler.stats();
-        let workers = services.scheduler.workers();
-        let broker = services.scheduler.transport_status();
-        let storage = services.scheduler.storage_status();
+        let stats = backend.stats();
+        let workers = backend.workers();
+        let broker = backend.transport_status();
+        let storage = backend.storage_status();
         let mut queues = QueuesPanel::default();
-        queues.refresh(&services.scheduler, Instant::now(), false);
+        queues.refresh(backend.as_ref(), Instant::now(), false);
         Self {
             queues,
             broker,
@@ -246,16 +252,18 @@ impl AppState {
             .stats_at
             .is_none_or(|at| now.saturating_duration_since(at) >= STATS_EVERY)
         {
-            self.stats = self.services.scheduler.stats();
-            self.workers = self.services.scheduler.workers();
-            self.broker = self.services.scheduler.transport_status();
-            self.storage = self.services.scheduler.storage_status();
+            let backend = &self.services.backend;
+            self.stats = backend.stats();
+            self.workers = backend.workers();
+            self.broker = backend.transport_status();
+            self.storage = backend.storage_status();
             self.stats_at = Some(now);
             changed = true;
         }
+        changed |= self.take_outcomes();
         changed |= self
             .queues
-            .refresh(&self.services.scheduler, now, taken > 0);
+            .refresh(self.services.backend.as_ref(), now, taken > 0);
         self.tasks.refresh(now, false);
         self.refresh_focus(now);
         changed |= self.refresh_live(now);
@@ -269,8 +277,8 @@ impl AppState {
     /// Reads again why the waiting rows the table shows wait, all in one
     /// call, when due (not every frame); returns whether it read.
     fn refresh_waiting(&mut self, now: Instant) -> bool {
-        let scheduler = &self.services.scheduler;
-        self.waiting.refresh(now, |ids| scheduler.waiting(ids))
+        let backend = &self.services.backend;
+        self.waiting.refresh(now, |ids| backend.waiting(ids))
     }
 
     /// Takes the waiting rows the table laid out this frame; returns how
@@ -291,7 +299,7 @@ impl AppState {
     fn refresh_focus(&mut self, now: Instant) {
         let focused = self.focused();
         self.focus
-            .refresh(&self.services.scheduler, &self.tasks, focused, now);
+            .refresh(self.services.backend.as_ref(), &self.tasks, focused, now);
     }
 
     /// Brings the focused task's metrics and log up to date (reads at a
@@ -299,7 +307,7 @@ impl AppState {
     fn refresh_live(&mut self, now: Instant) -> bool {
         let focused = self.focused();
         self.live
-            .refresh(&self.services.scheduler, &self.tasks, focused, now)
+            .refresh(self.services.backend.as_ref(), &self.tasks, focused, now)
     }
 
     /// How long until the focused task's log is read again, while it will
@@ -365,6 +373,8 @@ impl AppState {
         for action in actions {
             self.apply_one(action);
         }
+        // In-process outcomes are there already; remote ones come later.
+        self.take_outcomes();
         // What the user just did shows at once, not at the next re-sort.
         let now = Instant::now();
         self.tasks.refresh(now, true);
@@ -374,150 +384,86 @@ impl AppState {
     }
 
     fn apply_one(&mut self, action: Action) {
-        let scheduler = self.services.scheduler.clone();
-        match action {
-            Action::Submit(spec) => match scheduler.submit(spec) {
-                Ok(id) => {
-                    self.create.submitted();
-                    self.say(format!("Task {id} queued"), false);
-                }
-                Err(error) => self.create.error = Some(error.to_string()),
-            },
-            Action::SubmitRandom(count) => {
-                let specs = (0..count)
+        let command = match action {
+            Action::Submit(spec) => Command::Submit(spec),
+            Action::SubmitRandom(count) => Command::SubmitBatch(
+                (0..count)
                     .map(|_| {
                         crate::demo::random_mock_spec(&mut self.rng, crate::demo::RANDOM_MAX_MS)
                     })
-                    .collect();
-                match scheduler.submit_batch(specs) {
-                    Ok(ids) => {
-                        let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
-                        self.say(
-                            format!("Queued random mock task(s) {}", list.join(", ")),
-                            false,
-                        );
-                    }
-                    Err(error) => self.say(error.to_string(), true),
-                }
+                    .collect(),
+            ),
+            Action::Remove(ids) => Command::Remove(ids),
+            Action::Stop(ids) => Command::Stop(ids),
+            Action::Retry(ids) => Command::Retry(ids),
+            Action::RetryWithDependents(ids) => Command::RetryWithDependents(ids),
+            Action::Hold(ids) => Command::Hold(ids),
+            Action::Release(ids) => Command::Release(ids),
+            Action::SetPaused(paused) => Command::SetPaused(paused),
+            Action::PauseAndStop => Command::PauseAndStop,
+            Action::SetQueue(name, change) => Command::SetQueue(name, change),
+            Action::SetWorkers(count) => {
+                self.worker_target = count;
+                Command::SetWorkers(count)
             }
-            Action::Remove(ids) => {
-                self.for_each(&ids, "removed from the queue", |id| scheduler.remove(id))
-            }
-            Action::Stop(ids) => {
-                self.for_each(&ids, "asked to stop", |id| scheduler.cancel(id).map(drop))
-            }
-            Action::Retry(ids) => self.for_each(&ids, "queued again", |id| scheduler.retry(id)),
-            Action::RetryWithDependents(ids) => self.retry_with_dependents(&scheduler, &ids),
-            Action::Hold(ids) => self.for_each(&ids, "held", |id| scheduler.hold(id)),
-            Action::Release(ids) => self.for_each(&ids, "released", |id| scheduler.release(id)),
-            Action::SetPaused(paused) => {
-                let result = if paused {
-                    scheduler.pause()
-                } else {
-                    scheduler.resume()
-                };
-                match result {
-                    Ok(()) => {
-                        self.stats = scheduler.stats();
-                        self.say(
-                            if paused {
-                                "Scheduler paused: no task starts until it is resumed"
-                            } else {
-                                "Scheduler resumed"
-                            },
-                            false,
-                        );
-                    }
-                    Err(error) => self.say(format!("Could not pause or resume: {error}"), true),
-                }
-            }
-            Action::PauseAndStop => match scheduler.pause_and_stop() {
-                Ok(running) => {
-                    self.stats = scheduler.stats();
-                    let text = if running == 0 {
-                        "Scheduler paused; no task was running".to_owned()
-                    } else {
-                        format!(
-                            "Scheduler paused; {running} running task(s) asked to stop \
-                             and go back to the queue"
-                        )
-                    };
-                    self.say(text, false);
-                }
-                Err(error) => self.say(format!("Could not pause: {error}"), true),
-            },
-            Action::SetQueue(name, change) => match scheduler.set_queue(&name, change) {
-                Ok(info) => {
-                    self.say(change_notice(&info, change), false);
-                    self.queues.updated(info);
-                }
-                Err(error) => self.say(format!("Could not change queue {name}: {error}"), true),
-            },
             Action::ClearFinished => {
                 let gone = self.tasks.clear_finished();
                 self.say(
                     format!("Cleared {gone} finished task(s) from the table"),
                     false,
                 );
+                return;
             }
-            Action::SetWorkers(count) => {
-                scheduler.set_workers(count);
-                self.worker_target = count;
-                self.stats_at = None;
-                self.say(format!("Worker pool set to {count}"), false);
-            }
-            Action::Select(id, mode) => self.tasks.select(id, mode),
-            Action::Show(id) => self.show_task(id),
-            Action::ClearSelection => self.tasks.clear_selection(),
-            Action::SetView(settings) => self.tasks.set_settings(settings),
-            Action::OpenCreate => self.create.open(),
-            Action::Live(action) => self.live.apply(action),
-        }
+            Action::Select(id, mode) => return self.tasks.select(id, mode),
+            Action::Show(id) => return self.show_task(id),
+            Action::ClearSelection => return self.tasks.clear_selection(),
+            Action::SetView(settings) => return self.tasks.set_settings(settings),
+            Action::OpenCreate => return self.create.open(),
+            Action::Live(action) => return self.live.apply(action),
+        };
+        self.services.backend.send(command);
     }
 
-    /// Applies `request` to each task and says how many it was done to, and
-    /// the first refusal.
-    fn for_each(
-        &mut self,
-        ids: &[TaskId],
-        what: &str,
-        request: impl Fn(TaskId) -> Result<(), RequestError>,
-    ) {
-        let (mut done, mut errors) = (0, Vec::new());
-        for id in ids {
-            match request(*id) {
-                Ok(()) => done += 1,
-                Err(error) => errors.push(error.to_string()),
+    /// Takes what came of the commands sent; returns whether any came.
+    fn take_outcomes(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(outcome) = self.services.backend.outcomes().try_recv() {
+            any = true;
+            match outcome {
+                Outcome::Submitted(id) => {
+                    self.create.submitted();
+                    self.say(format!("Task {id} queued"), false);
+                }
+                Outcome::SubmitRefused(error) => self.create.error = Some(error),
+                Outcome::Said { text, error } => {
+                    // A pause or resume shows in the header at once.
+                    self.stats_at = None;
+                    self.say(text, error);
+                }
+                Outcome::QueueChanged(info, change) => {
+                    self.say(change_notice(&info, change), false);
+                    self.queues.updated(info);
+                }
+                Outcome::WorkersSet(count) => {
+                    self.worker_target = count;
+                    self.stats_at = None;
+                    self.say(format!("Worker pool set to {count}"), false);
+                }
             }
         }
-        self.report(done, what, errors);
-    }
-
-    /// Retries each task with cascade, lowest id first, skipping those an
-    /// earlier one already queued again (a dependent selected together
-    /// with its dependency).
-    fn retry_with_dependents(&mut self, scheduler: &Scheduler, ids: &[TaskId]) {
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        let mut queued = HashSet::new();
-        let mut errors = Vec::new();
-        for id in ids {
-            if queued.contains(&id) {
-                continue;
-            }
-            match scheduler.retry_cascade(id, true) {
-                Ok(again) => queued.extend(again),
-                Err(error) => errors.push(error.to_string()),
-            }
+        if any {
+            let backend = &self.services.backend;
+            self.stats = backend.stats();
+            self.workers = backend.workers();
         }
-        self.report(queued.len(), "queued again, dependents included", errors);
+        any
     }
 
     /// Selects only `id` and asks the table to scroll to it; a task cleared
     /// from the table is read back from the scheduler.
     fn show_task(&mut self, id: TaskId) {
         if self.tasks.get(id).is_none() {
-            match self.services.scheduler.task_shared(id) {
+            match self.services.backend.task(id) {
                 Some(record) => self.tasks.upsert(record),
                 None => {
                     self.say(
@@ -543,16 +489,6 @@ impl AppState {
         &self.focus
     }
 
-    fn report(&mut self, done: usize, what: &str, errors: Vec<String>) {
-        match errors.first() {
-            None => self.say(format!("{done} task(s) {what}"), false),
-            Some(first) => self.say(
-                format!("{done} task(s) {what}; {} refused: {first}", errors.len()),
-                true,
-            ),
-        }
-    }
-
     /// Shows the create form against the scheduler's registry (borrowed,
     /// not copied: this runs every frame).
     pub fn create_ui(
@@ -560,8 +496,7 @@ impl AppState {
         ui: &mut eframe::egui::Ui,
         theme: super::theme::Theme,
     ) -> Option<Action> {
-        self.create
-            .ui(ui, self.services.scheduler.registry(), theme)
+        self.create.ui(ui, self.services.backend.registry(), theme)
     }
 
     /// The one selected task, for the details panel.

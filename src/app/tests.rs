@@ -11,7 +11,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use serde_json::json;
 
-use super::{Services, TaskdeckApp};
+use super::{InProcess, Services, TaskdeckApp};
 use crate::model::{Dependency, OnDependencyFailure, TaskId, TaskSpec, TaskStatus};
 use crate::scheduler::{Scheduler, SchedulerConfig, Waiting};
 
@@ -48,7 +48,7 @@ fn harness_sized(scheduler: &Scheduler, size: [f32; 2]) -> Harness<'static, Task
 /// What the window is given in tests: the scheduler alone.
 fn services(scheduler: &Scheduler) -> Services {
     Services {
-        scheduler: scheduler.clone(),
+        backend: std::sync::Arc::new(InProcess::new(scheduler.clone())),
         samples: None,
         past_samples: Vec::new(),
         http_url: None,

@@ -342,7 +342,7 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot watch for stop signals")?;
     }
     let services = Services {
-        scheduler: stack.scheduler.clone(),
+        backend: Arc::new(app::InProcess::new(stack.scheduler.clone())),
         samples: Some(stack.telemetry.subscribe()),
         past_samples: std::mem::take(&mut stack.past_samples),
         http_url: stack.url(),

@@ -12,7 +12,7 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use serde_json::json;
 
 use common::{WAIT, config};
-use taskdeck::app::{Services, TaskdeckApp};
+use taskdeck::app::{InProcess, Services, TaskdeckApp};
 use taskdeck::model::{TaskId, TaskSpec, TaskStatus};
 use taskdeck::scheduler::{
     ExternalDispatch, ExternalHooks, Heartbeat, Scheduler, StopRequest, StoreMode,
@@ -30,7 +30,7 @@ fn scheduler(workers: usize) -> Scheduler {
 
 fn services(scheduler: &Scheduler) -> Services {
     Services {
-        scheduler: scheduler.clone(),
+        backend: std::sync::Arc::new(InProcess::new(scheduler.clone())),
         samples: None,
         past_samples: Vec::new(),
         http_url: Some("http://127.0.0.1:5000".into()),
