@@ -35,11 +35,8 @@ fn main() -> anyhow::Result<()> {
         scheduler.submit_batch(specs)?;
     }
     let services = Services {
-        scheduler: scheduler.clone(),
-        samples: None,
-        past_samples: Vec::new(),
         http_url: Some("http://127.0.0.1:5000".into()),
-        data_dir: None,
+        ..Services::local(&scheduler)
     };
     let app = TaskdeckApp::new(services, None, None);
     let mut harness = Harness::builder()

@@ -163,8 +163,10 @@ impl Client {
             });
         }
         let reader = response.into_body().into_reader();
-        let mut parser = FrameParser::default();
-        parser.id = last_id.map(str::to_owned);
+        let parser = FrameParser {
+            id: last_id.map(str::to_owned),
+            ..FrameParser::default()
+        };
         Ok(EventStream {
             reader: Box::new(reader),
             parser,
