@@ -146,8 +146,14 @@ function listQuery() {
   return query;
 }
 
+// Only the answer to the latest listing is shown: an older one that
+// arrives later (the view changed meanwhile) is dropped.
+let listing = 0;
+
 async function loadTasks() {
+  const mine = ++listing;
   const answer = await api("GET", "api/v1/tasks?" + listQuery());
+  if (mine !== listing) return;
   state.total = answer.total ?? answer.count;
   if (answer.count === 0 && state.view.offset > 0 && state.total > 0) {
     state.view.offset = Math.max(0, Math.floor((state.total - 1) / PAGE) * PAGE);

@@ -1,0 +1,340 @@
+//! The web dashboard in a real headless Chromium, driven over WebDriver,
+//! against a real `taskdeck serve`. Skipped (with a notice) without
+//! chromium and chromium-driver, unless `TASKDECK_REQUIRE_BROWSER=1`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use taskdeck::client::Client;
+
+use crate::common::broker::{Proc, serve_local};
+use crate::common::wait_until;
+use crate::common::webdriver::{Browser, browser_available};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A server, its secret, and a browser at 1280x800.
+struct Setup {
+    _dir: tempfile::TempDir,
+    _proc: Proc,
+    client: Client,
+    url: String,
+    secret: String,
+    browser: Browser,
+}
+
+fn setup(test: &str, extra: &[&str]) -> Option<Setup> {
+    if !browser_available(test) {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (proc, client, _) = serve_local(dir.path(), extra);
+    let url = client.url().to_owned();
+    let secret = secret_of(dir.path());
+    let browser = Browser::start(1280, 800);
+    Some(Setup {
+        _dir: dir,
+        _proc: proc,
+        client,
+        url,
+        secret,
+        browser,
+    })
+}
+
+fn secret_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("secret"))
+        .expect("serve keeps its secret in the data directory")
+        .trim()
+        .to_owned()
+}
+
+impl Setup {
+    /// Opens the dashboard with the secret in the fragment.
+    fn open(&self) {
+        self.browser
+            .goto(&format!("{}/#token={}", self.url, self.secret));
+        self.browser.wait_script(
+            "the page connected",
+            WAIT,
+            "return document.getElementById('link').classList.contains('live');",
+            json!([]),
+        );
+    }
+
+    fn submit(&self, task: Value) -> u64 {
+        self.client.submit(&task).expect("submit")
+    }
+
+    fn status(&self, id: u64) -> String {
+        self.client
+            .list("limit=1000")
+            .ok()
+            .and_then(|answer| {
+                answer["tasks"].as_array().and_then(|tasks| {
+                    tasks
+                        .iter()
+                        .find(|t| t["id"] == id)
+                        .and_then(|t| t["status"].as_str().map(str::to_owned))
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the row of task `id` shows `status`.
+    fn wait_row_status(&self, id: u64, status: &str) {
+        self.browser.wait_script(
+            &format!("task {id}'s row showing {status}"),
+            WAIT,
+            "const row = document.querySelector(`#task-rows tr[data-id=\"${arguments[0]}\"]`); \
+             return !!row && row.dataset.status === arguments[1];",
+            json!([id, status]),
+        );
+    }
+
+    fn row_ids(&self) -> Vec<u64> {
+        self.browser
+            .execute(
+                "return [...document.querySelectorAll('#task-rows tr')].map(r => Number(r.dataset.id));",
+                json!([]),
+            )
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn the_page_loads_without_a_secret_and_shows_existing_tasks() {
+    let Some(s) = setup("web::the_page_loads", &["--workers", "0"]) else {
+        return;
+    };
+    let ids: Vec<u64> = (0..3)
+        .map(|n| s.submit(json!({ "task": "sleep", "args": [1000 + n] })))
+        .collect();
+    s.open();
+    wait_until(WAIT, || s.row_ids().len() == 3);
+    assert_eq!(s.row_ids(), ids.iter().rev().copied().collect::<Vec<_>>());
+    let row = s.browser.text("#task-rows tr");
+    assert!(
+        row.contains("sleep") && row.contains("1002") && row.contains("queued"),
+        "{row}"
+    );
+    // The secret left the address bar and stays in the tab.
+    let hash = s.browser.execute("return location.hash;", json!([]));
+    assert_eq!(hash, "");
+    let kept = s.browser.execute(
+        "return sessionStorage.getItem('taskdeck.token');",
+        json!([]),
+    );
+    assert_eq!(kept, s.secret.as_str());
+}
+
+#[test]
+fn the_page_asks_for_the_secret_and_says_when_it_is_wrong() {
+    let Some(s) = setup("web::the_page_asks_for_the_secret", &["--workers", "0"]) else {
+        return;
+    };
+    let id = s.submit(json!({ "task": "sleep", "args": [1000] }));
+    s.browser.goto(&format!("{}/", s.url));
+    s.browser.wait_script(
+        "the secret dialog opening",
+        WAIT,
+        "return document.getElementById('token-dialog').open;",
+        json!([]),
+    );
+    s.browser.type_into("#token-input", "not-the-secret");
+    s.browser.click("#token-save");
+    s.browser.wait_script(
+        "the refusal shown",
+        WAIT,
+        "const e = document.getElementById('token-error'); \
+         return document.getElementById('token-dialog').open && !e.hidden && e.textContent.includes('refused');",
+        json!([]),
+    );
+    s.browser.type_into("#token-input", &s.secret);
+    s.browser.click("#token-save");
+    s.wait_row_status(id, "queued");
+}
+
+#[test]
+fn one_button_submits_a_random_mock_task() {
+    let Some(s) = setup("web::one_button", &["--workers", "0"]) else {
+        return;
+    };
+    s.open();
+    s.browser.click("#create-random");
+    s.browser.wait_script(
+        "a mock task row",
+        WAIT,
+        "return [...document.querySelectorAll('#task-rows tr')].some(r => /mock_(ml|cv)_task/.test(r.innerText));",
+        json!([]),
+    );
+    let listed = s.client.list("limit=10").expect("list");
+    let task = &listed["tasks"][0];
+    let name = task["task"].as_str().unwrap_or_default();
+    assert!(name == "mock_ml_task" || name == "mock_cv_task", "{task}");
+    assert!(
+        task["args"][0].as_u64().is_some_and(|ms| ms >= 1000),
+        "{task}"
+    );
+    assert!(s.browser.text("#notice").contains("Submitted task"));
+}
+
+#[test]
+fn a_task_finishing_changes_its_row_live() {
+    let Some(s) = setup("web::live", &["--workers", "1"]) else {
+        return;
+    };
+    s.open();
+    s.browser
+        .execute("window.loadedOnce = true; return true;", json!([]));
+    let id = s.submit(json!({ "task": "sleep", "args": [1500] }));
+    s.wait_row_status(id, "running");
+    s.wait_row_status(id, "completed");
+    let took = s
+        .browser
+        .text(&format!("#task-rows tr[data-id=\"{id}\"] .took"));
+    assert!(took.ends_with(" s"), "the time it took: {took:?}");
+    assert_eq!(
+        s.browser
+            .execute("return window.loadedOnce === true;", json!([])),
+        true,
+        "the page must not have reloaded"
+    );
+}
+
+#[test]
+fn removing_queued_tasks_with_the_buttons() {
+    let Some(s) = setup("web::remove", &["--workers", "0"]) else {
+        return;
+    };
+    let first = s.submit(json!({ "task": "sleep", "args": [1000] }));
+    let second = s.submit(json!({ "task": "sleep", "args": [2000] }));
+    s.open();
+    s.wait_row_status(first, "queued");
+    // The row's own button.
+    s.browser
+        .click(&format!("#task-rows tr[data-id=\"{first}\"] button.remove"));
+    s.wait_row_status(first, "cancelled");
+    assert_eq!(s.status(first), "cancelled");
+    // Select a row, then "Remove selected".
+    s.browser.click(&format!(
+        "#task-rows tr[data-id=\"{second}\"] td:nth-child(2)"
+    ));
+    s.browser.wait_script(
+        "the details of the selected task",
+        WAIT,
+        "return !document.getElementById('details').hidden && \
+                !document.getElementById('remove-selected').disabled;",
+        json!([]),
+    );
+    s.browser.click("#remove-selected");
+    s.wait_row_status(second, "cancelled");
+    assert_eq!(s.status(second), "cancelled");
+    assert!(s.browser.text("#notice").contains("removed from the queue"));
+}
+
+#[test]
+fn bad_input_in_the_create_form_is_shown_inline() {
+    let Some(s) = setup("web::bad_input", &["--workers", "0"]) else {
+        return;
+    };
+    s.open();
+    s.browser.click("#open-create");
+    s.browser.execute(
+        "const select = document.getElementById('create-task'); select.value = 'sleep'; \
+         select.dispatchEvent(new Event('change')); return true;",
+        json!([]),
+    );
+    s.browser
+        .type_into("#create-params input[name=\"ms\"]", "soon");
+    s.browser.click("#create-submit");
+    s.browser.wait_script(
+        "the server's refusal inline",
+        WAIT,
+        "const e = document.getElementById('create-error'); return !e.hidden && e.textContent.includes('ms');",
+        json!([]),
+    );
+    assert!(
+        s.client.list("limit=5").expect("list")["tasks"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+    // A good value goes through, and the dialog closes.
+    s.browser
+        .type_into("#create-params input[name=\"ms\"]", "1500");
+    s.browser.click("#create-submit");
+    s.browser.wait_script(
+        "the dialog closing",
+        WAIT,
+        "return !document.getElementById('create-dialog').open;",
+        json!([]),
+    );
+    s.wait_row_status(1, "queued");
+}
+
+#[test]
+fn sorting_and_paging_happen_on_the_server() {
+    let Some(s) = setup("web::sort_and_paging", &["--workers", "0"]) else {
+        return;
+    };
+    let tasks: Vec<Value> = (0..120u64)
+        .map(|n| json!({ "task": "sleep", "args": [1000 + n], "priority": (n * 7) % 10 }))
+        .collect();
+    s.client.submit_batch(&tasks).expect("batch");
+    s.open();
+    s.browser.wait_script(
+        "the first page",
+        WAIT,
+        "return document.getElementById('page-info').textContent.includes('of 120');",
+        json!([]),
+    );
+    assert_eq!(s.row_ids().len(), 50);
+    assert_eq!(s.row_ids().first(), Some(&120));
+    s.browser.click("#page-next");
+    s.browser.wait_script(
+        "the second page",
+        WAIT,
+        "return document.getElementById('page-info').textContent.startsWith('51');",
+        json!([]),
+    );
+    assert_eq!(s.row_ids().first(), Some(&70));
+    // Sorting goes back to the first page, in the server's order.
+    s.browser.click("th[data-sort=\"priority\"]");
+    let expected: Vec<u64> = s
+        .client
+        .list("limit=50&sort=priority&order=desc")
+        .expect("list")["tasks"]
+        .as_array()
+        .map(|tasks| tasks.iter().filter_map(|t| t["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(expected.len(), 50);
+    assert!(
+        wait_until(WAIT, || s.row_ids() == expected),
+        "{:?}",
+        s.row_ids()
+    );
+    s.browser.click("th[data-sort=\"priority\"]");
+    let ascending: Vec<u64> = s
+        .client
+        .list("limit=50&sort=priority&order=asc")
+        .expect("list")["tasks"]
+        .as_array()
+        .map(|tasks| tasks.iter().filter_map(|t| t["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(
+        wait_until(WAIT, || s.row_ids() == ascending),
+        "{:?}",
+        s.row_ids()
+    );
+    // A filter is applied by the server too.
+    s.client.cancel(5).expect("cancel");
+    s.browser.execute(
+        "const f = document.getElementById('filter-status'); f.value = 'cancelled'; \
+         f.dispatchEvent(new Event('change')); return true;",
+        json!([]),
+    );
+    assert!(wait_until(WAIT, || s.row_ids() == [5]), "{:?}", s.row_ids());
+}
