@@ -203,7 +203,10 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         // The dashboard's one-click task: a random mock ML or CV task, as
         // `taskdeck mock` and the old demo script make them.
         example_task: Some(std::sync::Arc::new(|| {
-            taskdeck::demo::random_mock_spec(&mut fastrand::Rng::new(), taskdeck::demo::RANDOM_MAX_MS)
+            taskdeck::demo::random_mock_spec(
+                &mut fastrand::Rng::new(),
+                taskdeck::demo::RANDOM_MAX_MS,
+            )
         })),
         ..ApiConfig::default()
     };

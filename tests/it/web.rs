@@ -338,3 +338,80 @@ fn sorting_and_paging_happen_on_the_server() {
     );
     assert!(wait_until(WAIT, || s.row_ids() == [5]), "{:?}", s.row_ids());
 }
+
+/// The parts of the dashboard that need no browser: its files over a real
+/// socket without the secret, the list's sort and total, the one-click
+/// route, and `taskdeck dashboard`'s link.
+#[test]
+fn the_files_sorting_and_the_link_over_a_real_socket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_proc, client, addr) = serve_local(dir.path(), &["--workers", "0"]);
+    let secret = secret_of(dir.path());
+    let plain = |target: &str| {
+        crate::common::raw_http(
+            addr,
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let page = plain("/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("Content-Security-Policy: default-src 'none'"));
+    assert!(page.contains("<title>Taskdeck</title>"));
+    assert!(plain("/web/app.js").starts_with("HTTP/1.1 200"));
+    for closed in ["/web/other.js", "/api/v1/tasks", "/api/v1/task-types"] {
+        assert!(plain(closed).starts_with("HTTP/1.1 401"), "{closed}");
+    }
+
+    let tasks: Vec<Value> = (0..30u64)
+        .map(|n| json!({ "task": "sleep", "args": [1000 + n], "priority": (n * 3) % 10 }))
+        .collect();
+    client.submit_batch(&tasks).expect("batch");
+    let example = ureq::post(format!("{}/api/v1/tasks/example", client.url()))
+        .header("Authorization", &format!("Bearer {secret}"))
+        .send_empty()
+        .expect("the one-click task")
+        .body_mut()
+        .read_json::<Value>()
+        .expect("JSON");
+    assert_eq!(example["id"], 31);
+    let list = |query: &str| client.list(query).expect(query);
+    let by_priority = list("sort=priority&order=desc&limit=5&offset=0");
+    assert_eq!(by_priority["total"], 31);
+    assert_eq!(by_priority["count"], 5);
+    let priorities: Vec<u64> = by_priority["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter_map(|t| t["priority"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(priorities, [9, 9, 9, 8, 8]);
+    let by_task = list("sort=task&order=asc&limit=1");
+    assert!(
+        by_task["tasks"][0]["task"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("mock_"))
+    );
+    assert_eq!(list("status=queued&limit=1")["total"], 31);
+    assert_eq!(list("task=sleep&limit=1")["total"], 30);
+    let refused = ureq::get(format!("{}/api/v1/tasks?sort=colour", client.url()))
+        .header("Authorization", &format!("Bearer {secret}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .expect("an answer");
+    assert_eq!(refused.status(), 400);
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+        .args(["dashboard", "--url", client.url()])
+        .env_remove("TASKDECK_TOKEN")
+        .env("TASKDECK_DATA_DIR", dir.path())
+        .output()
+        .expect("taskdeck dashboard");
+    assert!(output.status.success());
+    let link = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(link.trim(), format!("{}/#token={secret}", client.url()));
+}
