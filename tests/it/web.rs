@@ -415,3 +415,61 @@ fn the_files_sorting_and_the_link_over_a_real_socket() {
     let link = String::from_utf8_lossy(&output.stdout);
     assert_eq!(link.trim(), format!("{}/#token={secret}", client.url()));
 }
+
+/// Not a check: makes a busy dashboard and saves its screenshot to
+/// `TASKDECK_SCREENSHOT` (default `target/dashboard.png`).
+/// `cargo test --test it web::screenshot -- --ignored`
+#[test]
+#[ignore = "writes a screenshot; run by hand"]
+fn screenshot() {
+    let Some(s) = setup("web::screenshot", &["--workers", "3"]) else {
+        return;
+    };
+    let mut tasks = vec![
+        json!({ "task": "sleep", "args": [300] }),
+        json!({ "task": "fail", "args": [5], "max_retries": 0 }),
+        json!({ "task": "sleep", "args": [800], "priority": 7 }),
+        json!({ "task": "noop", "args": ["resnet50", 3] }),
+        json!({ "task": "sleep", "args": [600] }),
+    ];
+    tasks.extend(
+        (0..3).map(
+            |n| json!({ "task": "mock_ml_task", "args": [900 + n * 200, "Gradient Boosting"] }),
+        ),
+    );
+    s.client.submit_batch(&tasks).expect("batch");
+    assert!(wait_until(WAIT, || s.status(8) == "completed"));
+    let cancelled = s.submit(json!({ "task": "sleep", "args": [60_000] }));
+    let long: Vec<Value> = [
+        ("mock_ml_task", "Random Forest", 40_000),
+        ("mock_cv_task", "Object Detection", 35_000),
+        ("mock_ml_task", "K-Means Clustering", 30_000),
+        ("mock_cv_task", "Image Segmentation", 25_000),
+        ("mock_ml_task", "Principal Component Analysis (PCA)", 20_000),
+        ("mock_cv_task", "Facial Recognition", 18_000),
+        ("mock_ml_task", "Support Vector Machines (SVM)", 15_000),
+        ("mock_cv_task", "Background Subtraction", 12_000),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(n, (task, what, ms))| json!({ "task": task, "args": [ms, what], "priority": 3 + n % 6 }))
+    .collect();
+    s.client.cancel(cancelled).expect("cancel");
+    s.client.submit_batch(&long).expect("batch");
+    s.open();
+    s.browser.click("#window button[data-minutes=\"1\"]");
+    // The charts need time to pass to show some history.
+    std::thread::sleep(Duration::from_secs(15));
+    let running = s.client.list("status=running&limit=1").expect("list")["tasks"][0]["id"]
+        .as_u64()
+        .expect("a running task");
+    s.browser.click(&format!(
+        "#task-rows tr[data-id=\"{running}\"] td:nth-child(2)"
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    let png = s.browser.screenshot();
+    let path = std::env::var("TASKDECK_SCREENSHOT")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png").into());
+    std::fs::write(&path, png).expect("write the screenshot");
+    eprintln!("wrote {path}");
+}

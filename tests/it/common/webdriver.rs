@@ -98,6 +98,18 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {session}"));
         browser.base = format!("{root}/session/{id}");
+        // The window size counts the browser's frame: make the page's
+        // viewport the size asked for.
+        let frame = browser.execute(
+            "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight];",
+            json!([]),
+        );
+        let extra = |i: usize| frame[i].as_u64().unwrap_or(0);
+        browser.call(
+            "POST",
+            "/window/rect",
+            json!({ "width": u64::from(width) + extra(0), "height": u64::from(height) + extra(1) }),
+        );
         browser
     }
 
