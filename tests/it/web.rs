@@ -473,3 +473,92 @@ fn screenshot() {
     std::fs::write(&path, png).expect("write the screenshot");
     eprintln!("wrote {path}");
 }
+
+/// Not a check: the numbers in docs/BENCHMARKS.md. With 100,000 tasks in
+/// the server named by `TASKDECK_BIN` (a release build), the page's time
+/// from navigation start to the task table showing rows (the page's
+/// `tasks-rendered` mark), and `GET /api/v1/tasks` per sort, medians.
+/// `TASKDECK_BIN=target/release/taskdeck cargo test --release --test it web::first_render -- --ignored --nocapture`
+#[test]
+#[ignore = "a benchmark; run by hand"]
+fn first_render_with_100k_tasks() {
+    if !browser_available("web::first_render") {
+        return;
+    }
+    let binary =
+        std::env::var("TASKDECK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_taskdeck").into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = std::process::Command::new(&binary);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("TASKDECK_TOKEN");
+    let proc = Proc::spawn(command);
+    let url = proc.listening_url();
+    let client = Client::new(&url, None, Duration::from_secs(120));
+    let batch: Vec<Value> = (0..10_000u64)
+        .map(|n| json!({ "task": "sleep", "args": [1000 + n % 5000], "priority": n % 10 }))
+        .collect();
+    for _ in 0..10 {
+        client.submit_batch(&batch).expect("batch");
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for query in [
+        "limit=50",
+        "limit=50&sort=priority",
+        "limit=50&sort=duration",
+        "limit=50&sort=task&order=asc",
+        "limit=50&sort=status&offset=50000",
+        "limit=50&status=queued&sort=priority",
+    ] {
+        let times: Vec<f64> = (0..21)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let answer = client.list(query).expect(query);
+                assert_eq!(answer["total"], 100_000);
+                started.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        println!("GET /api/v1/tasks?{query}: median {:.2} ms", median(times));
+    }
+    let secret = secret_of(dir.path());
+    let browser = Browser::start(1280, 800);
+    let mut renders = Vec::new();
+    for _ in 0..7 {
+        browser.goto("about:blank");
+        browser.goto(&format!("{url}/#token={secret}"));
+        let mut mark = Value::Null;
+        wait_until(WAIT, || {
+            mark = browser.execute(
+                "const m = performance.getEntriesByName('tasks-rendered')[0]; return m ? m.startTime : null;",
+                json!([]),
+            );
+            !mark.is_null()
+        });
+        renders.push(mark.as_f64().expect("the page showed rows"));
+    }
+    println!(
+        "time to first render: {renders:?} ms, median {:.0} ms",
+        median(renders.clone())
+    );
+    let weight: Vec<Value> = browser
+        .execute(
+            "return performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation')) \
+             .filter(e => !e.name.includes('/api/')).map(e => [e.name, e.decodedBodySize]);",
+            json!([]),
+        )
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!("page files: {weight:?}");
+}
