@@ -216,7 +216,10 @@ mod tests {
         {
             let route = routes::parse(Method::Get, path).expect(path);
             let n = u8::try_from(n).expect("few paths");
-            assert!(gate.admit(&request(path, n, None), &route).is_ok(), "{path}");
+            assert!(
+                gate.admit(&request(path, n, None), &route).is_ok(),
+                "{path}"
+            );
         }
         for (n, path) in [
             "/api/v1/tasks",

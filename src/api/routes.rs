@@ -627,8 +627,14 @@ mod tests {
             Some((TaskSort::Priority, Order::Oldest))
         );
         assert_eq!(sorted("sort=task"), Some((TaskSort::Task, Order::Newest)));
-        assert_eq!(sorted("sort=status"), Some((TaskSort::Status, Order::Newest)));
-        assert_eq!(sorted("sort=id&order=oldest"), Some((TaskSort::Id, Order::Oldest)));
+        assert_eq!(
+            sorted("sort=status"),
+            Some((TaskSort::Status, Order::Newest))
+        );
+        assert_eq!(
+            sorted("sort=id&order=oldest"),
+            Some((TaskSort::Id, Order::Oldest))
+        );
         for bad in [
             "status=done",
             "limit=0",
@@ -680,7 +686,10 @@ mod tests {
         assert_eq!(route(Get, "/web/secret"), Err(404));
         assert_eq!(route(Get, "/web/../api/v1/tasks"), Err(404));
         assert_eq!(route(Get, "/web"), Err(404));
-        assert_eq!(route(Post, "/api/v1/tasks/example"), Ok(Route::SubmitExample));
+        assert_eq!(
+            route(Post, "/api/v1/tasks/example"),
+            Ok(Route::SubmitExample)
+        );
         for target in [
             "/api/v1/tasks",
             "/api/v1/tasks/1",

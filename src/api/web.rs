@@ -71,7 +71,10 @@ pub fn headers(asset: &Asset) -> Vec<(&'static str, String)> {
         ("Cache-Control", "no-cache".to_owned()),
         ("X-Content-Type-Options", "nosniff".to_owned()),
         ("Referrer-Policy", "no-referrer".to_owned()),
-        ("Content-Security-Policy", CONTENT_SECURITY_POLICY.to_owned()),
+        (
+            "Content-Security-Policy",
+            CONTENT_SECURITY_POLICY.to_owned(),
+        ),
     ]
 }
 
@@ -86,7 +89,10 @@ mod tests {
         paths.dedup();
         assert_eq!(paths.len(), ASSETS.len());
         assert!(ASSETS.iter().all(|asset| !asset.body.is_empty()));
-        assert_eq!(find("/").map(|a| a.content_type), Some("text/html; charset=utf-8"));
+        assert_eq!(
+            find("/").map(|a| a.content_type),
+            Some("text/html; charset=utf-8")
+        );
         assert!(find("/web/nope.js").is_none());
         assert!(find("/web/../secret").is_none());
     }

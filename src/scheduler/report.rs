@@ -153,9 +153,8 @@ impl TaskQuery {
         now_us: i64,
     ) -> Vec<Arc<TaskRecord>> {
         let descending = !self.oldest_first;
-        let order = |a: &Arc<TaskRecord>, b: &Arc<TaskRecord>| {
-            self.sort.compare(a, b, descending, now_us)
-        };
+        let order =
+            |a: &Arc<TaskRecord>, b: &Arc<TaskRecord>| self.sort.compare(a, b, descending, now_us);
         let end = self.offset.saturating_add(self.limit).min(matched.len());
         if end == 0 || self.offset >= matched.len() {
             return Vec::new();
@@ -511,17 +510,38 @@ mod tests {
             limit,
             ..TaskQuery::default()
         };
-        assert_eq!(ids(&query(TaskSort::Priority, false, 0, 10), &records), [2, 3, 1, 4]);
-        assert_eq!(ids(&query(TaskSort::Priority, true, 0, 10), &records), [4, 1, 3, 2]);
-        assert_eq!(ids(&query(TaskSort::Task, true, 0, 10), &records), [2, 4, 1, 3]);
+        assert_eq!(
+            ids(&query(TaskSort::Priority, false, 0, 10), &records),
+            [2, 3, 1, 4]
+        );
+        assert_eq!(
+            ids(&query(TaskSort::Priority, true, 0, 10), &records),
+            [4, 1, 3, 2]
+        );
+        assert_eq!(
+            ids(&query(TaskSort::Task, true, 0, 10), &records),
+            [2, 4, 1, 3]
+        );
         // Tasks that never ran come last in both directions.
-        assert_eq!(ids(&query(TaskSort::Duration, false, 0, 10), &records), [1, 4, 3, 2]);
-        assert_eq!(ids(&query(TaskSort::Duration, true, 0, 10), &records), [3, 4, 1, 2]);
+        assert_eq!(
+            ids(&query(TaskSort::Duration, false, 0, 10), &records),
+            [1, 4, 3, 2]
+        );
+        assert_eq!(
+            ids(&query(TaskSort::Duration, true, 0, 10), &records),
+            [3, 4, 1, 2]
+        );
         // Pages are cut from the whole order.
-        assert_eq!(ids(&query(TaskSort::Duration, true, 1, 2), &records), [4, 1]);
+        assert_eq!(
+            ids(&query(TaskSort::Duration, true, 1, 2), &records),
+            [4, 1]
+        );
         assert_eq!(ids(&query(TaskSort::Duration, true, 3, 5), &records), [2]);
         assert!(ids(&query(TaskSort::Duration, true, 4, 5), &records).is_empty());
         assert_eq!(ids(&query(TaskSort::Status, true, 0, 1), &records), [2]);
-        assert_eq!(TaskSort::NAMES.map(|name| TaskSort::parse(name).is_some()), [true; 5]);
+        assert_eq!(
+            TaskSort::NAMES.map(|name| TaskSort::parse(name).is_some()),
+            [true; 5]
+        );
     }
 }
