@@ -2,6 +2,10 @@
 //!
 //! Rules:
 //! - `/healthz` is open to everyone.
+//! - So are the web dashboard's embedded files (`/` and the few files under
+//!   `/web/` that [`super::web::ASSETS`] names, nothing else there): they
+//!   hold no data, and the page they make asks for the secret before it
+//!   calls any other route.
 //! - With secrets (the `--token`, and the local secret a server keeps in
 //!   its data directory), every other route needs one of them as
 //!   `Authorization: Bearer SECRET`, from loopback too: on a shared machine
@@ -184,7 +188,61 @@ pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use super::{Gate, same_secret};
+    use crate::api::routes::{self, Method};
+    use tiny_http::{Request, TestRequest};
+
+    fn request(path: &str, n: u8, secret: Option<&str>) -> Request {
+        let mut request = TestRequest::new()
+            .with_path(path)
+            .with_remote_addr(std::net::SocketAddr::from(([127, 0, 0, n], 4000)));
+        if let Some(secret) = secret {
+            request = request.with_header(
+                tiny_http::Header::from_bytes("Authorization", format!("Bearer {secret}"))
+                    .expect("a header"),
+            );
+        }
+        request.into()
+    }
+
+    /// The dashboard's files are open; every other route still needs the
+    /// secret, and a path under `/web/` that names no file opens nothing.
+    #[test]
+    fn only_the_dashboard_files_and_health_open_without_a_secret() {
+        let gate = Gate::new(Some("token".into()), Some("local".into()), true);
+        for (n, path) in ["/", "/web/app.js", "/web/style.css", "/healthz"]
+            .into_iter()
+            .enumerate()
+        {
+            let route = routes::parse(Method::Get, path).expect(path);
+            let n = u8::try_from(n).expect("few paths");
+            assert!(
+                gate.admit(&request(path, n, None), &route).is_ok(),
+                "{path}"
+            );
+        }
+        for (n, path) in [
+            "/api/v1/tasks",
+            "/api/v1/events",
+            "/api/v1/task-types",
+            "/metrics",
+            "/get_tasks",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let route = routes::parse(Method::Get, path).expect(path);
+            let n = 100 + u8::try_from(n).expect("few paths");
+            let refused = gate.admit(&request(path, n, None), &route);
+            assert_eq!(refused.map_err(|e| e.status).err(), Some(401), "{path}");
+            assert!(
+                gate.admit(&request(path, n, Some("local")), &route).is_ok(),
+                "{path} with the secret"
+            );
+        }
+        assert!(routes::parse(Method::Get, "/web/unknown.js").is_err());
+        assert!(routes::parse(Method::Get, "/web/").is_err());
+    }
 
     #[test]
     fn secrets_compare_whole() {

@@ -23,6 +23,9 @@ pub type ResourceSource = Arc<dyn Fn() -> Option<Arc<ResourceSample>> + Send + S
 /// oldest first, shared.
 pub type HistorySource = Arc<dyn Fn() -> Arc<Vec<Arc<ResourceSample>>> + Send + Sync>;
 
+/// Makes a new example task, e.g. a random mock ML or CV task.
+pub type ExampleSource = Arc<dyn Fn() -> crate::model::TaskSpec + Send + Sync>;
+
 /// What handlers need.
 #[derive(Clone)]
 pub struct Context {
@@ -38,6 +41,8 @@ pub struct Context {
     pub allow_code_tasks: bool,
     /// Where task output logs are.
     pub log_dir: Option<std::path::PathBuf>,
+    /// What `POST /api/v1/tasks/example` submits.
+    pub example_task: Option<ExampleSource>,
 }
 
 /// Who sent a request, as far as the code-task rule cares.
@@ -187,6 +192,24 @@ pub fn handle(
             let ids = scheduler.submit_batch(specs)?;
             Ok(Handled::Reply(Reply::Json(201, json!({ "ids": ids }))))
         }
+        Route::SubmitExample => {
+            let make = ctx
+                .example_task
+                .as_ref()
+                .ok_or_else(|| ApiError::not_found("this server has no example task"))?;
+            let spec = make();
+            check_code_tasks(ctx, caller, [spec.name.as_str()])?;
+            let (task, args) = (spec.name.clone(), spec.args.clone());
+            let id = scheduler.submit(spec)?;
+            Ok(Handled::Reply(Reply::Json(
+                201,
+                json!({ "id": id, "status": "queued", "task": task, "args": args }),
+            )))
+        }
+        Route::Asset(asset) => Ok(Handled::Reply(Reply::Bytes {
+            headers: super::web::headers(asset),
+            body: asset.body.to_vec(),
+        })),
         Route::List(params) => ok(list(scheduler, &params)),
         Route::Log(params) => {
             let located = super::logs::locate(scheduler, ctx.log_dir.as_deref(), &params)?;
@@ -358,8 +381,9 @@ fn list(scheduler: &Scheduler, params: &ListParams) -> Value {
         offset: params.offset,
         limit: params.limit,
         oldest_first: params.order == Order::Oldest,
+        sort: params.sort,
     };
-    let records = scheduler.list_shared(&query);
+    let (records, total) = scheduler.list_page(&query);
     // Only tasks that have not started can wait: ask for those alone, so a
     // page of finished tasks costs the scheduler's lock nothing more.
     let unstarted: Vec<TaskId> = records
@@ -383,6 +407,7 @@ fn list(scheduler: &Scheduler, params: &ListParams) -> Value {
         .collect();
     json!({
         "count": tasks.len(),
+        "total": total,
         "limit": params.limit,
         "offset": params.offset,
         "tasks": tasks,
@@ -467,6 +492,7 @@ mod tests {
             max_batch: 10,
             allow_code_tasks,
             log_dir: None,
+            example_task: None,
         };
         (ctx, dir)
     }

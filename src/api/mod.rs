@@ -27,12 +27,13 @@ mod server;
 mod streams;
 pub mod tls;
 mod views;
+mod web;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 pub use error::ApiError;
 pub use events::EventsConfig;
-pub use handlers::{HistorySource, ResourceSource};
+pub use handlers::{ExampleSource, HistorySource, ResourceSource};
 pub use server::ApiServer;
 
 /// How the HTTP listener runs.
@@ -77,6 +78,9 @@ pub struct ApiConfig {
     /// Allow plain HTTP beyond loopback (behind a proxy that adds TLS):
     /// tokens then cross the network in clear text up to that proxy.
     pub plain_beyond_loopback: bool,
+    /// Makes the task `POST /api/v1/tasks/example` submits (the
+    /// dashboard's one-click button); none answers that route 404.
+    pub example_task: Option<ExampleSource>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -96,6 +100,7 @@ impl std::fmt::Debug for ApiConfig {
             log_dir,
             tls,
             plain_beyond_loopback,
+            example_task,
         } = self;
         f.debug_struct("ApiConfig")
             .field("listen", listen)
@@ -112,6 +117,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("log_dir", log_dir)
             .field("tls", tls)
             .field("plain_beyond_loopback", plain_beyond_loopback)
+            .field("example_task", &example_task.is_some())
             .finish()
     }
 }
@@ -136,6 +142,7 @@ impl Default for ApiConfig {
             log_dir: None,
             tls: None,
             plain_beyond_loopback: false,
+            example_task: None,
         }
     }
 }

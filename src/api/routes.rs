@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 
 use crate::model::{TaskId, TaskStatus};
+use crate::scheduler::TaskSort;
 
 use super::error::ApiError;
 use super::events::Filter;
+use super::web::{self, Asset};
 
 /// HTTP methods the API distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +26,12 @@ pub enum Method {
     Other,
 }
 
-/// Order of a task listing.
+/// Direction of a task listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
-    /// Highest id first.
+    /// Highest first (`newest`, `desc`).
     Newest,
-    /// Lowest id first.
+    /// Lowest first (`oldest`, `asc`).
     Oldest,
 }
 
@@ -44,8 +46,10 @@ pub struct ListParams {
     pub limit: usize,
     /// Matches skipped.
     pub offset: usize,
-    /// Sort order.
+    /// Direction.
     pub order: Order,
+    /// What the tasks are sorted by.
+    pub sort: TaskSort,
 }
 
 /// What part of a task's output log to read.
@@ -80,6 +84,9 @@ pub enum Route {
     Submit,
     /// `POST /api/v1/tasks/batch`
     SubmitBatch,
+    /// `POST /api/v1/tasks/example`: a random example task (on `serve`, a
+    /// mock ML or CV task like the old demo script's)
+    SubmitExample,
     /// `GET /api/v1/tasks`
     List(ListParams),
     /// `GET /api/v1/tasks/{id}`
@@ -139,6 +146,8 @@ pub enum Route {
     TaskTypes,
     /// `GET /healthz`
     Health,
+    /// `GET /` and `GET /web/...`: a file of the web dashboard
+    Asset(&'static Asset),
     /// `GET /metrics`
     Metrics,
     /// `POST /submit_task` (legacy)
@@ -154,9 +163,11 @@ pub enum Route {
 }
 
 impl Route {
-    /// True for the one route open without a token.
+    /// True for the routes open without a token: `/healthz`, and the
+    /// dashboard's embedded files, which hold no data (the page asks the
+    /// API for everything with the secret the user gives it).
     pub fn is_public(&self) -> bool {
-        matches!(self, Route::Health)
+        matches!(self, Route::Health | Route::Asset(_))
     }
 
     /// True for the routes the older scripts call (see [`super::auth`]).
@@ -179,9 +190,15 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
+    use Method::{Delete, Get, Patch, Post};
+    if let Some(asset) = web::find(path) {
+        return match method {
+            Get => Ok(Route::Asset(asset)),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        };
+    }
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let query = parse_query(query)?;
-    use Method::{Delete, Get, Patch, Post};
     let (route, allowed): (Option<Route>, &'static str) = match segments.as_slice() {
         ["api", "v1", "tasks"] => match method {
             Post => (Some(Route::Submit), ""),
@@ -189,6 +206,7 @@ pub fn parse(method: Method, target: &str) -> Result<Route, ApiError> {
             _ => (None, "GET, POST"),
         },
         ["api", "v1", "tasks", "batch"] => one(method, Post, Route::SubmitBatch, "POST"),
+        ["api", "v1", "tasks", "example"] => one(method, Post, Route::SubmitExample, "POST"),
         ["api", "v1", "tasks", "wait"] => {
             one(method, Post, Route::WaitMany(wait_timeout(&query)?), "POST")
         }
@@ -401,13 +419,22 @@ fn list_params(query: &HashMap<String, String>) -> Result<ListParams, ApiError> 
         ),
     };
     let order = match query.get("order").map(String::as_str) {
-        None | Some("newest") => Order::Newest,
-        Some("oldest") => Order::Oldest,
+        None | Some("newest" | "desc") => Order::Newest,
+        Some("oldest" | "asc") => Order::Oldest,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "order must be newest or oldest, got {other:?}"
+                "order must be newest, oldest, desc or asc, got {other:?}"
             )));
         }
+    };
+    let sort = match query.get("sort") {
+        None => TaskSort::Id,
+        Some(text) => TaskSort::parse(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "sort must be one of {}, got {text:?}",
+                TaskSort::NAMES.join(", ")
+            ))
+        })?,
     };
     Ok(ListParams {
         status,
@@ -415,6 +442,7 @@ fn list_params(query: &HashMap<String, String>) -> Result<ListParams, ApiError> 
         limit,
         offset: number("offset", 0)?,
         order,
+        sort,
     })
 }
 
@@ -583,7 +611,29 @@ mod tests {
                 limit: 5,
                 offset: 10,
                 order: Order::Oldest,
+                sort: TaskSort::Id,
             }))
+        );
+        let sorted = |query: &str| match route(Method::Get, &format!("/api/v1/tasks?{query}")) {
+            Ok(Route::List(params)) => Some((params.sort, params.order)),
+            _ => None,
+        };
+        assert_eq!(
+            sorted("sort=duration&order=desc"),
+            Some((TaskSort::Duration, Order::Newest))
+        );
+        assert_eq!(
+            sorted("sort=priority&order=asc"),
+            Some((TaskSort::Priority, Order::Oldest))
+        );
+        assert_eq!(sorted("sort=task"), Some((TaskSort::Task, Order::Newest)));
+        assert_eq!(
+            sorted("sort=status"),
+            Some((TaskSort::Status, Order::Newest))
+        );
+        assert_eq!(
+            sorted("sort=id&order=oldest"),
+            Some((TaskSort::Id, Order::Oldest))
         );
         for bad in [
             "status=done",
@@ -592,6 +642,8 @@ mod tests {
             "offset=-1",
             "order=random",
             "task=%zz",
+            "sort=colour",
+            "sort=",
         ] {
             assert_eq!(
                 route(Method::Get, &format!("/api/v1/tasks?{bad}")),
@@ -618,5 +670,44 @@ mod tests {
             Err(400)
         );
         assert!(Route::Health.is_public() && !Route::Metrics.is_public());
+    }
+
+    #[test]
+    fn the_dashboard_files_are_the_only_public_routes_besides_health() {
+        use Method::*;
+        let page = route(Get, "/").expect("the page");
+        assert!(matches!(page, Route::Asset(asset) if asset.path == "/"));
+        assert!(page.is_public());
+        let script = route(Get, "/web/app.js?v=1").expect("a script");
+        assert!(matches!(script, Route::Asset(asset) if asset.path == "/web/app.js"));
+        assert!(script.is_public());
+        assert_eq!(route(Post, "/"), Err(405));
+        assert_eq!(route(Delete, "/web/app.js"), Err(405));
+        assert_eq!(route(Get, "/web/secret"), Err(404));
+        assert_eq!(route(Get, "/web/../api/v1/tasks"), Err(404));
+        assert_eq!(route(Get, "/web"), Err(404));
+        assert_eq!(
+            route(Post, "/api/v1/tasks/example"),
+            Ok(Route::SubmitExample)
+        );
+        for target in [
+            "/api/v1/tasks",
+            "/api/v1/tasks/1",
+            "/api/v1/tasks/1/log",
+            "/api/v1/events",
+            "/api/v1/monitoring",
+            "/api/v1/monitoring/history",
+            "/api/v1/workers",
+            "/api/v1/queues",
+            "/api/v1/task-types",
+            "/api/v1/report",
+            "/metrics",
+            "/get_tasks",
+            "/monitoring_data",
+        ] {
+            let parsed = route(Get, target).expect(target);
+            assert!(!parsed.is_public(), "{target} must need the secret");
+        }
+        assert!(!Route::SubmitExample.is_public());
     }
 }

@@ -136,6 +136,7 @@ impl ApiServer {
                 max_batch: config.max_batch,
                 allow_code_tasks: config.allow_code_tasks,
                 log_dir: config.log_dir.clone(),
+                example_task: config.example_task.clone(),
             },
             gate: Gate::new(
                 config.token.clone(),

@@ -8,10 +8,12 @@
 //! - `queue`: named queues, their limits and pauses;
 //! - `tls`: the TLS flags of `serve` and the window;
 //! - `worker`: the `worker` command (distributed mode, the `broker` feature);
+//! - `dashboard`: the web dashboard's link;
 //! - `bench`: the benchmarks.
 
 mod bench;
 mod client;
+mod dashboard;
 mod flags;
 mod logs;
 mod queue;
@@ -77,6 +79,8 @@ enum Command {
     Monitor(MonitorArgs),
     /// Submit random mock ML/CV tasks, like the old demo script.
     Mock(MockArgs),
+    /// Print the web dashboard's link, with this machine's secret in it.
+    Dashboard(dashboard::DashboardArgs),
     /// Measure throughput and latency of no-op tasks; prints one JSON line.
     Bench(BenchArgs),
     #[cfg(feature = "broker")]
@@ -113,6 +117,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Logs(args) => logs::logs(args),
         Command::Monitor(args) => client::monitor(args),
         Command::Mock(args) => client::mock(args),
+        Command::Dashboard(args) => dashboard::dashboard(args),
         Command::Bench(args) => bench::bench(args),
         #[cfg(feature = "broker")]
         Command::Worker(args) => worker::worker(args),

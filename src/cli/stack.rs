@@ -200,6 +200,14 @@ fn prepare(args: ServeArgs, window: bool) -> anyhow::Result<Prepared> {
         log_dir: Some(super::flags::logs_dir(&data_dir)),
         tls: tls.tls,
         plain_beyond_loopback: tls.plain_beyond_loopback,
+        // The dashboard's one-click task: a random mock ML or CV task, as
+        // `taskdeck mock` and the old demo script make them.
+        example_task: Some(std::sync::Arc::new(|| {
+            taskdeck::demo::random_mock_spec(
+                &mut fastrand::Rng::new(),
+                taskdeck::demo::RANDOM_MAX_MS,
+            )
+        })),
         ..ApiConfig::default()
     };
     let registry = exec.registry(&data_dir);

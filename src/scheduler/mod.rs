@@ -50,7 +50,8 @@ pub use link::{ExternalDispatch, ExternalHooks, RemoteOutcome, TransportLink, ru
 pub use metrics::{LatencyBuckets, LatencySummary, MetricsReport, NameReport};
 pub use policy::Backoff;
 pub use report::{
-    NameTotals, SchedulerStats, StatusCounts, TaskQuery, WorkerInfo, WorkerKind, WorkerState,
+    NameTotals, SchedulerStats, StatusCounts, TaskQuery, TaskSort, WorkerInfo, WorkerKind,
+    WorkerState,
 };
 
 use self::core::{Change, Core, Settled, WorkerId};

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{
     BrokerRefusals, LatencyBuckets, NameTotals, Scheduler, SchedulerStats, StatusCounts,
-    StorageStatus, TaskQuery, Waiting, WorkerInfo,
+    StorageStatus, TaskQuery, TaskSort, Waiting, WorkerInfo,
 };
 use crate::model::{TaskId, TaskRecord};
 
@@ -46,6 +46,38 @@ impl Scheduler {
     pub fn list_shared(&self, query: &TaskQuery) -> Vec<Arc<TaskRecord>> {
         let core = self.inner.core.lock();
         query.select(core.tasks.values().map(|entry| &entry.record))
+    }
+
+    /// One page of the tasks matching a query, in its sort, and how many
+    /// match in all. Sorted by id, the lock is held for the scan up to the
+    /// page (and the count comes from the status counts unless a name is
+    /// asked for); sorted by anything else, it is held to clone the
+    /// matches' shared pointers, and the sort runs after it is released.
+    pub fn list_page(&self, query: &TaskQuery) -> (Vec<Arc<TaskRecord>>, usize) {
+        if query.sort == TaskSort::Id {
+            let core = self.inner.core.lock();
+            let page = query.select(core.tasks.values().map(|entry| &entry.record));
+            let total = match (&query.name, query.status) {
+                (None, None) => core.tasks.len(),
+                (None, Some(status)) => core.counts()[status.index()],
+                (Some(_), _) => core
+                    .tasks
+                    .values()
+                    .filter(|entry| query.matches(&entry.record))
+                    .count(),
+            };
+            return (page, total);
+        }
+        let matched: Vec<Arc<TaskRecord>> = {
+            let core = self.inner.core.lock();
+            core.tasks
+                .values()
+                .filter(|entry| query.matches(&entry.record))
+                .map(|entry| Arc::clone(&entry.record))
+                .collect()
+        };
+        let total = matched.len();
+        (query.page_sorted(matched, crate::model::now_us()), total)
     }
 
     /// Why each of these tasks waits (none for one that runs, finished or

@@ -737,7 +737,8 @@ fn every_route_in_the_openapi_contract_answers() {
         let target = route
             .replace("{id}", &id.to_string())
             .replace("{task_id}", &id.to_string())
-            .replace("<id>", &id.to_string());
+            .replace("<id>", &id.to_string())
+            .replace("{file}", "app.js");
         let request = format!(
             "{} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
             method.to_uppercase()

@@ -28,5 +28,6 @@ mod scheduler;
 mod serve;
 mod storage;
 mod tls;
+mod web;
 #[cfg(feature = "window")]
 mod window;

@@ -162,15 +162,31 @@ impl Drop for TlsFront {
     }
 }
 
+/// Prefix of the socket directories; the process id follows.
+const SOCKET_DIR_PREFIX: &str = "taskdeck-tls-";
+
+/// Where the socket directories go: the temporary directory, or `/tmp`
+/// when its path is too long for a Unix socket's address (macOS's is long).
+fn socket_base() -> PathBuf {
+    let base = std::env::temp_dir();
+    if base.as_os_str().len() > 60 {
+        PathBuf::from("/tmp")
+    } else {
+        base
+    }
+}
+
 /// A new directory for the Unix socket that only this account may open:
-/// the socket is the API without TLS.
+/// the socket is the API without TLS. Directories that processes of this
+/// account killed before they could remove theirs are removed first.
 fn private_socket_dir() -> io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
+    let base = socket_base();
+    remove_orphans(&base);
     let mut last = None;
     for _ in 0..8 {
         let dir = base.join(format!(
-            "taskdeck-tls-{}-{:016x}",
+            "{SOCKET_DIR_PREFIX}{}-{:016x}",
             std::process::id(),
             fastrand::u64(..)
         ));
@@ -181,6 +197,36 @@ fn private_socket_dir() -> io::Result<PathBuf> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("cannot make a directory for the TLS front")))
+}
+
+/// Removes this account's socket directories whose process is gone.
+fn remove_orphans(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(SOCKET_DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let ours = entry
+            .metadata()
+            .is_ok_and(|meta| meta.is_dir() && meta.uid() == me);
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if ours && gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn accept_loop(
@@ -494,4 +540,32 @@ fn wait(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_directories_of_processes_that_are_gone_are_removed() {
+        let base = tempfile::tempdir().expect("temp dir");
+        let mut exited = std::process::Command::new("true").spawn().expect("spawn");
+        let dead_pid = exited.id();
+        exited.wait().expect("wait");
+        let dead = base
+            .path()
+            .join(format!("{SOCKET_DIR_PREFIX}{dead_pid}-0123456789abcdef"));
+        let alive = base.path().join(format!(
+            "{SOCKET_DIR_PREFIX}{}-0123456789abcdef",
+            std::process::id()
+        ));
+        let other = base.path().join("unrelated-dir");
+        for dir in [&dead, &alive, &other] {
+            std::fs::create_dir(dir).expect("dir");
+        }
+        remove_orphans(base.path());
+        assert!(!dead.exists(), "the dead process's directory is removed");
+        assert!(alive.exists(), "a running process's directory stays");
+        assert!(other.exists(), "other directories are left alone");
+    }
 }

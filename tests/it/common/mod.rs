@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod webdriver;
 
 use std::time::{Duration, Instant};
 
