@@ -137,12 +137,17 @@ pub fn follow(
                 return super::server::respond(request, Err(error));
             }
             Err(error) => {
-                // Not found yet: wait while the task may still produce it.
+                // Not found yet: wait while the task may still produce it
+                // (only tasks that run a process write one).
                 let pending = scheduler.task_shared(params.id).is_some_and(|record| {
                     !record.status.is_final()
                         && params
                             .attempt
                             .is_none_or(|attempt| attempt >= record.attempts)
+                        && scheduler
+                            .registry()
+                            .get(&record.spec.name)
+                            .is_none_or(|task| task.runs_code)
                 });
                 if !pending || stopping.load(Ordering::Acquire) {
                     return super::server::respond(request, Err(error));
@@ -165,7 +170,7 @@ pub fn follow(
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
          X-Taskdeck-Attempt: {}\r\nX-Taskdeck-Offset: {offset}\r\n\
-         Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n",
+         Cache-Control: no-cache\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
         located.attempt
     );
     let Ok(mut out) = Chunked::start(request.into_writer(), &head) else {

@@ -425,6 +425,26 @@ fn a_followed_log_brings_every_byte_once_in_order_and_pages_add_up() {
 }
 
 #[test]
+fn following_the_log_of_a_task_that_writes_none_is_answered_while_it_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut proc, client, addr) = serve(dir.path(), &[]);
+    // A task type that runs no process writes no output log.
+    let id = submit(&client, "sleep", json!([60_000]), json!({}));
+    assert!(wait_until(WAIT, || status(&task(&client, id)) == "running"));
+    let (head, body) = follow_closed(addr, &format!("/api/v1/tasks/{id}/log?follow=true"));
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("only tasks that run a process"), "{body}");
+    assert_eq!(
+        status(&task(&client, id)),
+        "running",
+        "answered at once, not when the task ended"
+    );
+    client.cancel(id).expect("cancel");
+    assert!(proc.terminate(WAIT));
+}
+
+#[test]
 fn a_one_gigabyte_output_is_followed_with_bounded_memory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut proc, client, addr) =
