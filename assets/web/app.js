@@ -371,7 +371,7 @@ function renderWorkers() {
       el("span", { class: "what", title: `${w.name} (${where}), ${w.tasks_run} run, ${w.tasks_failed} failed` }, w.name, el("small", {}, where + ` · ${w.tasks_run} run`)),
       el("span", { class: "muted" }, running.length ? "task " + running.join(", ") : w.state));
   }));
-  if (!workers.length) $("workers").append(el("div", { class: "item muted" }, "", "No workers (serve --workers 0, or waiting for worker processes)", ""));
+  if (!workers.length) $("workers").append(el("div", { class: "empty muted" }, "No workers (serve --workers 0, or waiting for worker processes)"));
 }
 
 function renderQueues() {
@@ -380,7 +380,7 @@ function renderQueues() {
     el("span", { class: "dot " + (q.paused ? "paused" : q.running ? "busy" : "") }),
     el("span", { class: "what" }, q.name, el("small", {}, `${q.queued} queued · ${q.running} running${q.limit != null ? " · limit " + q.limit : ""}${q.paused ? " · paused" : ""}`)),
     el("button", { type: "button", class: "quiet", onclick: () => setQueuePaused(q.name, !q.paused) }, q.paused ? "Resume" : "Pause"))));
-  if (!queues.length) $("queues").append(el("div", { class: "item muted" }, "", "No queues yet", ""));
+  if (!queues.length) $("queues").append(el("div", { class: "empty muted" }, "No queues yet"));
 }
 
 async function setQueuePaused(name, paused) {
@@ -672,6 +672,19 @@ setInterval(() => {
 }, 1000);
 window.addEventListener("resize", () => drawCharts());
 document.addEventListener("visibilitychange", () => !document.hidden && drawCharts());
+
+// Streams end with the page: a page the browser keeps for going back (or
+// is leaving) would otherwise hold a connection each, and the browser has
+// only six to this server.
+window.addEventListener("pagehide", () => {
+  if (state.events) state.events.abort();
+  state.events = null;
+  if (state.log) state.log.abort();
+  state.log = null;
+});
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && takeToken()) follow();
+});
 
 if (takeToken()) boot();
 else askToken("");

@@ -132,6 +132,24 @@ fn the_page_loads_without_a_secret_and_shows_existing_tasks() {
 }
 
 #[test]
+fn reloading_the_page_again_and_again_keeps_it_live() {
+    let Some(s) = setup("web::reloading", &["--workers", "0"]) else {
+        return;
+    };
+    let id = s.submit(json!({ "task": "sleep", "args": [1000] }));
+    // The browser has six connections to a server: a page it left must not
+    // keep its event stream open, or the seventh load waits for a minute.
+    for load in 0..8 {
+        s.browser.goto("about:blank");
+        s.open();
+        assert!(
+            wait_until(WAIT, || s.row_ids() == [id]),
+            "load {load} shows the task"
+        );
+    }
+}
+
+#[test]
 fn the_page_asks_for_the_secret_and_says_when_it_is_wrong() {
     let Some(s) = setup("web::the_page_asks_for_the_secret", &["--workers", "0"]) else {
         return;

@@ -30,10 +30,16 @@ const BUSY_WRITE_GAP: Duration = Duration::from_millis(250);
 /// How long a client waits before reconnecting (the SSE `retry` field).
 const RETRY_MS: u32 = 1000;
 
+/// The stream's head. `Connection: close`: a stream ends with its
+/// connection, so a browser that leaves the page closes the socket at once;
+/// otherwise Chromium keeps reading a left stream to reuse its connection
+/// (about a minute), and after five reloads its six connections to the
+/// server are all taken.
 const HEAD: &str = "HTTP/1.1 200 OK\r\n\
     Content-Type: text/event-stream; charset=utf-8\r\n\
     Cache-Control: no-cache\r\n\
     X-Accel-Buffering: no\r\n\
+    Connection: close\r\n\
     Transfer-Encoding: chunked\r\n\r\n";
 
 /// What the thread does next.
