@@ -489,14 +489,15 @@ impl AppState {
         &self.focus
     }
 
-    /// Shows the create form against the scheduler's registry (borrowed,
+    /// Shows the create form against the backend's task types (shared,
     /// not copied: this runs every frame).
     pub fn create_ui(
         &mut self,
         ui: &mut eframe::egui::Ui,
         theme: super::theme::Theme,
     ) -> Option<Action> {
-        self.create.ui(ui, self.services.backend.registry(), theme)
+        let task_types = self.services.backend.task_types();
+        self.create.ui(ui, &task_types, theme)
     }
 
     /// The one selected task, for the details panel.
