@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Remote;
 use super::convert;
 use crate::app::ConnectionState;
-use crate::client::{Client, StreamEvent};
+use crate::client::{Client, ClientError, StreamEvent};
 use crate::model::{Event, ResourceSample};
 
 /// How often counts, workers and queues are read again while connected
@@ -285,10 +285,15 @@ impl Follower {
         }
         self.reload_tasks()?;
         self.poll()?;
-        let history = self
+        let history = match self
             .client
             .call("GET", "/api/v1/monitoring/history?minutes=60", None)
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(history) => history,
+            // A server that keeps no history: the plots start from now.
+            Err(ClientError::Server { status: 404, .. }) => Value::Null,
+            Err(error) => return Err(error.to_string()),
+        };
         let samples = history
             .get("samples")
             .and_then(Value::as_array)

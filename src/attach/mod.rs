@@ -357,3 +357,5 @@ impl Drop for Attached {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;
