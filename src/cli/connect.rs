@@ -4,10 +4,7 @@
 //! its HTTP API and event stream.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
 use clap::Args;
 
 /// The flags of the attached window.
@@ -43,6 +40,10 @@ impl ConnectArgs {
 /// Opens the window attached to the server; returns when it closes.
 #[cfg(feature = "window")]
 pub(crate) fn window(args: ConnectArgs, token: Option<&str>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use anyhow::Context;
     use taskdeck::attach::{Attached, CALL_TIMEOUT};
     use taskdeck::client::{Client, TlsOptions};
 
