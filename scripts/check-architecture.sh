@@ -27,25 +27,27 @@ only_in() {
 }
 
 # Module directions, as docs/ARCHITECTURE.md's module table gives them.
-forbid src/model 'crate::(tasks|demo|store|telemetry|scheduler|api|client|app|remote|runtime|bench)' \
+forbid src/model 'crate::(tasks|demo|store|telemetry|scheduler|api|client|app|attach|remote|runtime|bench)' \
     "the task model depends on nothing internal"
-forbid src/tasks 'crate::(demo|store|telemetry|scheduler|api|client|app|remote|runtime|bench)' \
+forbid src/tasks 'crate::(demo|store|telemetry|scheduler|api|client|app|attach|remote|runtime|bench)' \
     "the task registry depends only on the model"
-forbid src/demo 'crate::(store|telemetry|scheduler|api|client|app|remote|runtime|bench)' \
+forbid src/demo 'crate::(store|telemetry|scheduler|api|client|app|attach|remote|runtime|bench)' \
     "the demo workloads use only the model and the task registry"
-forbid src/store 'crate::(tasks|demo|telemetry|scheduler|api|client|app|remote|runtime|bench)' \
+forbid src/store 'crate::(tasks|demo|telemetry|scheduler|api|client|app|attach|remote|runtime|bench)' \
     "the store depends only on the model"
-forbid src/telemetry 'crate::(tasks|demo|store|scheduler|api|client|app|remote|runtime|bench)' \
+forbid src/telemetry 'crate::(tasks|demo|store|scheduler|api|client|app|attach|remote|runtime|bench)' \
     "telemetry depends only on the model"
-forbid src/scheduler 'crate::(demo|telemetry|api|client|app|remote|runtime|bench)' \
+forbid src/scheduler 'crate::(demo|telemetry|api|client|app|attach|remote|runtime|bench)' \
     "the scheduler never depends on telemetry, its callers or the command wiring"
-forbid src/api 'crate::(demo|store|telemetry|client|app|remote|runtime|bench)' \
+forbid src/api 'crate::(demo|store|telemetry|client|app|attach|remote|runtime|bench)' \
     "the HTTP API depends on the scheduler's handle, the model and the registry"
-forbid src/client 'crate::(store|telemetry|scheduler|api|app|remote|runtime|bench)' \
+forbid src/client 'crate::(store|telemetry|scheduler|api|app|attach|remote|runtime|bench)' \
     "the HTTP client depends only on the registry's argument parsing and the demo tasks' names"
-forbid src/app 'crate::(store|api|client|remote|runtime|bench)' \
+forbid src/app 'crate::(store|api|client|attach|remote|runtime|bench)' \
     "the window drives the scheduler's handle, never the HTTP client"
-forbid src/remote 'crate::(demo|store|telemetry|api|client|app|runtime|bench)' \
+forbid src/attach 'crate::(store|telemetry|remote|runtime|bench)' \
+    "the attached window uses the window's seam, the HTTP client and plain types, never a scheduler of its own"
+forbid src/remote 'crate::(demo|store|telemetry|api|client|app|attach|runtime|bench)' \
     "the broker module depends on the scheduler's handle, the model and the registry"
 only_in src/app '\b(egui|eframe|egui_plot|egui_extras)::' "only the window module uses egui"
 only_in src/api '\btiny_http::' "only the HTTP module uses tiny_http"

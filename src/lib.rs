@@ -25,6 +25,8 @@
 pub mod api;
 #[cfg(feature = "window")]
 pub mod app;
+#[cfg(feature = "window")]
+pub mod attach;
 pub mod bench;
 pub mod client;
 pub mod demo;

@@ -26,7 +26,7 @@ mod routes;
 mod server;
 mod streams;
 pub mod tls;
-mod views;
+pub(crate) mod views;
 mod web;
 
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -257,6 +257,7 @@ pub fn task(record: &TaskRecord) -> Value {
         "queue_wait_s": secs(record.queue_wait_us()),
         "run_time_s": secs(record.run_time_us()),
         "total_latency_s": secs(record.total_latency_us()),
+        "version": record.version,
     })
 }
 

@@ -25,7 +25,7 @@ use crate::scheduler::{
     QueueChange, QueueInfo, RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery,
     Waiting, Waker, WorkerInfo,
 };
-use crate::tasks::Registry;
+use crate::tasks::TaskTypes;
 
 /// A change the window asks of the scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,12 +107,42 @@ pub trait Backend: Send + Sync {
         id: TaskId,
         attempt: Option<u32>,
     ) -> Option<(u32, Vec<ProgressPoint>)>;
-    /// The task types the create form offers.
-    fn registry(&self) -> &Registry;
+    /// The task types the create form offers (names, descriptions and
+    /// signatures; what runs them stays with the scheduler).
+    fn task_types(&self) -> Arc<TaskTypes>;
+    /// The connection to a remote server and its state; `None` in-process.
+    fn connection(&self) -> Option<Connection> {
+        None
+    }
     /// Hands a command over; its outcomes come through [`Backend::outcomes`].
     fn send(&self, command: Command);
     /// Where outcomes of commands arrive.
     fn outcomes(&self) -> &Receiver<Outcome>;
+}
+
+/// Where a remote backend stands with its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The first connection is being made.
+    Connecting,
+    /// The event stream is open and what it feeds is loaded.
+    Connected,
+    /// The connection broke or could not be made; it is tried again.
+    Reconnecting {
+        /// Why it broke, in words.
+        reason: String,
+        /// Tries since it last worked.
+        tries: u32,
+    },
+}
+
+/// A remote backend's server and where it stands with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The server's address.
+    pub url: String,
+    /// Its state.
+    pub state: ConnectionState,
 }
 
 /// The scheduler of this process as a [`Backend`]: reads are the
@@ -121,6 +151,7 @@ pub trait Backend: Send + Sync {
 /// outcomes are waiting in the channel when `send` returns.
 pub struct InProcess {
     scheduler: Scheduler,
+    task_types: Arc<TaskTypes>,
     outcomes_tx: Sender<Outcome>,
     outcomes_rx: Receiver<Outcome>,
 }
@@ -130,6 +161,7 @@ impl InProcess {
     pub fn new(scheduler: Scheduler) -> Self {
         let (outcomes_tx, outcomes_rx) = crossbeam_channel::unbounded();
         Self {
+            task_types: Arc::new(scheduler.registry().types()),
             scheduler,
             outcomes_tx,
             outcomes_rx,
@@ -288,8 +320,8 @@ impl Backend for InProcess {
         self.scheduler.progress_history(id, attempt)
     }
 
-    fn registry(&self) -> &Registry {
-        self.scheduler.registry()
+    fn task_types(&self) -> Arc<TaskTypes> {
+        Arc::clone(&self.task_types)
     }
 
     fn send(&self, command: Command) {

@@ -10,7 +10,7 @@ use crate::model::{
     DEFAULT_QUEUE, OnDependencyFailure, PRIORITY_DEFAULT, PRIORITY_MAX, RETRIES_DEFAULT, TaskId,
     TaskSpec, check_queue_name,
 };
-use crate::tasks::Registry;
+use crate::tasks::TaskTypes;
 use crate::tasks::parse_arg;
 
 /// The form's fields; the app owns it and keeps it between openings.
@@ -108,7 +108,7 @@ impl CreateForm {
     ///   they exist is the scheduler's to say at submit;
     /// - "Run even if one fails" applies only with tasks to wait for;
     /// - the registry checks types and arity, exactly as for any submit.
-    pub fn build(&self, registry: &Registry) -> Result<TaskSpec, String> {
+    pub fn build(&self, registry: &TaskTypes) -> Result<TaskSpec, String> {
         let def = registry
             .get(&self.task)
             .ok_or_else(|| "choose a task type".to_owned())?;
@@ -182,7 +182,7 @@ impl CreateForm {
         Ok(Some(name))
     }
 
-    fn choose(&mut self, registry: &Registry, name: &str) {
+    fn choose(&mut self, registry: &TaskTypes, name: &str) {
         if self.task != name {
             self.task = name.to_owned();
             let count = registry.get(name).map_or(0, |d| d.signature.params.len());
@@ -192,7 +192,7 @@ impl CreateForm {
     }
 
     /// Shows the form when open; returns the submit it asks for.
-    pub fn ui(&mut self, ui: &mut Ui, registry: &Registry, theme: Theme) -> Option<Action> {
+    pub fn ui(&mut self, ui: &mut Ui, registry: &TaskTypes, theme: Theme) -> Option<Action> {
         if !self.is_open {
             return None;
         }
@@ -218,7 +218,7 @@ impl CreateForm {
         action
     }
 
-    fn form_ui(&mut self, ui: &mut Ui, registry: &Registry, theme: Theme) -> Option<Action> {
+    fn form_ui(&mut self, ui: &mut Ui, registry: &TaskTypes, theme: Theme) -> Option<Action> {
         let mut chosen = None;
         egui::ComboBox::from_label("Task type")
             .selected_text(self.task.clone())
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn gpu_memory_asks_for_a_share_and_needs_a_gpu() {
-        let registry = Registry::with_builtins();
+        let registry = crate::tasks::Registry::with_builtins().types();
         let mut shared = form("sleep", &["10"]);
         shared.gpu_memory_enabled = true;
         shared.gpu_memory_mb = 12_000;
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_delay_becomes_a_start_time_and_a_bad_one_is_refused() {
-        let registry = crate::demo::registry();
+        let registry = crate::demo::registry().types();
         let mut delayed = form("sleep", &["10"]);
         delayed.delay_enabled = true;
         delayed.delay_s = 90.0;
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn fields_become_a_validated_spec() {
-        let registry = crate::demo::registry();
+        let registry = crate::demo::registry().types();
         let spec = form("mock_ml_task", &["1500", "Random Forest"])
             .build(&registry)
             .expect("valid form");
@@ -478,7 +478,7 @@ mod tests {
             let error = parse_task_ids(bad).expect_err(bad);
             assert!(error.contains("is not a task id"), "{bad}: {error}");
         }
-        let registry = crate::demo::registry();
+        let registry = crate::demo::registry().types();
         let mut after = form("noop", &[]);
         after.after = "2, 1".into();
         let spec = after.build(&registry).expect("valid form");
@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_queue_name_is_checked_and_empty_means_the_default_queue() {
-        let registry = crate::demo::registry();
+        let registry = crate::demo::registry().types();
         let mut queued = form("noop", &[]);
         let spec = queued.build(&registry).expect("valid form");
         assert_eq!(
@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn bad_fields_are_explained() {
-        let registry = crate::demo::registry();
+        let registry = crate::demo::registry().types();
         let missing = form("mock_cv_task", &["100", ""]).build(&registry);
         assert!(
             missing

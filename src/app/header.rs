@@ -1,15 +1,43 @@
 //! The status bar at the top: queue, running, finished counts, throughput,
 //! latency, the HTTP address, the broker connection, the database's write
-//! status and the data directory.
+//! status, the data directory, and the connection of a window attached
+//! to a remote server.
 
 use eframe::egui::{RichText, Ui};
 
+use super::backend::{Connection, ConnectionState};
 use super::state::AppState;
 use super::theme::Theme;
 use crate::model::TaskStatus;
 
 fn ms(us: u64) -> String {
     super::tasks::duration_text(i64::try_from(us).unwrap_or(i64::MAX))
+}
+
+/// The remote server and where the window stands with it.
+fn connection_ui(ui: &mut Ui, connection: &Connection, theme: Theme) {
+    let (text, colour, hover) = match &connection.state {
+        ConnectionState::Connecting => (
+            format!("Connecting to {}", connection.url),
+            theme.weak(),
+            "The first connection is being made".to_owned(),
+        ),
+        ConnectionState::Connected => (
+            format!("Connected to {}", connection.url),
+            theme.success(),
+            "Tasks, workers, queues and resources follow the server's event stream".to_owned(),
+        ),
+        ConnectionState::Reconnecting { reason, tries } => (
+            format!("Reconnecting to {}: {reason}", connection.url),
+            theme.error(),
+            format!(
+                "Tried {tries} time(s); trying again by itself. \
+                 What is shown is as it was when the connection broke"
+            ),
+        ),
+    };
+    ui.label(RichText::new(text).color(colour))
+        .on_hover_text(hover);
 }
 
 /// Lays out the header; it changes nothing.
@@ -47,6 +75,10 @@ pub fn header_ui(ui: &mut Ui, state: &AppState, theme: Theme) {
         .on_hover_text("Submission-to-completion latency of finished tasks");
         ui.separator();
         let services = state.services();
+        if let Some(connection) = services.backend.connection() {
+            connection_ui(ui, &connection, theme);
+            ui.separator();
+        }
         match &services.http_url {
             Some(url) => {
                 ui.label("API");

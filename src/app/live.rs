@@ -87,6 +87,9 @@ pub struct LiveDetails {
     waker: Option<Waker>,
     /// The window's log directory, when it has one.
     log_dir: Option<PathBuf>,
+    /// Whether logs are files this window can read: false when it is
+    /// attached to a remote server, whose log files are on its machine.
+    local_logs: bool,
 }
 
 impl LiveDetails {
@@ -109,7 +112,22 @@ impl LiveDetails {
             follow: true,
             waker,
             log_dir,
+            local_logs: true,
         }
+    }
+
+    /// The same, for a window whose backend's log files are elsewhere: no
+    /// file is looked for.
+    pub fn without_local_logs(waker: Option<Waker>) -> Self {
+        Self {
+            local_logs: false,
+            ..Self::new(waker, None)
+        }
+    }
+
+    /// Whether the log is read from files here.
+    pub fn local_logs(&self) -> bool {
+        self.local_logs
     }
 
     /// Brings the live parts up to date with the focused task: reads the
@@ -146,6 +164,9 @@ impl LiveDetails {
         }
         self.attempt = Some(attempt);
         changed |= self.refresh_history(backend, record, attempt, now);
+        if !self.local_logs {
+            return changed;
+        }
         let current = self.source.as_ref().is_some_and(|(version, source)| {
             (*version, source.task, source.attempt) == (record.version, record.id, attempt)
         });
@@ -203,9 +224,11 @@ impl LiveDetails {
     fn forget(&mut self) {
         let waker = self.waker.take();
         let log_dir = self.log_dir.take();
+        let local_logs = self.local_logs;
         let follower = std::mem::take(&mut self.follower);
         *self = Self {
             follower,
+            local_logs,
             ..Self::new(waker, log_dir)
         };
     }

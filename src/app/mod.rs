@@ -40,7 +40,10 @@ use std::time::{Duration, Instant};
 
 use eframe::egui::{self, RichText, Ui};
 
-pub use backend::{Backend, Command, InProcess, Outcome};
+pub use backend::{
+    Backend, Command, Connection, ConnectionState, InProcess, Outcome, pause_and_stop_text,
+    paused_text, queued_text, report,
+};
 pub use create::CreateForm;
 pub use state::{Action, AppState, Notice, Services};
 pub use task_view::{SelectMode, SortColumn, TaskView, ViewSettings};

@@ -176,7 +176,11 @@ impl AppState {
     ) -> Self {
         // The log reader wakes the window too, when output was read.
         let log_dir = services.data_dir.as_ref().map(|dir| dir.join(LOGS_FOLDER));
-        let live = LiveDetails::new(waker.clone(), log_dir);
+        let live = if services.backend.connection().is_some() {
+            LiveDetails::without_local_logs(waker.clone())
+        } else {
+            LiveDetails::new(waker.clone(), log_dir)
+        };
         let backend = Arc::clone(&services.backend);
         let events = backend.subscribe(waker);
         let mut tasks = TaskView::new(view);
@@ -489,14 +493,15 @@ impl AppState {
         &self.focus
     }
 
-    /// Shows the create form against the scheduler's registry (borrowed,
+    /// Shows the create form against the backend's task types (shared,
     /// not copied: this runs every frame).
     pub fn create_ui(
         &mut self,
         ui: &mut eframe::egui::Ui,
         theme: super::theme::Theme,
     ) -> Option<Action> {
-        self.create.ui(ui, self.services.backend.registry(), theme)
+        let task_types = self.services.backend.task_types();
+        self.create.ui(ui, &task_types, theme)
     }
 
     /// The one selected task, for the details panel.

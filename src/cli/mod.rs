@@ -4,6 +4,7 @@
 //! - `stack`: the window and `serve` (the scheduler, its HTTP API and
 //!   workers in this process), with the flags they share;
 //! - `client`: the commands that talk to a running server over HTTP;
+//! - `connect`: the window attached to a remote server (`--connect`);
 //! - `flags`: the flags `serve`, the window and `worker` share;
 //! - `queue`: named queues, their limits and pauses;
 //! - `tls`: the TLS flags of `serve` and the window;
@@ -13,6 +14,7 @@
 
 mod bench;
 mod client;
+mod connect;
 mod dashboard;
 mod flags;
 mod logs;
@@ -34,7 +36,7 @@ use worker::WorkerArgs;
 /// retries and timeouts.
 /// Without a command, `taskdeck` opens the desktop window, which runs the
 /// scheduler, its workers and the HTTP API in one process (same flags as
-/// `serve`).
+/// `serve`); with `--connect URL` it shows a remote Taskdeck instead.
 #[derive(Debug, Parser)]
 #[command(name = "taskdeck", version, args_conflicts_with_subcommands = true)]
 pub(crate) struct Cli {
@@ -42,6 +44,8 @@ pub(crate) struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     window: ServeArgs,
+    #[command(flatten)]
+    connect: connect::ConnectArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +96,9 @@ impl Cli {
     /// Runs the chosen command; without one, the window.
     pub(crate) fn run(self) -> anyhow::Result<()> {
         match self.command {
+            None if self.connect.url().is_some() => {
+                connect::window(self.connect, self.window.token())
+            }
             None => stack::window(self.window),
             Some(command) => run_command(command),
         }

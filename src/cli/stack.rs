@@ -112,6 +112,13 @@ pub(crate) struct ServeArgs {
     gpus: Option<String>,
 }
 
+impl ServeArgs {
+    /// The token given (also what an attached window sends).
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+}
+
 /// Everything `serve` and the window share, from their flags.
 struct Prepared {
     stack: StackConfig,

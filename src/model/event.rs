@@ -1,13 +1,13 @@
 //! Lifecycle events published by the scheduler to its subscribers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
 use super::{TaskId, TaskRecord, TaskStatus};
 
 /// What happened to a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The task was accepted (and is durable, with a durable store).

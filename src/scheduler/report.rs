@@ -1,7 +1,7 @@
 //! What readers get from the scheduler: task queries, worker states, counts
 //! and the log line of each transition.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -170,7 +170,7 @@ impl TaskQuery {
 }
 
 /// Whether a worker runs something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     /// Waiting for a task.
@@ -184,7 +184,7 @@ pub enum WorkerState {
 }
 
 /// Where a worker runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerKind {
     /// A thread of this process's pool.
@@ -194,7 +194,7 @@ pub enum WorkerKind {
 }
 
 /// One worker as readers see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// Worker number.
     pub id: u64,

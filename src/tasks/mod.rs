@@ -11,6 +11,7 @@ mod context;
 mod exec;
 pub mod logfile;
 mod signature;
+mod types;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,7 @@ pub use builtin::register_builtins;
 pub use context::{CancelToken, PROGRESS_EVERY, ProgressSink, StopReason, TaskContext};
 pub use exec::{ExecSettings, GpuMemoryProbe, register_exec_tasks};
 pub use signature::{ArgError, BoundArgs, Param, ParamType, Signature, parse_arg};
+pub use types::{TaskType, TaskTypes};
 
 use crate::model::TaskSpec;
 
@@ -254,27 +256,54 @@ impl Registry {
     /// Checks a submission: the task exists, its arguments fit the signature,
     /// and priority and timeout are in range. Returns the task type.
     pub fn validate(&self, spec: &TaskSpec) -> Result<&TaskDef, SpecError> {
-        if spec.priority > crate::model::PRIORITY_MAX {
-            return Err(SpecError::Priority(spec.priority));
-        }
-        if spec.timeout_ms == Some(0) {
-            return Err(SpecError::ZeroTimeout);
-        }
-        if let Some(queue) = &spec.queue {
-            crate::model::check_queue_name(queue).map_err(SpecError::Queue)?;
-        }
-        let def = self.get(&spec.name).ok_or_else(|| SpecError::UnknownTask {
+        let unknown = || SpecError::UnknownTask {
             name: spec.name.clone(),
-            known: self.tasks.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
-        def.signature
-            .bind(&spec.args, &spec.kwargs)
-            .map_err(|source| SpecError::Arguments {
-                name: spec.name.clone(),
-                source,
-            })?;
-        Ok(def)
+            known: self.known(),
+        };
+        check_spec(
+            spec,
+            |name| self.get(name).map(|def| &def.signature),
+            || self.known(),
+        )?;
+        self.get(&spec.name).ok_or_else(unknown)
     }
+
+    fn known(&self) -> String {
+        self.tasks.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The checks of [`Registry::validate`] on a spec, given how to find a
+/// type's signature and how to list the known names:
+/// - priority at most [`PRIORITY_MAX`](crate::model::PRIORITY_MAX);
+/// - no zero timeout;
+/// - a queue name that is allowed;
+/// - a known task type whose signature binds the arguments.
+fn check_spec<'a>(
+    spec: &TaskSpec,
+    signature: impl Fn(&str) -> Option<&'a Signature>,
+    known: impl Fn() -> String,
+) -> Result<(), SpecError> {
+    if spec.priority > crate::model::PRIORITY_MAX {
+        return Err(SpecError::Priority(spec.priority));
+    }
+    if spec.timeout_ms == Some(0) {
+        return Err(SpecError::ZeroTimeout);
+    }
+    if let Some(queue) = &spec.queue {
+        crate::model::check_queue_name(queue).map_err(SpecError::Queue)?;
+    }
+    let signature = signature(&spec.name).ok_or_else(|| SpecError::UnknownTask {
+        name: spec.name.clone(),
+        known: known(),
+    })?;
+    signature
+        .bind(&spec.args, &spec.kwargs)
+        .map_err(|source| SpecError::Arguments {
+            name: spec.name.clone(),
+            source,
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

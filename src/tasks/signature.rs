@@ -1,13 +1,13 @@
 //! Argument signatures: which parameters a task takes, their JSON types, and
 //! binding positional and keyword arguments to them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::TaskError;
 
 /// JSON type a parameter accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamType {
     /// A whole number that is zero or more.
@@ -70,7 +70,7 @@ fn describe_value(value: &Value) -> &'static str {
 }
 
 /// One named parameter.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Param {
     /// Name, usable as a keyword argument.
     pub name: String,
@@ -78,7 +78,7 @@ pub struct Param {
     #[serde(rename = "type")]
     pub ty: ParamType,
     /// Value used when the argument is left out; none makes it required.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
 }
 
@@ -103,13 +103,13 @@ impl Param {
 }
 
 /// A task's parameters, in positional order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Signature {
     /// Named parameters.
     pub params: Vec<Param>,
     /// Name of the catch-all for extra positional arguments; none means
     /// extra arguments are an error.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest: Option<String>,
 }
 
