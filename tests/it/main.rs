@@ -7,6 +7,8 @@
 
 mod common;
 
+#[cfg(feature = "window")]
+mod attach;
 mod auth;
 mod cli;
 mod depends;
