@@ -790,7 +790,7 @@ class ExampleAndContractTest(ServerTestCase):
 
     def test_every_documented_route_answers(self):
         routes = documented_routes()
-        self.assertEqual(len(routes), 32, routes)
+        self.assertEqual(len(routes), 35, routes)
         done = self.main.submit("noop")
         self.finished(done)
         bodies = {
@@ -803,7 +803,8 @@ class ExampleAndContractTest(ServerTestCase):
         }
         for method, path in routes:
             with self.subTest(method=method, path=path):
-                target = re.sub(r"\{[a-z_]+\}", str(done), path.replace("{name}", "default"))
+                named = path.replace("{name}", "default").replace("{file}", "app.js")
+                target = re.sub(r"\{[a-z_]+\}", str(done), named)
                 query = {"timeout_s": 0} if target.endswith("/wait") else None
                 if path == "/api/v1/events":
                     self.main.events().close()  # A stream: it answers, then is left.
