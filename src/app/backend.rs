@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::log_reader::{LocalFiles, LogReader};
 use crate::model::{Event, ProgressPoint, TaskId, TaskRecord, TaskSpec};
 use crate::scheduler::{
     QueueChange, QueueInfo, RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery,
@@ -107,6 +108,11 @@ pub trait Backend: Send + Sync {
         id: TaskId,
         attempt: Option<u32>,
     ) -> Option<(u32, Vec<ProgressPoint>)>;
+    /// What reads the output logs of attempts for the details. Its reads
+    /// may wait on I/O, so the window calls it only on its log reader
+    /// thread: files on this machine in-process, the log route of the
+    /// server when attached.
+    fn log_reader(&self) -> Arc<dyn LogReader>;
     /// The task types the create form offers (names, descriptions and
     /// signatures; what runs them stays with the scheduler).
     fn task_types(&self) -> Arc<TaskTypes>;
@@ -152,6 +158,7 @@ pub struct Connection {
 pub struct InProcess {
     scheduler: Scheduler,
     task_types: Arc<TaskTypes>,
+    log_reader: Arc<dyn LogReader>,
     outcomes_tx: Sender<Outcome>,
     outcomes_rx: Receiver<Outcome>,
 }
@@ -162,6 +169,7 @@ impl InProcess {
         let (outcomes_tx, outcomes_rx) = crossbeam_channel::unbounded();
         Self {
             task_types: Arc::new(scheduler.registry().types()),
+            log_reader: Arc::new(LocalFiles),
             scheduler,
             outcomes_tx,
             outcomes_rx,
@@ -318,6 +326,10 @@ impl Backend for InProcess {
         attempt: Option<u32>,
     ) -> Option<(u32, Vec<ProgressPoint>)> {
         self.scheduler.progress_history(id, attempt)
+    }
+
+    fn log_reader(&self) -> Arc<dyn LogReader> {
+        Arc::clone(&self.log_reader)
     }
 
     fn task_types(&self) -> Arc<TaskTypes> {

@@ -6,8 +6,10 @@
 //! - The history is read from the scheduler when the task or attempt
 //!   changes, and otherwise at most every [`HISTORY_EVERY`] while new
 //!   progress arrives; never every frame.
-//! - The log is read by [`LogFollower`] on its own thread: only new bytes,
-//!   every [`super::log_reader::POLL_EVERY`] while the attempt runs.
+//! - The log is read by [`LogFollower`] on its own thread, through the
+//!   backend's [`super::log_reader::LogReader`] (files here, or the
+//!   server's log route): only new bytes, every
+//!   [`super::log_reader::POLL_EVERY`] while the attempt runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,9 +89,6 @@ pub struct LiveDetails {
     waker: Option<Waker>,
     /// The window's log directory, when it has one.
     log_dir: Option<PathBuf>,
-    /// Whether logs are files this window can read: false when it is
-    /// attached to a remote server, whose log files are on its machine.
-    local_logs: bool,
 }
 
 impl LiveDetails {
@@ -112,22 +111,7 @@ impl LiveDetails {
             follow: true,
             waker,
             log_dir,
-            local_logs: true,
         }
-    }
-
-    /// The same, for a window whose backend's log files are elsewhere: no
-    /// file is looked for.
-    pub fn without_local_logs(waker: Option<Waker>) -> Self {
-        Self {
-            local_logs: false,
-            ..Self::new(waker, None)
-        }
-    }
-
-    /// Whether the log is read from files here.
-    pub fn local_logs(&self) -> bool {
-        self.local_logs
     }
 
     /// Brings the live parts up to date with the focused task: reads the
@@ -164,9 +148,6 @@ impl LiveDetails {
         }
         self.attempt = Some(attempt);
         changed |= self.refresh_history(backend, record, attempt, now);
-        if !self.local_logs {
-            return changed;
-        }
         let current = self.source.as_ref().is_some_and(|(version, source)| {
             (*version, source.task, source.attempt) == (record.version, record.id, attempt)
         });
@@ -179,7 +160,8 @@ impl LiveDetails {
             self.source = Some((record.version, source));
         }
         let live = record.status == TaskStatus::Running && attempt == latest;
-        let source = self.source.as_ref().map(|(_, source)| source);
+        let reader = backend.log_reader();
+        let source = self.source.as_ref().map(|(_, source)| (source, &reader));
         changed |= self.follower.poll(source, live, now, self.waker.as_ref());
         self.follower.tail_mut().set_search(&self.search);
         changed
@@ -224,11 +206,9 @@ impl LiveDetails {
     fn forget(&mut self) {
         let waker = self.waker.take();
         let log_dir = self.log_dir.take();
-        let local_logs = self.local_logs;
         let follower = std::mem::take(&mut self.follower);
         *self = Self {
             follower,
-            local_logs,
             ..Self::new(waker, log_dir)
         };
     }

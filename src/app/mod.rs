@@ -45,6 +45,7 @@ pub use backend::{
     paused_text, queued_text, report,
 };
 pub use create::CreateForm;
+pub use log_reader::{LogReader, LogSource, READ_BYTES, ReadOutcome, read_start};
 pub use state::{Action, AppState, Notice, Services};
 pub use task_view::{SelectMode, SortColumn, TaskView, ViewSettings};
 

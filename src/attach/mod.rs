@@ -12,7 +12,9 @@
 //! - `taskdeck-attach-stream` reads one connection's stream and hands its
 //!   frames to the follower;
 //! - `taskdeck-attach-commands` runs the window's commands over HTTP and
-//!   reports their outcomes.
+//!   reports their outcomes;
+//! - the window's own log reader thread reads the details' output log
+//!   through [`logs::RemoteLogs`] (the API's log route, by offset).
 //!
 //! They hand owned data to [`Remote`]'s cache (locks held only to clone or
 //! replace) and wake the window through its waker.
@@ -25,6 +27,7 @@
 mod commands;
 pub mod convert;
 mod follow;
+mod logs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +37,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::app::{Backend, Command, Connection, ConnectionState, Outcome, Services};
+use crate::app::{Backend, Command, Connection, ConnectionState, LogReader, Outcome, Services};
 use crate::client::Client;
 use crate::model::{Dependency, Event, ProgressPoint, ResourceSample, TaskId, TaskRecord};
 use crate::scheduler::{QueueInfo, SchedulerStats, StorageStatus, Waiting, Waker, WorkerInfo};
@@ -70,6 +73,7 @@ pub struct Remote {
     commands: Sender<Command>,
     outcomes_tx: Sender<Outcome>,
     outcomes_rx: Receiver<Outcome>,
+    log_reader: Arc<dyn LogReader>,
 }
 
 impl Remote {
@@ -218,6 +222,10 @@ impl Backend for Remote {
         None
     }
 
+    fn log_reader(&self) -> Arc<dyn LogReader> {
+        Arc::clone(&self.log_reader)
+    }
+
     fn task_types(&self) -> Arc<TaskTypes> {
         Arc::clone(&self.snapshot().task_types)
     }
@@ -280,6 +288,7 @@ impl Attached {
             commands: commands_tx,
             outcomes_tx,
             outcomes_rx,
+            log_reader: Arc::new(logs::RemoteLogs::new(client.clone())),
         });
         let (cancel, cancelled) = crossbeam_channel::bounded::<()>(0);
         let (samples_tx, samples_rx) = crossbeam_channel::unbounded();
