@@ -120,6 +120,9 @@ pub trait Backend: Send + Sync {
     fn connection(&self) -> Option<Connection> {
         None
     }
+    /// Whether [`Command::SetWorkers`] can resize the worker pool (the API
+    /// cannot resize a server's pool: it is sized where the server runs).
+    fn can_resize_workers(&self) -> bool;
     /// Hands a command over; its outcomes come through [`Backend::outcomes`].
     fn send(&self, command: Command);
     /// Where outcomes of commands arrive.
@@ -334,6 +337,10 @@ impl Backend for InProcess {
 
     fn task_types(&self) -> Arc<TaskTypes> {
         Arc::clone(&self.task_types)
+    }
+
+    fn can_resize_workers(&self) -> bool {
+        true
     }
 
     fn send(&self, command: Command) {

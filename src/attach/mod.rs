@@ -230,6 +230,10 @@ impl Backend for Remote {
         Arc::clone(&self.snapshot().task_types)
     }
 
+    fn can_resize_workers(&self) -> bool {
+        false
+    }
+
     fn connection(&self) -> Option<Connection> {
         Some(Connection {
             url: self.url.clone(),
@@ -331,7 +335,8 @@ impl Attached {
             backend: Arc::clone(&self.remote) as Arc<dyn Backend>,
             samples: self.samples.take(),
             past_samples: Vec::new(),
-            http_url: None,
+            // The server's API, which is what the window talks to.
+            http_url: Some(self.remote.url.clone()),
             data_dir: None,
         }
     }

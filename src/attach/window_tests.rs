@@ -348,6 +348,41 @@ fn a_task_that_writes_no_log_says_so(side: Side) {
     window.close();
 }
 
+fn the_pool_size_control_shows_only_where_it_works(side: Side) {
+    let mut window = Window::open(side, scheduler(1));
+    let fixed = crate::app::FIXED_POOL;
+    let (shown, hidden) = match side {
+        Side::InProcess => ("Pool size", fixed),
+        Side::Remote => (fixed, "Pool size"),
+    };
+    assert!(
+        window.run_until(|h| h.query_by_label(shown).is_some()),
+        "{shown:?} shows"
+    );
+    assert!(
+        window.harness.query_by_label(hidden).is_none(),
+        "{hidden:?} does not"
+    );
+    window.close();
+}
+
+fn the_header_names_the_api_the_window_talks_to(side: Side) {
+    let mut window = Window::open(side, scheduler(0));
+    let shown = match &window.remote {
+        // The in-process window of these tests starts no listener.
+        None => "API off".to_owned(),
+        Some((server, _)) => server.url(),
+    };
+    assert!(
+        window.run_until(|h| h.query_by_label(&shown).is_some()),
+        "the header shows {shown:?}"
+    );
+    if window.remote.is_some() {
+        assert!(window.harness.query_by_label("API off").is_none());
+    }
+    window.close();
+}
+
 /// Each test, once per side.
 macro_rules! both_sides {
     ($($name:ident),* $(,)?) => {
@@ -367,4 +402,6 @@ both_sides!(
     details_show_the_focused_task,
     a_command_tasks_output_shows_in_the_details,
     a_task_that_writes_no_log_says_so,
+    the_pool_size_control_shows_only_where_it_works,
+    the_header_names_the_api_the_window_talks_to,
 );
