@@ -383,6 +383,57 @@ fn the_header_names_the_api_the_window_talks_to(side: Side) {
     window.close();
 }
 
+fn why_a_queued_task_waits_shows_in_the_table(side: Side) {
+    let mut window = Window::open(side, scheduler(0));
+    for _ in 0..3 {
+        window
+            .scheduler
+            .submit(TaskSpec::new("noop", vec![]))
+            .expect("submit");
+    }
+    assert!(
+        window.run_until(|h| h.query_by_label("2 ahead").is_some()),
+        "the third task's row says two start before it"
+    );
+    window.close();
+}
+
+fn the_progress_history_of_the_selected_task_is_plotted(side: Side) {
+    let mut registry = crate::demo::registry();
+    registry.register(
+        "train",
+        "reports a loss, then waits to be stopped",
+        crate::tasks::Signature::default(),
+        |ctx, _args| {
+            ctx.progress(Some(0.5), None, &[("loss", 0.25)])
+                .map_err(crate::tasks::TaskError::fatal)?;
+            ctx.sleep(WAIT * 6)?;
+            Ok(json!(null))
+        },
+    );
+    let config = SchedulerConfig {
+        workers: 1,
+        ..SchedulerConfig::in_memory()
+    };
+    let scheduler = Scheduler::start(config, registry).expect("the scheduler should start");
+    let id = scheduler
+        .submit(TaskSpec::new("train", vec![]))
+        .expect("submit");
+    let mut window = Window::open(side, scheduler);
+    assert!(window.run_until_task(id, |s| s == TaskStatus::Running));
+    window.select_row(id);
+    assert!(
+        window.run_until(|h| {
+            let series = h.state().state().live().series();
+            series.len() == 1 && series[0].latest() == Some(0.25)
+        }),
+        "the details have the loss's history"
+    );
+    window.scheduler.cancel(id).expect("cancel");
+    assert!(window.run_until_task(id, |s| s == TaskStatus::Cancelled));
+    window.close();
+}
+
 /// Each test, once per side.
 macro_rules! both_sides {
     ($($name:ident),* $(,)?) => {
@@ -404,4 +455,6 @@ both_sides!(
     a_task_that_writes_no_log_says_so,
     the_pool_size_control_shows_only_where_it_works,
     the_header_names_the_api_the_window_talks_to,
+    why_a_queued_task_waits_shows_in_the_table,
+    the_progress_history_of_the_selected_task_is_plotted,
 );
