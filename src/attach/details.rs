@@ -13,7 +13,9 @@
 //! - Every [`FETCH_EVERY`] the thread reads `GET /api/v1/tasks/{id}` for
 //!   each waiting task asked for (queue positions change without events),
 //!   and `GET /api/v1/tasks/{id}/progress?attempt=N` for each history whose
-//!   copy is older than the task's record.
+//!   copy is older than the task's record. A round ends at the first
+//!   call that cannot reach the server, and between calls when the
+//!   attachment stops.
 //! - A history older than the record is still given while its attempt
 //!   runs (it is at most a second behind); once the attempt ended, none is
 //!   given until the last one is fetched, so the window asks again rather
@@ -26,10 +28,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::{Remote, convert};
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::model::{ProgressPoint, TaskId, TaskRecord, TaskStatus};
 use crate::scheduler::Waiting;
 
@@ -169,12 +171,26 @@ impl Fetcher {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
             let (waiting, histories) = self.remote.details.lock().asked(Instant::now());
+            let fetches = waiting.into_iter().map(Fetch::Reason).chain(
+                histories
+                    .into_iter()
+                    .map(|(key, held)| Fetch::History(key, held)),
+            );
             let mut changed = false;
-            for id in waiting {
-                changed |= self.fetch_reason(id);
-            }
-            for (key, held) in histories {
-                changed |= self.fetch_history(key, held);
+            for fetch in fetches {
+                // A round of many calls to a server that went away ends at
+                // its first failure, and a close is not kept waiting.
+                if !matches!(self.cancelled.try_recv(), Err(TryRecvError::Empty)) {
+                    return;
+                }
+                let answer = match fetch {
+                    Fetch::Reason(id) => self.fetch_reason(id),
+                    Fetch::History(key, held) => self.fetch_history(key, held),
+                };
+                match answer {
+                    Ok(fresh) => changed |= fresh,
+                    Err(Unreachable) => break,
+                }
             }
             if changed {
                 self.remote.wake();
@@ -186,53 +202,73 @@ impl Fetcher {
     // which the header shows, is the event follower's to report, and the
     // next round tries again.
 
-    fn fetch_reason(&self, id: TaskId) -> bool {
+    fn fetch_reason(&self, id: TaskId) -> Result<bool, Unreachable> {
         let Some(record) = self.remote.tasks.lock().get(&id).cloned() else {
-            return false;
+            return Ok(false);
         };
         let reason = if matches!(record.status, TaskStatus::Queued | TaskStatus::Retrying) {
-            let Ok(value) = self.client.task(id.0) else {
-                return false;
+            let value = match self.client.task(id.0) {
+                Ok(value) => value,
+                Err(error) => return unreachable_or_nothing(&error),
             };
             match convert::waiting(&value, &record) {
                 Ok(reason) => reason,
                 Err(error) => {
                     tracing::debug!("task {id}: {error}");
-                    return false;
+                    return Ok(false);
                 }
             }
         } else {
             None
         };
-        self.remote.details.lock().set_reason(id, reason)
+        Ok(self.remote.details.lock().set_reason(id, reason))
     }
 
-    fn fetch_history(&self, key: HistoryKey, held: Option<u64>) -> bool {
+    fn fetch_history(&self, key: HistoryKey, held: Option<u64>) -> Result<bool, Unreachable> {
         let (id, attempt) = key;
         let Some(version) = self.remote.held_version(id) else {
-            return false;
+            return Ok(false);
         };
         if held.is_some_and(|held| held >= version) {
-            return false;
+            return Ok(false);
         }
         let path = match attempt {
             Some(attempt) => format!("/api/v1/tasks/{id}/progress?attempt={attempt}"),
             None => format!("/api/v1/tasks/{id}/progress"),
         };
-        let Ok(value) = self.client.call("GET", &path, None) else {
-            return false;
+        let value = match self.client.call("GET", &path, None) {
+            Ok(value) => value,
+            Err(error) => return unreachable_or_nothing(&error),
         };
         match convert::progress(&value) {
-            Ok(history) => self
+            Ok(history) => Ok(self
                 .remote
                 .details
                 .lock()
-                .set_history(key, version, history),
+                .set_history(key, version, history)),
             Err(error) => {
                 tracing::debug!("task {id}: {error}");
-                false
+                Ok(false)
             }
         }
+    }
+}
+
+/// One fetch of a round.
+enum Fetch {
+    Reason(TaskId),
+    History(HistoryKey, Option<u64>),
+}
+
+/// The server could not be reached: the round ends.
+struct Unreachable;
+
+/// A connection failure ends the round; an answer (a task gone: 404)
+/// changes nothing.
+fn unreachable_or_nothing(error: &ClientError) -> Result<bool, Unreachable> {
+    match error {
+        ClientError::Connect { .. } => Err(Unreachable),
+        _ => Ok(false),
     }
 }
 
