@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::log_reader::{LocalFiles, LogReader};
 use crate::model::{Event, ProgressPoint, TaskId, TaskRecord, TaskSpec};
 use crate::scheduler::{
     QueueChange, QueueInfo, RequestError, Scheduler, SchedulerStats, StorageStatus, TaskQuery,
@@ -107,6 +108,11 @@ pub trait Backend: Send + Sync {
         id: TaskId,
         attempt: Option<u32>,
     ) -> Option<(u32, Vec<ProgressPoint>)>;
+    /// What reads the output logs of attempts for the details. Its reads
+    /// may wait on I/O, so the window calls it only on its log reader
+    /// thread: files on this machine in-process, the log route of the
+    /// server when attached.
+    fn log_reader(&self) -> Arc<dyn LogReader>;
     /// The task types the create form offers (names, descriptions and
     /// signatures; what runs them stays with the scheduler).
     fn task_types(&self) -> Arc<TaskTypes>;
@@ -114,6 +120,9 @@ pub trait Backend: Send + Sync {
     fn connection(&self) -> Option<Connection> {
         None
     }
+    /// Whether [`Command::SetWorkers`] can resize the worker pool (the API
+    /// cannot resize a server's pool: it is sized where the server runs).
+    fn can_resize_workers(&self) -> bool;
     /// Hands a command over; its outcomes come through [`Backend::outcomes`].
     fn send(&self, command: Command);
     /// Where outcomes of commands arrive.
@@ -152,6 +161,7 @@ pub struct Connection {
 pub struct InProcess {
     scheduler: Scheduler,
     task_types: Arc<TaskTypes>,
+    log_reader: Arc<dyn LogReader>,
     outcomes_tx: Sender<Outcome>,
     outcomes_rx: Receiver<Outcome>,
 }
@@ -162,6 +172,7 @@ impl InProcess {
         let (outcomes_tx, outcomes_rx) = crossbeam_channel::unbounded();
         Self {
             task_types: Arc::new(scheduler.registry().types()),
+            log_reader: Arc::new(LocalFiles),
             scheduler,
             outcomes_tx,
             outcomes_rx,
@@ -320,8 +331,16 @@ impl Backend for InProcess {
         self.scheduler.progress_history(id, attempt)
     }
 
+    fn log_reader(&self) -> Arc<dyn LogReader> {
+        Arc::clone(&self.log_reader)
+    }
+
     fn task_types(&self) -> Arc<TaskTypes> {
         Arc::clone(&self.task_types)
+    }
+
+    fn can_resize_workers(&self) -> bool {
+        true
     }
 
     fn send(&self, command: Command) {

@@ -3,11 +3,14 @@
 //! the plots), and that attempt's output log, followed by offset. No
 //! layout here: the panels read this and return [`LiveAction`]s.
 //!
-//! - The history is read from the scheduler when the task or attempt
+//! - The history is read from the backend when the task or attempt
 //!   changes, and otherwise at most every [`HISTORY_EVERY`] while new
-//!   progress arrives; never every frame.
-//! - The log is read by [`LogFollower`] on its own thread: only new bytes,
-//!   every [`super::log_reader::POLL_EVERY`] while the attempt runs.
+//!   progress arrives or the backend had none to give yet; never every
+//!   frame.
+//! - The log is read by [`LogFollower`] on its own thread, through the
+//!   backend's [`super::log_reader::LogReader`] (files here, or the
+//!   server's log route): only new bytes, every
+//!   [`super::log_reader::POLL_EVERY`] while the attempt runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +77,8 @@ pub struct LiveDetails {
     history_key: Option<(TaskId, u32)>,
     history_read_at: Option<Instant>,
     history_seen_us: Option<i64>,
+    /// The last read got no history: read again when due.
+    history_pending: bool,
     series: Vec<MetricSeries>,
     /// The last fraction in the history (for attempts before the latest).
     history_fraction: Option<f64>,
@@ -87,9 +92,6 @@ pub struct LiveDetails {
     waker: Option<Waker>,
     /// The window's log directory, when it has one.
     log_dir: Option<PathBuf>,
-    /// Whether logs are files this window can read: false when it is
-    /// attached to a remote server, whose log files are on its machine.
-    local_logs: bool,
 }
 
 impl LiveDetails {
@@ -103,6 +105,7 @@ impl LiveDetails {
             history_key: None,
             history_read_at: None,
             history_seen_us: None,
+            history_pending: false,
             series: Vec::new(),
             history_fraction: None,
             follower: LogFollower::default(),
@@ -112,22 +115,7 @@ impl LiveDetails {
             follow: true,
             waker,
             log_dir,
-            local_logs: true,
         }
-    }
-
-    /// The same, for a window whose backend's log files are elsewhere: no
-    /// file is looked for.
-    pub fn without_local_logs(waker: Option<Waker>) -> Self {
-        Self {
-            local_logs: false,
-            ..Self::new(waker, None)
-        }
-    }
-
-    /// Whether the log is read from files here.
-    pub fn local_logs(&self) -> bool {
-        self.local_logs
     }
 
     /// Brings the live parts up to date with the focused task: reads the
@@ -164,9 +152,6 @@ impl LiveDetails {
         }
         self.attempt = Some(attempt);
         changed |= self.refresh_history(backend, record, attempt, now);
-        if !self.local_logs {
-            return changed;
-        }
         let current = self.source.as_ref().is_some_and(|(version, source)| {
             (*version, source.task, source.attempt) == (record.version, record.id, attempt)
         });
@@ -179,15 +164,18 @@ impl LiveDetails {
             self.source = Some((record.version, source));
         }
         let live = record.status == TaskStatus::Running && attempt == latest;
-        let source = self.source.as_ref().map(|(_, source)| source);
+        let reader = backend.log_reader();
+        let source = self.source.as_ref().map(|(_, source)| (source, &reader));
         changed |= self.follower.poll(source, live, now, self.waker.as_ref());
         self.follower.tail_mut().set_search(&self.search);
         changed
     }
 
     /// Reads the history of `attempt` when it is another than the one
-    /// read, or when the record reports newer progress and the last read
-    /// is [`HISTORY_EVERY`] old.
+    /// read, or when the last read is [`HISTORY_EVERY`] old and the record
+    /// reports newer progress or the backend had no history to give (a
+    /// remote backend's copy comes after the read that asked for it). A
+    /// read that gets none keeps the series shown for the same attempt.
     fn refresh_history(
         &mut self,
         backend: &dyn Backend,
@@ -205,30 +193,36 @@ impl LiveDetails {
         let due = self
             .history_read_at
             .is_none_or(|at| now.saturating_duration_since(at) >= HISTORY_EVERY);
-        if self.history_key == Some(key) && (reported_us == self.history_seen_us || !due) {
+        let same = self.history_key == Some(key);
+        let newer = reported_us != self.history_seen_us || self.history_pending;
+        if same && (!newer || !due) {
             return false;
         }
-        let points = backend
-            .progress_history(record.id, Some(attempt))
-            .map(|(_, points)| points)
-            .unwrap_or_default();
-        let start_us = record.started_at_us.filter(|_| latest);
-        self.series = series(&points, start_us);
-        self.history_fraction = points.iter().rev().find_map(|point| point.fraction);
+        let answer = backend.progress_history(record.id, Some(attempt));
+        self.history_pending = answer.is_none();
         self.history_key = Some(key);
         self.history_read_at = Some(now);
         self.history_seen_us = reported_us;
+        let Some((_, points)) = answer else {
+            if same {
+                return false;
+            }
+            self.series = Vec::new();
+            self.history_fraction = None;
+            return true;
+        };
+        let start_us = record.started_at_us.filter(|_| latest);
+        self.series = series(&points, start_us);
+        self.history_fraction = points.iter().rev().find_map(|point| point.fraction);
         true
     }
 
     fn forget(&mut self) {
         let waker = self.waker.take();
         let log_dir = self.log_dir.take();
-        let local_logs = self.local_logs;
         let follower = std::mem::take(&mut self.follower);
         *self = Self {
             follower,
-            local_logs,
             ..Self::new(waker, log_dir)
         };
     }

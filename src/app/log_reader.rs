@@ -1,6 +1,8 @@
 //! Follows one attempt's output log for the details: reads only new bytes,
 //! by offset, on a reader thread of its own, so the UI thread never waits
-//! on the disk. No egui here.
+//! on the disk or the network. Where the bytes come from is the backend's
+//! [`LogReader`]: files on this machine ([`LocalFiles`]) in-process, the
+//! server's log route when attached. No egui here.
 //!
 //! - A read asks for at most [`READ_BYTES`]; when the file holds more than
 //!   [`MAX_BYTES`] beyond the offset (a long log opened, or a task that
@@ -16,6 +18,7 @@
 //!   follower is dropped.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,10 +56,10 @@ pub enum FileState {
     /// Not looked for yet.
     #[default]
     Unknown,
-    /// Being read: its path and size.
+    /// Being read: where from and its size.
     Found {
-        /// Where it is.
-        path: PathBuf,
+        /// Where it is read from (a path, or the server's route), in words.
+        origin: String,
         /// Its size at the last read, in bytes.
         size: u64,
     },
@@ -66,25 +69,69 @@ pub enum FileState {
     Failed(String),
 }
 
-struct Request {
-    seq: u64,
-    candidates: Vec<PathBuf>,
-    offset: Option<u64>,
+/// Reads parts of attempts' logs for the follower. It is called on the
+/// follower's reader thread only, so it may wait on the disk or the
+/// network; the window's thread never calls it.
+pub trait LogReader: Send + Sync {
+    /// The next part of `source`'s log: at most [`READ_BYTES`] from
+    /// `offset`, or from [`MAX_BYTES`] before the end when `offset` is
+    /// none or that far behind (see [`read_start`]).
+    fn read(&self, source: &LogSource, offset: Option<u64>) -> ReadOutcome;
 }
 
-enum Outcome {
+/// What one read of a log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// A part of it.
     Read {
-        path: PathBuf,
+        /// Where it was read from, in words.
+        origin: String,
+        /// The bytes, where they start and the log's size.
         part: logfile::LogPart,
+        /// Whether output before the part was skipped.
         gap: bool,
     },
+    /// There is no log (yet).
     Missing,
+    /// It could not be read, in words.
     Failed(String),
+}
+
+/// Where a read of a log of `size` bytes starts when the follower is at
+/// `offset`, and whether that skips output: at `offset` while it is at
+/// most [`MAX_BYTES`] behind the end (and not past it: the log was
+/// replaced), else that far before the end.
+pub fn read_start(offset: Option<u64>, size: u64) -> (u64, bool) {
+    let tail_start = size.saturating_sub(MAX_BYTES as u64);
+    let start = match offset {
+        Some(offset) if offset <= size && offset >= tail_start => offset,
+        _ => tail_start,
+    };
+    let gap = offset.map_or(start > 0, |offset| offset != start);
+    (start, gap)
+}
+
+/// Logs as files on this machine: the first of the source's candidates
+/// that exists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalFiles;
+
+impl LogReader for LocalFiles {
+    fn read(&self, source: &LogSource, offset: Option<u64>) -> ReadOutcome {
+        read(&source.candidates, offset)
+    }
+}
+
+struct Request {
+    seq: u64,
+    reader: Arc<dyn LogReader>,
+    source: LogSource,
+    offset: Option<u64>,
 }
 
 struct Reply {
     seq: u64,
-    outcome: Outcome,
+    outcome: ReadOutcome,
 }
 
 /// The reader thread and its channels.
@@ -105,7 +152,7 @@ impl ReaderThread {
                 while let Ok(request) = request_rx.recv() {
                     let reply = Reply {
                         seq: request.seq,
-                        outcome: read(&request.candidates, request.offset),
+                        outcome: request.reader.read(&request.source, request.offset),
                     };
                     if reply_tx.send(reply).is_err() {
                         break;
@@ -137,31 +184,27 @@ impl Drop for ReaderThread {
 /// Reads the next part of the first candidate that exists: from `offset`,
 /// or from [`MAX_BYTES`] before the end when `offset` is none or that far
 /// behind (or past the end: the file was replaced).
-fn read(candidates: &[PathBuf], offset: Option<u64>) -> Outcome {
+fn read(candidates: &[PathBuf], offset: Option<u64>) -> ReadOutcome {
     let Some(path) = candidates.iter().find(|path| path.is_file()) else {
-        return Outcome::Missing;
+        return ReadOutcome::Missing;
     };
     let size = match std::fs::metadata(path) {
         Ok(metadata) => metadata.len(),
         Err(error) => return failed(path, &error),
     };
-    let tail_start = size.saturating_sub(MAX_BYTES as u64);
-    let start = match offset {
-        Some(offset) if offset <= size && offset >= tail_start => offset,
-        _ => tail_start,
-    };
+    let (start, gap) = read_start(offset, size);
     match logfile::read_log(path, start, READ_BYTES) {
-        Ok(part) => Outcome::Read {
-            path: path.clone(),
-            gap: offset.map_or(start > 0, |offset| offset != start),
+        Ok(part) => ReadOutcome::Read {
+            origin: path.display().to_string(),
+            gap,
             part,
         },
         Err(error) => failed(path, &error),
     }
 }
 
-fn failed(path: &Path, error: &std::io::Error) -> Outcome {
-    Outcome::Failed(format!("cannot read {}: {error}", path.display()))
+fn failed(path: &Path, error: &std::io::Error) -> ReadOutcome {
+    ReadOutcome::Failed(format!("cannot read {}: {error}", path.display()))
 }
 
 /// Follows one log at a time into a bounded [`LogTail`].
@@ -185,17 +228,19 @@ pub struct LogFollower {
 }
 
 impl LogFollower {
-    /// Follows `source` (none: nothing), whose attempt may still write
-    /// when `live`: takes the answers that came, and asks for the next
-    /// read when due. `waker` is given to the reader thread when it
-    /// starts. Returns true when the tail or the file's state changed.
+    /// Follows `source` (none: nothing) through `reader`, whose attempt
+    /// may still write when `live`: takes the answers that came, and asks
+    /// for the next read when due. `waker` is given to the reader thread
+    /// when it starts. Returns true when the tail or the file's state
+    /// changed.
     pub fn poll(
         &mut self,
-        source: Option<&LogSource>,
+        source: Option<(&LogSource, &Arc<dyn LogReader>)>,
         live: bool,
         now: Instant,
         waker: Option<&Waker>,
     ) -> bool {
+        let (source, reader) = source.unzip();
         let mut changed = false;
         if source != self.source.as_ref() {
             let same_log = match (source, &self.source) {
@@ -216,7 +261,7 @@ impl LogFollower {
             self.source = source.cloned();
         }
         changed |= self.take_replies(now);
-        let Some(source) = &self.source else {
+        let (Some(source), Some(reader)) = (&self.source, reader) else {
             return changed;
         };
         let due = self.next_at.is_none_or(|at| now >= at);
@@ -238,7 +283,8 @@ impl LogFollower {
         self.seq += 1;
         let request = Request {
             seq: self.seq,
-            candidates: source.candidates.clone(),
+            reader: Arc::clone(reader),
+            source: source.clone(),
             offset: self.offset,
         };
         if requests.send(request).is_ok() {
@@ -265,20 +311,20 @@ impl LogFollower {
             let mut more = false;
             let mut wait = POLL_EVERY;
             match outcome {
-                Outcome::Read { path, part, gap } => {
+                ReadOutcome::Read { origin, part, gap } => {
                     self.tail.push(&part.bytes, gap);
                     more = part.next_offset() < part.size;
                     self.offset = Some(part.next_offset());
                     self.file = FileState::Found {
-                        path,
+                        origin,
                         size: part.size,
                     };
                 }
-                Outcome::Missing => {
+                ReadOutcome::Missing => {
                     self.file = FileState::Missing;
                     wait = MISSING_POLL_EVERY;
                 }
-                Outcome::Failed(error) => self.file = FileState::Failed(error),
+                ReadOutcome::Failed(error) => self.file = FileState::Failed(error),
             }
             self.done = !live && !more;
             self.next_at = Some(if more { now } else { now + wait });
@@ -352,7 +398,8 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !done(follower) {
             assert!(Instant::now() < deadline, "timed out");
-            follower.poll(Some(source), live, Instant::now(), None);
+            let reader: Arc<dyn LogReader> = Arc::new(LocalFiles);
+            follower.poll(Some((source, &reader)), live, Instant::now(), None);
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -401,6 +448,25 @@ mod tests {
         assert_eq!(lines(&follower).last().map(String::as_str), Some("last"));
         let shown = follower.tail().shown_len(false);
         assert!(shown * 100 <= MAX_BYTES + 100, "{shown} lines kept");
+    }
+
+    #[test]
+    fn a_read_starts_at_the_offset_unless_it_is_far_behind_or_past_the_end() {
+        let max = MAX_BYTES as u64;
+        assert_eq!(
+            read_start(None, 10),
+            (0, false),
+            "a short log from its start"
+        );
+        assert_eq!(
+            read_start(None, 3 * max),
+            (2 * max, true),
+            "a long one near its end"
+        );
+        assert_eq!(read_start(Some(5), 10), (5, false));
+        assert_eq!(read_start(Some(10), 10), (10, false), "at the end");
+        assert_eq!(read_start(Some(20), 10), (0, true), "a replaced log");
+        assert_eq!(read_start(Some(1), 3 * max), (2 * max, true), "far behind");
     }
 
     #[test]

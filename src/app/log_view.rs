@@ -23,20 +23,6 @@ pub const EARLIER_NOT_SHOWN: &str = "earlier output not shown";
 /// The search box's label.
 pub const SEARCH_LABEL: &str = "Search output";
 
-/// What the details say of the output over a connection to a remote
-/// server: that the live log is not read here, and the last lines the
-/// record keeps.
-pub const NOT_OVER_CONNECTION: &str = "Output: the live log is not available over the connection \
-     (`taskdeck logs ID -f --url URL` follows it)";
-
-fn remote_ui(ui: &mut Ui, record: &TaskRecord, theme: Theme) {
-    ui.label(RichText::new(NOT_OVER_CONNECTION).color(theme.weak()));
-    if let Some(log) = record.log.as_ref().filter(|log| !log.tail.is_empty()) {
-        ui.label(RichText::new("Last lines recorded:").color(theme.weak()));
-        ui.label(RichText::new(log.tail.as_str()).monospace());
-    }
-}
-
 /// Lays out the output of the attempt `live` shows. Returns what the user
 /// asked for.
 pub fn log_ui(ui: &mut Ui, record: &TaskRecord, live: &LiveDetails, theme: Theme) -> Vec<Action> {
@@ -46,10 +32,6 @@ pub fn log_ui(ui: &mut Ui, record: &TaskRecord, live: &LiveDetails, theme: Theme
         ui.label(RichText::new("Output: none yet, the task has not started").color(theme.weak()));
         return actions;
     };
-    if !live.local_logs() {
-        remote_ui(ui, record, theme);
-        return actions;
-    }
     let log = live.log();
     let running = record.status == TaskStatus::Running && attempt == record.attempts;
     if let Some(error) = log.thread_error() {
@@ -69,7 +51,7 @@ pub fn log_ui(ui: &mut Ui, record: &TaskRecord, live: &LiveDetails, theme: Theme
             ui.label(RichText::new(error.as_str()).color(theme.error()));
             return actions;
         }
-        FileState::Found { path, size } => {
+        FileState::Found { origin, size } => {
             let cut = record
                 .log
                 .as_ref()
@@ -80,7 +62,7 @@ pub fn log_ui(ui: &mut Ui, record: &TaskRecord, live: &LiveDetails, theme: Theme
                 (false, true) => ", ended, cut at the limit",
             };
             ui.label(format!("Output of attempt {attempt} ({size} bytes{state})"))
-                .on_hover_text(path.display().to_string());
+                .on_hover_text(origin.as_str());
         }
     }
     controls_ui(ui, live, &mut actions);

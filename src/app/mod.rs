@@ -45,8 +45,11 @@ pub use backend::{
     paused_text, queued_text, report,
 };
 pub use create::CreateForm;
+pub use log_reader::{LogReader, LogSource, READ_BYTES, ReadOutcome, read_start};
 pub use state::{Action, AppState, Notice, Services};
 pub use task_view::{SelectMode, SortColumn, TaskView, ViewSettings};
+#[cfg(test)]
+pub(crate) use workers::FIXED_POOL;
 
 use resources::ResourcesPanel;
 use theme::Theme;

@@ -176,11 +176,7 @@ impl AppState {
     ) -> Self {
         // The log reader wakes the window too, when output was read.
         let log_dir = services.data_dir.as_ref().map(|dir| dir.join(LOGS_FOLDER));
-        let live = if services.backend.connection().is_some() {
-            LiveDetails::without_local_logs(waker.clone())
-        } else {
-            LiveDetails::new(waker.clone(), log_dir)
-        };
+        let live = LiveDetails::new(waker.clone(), log_dir);
         let backend = Arc::clone(&services.backend);
         let events = backend.subscribe(waker);
         let mut tasks = TaskView::new(view);

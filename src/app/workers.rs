@@ -11,6 +11,13 @@ use crate::scheduler::{WorkerInfo, WorkerKind, WorkerState};
 /// Largest pool the control offers.
 const MAX_WORKERS: usize = 256;
 
+/// What the panel says instead of the pool size control when the backend
+/// cannot resize the pool.
+pub const FIXED_POOL: &str = "Pool sized where the server runs";
+/// Why, on hover.
+const FIXED_POOL_WHY: &str = "The API cannot resize a server's worker pool: \
+     start `taskdeck serve --workers N` there with another size";
+
 /// Lays out the panel; returns a resize when asked for.
 pub fn workers_ui(ui: &mut Ui, state: &mut AppState, theme: Theme) -> Option<Action> {
     let stats = &state.stats;
@@ -20,19 +27,24 @@ pub fn workers_ui(ui: &mut Ui, state: &mut AppState, theme: Theme) -> Option<Act
         stats.workers_busy, stats.workers_idle, stats.workers_total
     ));
     let mut action = None;
-    ui.horizontal(|ui| {
-        let label = ui.label("Pool size");
-        ui.add(egui::DragValue::new(&mut state.worker_target).range(0..=MAX_WORKERS))
-            .labelled_by(label.id);
-        let changed = state.worker_target != stats.workers_target;
-        if ui
-            .add_enabled(changed, egui::Button::new("Apply"))
-            .on_disabled_hover_text("Change the pool size first")
-            .clicked()
-        {
-            action = Some(Action::SetWorkers(state.worker_target));
-        }
-    });
+    if !state.services().backend.can_resize_workers() {
+        ui.label(RichText::new(FIXED_POOL).color(theme.weak()))
+            .on_hover_text(FIXED_POOL_WHY);
+    } else {
+        ui.horizontal(|ui| {
+            let label = ui.label("Pool size");
+            ui.add(egui::DragValue::new(&mut state.worker_target).range(0..=MAX_WORKERS))
+                .labelled_by(label.id);
+            let changed = state.worker_target != stats.workers_target;
+            if ui
+                .add_enabled(changed, egui::Button::new("Apply"))
+                .on_disabled_hover_text("Change the pool size first")
+                .clicked()
+            {
+                action = Some(Action::SetWorkers(state.worker_target));
+            }
+        });
+    }
     egui::Grid::new("workers_grid")
         .num_columns(3)
         .striped(true)

@@ -8,11 +8,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::model::{
-    DEFAULT_QUEUE, Event, EventKind, GpuState, ResourceSample, TaskRecord, TaskSpec, TaskStatus,
+    DEFAULT_QUEUE, Event, EventKind, GpuState, ProgressPoint, ResourceSample, TaskId, TaskRecord,
+    TaskSpec, TaskStatus,
 };
 use crate::scheduler::{
     LatencySummary, MetricsReport, NameReport, QueueChange, QueueInfo, SchedulerStats,
-    StatusCounts, WorkerInfo,
+    StatusCounts, Waiting, WorkerInfo,
 };
 use crate::tasks::{TaskType, TaskTypes};
 
@@ -347,4 +348,60 @@ pub fn queue_change(change: QueueChange) -> Value {
         body["stop_running"] = json!(true);
     }
     body
+}
+/// Why a task waits, from the `waiting` field of `GET /api/v1/tasks/{id}`
+/// (none when it is null); `record` gives what the reason leaves to it
+/// (the GPUs a task needs).
+pub fn waiting(value: &Value, record: &TaskRecord) -> Result<Option<Waiting>> {
+    const WHAT: &str = "waiting reason";
+    let Some(reason) = value.get("waiting").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let code: String = field(WHAT, reason, "code")?;
+    let until = || -> Result<i64> {
+        micros(WHAT, reason, "until")?.ok_or_else(|| bad(WHAT, "until: missing"))
+    };
+    let waiting = match code.as_str() {
+        "waiting_for_dependencies" => Waiting::Dependencies {
+            count: field(WHAT, reason, "count")?,
+            ids: field::<Vec<TaskId>>(WHAT, reason, "dependencies")?,
+        },
+        "retry_backoff" => Waiting::RetryBackoff { until_us: until()? },
+        "held" => Waiting::Held,
+        "not_before" => Waiting::NotBefore { until_us: until()? },
+        "scheduler_paused" => Waiting::Paused,
+        "queue_paused" => Waiting::QueuePaused {
+            queue: field(WHAT, reason, "queue")?,
+        },
+        "queue_at_limit" => Waiting::QueueAtLimit {
+            queue: field(WHAT, reason, "queue")?,
+            limit: field(WHAT, reason, "limit")?,
+        },
+        "shutting_down" => Waiting::ShuttingDown,
+        "queued_behind" => Waiting::Behind {
+            ahead: field(WHAT, reason, "ahead")?,
+            gpus: 0,
+        },
+        "waiting_for_gpus" => Waiting::Behind {
+            ahead: field(WHAT, reason, "ahead")?,
+            gpus: record.spec.gpus.max(1),
+        },
+        "waiting_for_gpu_memory" => Waiting::GpuMemory {
+            ahead: field(WHAT, reason, "ahead")?,
+            memory_mb: field(WHAT, reason, "memory_mb")?,
+        },
+        "waiting_for_worker" => Waiting::NoWorker,
+        other => return Err(bad(WHAT, format!("unknown code {other:?}"))),
+    };
+    Ok(Some(waiting))
+}
+
+/// An attempt's progress history as `GET /api/v1/tasks/{id}/progress`
+/// gives it: the attempt and its points.
+pub fn progress(value: &Value) -> Result<(u32, Vec<ProgressPoint>)> {
+    const WHAT: &str = "progress history";
+    Ok((
+        field(WHAT, value, "attempt")?,
+        field(WHAT, value, "points")?,
+    ))
 }

@@ -12,7 +12,12 @@
 //! - `taskdeck-attach-stream` reads one connection's stream and hands its
 //!   frames to the follower;
 //! - `taskdeck-attach-commands` runs the window's commands over HTTP and
-//!   reports their outcomes.
+//!   reports their outcomes;
+//! - `taskdeck-attach-details` fetches why the waiting tasks the window
+//!   asked about wait, and the progress history of the selected attempt
+//!   ([`details`]);
+//! - the window's own log reader thread reads the details' output log
+//!   through [`logs::RemoteLogs`] (the API's log route, by offset).
 //!
 //! They hand owned data to [`Remote`]'s cache (locks held only to clone or
 //! replace) and wake the window through its waker.
@@ -24,17 +29,19 @@
 
 mod commands;
 pub mod convert;
+mod details;
 mod follow;
+mod logs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::app::{Backend, Command, Connection, ConnectionState, Outcome, Services};
+use crate::app::{Backend, Command, Connection, ConnectionState, LogReader, Outcome, Services};
 use crate::client::Client;
 use crate::model::{Dependency, Event, ProgressPoint, ResourceSample, TaskId, TaskRecord};
 use crate::scheduler::{QueueInfo, SchedulerStats, StorageStatus, Waiting, Waker, WorkerInfo};
@@ -70,6 +77,10 @@ pub struct Remote {
     commands: Sender<Command>,
     outcomes_tx: Sender<Outcome>,
     outcomes_rx: Receiver<Outcome>,
+    log_reader: Arc<dyn LogReader>,
+    /// Why tasks wait and progress histories, as the details thread
+    /// fetched them.
+    details: Mutex<details::Details>,
 }
 
 impl Remote {
@@ -185,8 +196,9 @@ impl Backend for Remote {
     }
 
     fn waiting(&self, ids: &[TaskId]) -> Vec<Option<Waiting>> {
-        // Why a task waits is not part of what the stream tells.
-        vec![None; ids.len()]
+        // Why a task waits is not part of what the stream tells: the
+        // details thread fetches it for the tasks asked about.
+        self.details.lock().waiting(ids, Instant::now())
     }
 
     fn records(&self, ids: &[TaskId]) -> Vec<Option<Arc<TaskRecord>>> {
@@ -212,14 +224,25 @@ impl Backend for Remote {
 
     fn progress_history(
         &self,
-        _id: TaskId,
-        _attempt: Option<u32>,
+        id: TaskId,
+        attempt: Option<u32>,
     ) -> Option<(u32, Vec<ProgressPoint>)> {
-        None
+        let record = self.task(id);
+        self.details
+            .lock()
+            .history((id, attempt), record.as_deref(), Instant::now())
+    }
+
+    fn log_reader(&self) -> Arc<dyn LogReader> {
+        Arc::clone(&self.log_reader)
     }
 
     fn task_types(&self) -> Arc<TaskTypes> {
         Arc::clone(&self.snapshot().task_types)
+    }
+
+    fn can_resize_workers(&self) -> bool {
+        false
     }
 
     fn connection(&self) -> Option<Connection> {
@@ -280,6 +303,8 @@ impl Attached {
             commands: commands_tx,
             outcomes_tx,
             outcomes_rx,
+            log_reader: Arc::new(logs::RemoteLogs::new(client.clone())),
+            details: Mutex::new(details::Details::default()),
         });
         let (cancel, cancelled) = crossbeam_channel::bounded::<()>(0);
         let (samples_tx, samples_rx) = crossbeam_channel::unbounded();
@@ -294,6 +319,14 @@ impl Attached {
         let follow = std::thread::Builder::new()
             .name("taskdeck-attach-follow".into())
             .spawn(move || follower.run())?;
+        let fetcher = details::Fetcher {
+            client: client.clone(),
+            remote: Arc::clone(&remote),
+            cancelled: cancelled.clone(),
+        };
+        let details = std::thread::Builder::new()
+            .name("taskdeck-attach-details".into())
+            .spawn(move || fetcher.run())?;
         let runner = commands::Runner {
             client,
             remote: Arc::clone(&remote),
@@ -305,7 +338,7 @@ impl Attached {
             remote,
             samples: Some(samples_rx),
             cancel: Some(cancel),
-            threads: vec![follow, commands],
+            threads: vec![follow, details, commands],
             streams,
         })
     }
@@ -322,7 +355,8 @@ impl Attached {
             backend: Arc::clone(&self.remote) as Arc<dyn Backend>,
             samples: self.samples.take(),
             past_samples: Vec::new(),
-            http_url: None,
+            // The server's API, which is what the window talks to.
+            http_url: Some(self.remote.url.clone()),
             data_dir: None,
         }
     }

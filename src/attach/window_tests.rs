@@ -4,6 +4,7 @@
 //! same; over the connection, what the window does lands a little later,
 //! so every check waits for its condition (with a timeout).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ use crate::app::{ConnectionState, Services, TaskdeckApp};
 use crate::client::Client;
 use crate::model::{TaskId, TaskSpec, TaskStatus};
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::tasks::logfile::LOGS_FOLDER;
+use crate::tasks::{ExecSettings, register_exec_tasks};
 
 /// Longest a test waits for something to show or happen.
 const WAIT: Duration = Duration::from_secs(15);
@@ -43,6 +46,18 @@ fn scheduler(workers: usize) -> Scheduler {
     Scheduler::start(config, crate::demo::registry()).expect("the scheduler should start")
 }
 
+/// A scheduler with one worker that also runs `command` tasks, whose logs
+/// go to `data_dir`'s log folder.
+fn scheduler_with_commands(data_dir: &Path) -> Scheduler {
+    let mut registry = crate::demo::registry();
+    register_exec_tasks(&mut registry, ExecSettings::new(data_dir.join(LOGS_FOLDER)));
+    let config = SchedulerConfig {
+        workers: 1,
+        ..SchedulerConfig::in_memory()
+    };
+    Scheduler::start(config, registry).expect("the scheduler should start")
+}
+
 /// Waits for `done`, with a timeout; true when it held.
 fn wait_for(mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + WAIT;
@@ -57,11 +72,22 @@ fn wait_for(mut done: impl FnMut() -> bool) -> bool {
 
 impl Window {
     fn open(side: Side, scheduler: Scheduler) -> Self {
+        Self::open_with_data(side, scheduler, None)
+    }
+
+    /// A window whose task logs are under `data_dir` (the window's own
+    /// data directory in-process, the server's when attached).
+    fn open_with_data(side: Side, scheduler: Scheduler, data_dir: Option<&Path>) -> Self {
         let (services, remote) = match side {
-            Side::InProcess => (Services::local(&scheduler), None),
+            Side::InProcess => {
+                let mut services = Services::local(&scheduler);
+                services.data_dir = data_dir.map(Path::to_owned);
+                (services, None)
+            }
             Side::Remote => {
                 let config = ApiConfig {
                     listen: "127.0.0.1:0".into(),
+                    log_dir: data_dir.map(|dir| dir.join(LOGS_FOLDER)),
                     ..ApiConfig::default()
                 };
                 let server = ApiServer::start(config, scheduler.clone(), Arc::new(|| None))
@@ -281,6 +307,133 @@ fn details_show_the_focused_task(side: Side) {
     window.close();
 }
 
+fn a_command_tasks_output_shows_in_the_details(side: Side) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scheduler = scheduler_with_commands(dir.path());
+    let script = "echo alpha-line; echo beta-line; sleep 30";
+    let id = scheduler
+        .submit(TaskSpec::new("command", vec![json!(["sh", "-c", script])]))
+        .expect("submit");
+    let mut window = Window::open_with_data(side, scheduler, Some(dir.path()));
+    assert!(window.run_until_task(id, |s| s == TaskStatus::Running));
+    window.select_row(id);
+    assert!(
+        window
+            .run_until(|h| h.query_by_label("alpha-line").is_some()
+                && h.query_by_label("beta-line").is_some()),
+        "the output shows while the task runs"
+    );
+    assert!(
+        window.run_until(|h| h.query_by_label_contains("Output of attempt 1 (").is_some()),
+        "the details say which attempt's output it is"
+    );
+    window.scheduler.cancel(id).expect("cancel");
+    assert!(window.run_until_task(id, |s| s == TaskStatus::Cancelled));
+    window.close();
+}
+
+fn a_task_that_writes_no_log_says_so(side: Side) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scheduler = scheduler_with_commands(dir.path());
+    let id = scheduler
+        .submit(TaskSpec::new("noop", vec![]))
+        .expect("submit");
+    let mut window = Window::open_with_data(side, scheduler, Some(dir.path()));
+    assert!(window.run_until_task(id, |s| s == TaskStatus::Completed));
+    window.select_row(id);
+    assert!(
+        window.run_until(|h| h.query_by_label("Output: none recorded").is_some()),
+        "the details say there is no output log"
+    );
+    window.close();
+}
+
+fn the_pool_size_control_shows_only_where_it_works(side: Side) {
+    let mut window = Window::open(side, scheduler(1));
+    let fixed = crate::app::FIXED_POOL;
+    let (shown, hidden) = match side {
+        Side::InProcess => ("Pool size", fixed),
+        Side::Remote => (fixed, "Pool size"),
+    };
+    assert!(
+        window.run_until(|h| h.query_by_label(shown).is_some()),
+        "{shown:?} shows"
+    );
+    assert!(
+        window.harness.query_by_label(hidden).is_none(),
+        "{hidden:?} does not"
+    );
+    window.close();
+}
+
+fn the_header_names_the_api_the_window_talks_to(side: Side) {
+    let mut window = Window::open(side, scheduler(0));
+    let shown = match &window.remote {
+        // The in-process window of these tests starts no listener.
+        None => "API off".to_owned(),
+        Some((server, _)) => server.url(),
+    };
+    assert!(
+        window.run_until(|h| h.query_by_label(&shown).is_some()),
+        "the header shows {shown:?}"
+    );
+    if window.remote.is_some() {
+        assert!(window.harness.query_by_label("API off").is_none());
+    }
+    window.close();
+}
+
+fn why_a_queued_task_waits_shows_in_the_table(side: Side) {
+    let mut window = Window::open(side, scheduler(0));
+    for _ in 0..3 {
+        window
+            .scheduler
+            .submit(TaskSpec::new("noop", vec![]))
+            .expect("submit");
+    }
+    assert!(
+        window.run_until(|h| h.query_by_label("2 ahead").is_some()),
+        "the third task's row says two start before it"
+    );
+    window.close();
+}
+
+fn the_progress_history_of_the_selected_task_is_plotted(side: Side) {
+    let mut registry = crate::demo::registry();
+    registry.register(
+        "train",
+        "reports a loss, then waits to be stopped",
+        crate::tasks::Signature::default(),
+        |ctx, _args| {
+            ctx.progress(Some(0.5), None, &[("loss", 0.25)])
+                .map_err(crate::tasks::TaskError::fatal)?;
+            ctx.sleep(WAIT * 6)?;
+            Ok(json!(null))
+        },
+    );
+    let config = SchedulerConfig {
+        workers: 1,
+        ..SchedulerConfig::in_memory()
+    };
+    let scheduler = Scheduler::start(config, registry).expect("the scheduler should start");
+    let id = scheduler
+        .submit(TaskSpec::new("train", vec![]))
+        .expect("submit");
+    let mut window = Window::open(side, scheduler);
+    assert!(window.run_until_task(id, |s| s == TaskStatus::Running));
+    window.select_row(id);
+    assert!(
+        window.run_until(|h| {
+            let series = h.state().state().live().series();
+            series.len() == 1 && series[0].latest() == Some(0.25)
+        }),
+        "the details have the loss's history"
+    );
+    window.scheduler.cancel(id).expect("cancel");
+    assert!(window.run_until_task(id, |s| s == TaskStatus::Cancelled));
+    window.close();
+}
+
 /// Each test, once per side.
 macro_rules! both_sides {
     ($($name:ident),* $(,)?) => {
@@ -298,4 +451,10 @@ both_sides!(
     the_table_follows_the_scheduler_live,
     stop_then_retry_from_the_toolbar,
     details_show_the_focused_task,
+    a_command_tasks_output_shows_in_the_details,
+    a_task_that_writes_no_log_says_so,
+    the_pool_size_control_shows_only_where_it_works,
+    the_header_names_the_api_the_window_talks_to,
+    why_a_queued_task_waits_shows_in_the_table,
+    the_progress_history_of_the_selected_task_is_plotted,
 );

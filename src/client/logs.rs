@@ -52,8 +52,12 @@ impl LogQuery {
 pub struct LogPart {
     /// The attempt it belongs to.
     pub attempt: u32,
+    /// Where the bytes start.
+    pub offset: u64,
     /// The bytes.
     pub bytes: Vec<u8>,
+    /// The log's size when it was read.
+    pub size: u64,
     /// Where the next part starts.
     pub next_offset: u64,
     /// The attempt has ended and this part reaches the end of its log.
@@ -80,15 +84,23 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         let next_offset = number("X-Taskdeck-Next-Offset")?;
         let complete = header("X-Taskdeck-Log-Complete").as_deref() == Some("true");
+        let offset = number("X-Taskdeck-Offset").ok();
+        let size = number("X-Taskdeck-Log-Size").ok();
         let bytes = response
             .body_mut()
             .with_config()
             .limit(super::MAX_ANSWER_BYTES)
             .read_to_vec()
             .map_err(|e| self.connect_error(&e))?;
+        // Servers that predate the offset and size headers: the part ends
+        // where the next starts, and the log is known to reach that far.
+        let offset = offset.unwrap_or_else(|| next_offset.saturating_sub(bytes.len() as u64));
+        let size = size.unwrap_or(next_offset);
         Ok(LogPart {
             attempt,
+            offset,
             bytes,
+            size,
             next_offset,
             complete,
         })
