@@ -40,9 +40,6 @@ impl ConnectArgs {
 /// Opens the window attached to the server; returns when it closes.
 #[cfg(feature = "window")]
 pub(crate) fn window(args: ConnectArgs, token: Option<&str>) -> anyhow::Result<()> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use anyhow::Context;
     use taskdeck::attach::{Attached, CALL_TIMEOUT};
     use taskdeck::client::{Client, TlsOptions};
@@ -59,23 +56,7 @@ pub(crate) fn window(args: ConnectArgs, token: Option<&str>) -> anyhow::Result<(
     };
     let client = Client::with_tls(&url, token, CALL_TIMEOUT, &tls)?;
     let signals = taskdeck::runtime::stop_signals()?;
-    let close = Arc::new(AtomicBool::new(false));
-    {
-        let close = Arc::clone(&close);
-        let signals_for_second = signals.clone();
-        std::thread::Builder::new()
-            .name("taskdeck-signal-first".into())
-            .spawn(move || {
-                if signals.recv().is_ok() {
-                    close.store(true, Ordering::Release);
-                    taskdeck::runtime::watch_second_signal(
-                        &signals_for_second,
-                        super::stack::exit_now,
-                    );
-                }
-            })
-            .context("cannot watch for stop signals")?;
-    }
+    let close = super::stack::close_on_first_signal(signals)?;
     let mut attached = Attached::start(client)?;
     tracing::info!(%url, "taskdeck window attached");
     let shown = taskdeck::app::run(attached.services(), close);

@@ -325,6 +325,27 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A flag the first Ctrl-C or SIGTERM sets, which closes the window
+/// gracefully; a second one exits at once.
+#[cfg(feature = "window")]
+pub(crate) fn close_on_first_signal(
+    signals: crossbeam_channel::Receiver<()>,
+) -> anyhow::Result<Arc<AtomicBool>> {
+    let close = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&close);
+    let signals_for_second = signals.clone();
+    std::thread::Builder::new()
+        .name("taskdeck-signal-first".into())
+        .spawn(move || {
+            if signals.recv().is_ok() {
+                flag.store(true, Ordering::Release);
+                runtime::watch_second_signal(&signals_for_second, exit_now);
+            }
+        })
+        .context("cannot watch for stop signals")?;
+    Ok(close)
+}
+
 #[cfg(feature = "window")]
 /// Plain `taskdeck`: the stack and the window on it.
 pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
@@ -341,21 +362,7 @@ pub(crate) fn window(args: ServeArgs) -> anyhow::Result<()> {
     let signals = runtime::stop_signals()?;
     let mut stack = Stack::start(stack, registry)?;
     let _advertised = advertise(&stack, &secret);
-    let close = Arc::new(AtomicBool::new(false));
-    {
-        // The first Ctrl-C closes the window gracefully, a second exits.
-        let close = Arc::clone(&close);
-        let signals_for_second = signals.clone();
-        std::thread::Builder::new()
-            .name("taskdeck-signal-first".into())
-            .spawn(move || {
-                if signals.recv().is_ok() {
-                    close.store(true, Ordering::Release);
-                    runtime::watch_second_signal(&signals_for_second, exit_now);
-                }
-            })
-            .context("cannot watch for stop signals")?;
-    }
+    let close = close_on_first_signal(signals)?;
     let services = Services {
         backend: Arc::new(app::InProcess::new(stack.scheduler.clone())),
         samples: Some(stack.telemetry.subscribe()),
