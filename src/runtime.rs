@@ -220,7 +220,10 @@ impl Stack {
         };
         let log_sweeper = match task_logs {
             None => None,
-            Some(dir) => match log_sweep::LogSweeper::start(dir, scheduler.clone()) {
+            Some(dir) => match log_sweep::LogSweeper::start(
+                dir,
+                log_sweep::KeepLogs::OfKnownTasks(scheduler.clone()),
+            ) {
                 Ok(sweeper) => Some(sweeper),
                 Err(error) => {
                     // The tasks run without it; their logs are kept longer.

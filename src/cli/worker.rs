@@ -62,6 +62,16 @@ pub(crate) struct WorkerArgs {
     /// (broker.key) [default: the platform's user data directory].
     #[arg(long, value_name = "DIR", env = DATA_DIR_ENV)]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Days a task's output log is kept on this machine after it was last
+    /// written (the scheduler keeps its own copy of what was shipped).
+    #[arg(
+        long,
+        default_value_t = runtime::LOG_DAYS_KEPT as u16,
+        value_name = "DAYS",
+        env = "TASKDECK_LOG_DAYS",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub(crate) log_days: u16,
 }
 
 /// `taskdeck worker`: takes tasks from RabbitMQ until Ctrl-C or SIGTERM.
@@ -77,6 +87,7 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         exec,
         gpus,
         data_dir,
+        log_days,
     } = args;
     if !heartbeat.is_finite() || heartbeat < 0.05 {
         bail!("--heartbeat must be a number of seconds, 0.05 or more");
@@ -120,11 +131,24 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     };
     tracing::info!(key = %config.key.origin(), "broker messages are signed with the shared key");
     let handle = WorkerHandle::start(config, None).context("cannot start the worker")?;
+    let kept = Duration::from_secs(u64::from(log_days) * 24 * 3600);
+    let sweeper = runtime::log_sweep::LogSweeper::start(
+        super::flags::logs_dir(&data_dir),
+        runtime::log_sweep::KeepLogs::WrittenWithin(kept),
+    )
+    .map_err(|error| {
+        // The worker runs without it; its tasks' logs are kept longer.
+        tracing::warn!(%error, "cannot start removing old task output logs");
+    })
+    .ok();
     // The one line on stdout, for scripts and tests.
     println!("taskdeck worker {name} ({concurrency} slots) using the broker at {url}");
     std::io::stdout().flush().ok();
     runtime::wait_for_stop(&signals, Duration::from_secs_f64(grace), exit_now);
     handle.stop();
+    if let Some(sweeper) = sweeper {
+        sweeper.stop();
+    }
     telemetry.stop();
     Ok(())
 }

@@ -1,20 +1,27 @@
 //! Task output logs follow their tasks: a log whose task the scheduler no
 //! longer knows (removed by a user, or dropped by the retention of finished
-//! tasks) is deleted, so the logs folder does not grow without bound.
+//! tasks) is deleted, so the logs folder does not grow without bound. A
+//! worker process's host cannot ask the scheduler: there a log goes once
+//! nothing was written to it for the days the worker keeps logs.
 //!
 //! Rules:
 //! - only files named like an attempt's log (`task-{id}-attempt-{n}.log`)
 //!   are touched; anything else a user put there stays;
-//! - a log goes when the scheduler has no task of its id; a task's log
-//!   exists only once an attempt of it ran, and the task is known from its
-//!   submission on, so a live task's log is never taken;
+//! - beside a scheduler ([`KeepLogs::OfKnownTasks`]), a log goes when the
+//!   scheduler has no task of its id; a task's log exists only once an
+//!   attempt of it ran, and the task is known from its submission on, so a
+//!   live task's log is never taken;
+//! - on a worker's host ([`KeepLogs::WrittenWithin`]), a log goes when it
+//!   was last written longer ago than the age kept; a running attempt's
+//!   log is written as it runs, and an attempt that prints nothing for
+//!   days keeps its open file (the process still writes through it);
 //! - the folder is looked at shortly after start and then every
 //!   [`SWEEP_EVERY`], the records looked up in slices of [`LOOKUP_SLICE`]
 //!   ids so no look-up holds the scheduler's lock for long.
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
@@ -30,6 +37,17 @@ const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(5);
 /// Ids looked up under one turn of the scheduler's lock.
 const LOOKUP_SLICE: usize = 1_000;
 
+/// Which attempt logs stay.
+#[derive(Debug)]
+pub enum KeepLogs {
+    /// Those of tasks this scheduler still has.
+    OfKnownTasks(Scheduler),
+    /// Those written to within this long (a worker process's host: its
+    /// copies of the logs it shipped, and what it did not ship beyond the
+    /// shipping cap).
+    WrittenWithin(Duration),
+}
+
 /// The sweeping thread.
 pub struct LogSweeper {
     stop: Sender<()>,
@@ -37,12 +55,12 @@ pub struct LogSweeper {
 }
 
 impl LogSweeper {
-    /// Starts sweeping `dir` for logs of tasks `scheduler` no longer has.
-    pub fn start(dir: PathBuf, scheduler: Scheduler) -> std::io::Result<Self> {
+    /// Starts sweeping `dir` for logs `keep` does not keep.
+    pub fn start(dir: PathBuf, keep: KeepLogs) -> std::io::Result<Self> {
         let (stop, stopped) = bounded(1);
         let thread = std::thread::Builder::new()
             .name("taskdeck-log-sweep".into())
-            .spawn(move || run(&dir, &scheduler, &stopped))?;
+            .spawn(move || run(&dir, &keep, &stopped))?;
         Ok(Self { stop, thread })
     }
 
@@ -55,13 +73,17 @@ impl LogSweeper {
     }
 }
 
-fn run(dir: &Path, scheduler: &Scheduler, stopped: &Receiver<()>) {
+fn run(dir: &Path, keep: &KeepLogs, stopped: &Receiver<()>) {
     let mut wait = FIRST_SWEEP_AFTER;
     while stopped.recv_timeout(wait).is_err() {
         wait = SWEEP_EVERY;
-        match sweep(dir, |ids| {
-            scheduler.records(ids).iter().map(Option::is_some).collect()
-        }) {
+        let swept = match keep {
+            KeepLogs::OfKnownTasks(scheduler) => sweep(dir, |ids| {
+                scheduler.records(ids).iter().map(Option::is_some).collect()
+            }),
+            KeepLogs::WrittenWithin(age) => sweep_older(dir, *age, SystemTime::now()),
+        };
+        match swept {
             Ok(0) => {}
             Ok(removed) => {
                 tracing::debug!(removed, "removed the output logs of tasks no longer kept")
@@ -103,6 +125,33 @@ pub fn sweep(dir: &Path, known: impl Fn(&[TaskId]) -> Vec<bool>) -> std::io::Res
     for (id, path) in logs {
         if gone.contains(&id) {
             match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Deletes the attempt logs in `dir` last written more than `age` before
+/// `now`; returns how many went.
+pub fn sweep_older(dir: &Path, age: Duration, now: SystemTime) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if task_of(&entry.file_name().to_string_lossy()).is_none() {
+            continue;
+        }
+        let Ok(written) = entry.metadata().and_then(|meta| meta.modified()) else {
+            continue;
+        };
+        if now.duration_since(written).is_ok_and(|since| since > age) {
+            match std::fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => return Err(error),
@@ -161,6 +210,25 @@ mod tests {
             .expect("sweep"),
             0
         );
+    }
+
+    #[test]
+    fn on_a_worker_s_host_logs_go_once_not_written_for_the_age_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = log_path(dir.path(), TaskId(5), 1);
+        let notes = dir.path().join("notes.txt");
+        std::fs::write(&log, "output").expect("write");
+        std::fs::write(&notes, "mine").expect("write");
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let now = SystemTime::now();
+        assert_eq!(sweep_older(dir.path(), week, now).expect("sweep"), 0);
+        assert!(log.exists(), "a log written just now stays");
+        let later = now + week + Duration::from_secs(60);
+        assert_eq!(sweep_older(dir.path(), week, later).expect("sweep"), 1);
+        assert!(!log.exists(), "a log not written for longer than kept goes");
+        assert!(notes.exists(), "other files stay");
+        let missing = dir.path().join("missing");
+        assert_eq!(sweep_older(&missing, week, later).expect("sweep"), 0);
     }
 
     #[test]
