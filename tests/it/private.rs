@@ -170,3 +170,54 @@ fn old_process_logs_and_the_logs_of_tasks_no_longer_kept_are_removed() {
     assert!(log_of(ids[2]).exists(), "the kept task's log stays");
     assert!(proc.terminate(Duration::from_secs(20)), "{}", proc.stderr());
 }
+
+#[cfg(feature = "broker")]
+#[test]
+fn a_worker_s_host_removes_task_logs_not_written_for_its_log_days() {
+    use crate::common::broker::{
+        broker_available, broker_url, delete_queues, namespace, worker_with,
+    };
+    use crate::common::wait_until;
+
+    let test = "worker-log-days";
+    if !broker_available(test) {
+        return;
+    }
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("worker-data");
+    let logs = data.join("logs");
+    std::fs::create_dir_all(&logs).expect("create");
+    let old = logs.join("task-41-attempt-1.log");
+    let fresh = logs.join("task-42-attempt-1.log");
+    let notes = logs.join("notes.txt");
+    for file in [&old, &fresh, &notes] {
+        std::fs::write(file, "output").expect("write");
+    }
+    let three_days_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+    for file in [&old, &notes] {
+        std::fs::File::options()
+            .write(true)
+            .open(file)
+            .and_then(|f| f.set_modified(three_days_ago))
+            .expect("age the file");
+    }
+    let ns = namespace(test);
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let worker = worker_with(
+        &broker_url(),
+        &ns,
+        "log-days",
+        1,
+        &["--data-dir", data_arg, "--log-days", "2"],
+        &[],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !old.exists()),
+        "a log not written for longer than --log-days goes: {}",
+        worker.stderr()
+    );
+    assert!(fresh.exists(), "a recent log stays");
+    assert!(notes.exists(), "a file that is not a task's log stays");
+    drop(worker);
+    delete_queues(&ns, &["log-days"]);
+}

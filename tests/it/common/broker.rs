@@ -410,8 +410,9 @@ pub fn worker_with(
     assert!(
         proc.first_line
             .starts_with(&format!("taskdeck worker {name}")),
-        "unexpected first line {:?}",
-        proc.first_line
+        "unexpected first line {:?}; stderr: {}",
+        proc.first_line,
+        proc.stderr()
     );
     proc
 }
