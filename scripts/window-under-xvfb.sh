@@ -25,7 +25,7 @@ trap cleanup EXIT
 # memory store in $work; returns once the window is mapped and its API
 # address is known.
 start_window() {
-    Xvfb "$DISPLAY" -screen 0 1400x860x24 -nolisten tcp >/dev/null 2>&1 &
+    Xvfb "$DISPLAY" -screen 0 1500x860x24 -nolisten tcp >/dev/null 2>&1 &
     xvfb_pid=$!
     for _ in $(seq 1 50); do xwininfo -root >/dev/null 2>&1 && break; sleep 0.1; done
     RUST_LOG=warn "$bin" --memory --data-dir "$work" --listen 127.0.0.1:0 "$@" >"$work/out" 2>"$work/err" &
