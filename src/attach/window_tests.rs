@@ -142,6 +142,17 @@ impl Window {
         self.run_until(|_| scheduler.task(id).is_some_and(|r| done(r.status)))
     }
 
+    /// Runs frames until the window's own copy of `id` shows `status`.
+    fn run_until_shown(&mut self, id: TaskId, status: TaskStatus) -> bool {
+        self.run_until(|h| {
+            h.state()
+                .state()
+                .tasks
+                .get(id)
+                .is_some_and(|r| r.status == status)
+        })
+    }
+
     fn click(&mut self, label: &str) {
         assert!(
             self.run_until(|h| h.query_by_label(label).is_some()),
@@ -219,12 +230,7 @@ fn the_table_follows_the_scheduler_live(side: Side) {
         "the row shows"
     );
     assert!(
-        window.run_until(|h| h
-            .state()
-            .state()
-            .tasks
-            .get(id)
-            .is_some_and(|r| r.status == TaskStatus::Completed)),
+        window.run_until_shown(id, TaskStatus::Completed),
         "the row completes"
     );
     assert!(
@@ -243,12 +249,7 @@ fn stop_then_retry_from_the_toolbar(side: Side) {
     assert!(window.run_until_task(id, |s| s == TaskStatus::Running));
     window.select_row(id);
     assert!(
-        window.run_until(|h| h
-            .state()
-            .state()
-            .tasks
-            .get(id)
-            .is_some_and(|r| r.status == TaskStatus::Running)),
+        window.run_until_shown(id, TaskStatus::Running),
         "the window shows it running"
     );
     window.click("Stop");
@@ -257,12 +258,7 @@ fn stop_then_retry_from_the_toolbar(side: Side) {
         "the task stopped"
     );
     assert!(
-        window.run_until(|h| h
-            .state()
-            .state()
-            .tasks
-            .get(id)
-            .is_some_and(|r| r.status == TaskStatus::Cancelled)),
+        window.run_until_shown(id, TaskStatus::Cancelled),
         "the window shows it cancelled"
     );
     window.click("Retry");
