@@ -271,7 +271,7 @@ fn announce_certificate(fingerprint: Option<&(String, bool)>, data_dir: &std::pa
     println!("taskdeck certificate SHA-256 fingerprint {fingerprint}");
     if *generated {
         tracing::info!(
-            dir = %data_dir.join("tls").display(),
+            dir = %data_dir.join(super::tls::GENERATED_DIR).display(),
             "made a self-signed HTTPS certificate; clients pin it with \
              `--tls-fingerprint {fingerprint}` (Python: TaskClient(url, fingerprint=...))"
         );

@@ -11,7 +11,7 @@ use taskdeck::api::tls::ServerTls;
 
 /// Where a generated certificate and its key are kept, under the data
 /// directory.
-const GENERATED_DIR: &str = "tls";
+pub(crate) const GENERATED_DIR: &str = "tls";
 
 /// How the HTTP API speaks TLS.
 #[derive(Debug, Args)]
