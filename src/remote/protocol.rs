@@ -16,6 +16,16 @@
 //!   where it has expired and is dead-lettered to `NS.events` as
 //!   [`WorkerEvent::ConnectionLost`].
 //!
+//! Messages are kept in the broker's memory, not on its disk: each side
+//! holds what it sent until the other has it for good. The scheduler sends
+//! every placement whose attempt may still run again on each new connection
+//! (it keeps the attempt in its store before sending it; workers ignore a
+//! placement they have or ran), and a worker keeps each numbered report
+//! until the scheduler answers that it committed it ([`Control::Applied`]),
+//! publishing unanswered ones again on its next connection, and to the
+//! broker's disk (persistent, confirmed) when no answer came within a while
+//! or when it stops.
+//!
 //! Every message is signed with the shared key (`signing`); receivers
 //! check the signature before they decode anything here.
 
@@ -30,8 +40,10 @@ use crate::tasks::StopReason;
 /// The version of this protocol a worker speaks, sent with its heartbeats;
 /// the scheduler places attempts only on workers that speak this one.
 /// Version 4 signs every message (see `signing`): a worker of version 3 or
-/// older signs nothing, so what it sends is refused unread.
-pub const PROTOCOL: u32 = 4;
+/// older signs nothing, so what it sends is refused unread. Version 5 keeps
+/// reports in the broker's memory and numbers them: the worker holds each
+/// until the scheduler says it applied it ([`Control::Applied`]).
+pub const PROTOCOL: u32 = 5;
 
 /// The default namespace of queue names.
 pub const DEFAULT_NAMESPACE: &str = "taskdeck";
@@ -275,6 +287,17 @@ pub enum WorkerEvent {
         /// Worker name.
         worker: String,
     },
+    /// Closes a message of reports: they end with report `last` of the
+    /// worker's `stream` (one per worker process). The scheduler answers
+    /// with [`Control::Applied`] once it committed them.
+    Reports {
+        /// Worker name.
+        worker: String,
+        /// The worker process's report stream.
+        stream: u64,
+        /// The number of the message's last report.
+        last: u64,
+    },
     /// The worker's connection `session` closed without a goodbye: its
     /// presence token, dead-lettered by the broker (never sent directly).
     ConnectionLost {
@@ -337,6 +360,14 @@ pub enum Control {
         attempt: u32,
         /// Why.
         reason: WireStop,
+    },
+    /// The scheduler applied and committed the worker's reports of `stream`
+    /// up to `upto`: the worker may forget them.
+    Applied {
+        /// The worker process's report stream.
+        stream: u64,
+        /// The newest report applied.
+        upto: u64,
     },
 }
 

@@ -144,6 +144,12 @@ impl TransportLink {
         self.inner.core.lock().recovered_placements()
     }
 
+    /// The attempts placed on worker processes that have not ended, with
+    /// their workers.
+    pub fn placed_attempts(&self) -> std::collections::HashSet<(TaskId, u32, String)> {
+        self.inner.core.lock().placed_attempts()
+    }
+
     /// Takes a worker's heartbeat; returns attempts it runs that are no
     /// longer its own (the transport asks it to stop them).
     pub fn heartbeat(&self, beat: &Heartbeat) -> Vec<StopRequest> {

@@ -23,6 +23,8 @@ mod queues;
 #[cfg(feature = "broker")]
 mod remote;
 #[cfg(feature = "broker")]
+mod remote_memory;
+#[cfg(feature = "broker")]
 mod remote_signing;
 #[cfg(feature = "broker")]
 mod remote_workflow;

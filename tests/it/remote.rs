@@ -752,19 +752,8 @@ fn a_broker_restart_is_survived_and_accepted_tasks_complete() {
     assert!(wait_until(LONG, || before
         .iter()
         .any(|id| status(&task(&server.client, *id)) == "running")));
-    rabbitmqctl(&["stop_app"]);
-    // Down for a moment; start_app runs even if the wait panics.
-    struct StartAgain;
-    impl Drop for StartAgain {
-        fn drop(&mut self) {
-            rabbitmqctl(&["start_app"]);
-            rabbitmqctl(&["await_startup"]);
-        }
-    }
-    {
-        let _start_again = StartAgain;
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    // Down for a moment.
+    broker::restart_broker(Duration::from_secs(2));
     assert!(
         wait_until(LONG, || server
             .client
@@ -1189,9 +1178,7 @@ fn five_thousand_tasks_run_exactly_once_across_a_scheduler_kill_and_a_broker_res
     // Then the broker goes away for a moment while tasks run.
     assert!(wait_until(Duration::from_secs(120), || lines() >= killed_at + 1_000));
     assert!(lines() < TASKS - 500, "the broker restarts while tasks run");
-    rabbitmqctl(&["stop_app"]);
-    rabbitmqctl(&["start_app"]);
-    rabbitmqctl(&["await_startup"]);
+    broker::restart_broker(Duration::ZERO);
     let records = wait_all(&server, &ids, Duration::from_secs(600)).unwrap_or_else(|| {
         panic!(
             "not every task finished; {} lines; scheduler log: {}",

@@ -7,9 +7,11 @@
 //! tokio runtime. It places tasks when the scheduler says work may have
 //! come (a submit, a retry due, a release), after each batch of worker
 //! reports (an attempt that ended frees its slot) and on its lease tick.
-//! A placement not yet confirmed by the broker when the connection drops is
-//! sent again on the next (the worker ignores one it already has). The
-//! scheduler learns of the bridge only through [`ExternalHooks`].
+//! Messages stay in the broker's memory: every placement whose attempt may
+//! still run is sent again on each new connection (the worker ignores one
+//! it has or ran), and workers keep their reports until told they were
+//! applied. The scheduler learns of the bridge only through
+//! [`ExternalHooks`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -40,7 +42,7 @@ mod logs;
 mod send;
 mod session;
 
-use send::{Outgoing, Sender};
+use send::{Answers, Outgoing, Sender};
 
 /// A placement's task and attempt.
 type Attempt = (TaskId, u32);

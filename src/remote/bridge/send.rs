@@ -1,16 +1,75 @@
-//! Sending to workers' queues: requests kept in memory, and placements,
-//! persistent and confirmed, those for one worker in a round as one
-//! message.
+//! Sending to workers' queues, all kept in the broker's memory: placements,
+//! those for one worker in a round as one message, with the answer to the
+//! worker's reports riding along; stop and hand-back requests; answers that
+//! found no placement to ride on.
 
 use super::*;
 
 /// A placement to send: its task and attempt, its worker, the message.
 pub(super) type Outgoing = (Attempt, String, Control);
 
+/// Reports applied and committed, by worker: the newest of its stream and
+/// whether the worker was told.
+#[derive(Debug, Default)]
+pub(super) struct Answers {
+    by_worker: HashMap<String, Answer>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    stream: u64,
+    upto: u64,
+    told: bool,
+}
+
+impl Answers {
+    /// The worker's reports of `stream` up to `upto` are committed.
+    pub(super) fn applied(&mut self, worker: String, stream: u64, upto: u64) {
+        let answer = self.by_worker.entry(worker).or_insert(Answer {
+            stream,
+            upto,
+            told: false,
+        });
+        // A restarted worker process starts a new stream.
+        if answer.stream != stream || answer.upto < upto {
+            *answer = Answer {
+                stream,
+                upto,
+                told: false,
+            };
+        }
+    }
+
+    /// The answer the worker has not been told yet, marked told.
+    fn take(&mut self, worker: &str) -> Option<Control> {
+        let answer = self
+            .by_worker
+            .get_mut(worker)
+            .filter(|answer| !answer.told)?;
+        answer.told = true;
+        Some(Control::Applied {
+            stream: answer.stream,
+            upto: answer.upto,
+        })
+    }
+
+    /// Forgets a worker that said goodbye.
+    pub(super) fn forget(&mut self, worker: &str) {
+        self.by_worker.remove(worker);
+    }
+
+    fn untold(&self) -> Vec<String> {
+        self.by_worker
+            .iter()
+            .filter(|(_, answer)| !answer.told)
+            .map(|(worker, _)| worker.clone())
+            .collect()
+    }
+}
+
 /// The placements of one round for one worker.
 #[derive(Default)]
 struct ForWorker {
-    keys: Vec<Attempt>,
     controls: Vec<Control>,
 }
 
@@ -19,14 +78,11 @@ pub(super) struct Sender<'a> {
     pub(super) channel: &'a lapin::Channel,
     pub(super) signer: &'a Signer,
     pub(super) names: &'a Names,
-    pub(super) confirmed: &'a mpsc::UnboundedSender<Vec<Attempt>>,
-    pub(super) failures: &'a mpsc::UnboundedSender<LinkError>,
     pub(super) traffic: &'a Traffic,
 }
 
 impl Sender<'_> {
-    /// Sends a request that its sender repeats when it is lost (kept in
-    /// memory only, not confirmed).
+    /// Sends a request that its sender repeats when it is lost.
     pub(super) async fn send(&self, worker: &str, control: &Control) -> Result<(), LinkError> {
         let queue = self.names.control(worker);
         amqp::publish(self.channel, self.signer, &queue, control, Keep::Transient).await?;
@@ -34,54 +90,88 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Sends placements (persistent), those for one worker as one message;
-    /// their confirms are awaited beside the loop and reported by key, a
-    /// negative one ends the connection.
-    pub(super) async fn send_runs(&self, runs: Vec<Outgoing>) -> Result<(), LinkError> {
-        if runs.is_empty() {
-            return Ok(());
-        }
+    /// Sends placements, those for one worker as one message, each with
+    /// the answer to that worker's reports when it has one untold. They are
+    /// kept in the broker's memory: the bridge sends every placement whose
+    /// attempt may still run again on its next connection.
+    pub(super) async fn send_runs(
+        &self,
+        runs: Vec<Outgoing>,
+        answers: &mut Answers,
+    ) -> Result<(), LinkError> {
         let mut by_worker: BTreeMap<String, ForWorker> = BTreeMap::new();
-        for (key, worker, control) in runs {
-            let one = by_worker.entry(worker).or_default();
-            one.keys.push(key);
-            one.controls.push(control);
+        for (_, worker, control) in runs {
+            by_worker.entry(worker).or_default().controls.push(control);
         }
-        let mut pending = Vec::with_capacity(by_worker.len());
-        for (worker, ForWorker { keys, controls }) in by_worker {
+        for (worker, ForWorker { mut controls }) in by_worker {
+            controls.extend(answers.take(&worker));
             let queue = self.names.control(&worker);
-            let confirm = match controls.as_slice() {
+            match controls.as_slice() {
                 [one] => {
-                    amqp::publish(self.channel, self.signer, &queue, one, Keep::Durable).await?
+                    amqp::publish(self.channel, self.signer, &queue, one, Keep::Transient).await?
                 }
                 many => {
-                    amqp::publish(self.channel, self.signer, &queue, &many, Keep::Durable).await?
+                    amqp::publish(self.channel, self.signer, &queue, &many, Keep::Transient).await?
                 }
             };
-            pending.push((keys, confirm));
+            self.traffic.published.fetch_add(1, Ordering::Relaxed);
         }
-        self.traffic
-            .published
-            .fetch_add(pending.len() as u64, Ordering::Relaxed);
-        let confirmed = self.confirmed.clone();
-        let failures = self.failures.clone();
-        tokio::spawn(async move {
-            let mut done = Vec::new();
-            for (keys, confirm) in pending {
-                match confirm.await {
-                    Ok(confirmation) if !confirmation.is_nack() => done.extend(keys),
-                    Ok(_) => {
-                        let _ = failures.send(LinkError::Nacked);
-                        break;
-                    }
-                    Err(error) => {
-                        let _ = failures.send(error.into());
-                        break;
-                    }
-                }
-            }
-            let _ = confirmed.send(done);
-        });
         Ok(())
+    }
+
+    /// Sends the answers that found no placement to ride on.
+    pub(super) async fn send_answers(&self, answers: &mut Answers) -> Result<(), LinkError> {
+        for worker in answers.untold() {
+            if let Some(answer) = answers.take(&worker) {
+                self.send(&worker, &answer).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(stream: u64, upto: u64) -> Option<Control> {
+        Some(Control::Applied { stream, upto })
+    }
+
+    #[test]
+    fn each_answer_is_told_once_and_only_the_newest() {
+        let mut answers = Answers::default();
+        assert_eq!(answers.take("a"), None, "nothing applied yet");
+        answers.applied("a".into(), 7, 3);
+        answers.applied("a".into(), 7, 9);
+        answers.applied("a".into(), 7, 5);
+        answers.applied("b".into(), 8, 1);
+        let mut untold = answers.untold();
+        untold.sort();
+        assert_eq!(untold, ["a", "b"]);
+        assert_eq!(
+            answers.take("a"),
+            applied(7, 9),
+            "the newest, not the last seen"
+        );
+        assert_eq!(answers.take("a"), None, "told once");
+        answers.applied("a".into(), 7, 9);
+        assert_eq!(answers.take("a"), None, "nothing newer to tell");
+        answers.applied("a".into(), 7, 10);
+        assert_eq!(answers.take("a"), applied(7, 10));
+        assert_eq!(answers.untold(), ["b"]);
+    }
+
+    #[test]
+    fn a_restarted_worker_s_new_stream_replaces_the_old_one() {
+        let mut answers = Answers::default();
+        answers.applied("a".into(), 7, 900);
+        assert_eq!(answers.take("a"), applied(7, 900));
+        // Its numbers start again; a lower one of the new stream counts.
+        answers.applied("a".into(), 11, 2);
+        assert_eq!(answers.take("a"), applied(11, 2));
+        answers.forget("a");
+        assert_eq!(answers.take("a"), None);
+        assert!(answers.untold().is_empty());
     }
 }

@@ -31,9 +31,17 @@ struct Round {
     full: bool,
 }
 
-/// Placements sent but not yet confirmed by the broker, by task and
-/// attempt: sent again on the next connection if this one drops first.
-type Unconfirmed = BTreeMap<Attempt, (String, Control)>;
+/// Placements sent whose attempts may still run on their worker, by task
+/// and attempt: the broker keeps them in memory only, so they are all sent
+/// again on each new connection (a worker ignores one it has or ran).
+type Sent = BTreeMap<Attempt, (String, Control)>;
+
+/// What the bridge keeps across connections.
+#[derive(Default)]
+pub(super) struct Outstanding {
+    sent: Sent,
+    answers: Answers,
+}
 
 impl Link {
     pub(super) fn new(
@@ -62,7 +70,7 @@ impl Link {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut reconnect = Reconnect::default();
-        let mut unconfirmed = Unconfirmed::new();
+        let mut outstanding = Outstanding::default();
         loop {
             let outcome = self
                 .session(
@@ -70,7 +78,7 @@ impl Link {
                     &mut work,
                     &mut shutdown,
                     &mut reconnect,
-                    &mut unconfirmed,
+                    &mut outstanding,
                 )
                 .await;
             match outcome {
@@ -103,13 +111,10 @@ impl Link {
         work: &mut mpsc::Receiver<()>,
         shutdown: &mut watch::Receiver<bool>,
         reconnect: &mut Reconnect,
-        unconfirmed: &mut Unconfirmed,
+        outstanding: &mut Outstanding,
     ) -> Result<(), LinkError> {
         let connection = amqp::connect(&self.config.url, "taskdeck scheduler").await?;
         let publisher = connection.create_channel().await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
         amqp::declare_shared(&publisher, &self.config.names).await?;
         let names = &self.config.names;
         let consumer_channel = connection.create_channel().await?;
@@ -127,32 +132,30 @@ impl Link {
         reconnect.reset();
         // Leases were not renewed while the broker was away.
         self.scheduler.renew_all_leases();
-        let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel::<Vec<Attempt>>();
-        let (failures_tx, mut failures) = mpsc::unbounded_channel::<LinkError>();
         let sender = Sender {
             channel: &publisher,
             signer: &self.signer,
             names,
-            confirmed: &confirmed_tx,
-            failures: &failures_tx,
             traffic: &self.traffic,
         };
-        // What the last connection may have lost goes out again first.
-        if !unconfirmed.is_empty() {
+        // What the broker may have lost goes out again first.
+        self.forget_ended(&mut outstanding.sent);
+        if !outstanding.sent.is_empty() {
             tracing::info!(
-                placements = unconfirmed.len(),
-                "sending again the placements the broker had not confirmed"
+                placements = outstanding.sent.len(),
+                "sending again the placements whose attempts may still run"
             );
-            let again: Vec<Outgoing> = unconfirmed
+            let again: Vec<Outgoing> = outstanding
+                .sent
                 .iter()
                 .map(|(key, (worker, control))| (*key, worker.clone(), control.clone()))
                 .collect();
-            sender.send_runs(again).await?;
+            sender.send_runs(again, &mut outstanding.answers).await?;
         }
-        self.resend_recovered(&sender).await?;
+        self.resend_recovered(&sender, outstanding).await?;
         *self.hooks.status.lock() = Ok(());
         tracing::info!(broker = %self.config.url, namespace = names.namespace(), "connected to the broker");
-        self.place(&sender, unconfirmed).await?;
+        self.place(&sender, outstanding).await?;
         let mut lease_check = tokio::time::interval(LEASE_CHECK);
         loop {
             tokio::select! {
@@ -160,13 +163,7 @@ impl Link {
                     let _ = connection.close(200, "taskdeck scheduler stopping".into()).await;
                     return Ok(());
                 }
-                Some(()) = work.recv() => self.place(&sender, unconfirmed).await?,
-                Some(keys) = confirmed.recv() => {
-                    for key in keys {
-                        unconfirmed.remove(&key);
-                    }
-                }
-                Some(error) = failures.recv() => return Err(error),
+                Some(()) = work.recv() => self.place(&sender, outstanding).await?,
                 Some(stop) = stops.recv() => {
                     let control = Control::Stop {
                         task: stop.task,
@@ -189,14 +186,16 @@ impl Link {
                             _ => break,
                         }
                     }
-                    self.apply_events(&sender, batch, unconfirmed).await?;
+                    self.apply_events(&sender, batch, outstanding).await?;
                 }
                 _ = lease_check.tick() => {
                     let lost = self.scheduler.expire_leases();
                     if lost > 0 {
                         tracing::warn!(lost, "attempts lost: their workers stopped sending heartbeats");
                     }
-                    self.place(&sender, unconfirmed).await?;
+                    self.place(&sender, outstanding).await?;
+                    self.forget_ended(&mut outstanding.sent);
+                    sender.send_answers(&mut outstanding.answers).await?;
                     if !connection.status().connected() {
                         return Err(LinkError::Connect {
                             url: self.config.url.to_string(),
@@ -215,10 +214,10 @@ impl Link {
     async fn place(
         &self,
         sender: &Sender<'_>,
-        unconfirmed: &mut Unconfirmed,
+        outstanding: &mut Outstanding,
     ) -> Result<(), LinkError> {
         loop {
-            let round = self.take_placements(unconfirmed);
+            let round = self.take_placements(&mut outstanding.sent);
             if round.runs.is_empty() && round.reclaims.is_empty() {
                 return Ok(());
             }
@@ -226,7 +225,8 @@ impl Link {
                 self.commit()?;
             }
             let full = round.full;
-            self.send_round(sender, round).await?;
+            self.send_round(sender, round, &mut outstanding.answers)
+                .await?;
             if !full {
                 return Ok(());
             }
@@ -236,12 +236,17 @@ impl Link {
     /// Sends again the attempts recovered at start as running on workers
     /// (the previous scheduler process may have died between committing
     /// and sending them); a worker that has or ran one ignores it.
-    async fn resend_recovered(&self, sender: &Sender<'_>) -> Result<(), LinkError> {
+    async fn resend_recovered(
+        &self,
+        sender: &Sender<'_>,
+        outstanding: &mut Outstanding,
+    ) -> Result<(), LinkError> {
         let runs: Vec<Outgoing> = self
             .scheduler
             .recovered_placements()
             .into_iter()
             .map(|run| self.outgoing(run, true))
+            .filter(|(key, _, _)| !outstanding.sent.contains_key(key))
             .collect();
         if !runs.is_empty() {
             tracing::info!(
@@ -249,7 +254,23 @@ impl Link {
                 "sending again the attempts that were running on workers at the last stop"
             );
         }
-        sender.send_runs(runs).await
+        for (key, worker, control) in &runs {
+            outstanding
+                .sent
+                .insert(*key, (worker.clone(), control.clone()));
+        }
+        sender.send_runs(runs, &mut outstanding.answers).await
+    }
+
+    /// Forgets the placements whose attempts ended or left their worker.
+    fn forget_ended(&self, sent: &mut Sent) {
+        if sent.is_empty() {
+            return;
+        }
+        let placed = self.scheduler.placed_attempts();
+        sent.retain(|(task, attempt), (worker, _)| {
+            placed.contains(&(*task, *attempt, worker.clone()))
+        });
     }
 
     /// The message of a placement, with a new placement id (`again`: sent
@@ -276,15 +297,15 @@ impl Link {
         u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// One placement round, ready to send (recorded as unconfirmed).
-    fn take_placements(&self, unconfirmed: &mut Unconfirmed) -> Round {
+    /// One placement round, ready to send (recorded as sent).
+    fn take_placements(&self, sent: &mut Sent) -> Round {
         let Placed { runs, reclaims, .. } = self.scheduler.place(PLACE_BATCH);
         let full = runs.len() == PLACE_BATCH;
         let runs = runs
             .into_iter()
             .map(|run| {
                 let (key, worker, control) = self.outgoing(run, false);
-                unconfirmed.insert(key, (worker.clone(), control.clone()));
+                sent.insert(key, (worker.clone(), control.clone()));
                 (key, worker, control)
             })
             .collect();
@@ -305,8 +326,13 @@ impl Link {
         }
     }
 
-    async fn send_round(&self, sender: &Sender<'_>, round: Round) -> Result<(), LinkError> {
-        sender.send_runs(round.runs).await?;
+    async fn send_round(
+        &self,
+        sender: &Sender<'_>,
+        round: Round,
+        answers: &mut Answers,
+    ) -> Result<(), LinkError> {
+        sender.send_runs(round.runs, answers).await?;
         for (worker, control) in &round.reclaims {
             sender.send(worker, control).await?;
         }
@@ -326,14 +352,17 @@ impl Link {
 
     /// Applies a batch of worker reports and places what their ended
     /// attempts made room for, commits both, answers and sends, and only
-    /// then acknowledges the reports: a report is never lost.
+    /// then acknowledges the reports and tells their workers they were
+    /// applied (with the placements, or on the next lease tick): a report
+    /// is never lost.
     async fn apply_events(
         &self,
         sender: &Sender<'_>,
         batch: Vec<Delivery>,
-        unconfirmed: &mut Unconfirmed,
+        outstanding: &mut Outstanding,
     ) -> Result<(), LinkError> {
         let mut answers: Vec<(String, Control)> = Vec::new();
+        let mut applied: Vec<(String, u64, u64)> = Vec::new();
         self.traffic
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -351,7 +380,18 @@ impl Link {
             match decode::<WorkerEvent>(&delivery.data) {
                 Ok(events) => {
                     for event in events {
-                        self.apply(event, &mut answers);
+                        match event {
+                            WorkerEvent::Reports {
+                                worker,
+                                stream,
+                                last,
+                            } => applied.push((worker, stream, last)),
+                            WorkerEvent::Goodbye { ref worker } => {
+                                outstanding.answers.forget(worker);
+                                self.apply(event, &mut answers);
+                            }
+                            event => self.apply(event, &mut answers),
+                        }
                     }
                 }
                 Err(error) => {
@@ -362,20 +402,24 @@ impl Link {
         if refused > 0 {
             self.scheduler.refused(refused);
         }
-        let round = self.take_placements(unconfirmed);
+        let round = self.take_placements(&mut outstanding.sent);
         let full = round.full;
         self.commit()?;
+        for (worker, stream, last) in applied {
+            outstanding.answers.applied(worker, stream, last);
+        }
         // Stop requests are not waited for: a worker that misses one still
         // lists the attempt in its next heartbeat and is asked again.
         for (worker, control) in &answers {
             sender.send(worker, control).await?;
         }
-        self.send_round(sender, round).await?;
+        self.send_round(sender, round, &mut outstanding.answers)
+            .await?;
         if let Some(last) = batch.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
         if full {
-            self.place(sender, unconfirmed).await?;
+            self.place(sender, outstanding).await?;
         }
         Ok(())
     }
@@ -518,6 +562,8 @@ impl Link {
                 self.told_lease.lock().remove(&worker);
                 scheduler.worker_gone(&worker);
             }
+            // Taken by the batch's caller.
+            WorkerEvent::Reports { .. } => {}
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A worker's running attempts: their threads, deadlines and stop grace,
-//! the heartbeat, and the outbox of reports waiting for the broker's
-//! confirm.
+//! the heartbeat, and the outbox of reports waiting for the scheduler's
+//! answer.
 
 use super::*;
 
@@ -231,49 +231,135 @@ impl Worker {
         Ok(())
     }
 
-    /// Queues a report; it stays queued until the broker confirmed it.
+    /// Queues a report; it stays queued until the scheduler says it
+    /// applied it, or the broker confirms it has it on disk.
     pub(super) fn report(&mut self, event: WorkerEvent) {
         self.next_report += 1;
         self.outbox.push_back((self.next_report, event));
     }
 
+    /// The scheduler applied this process's reports up to `upto`.
+    pub(super) fn applied(&mut self, stream: u64, upto: u64) {
+        if stream == self.stream {
+            self.outbox.retain(|(number, _)| *number > upto);
+        }
+    }
+
     /// Publishes the reports not yet published on this connection, in
-    /// order. Their confirms are awaited beside the loop; a report leaves
-    /// the outbox once confirmed, and one unconfirmed when the connection
-    /// drops is published again on the next (the scheduler ignores a report
-    /// it already applied).
+    /// order, to the broker's memory; each message ends with the number of
+    /// its last report, which the scheduler answers once it committed them.
+    /// One not answered when the connection drops is published again on
+    /// the next (the scheduler ignores a report it already applied).
     pub(super) async fn flush_outbox(&mut self, session: &mut Session) -> Result<(), LinkError> {
-        let queue = self.config.names.events();
+        let oldest = self.outbox.front().map_or(u64::MAX, |(number, _)| *number);
+        while session
+            .published
+            .front()
+            .is_some_and(|(last, _)| *last < oldest)
+        {
+            session.published.pop_front();
+        }
+        let upto = session.published_upto;
         let fresh: Vec<&(u64, WorkerEvent)> = self
             .outbox
             .iter()
-            .filter(|(number, _)| !session.unconfirmed.contains(number))
+            .rev()
+            .take_while(|(number, _)| *number > upto)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
             .collect();
-        // Reports that wait together travel as one message.
+        let now = Instant::now();
         for batch in fresh.chunks(REPORT_BATCH) {
-            let events: Vec<&WorkerEvent> = batch.iter().map(|(_, event)| event).collect();
-            let confirm = match events.as_slice() {
-                [one] => {
-                    amqp::publish(&session.publish, &self.signer, &queue, one, Keep::Durable)
-                        .await?
-                }
-                many => {
-                    amqp::publish(&session.publish, &self.signer, &queue, &many, Keep::Durable)
-                        .await?
-                }
+            self.publish_reports(session, batch, Keep::Transient)
+                .await?;
+            let last = batch.last().map_or(upto, |(number, _)| *number);
+            session.published_upto = last;
+            session.published.push_back((last, now));
+        }
+        Ok(())
+    }
+
+    /// Publishes reports again, to the broker's disk (persistent, confirmed):
+    /// those the scheduler has not answered for a while (it may be down,
+    /// and the broker may restart meanwhile), or all when leaving. A report
+    /// leaves the outbox once confirmed.
+    pub(super) async fn spill(
+        &mut self,
+        session: &mut Session,
+        which: Spill,
+    ) -> Result<(), LinkError> {
+        let due_upto = match which {
+            Spill::All => self.outbox.back().map_or(0, |(number, _)| *number),
+            Spill::Unanswered(after) => {
+                let now = Instant::now();
+                session
+                    .published
+                    .iter()
+                    .take_while(|(_, when)| now.duration_since(*when) >= after)
+                    .last()
+                    .map_or(0, |(last, _)| *last)
+            }
+        };
+        let from = session.spilled_upto;
+        let due: Vec<&(u64, WorkerEvent)> = self
+            .outbox
+            .iter()
+            .skip_while(|(number, _)| *number <= from)
+            .take_while(|(number, _)| *number <= due_upto)
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(
+            reports = due.len(),
+            "publishing unanswered reports to the broker's disk"
+        );
+        for batch in due.chunks(REPORT_BATCH) {
+            let confirm = self.publish_reports(session, batch, Keep::Durable).await?;
+            let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) else {
+                continue;
             };
-            let numbers: Vec<u64> = batch.iter().map(|(number, _)| *number).collect();
-            session.unconfirmed.extend(numbers.iter().copied());
+            let range = (*first, *last);
+            session.spilled_upto = *last;
             let confirmed = session.confirmed_tx.clone();
             session.beside(async move {
                 if confirm.await?.is_nack() {
                     return Err(LinkError::Nacked);
                 }
-                let _ = confirmed.send(numbers);
+                let _ = confirmed.send(range);
                 Ok(())
             });
         }
         Ok(())
+    }
+
+    /// Publishes reports that wait together as one message, closed by the
+    /// number of the last.
+    async fn publish_reports(
+        &self,
+        session: &Session,
+        batch: &[&(u64, WorkerEvent)],
+        keep: Keep,
+    ) -> Result<lapin::PublisherConfirm, LinkError> {
+        let closing = WorkerEvent::Reports {
+            worker: self.config.name.clone(),
+            stream: self.stream,
+            last: batch.last().map_or(0, |(number, _)| *number),
+        };
+        let events: Vec<&WorkerEvent> = batch
+            .iter()
+            .map(|(_, event)| event)
+            .chain(std::iter::once(&closing))
+            .collect();
+        amqp::publish(
+            &session.publish,
+            &self.signer,
+            &self.config.names.events(),
+            &events,
+            keep,
+        )
+        .await
     }
 }
 

@@ -51,6 +51,10 @@ const ENDED_REMEMBERED: usize = 65_536;
 const CONTROL_BATCH: usize = 256;
 /// Most reports sent as one message.
 const REPORT_BATCH: usize = 256;
+/// How long a report published to the broker's memory may go unanswered
+/// by the scheduler before it is published again to the broker's disk (the
+/// scheduler may be down, and the broker may restart meanwhile).
+const SPILL_AFTER: Duration = Duration::from_secs(10);
 
 /// Reads the host's latest resource sample.
 pub type ResourceSource = Arc<dyn Fn() -> Option<Arc<ResourceSample>> + Send + Sync>;
@@ -214,9 +218,13 @@ struct Worker {
     waiting: VecDeque<Waiting>,
     /// Attempts that ended here, to ignore if placed again.
     ended_recently: EndedRecently,
-    /// Reports waiting for the broker's confirm, oldest first, by number.
+    /// Reports the scheduler has not yet said it applied, nor the broker
+    /// confirmed to have on disk, oldest first, by number.
     outbox: VecDeque<(u64, WorkerEvent)>,
     next_report: u64,
+    /// This process's report stream: the scheduler's answers name it, so
+    /// one meant for an earlier process of the same name is ignored.
+    stream: u64,
     /// Said goodbye while stopping; waiting for its confirm.
     goodbye_sent: bool,
     ended_tx: mpsc::UnboundedSender<Ended>,
@@ -238,10 +246,17 @@ struct Worker {
 /// One connection's channel for reports, and what waits on it.
 struct Session {
     publish: Channel,
-    /// Reports published on this connection, waiting for their confirm.
-    unconfirmed: HashSet<u64>,
-    /// Confirmed report numbers, from the tasks that wait for confirms.
-    confirmed_tx: mpsc::UnboundedSender<Vec<u64>>,
+    /// The newest report published on this connection (reports are
+    /// numbered and published in order).
+    published_upto: u64,
+    /// The last report of each message published on this connection, and
+    /// when, oldest first.
+    published: VecDeque<(u64, Instant)>,
+    /// The newest report published again to the broker's disk.
+    spilled_upto: u64,
+    /// Ranges of reports the broker confirmed to have on disk, from the
+    /// tasks that wait for confirms.
+    confirmed_tx: mpsc::UnboundedSender<(u64, u64)>,
     /// Failures of operations that run beside the loop.
     failures_tx: mpsc::UnboundedSender<LinkError>,
 }
@@ -266,6 +281,15 @@ enum End {
     Stopped,
 }
 
+/// Which reports to publish again to the broker's disk.
+#[derive(Debug, Clone, Copy)]
+enum Spill {
+    /// Those published to its memory this long ago or longer, unanswered.
+    Unanswered(Duration),
+    /// All that wait (the worker leaves).
+    All,
+}
+
 impl Worker {
     fn new(config: WorkerConfig) -> Self {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
@@ -284,6 +308,7 @@ impl Worker {
             ended_recently: EndedRecently::default(),
             outbox: VecDeque::new(),
             next_report: 0,
+            stream: fastrand::u64(1..),
             goodbye_sent: false,
             ended_tx,
             ended_rx,
@@ -405,7 +430,9 @@ impl Worker {
         let (failures_tx, mut failures) = mpsc::unbounded_channel();
         let mut session = Session {
             publish,
-            unconfirmed: HashSet::new(),
+            published_upto: 0,
+            published: VecDeque::new(),
+            spilled_upto: 0,
             confirmed_tx,
             failures_tx,
         };
@@ -444,11 +471,8 @@ impl Worker {
                     self.start_waiting();
                     self.heartbeat(&session).await?;
                 }
-                Some(reports) = confirmed.recv() => {
-                    for report in &reports {
-                        session.unconfirmed.remove(report);
-                    }
-                    self.outbox.retain(|(number, _)| !reports.contains(number));
+                Some((first, last)) = confirmed.recv() => {
+                    self.outbox.retain(|(number, _)| !(first..=last).contains(number));
                 }
                 Some(error) = failures.recv() => return Err(error),
                 message = control.next() => {
@@ -489,11 +513,15 @@ impl Worker {
                     self.start_waiting();
                     self.ship();
                     self.flush_outbox(&mut session).await?;
+                    self.spill(&mut session, Spill::Unanswered(SPILL_AFTER)).await?;
                     if self.stopping.is_some() && self.running.is_empty() {
                         if !self.goodbye_sent {
                             self.goodbye_sent = true;
                             self.report(WorkerEvent::Goodbye { worker: self.config.name.clone() });
                             self.flush_outbox(&mut session).await?;
+                            // Leaving: what the scheduler has not answered
+                            // yet goes to the broker's disk, confirmed.
+                            self.spill(&mut session, Spill::All).await?;
                         } else if self.outbox.is_empty() {
                             presence.release().await?;
                             let _ = connection.close(200, "taskdeck worker stopping".into()).await;

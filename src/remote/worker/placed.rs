@@ -119,6 +119,7 @@ impl Worker {
                 });
             }
             Control::Lease { lease_ms } => self.learn_lease(Duration::from_millis(lease_ms)),
+            Control::Applied { stream, upto } => self.applied(stream, upto),
             Control::Reclaim { task, attempt } => {
                 if let Some(waiting) = self.take_waiting(task, attempt) {
                     tracing::debug!(%task, attempt, "handing back an attempt that had not started");

@@ -12,7 +12,7 @@
 //! and nothing else is ready is asked back ([`Reclaim`]); if it has not
 //! started, the worker hands it back and it is placed again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -256,6 +256,20 @@ impl Core {
 }
 
 impl Core {
+    /// The attempts placed on worker processes that have not ended, with
+    /// their workers (running there, or waiting there for a slot).
+    pub fn placed_attempts(&self) -> HashSet<(TaskId, u32, String)> {
+        self.remote
+            .values()
+            .flat_map(|remote| {
+                remote.running.iter().filter_map(|id| {
+                    let run = self.tasks.get(id)?.run.as_ref()?;
+                    Some((*id, run.attempt, remote.name.clone()))
+                })
+            })
+            .collect()
+    }
+
     /// Attempts recovered at start as running on worker processes, which
     /// the previous scheduler process may have died before sending: the
     /// transport sends them again, and a worker runs one only if it has

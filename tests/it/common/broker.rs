@@ -152,6 +152,39 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Stops RabbitMQ's application for `down` and starts it again (also when
+/// the wait panics): what it kept in memory only is gone.
+pub fn restart_broker(down: Duration) {
+    struct StartAgain;
+    impl Drop for StartAgain {
+        fn drop(&mut self) {
+            rabbitmqctl(&["start_app"]);
+            rabbitmqctl(&["await_startup"]);
+        }
+    }
+    rabbitmqctl(&["stop_app"]);
+    let _start_again = StartAgain;
+    std::thread::sleep(down);
+}
+
+/// Messages in `queue` that the broker keeps on disk (persistent).
+pub fn persistent_messages(queue: &str) -> u64 {
+    rabbitmqctl(&[
+        "list_queues",
+        "--quiet",
+        "--no-table-headers",
+        "name",
+        "messages_persistent",
+    ])
+    .lines()
+    .filter_map(|line| {
+        let (name, count) = line.split_once('\t')?;
+        (name == queue).then(|| count.trim().parse().ok())?
+    })
+    .next()
+    .unwrap_or(0)
+}
+
 /// Deletes a test's queues (best effort; they hold nothing of value).
 pub fn delete_queues(namespace: &str, workers: &[&str]) {
     let mut queues = vec![format!("{namespace}.tasks"), format!("{namespace}.events")];
