@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::{
     BenchError, BenchOptions, BenchReport, measure, remove_temp_db, retention_for, store_for,
 };
-use crate::remote::{self, Bridge, BridgeConfig, BridgeLink, BrokerKey, BrokerUrl, Names};
+use crate::remote::{
+    self, Bridge, BridgeConfig, BridgeLink, BrokerKey, BrokerUrl, Names, Prefetch,
+};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tasks::Registry;
 
@@ -24,7 +26,7 @@ pub struct RemoteBenchOptions {
     /// Slots of each.
     pub concurrency: usize,
     /// Attempts each may hold waiting for a slot (`worker --prefetch`).
-    pub prefetch: usize,
+    pub prefetch: Prefetch,
     /// The in-process phases' settings (`workers` is ignored).
     pub phases: BenchOptions,
 }
@@ -54,8 +56,8 @@ pub struct RemoteBenchReport<R> {
     pub processes: usize,
     /// Slots of each.
     pub concurrency: usize,
-    /// Attempts each may hold waiting for a slot.
-    pub prefetch: usize,
+    /// Attempts each may hold waiting for a slot: a number or "auto".
+    pub prefetch: String,
     /// Messages through the broker per task, counted at the scheduler's
     /// bridge over both phases (every message goes through it: placements,
     /// results, and the workers' heartbeats).
@@ -141,7 +143,7 @@ fn run_with<R: Measured>(
     Ok(RemoteBenchReport {
         processes: options.processes,
         concurrency: options.concurrency,
-        prefetch: options.prefetch,
+        prefetch: options.prefetch.to_string(),
         broker_messages_per_task: (messages as f64 / tasks as f64 * 100.0).round() / 100.0,
         phases,
     })

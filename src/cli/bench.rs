@@ -63,10 +63,15 @@ pub(crate) struct BenchArgs {
     /// Slots of each worker process (with --broker) [default: logical CPUs].
     #[arg(long, requires = "broker")]
     concurrency: Option<usize>,
-    /// Attempts each worker process may hold waiting for a slot (with
-    /// --broker; see `worker --prefetch`).
-    #[arg(long, default_value_t = 0, requires = "broker")]
-    prefetch: usize,
+    /// Attempts each worker process may hold waiting for a slot, a number
+    /// or "auto" (with --broker; see `worker --prefetch`).
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "N|auto",
+        requires = "broker"
+    )]
+    prefetch: String,
     /// Measure dependencies instead: a chain of --tasks tasks and a
     /// fan-out/fan-in of --tasks tasks, each submitted in one batch
     /// (in-process, or with --broker).
@@ -111,7 +116,10 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     url: url.parse()?,
                     processes: args.processes.max(1),
                     concurrency: args.concurrency.unwrap_or_else(default_workers).max(1),
-                    prefetch: args.prefetch,
+                    prefetch: args
+                        .prefetch
+                        .parse()
+                        .map_err(|error| anyhow::anyhow!("--prefetch: {error}"))?,
                     phases: options,
                 };
                 if args.dependencies {

@@ -34,7 +34,7 @@ pub use key::{
 pub use protocol::{DEFAULT_NAMESPACE, NameError, Names, check_name};
 pub use signing::SIGNATURE_HEADER;
 pub use url::{BrokerUrl, UrlError};
-pub use worker::{ResourceSource, WorkerConfig, WorkerHandle};
+pub use worker::{Prefetch, ResourceSource, WorkerConfig, WorkerHandle};
 
 /// Default lease of an attempt on a silent worker.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::RuntimeError;
 use crate::remote::{
-    Bridge, BridgeConfig, BridgeLink, BrokerKey, BrokerUrl, KeyOrigin, Names, ResourceSource,
-    WorkerConfig, WorkerHandle,
+    Bridge, BridgeConfig, BridgeLink, BrokerKey, BrokerUrl, KeyOrigin, Names, Prefetch,
+    ResourceSource, WorkerConfig, WorkerHandle,
 };
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{Recovered, Store};
@@ -178,7 +178,7 @@ fn local_worker_config(
         name: broker.worker_name.clone(),
         host: crate::telemetry::host_name(),
         concurrency: local_workers,
-        prefetch: 0,
+        prefetch: Prefetch::Auto,
         heartbeat: crate::remote::heartbeat_for(broker.lease),
         stop_grace: scheduler.config().shutdown_grace,
         registry: scheduler.registry_handle(),

@@ -86,6 +86,9 @@ impl Worker {
         }
         self.ship_rest(ended.task);
         self.release(ended.task);
+        if self.lately.took(ended.run_time_us) && self.config.prefetch == Prefetch::Auto {
+            self.beat_now = true;
+        }
         let outcome = match ended.outcome {
             RemoteOutcome::Completed(value) => WireOutcome::Completed { value },
             RemoteOutcome::Error(error) => WireOutcome::Error {
@@ -281,9 +284,10 @@ impl Worker {
     }
 
     /// Publishes reports again, to the broker's disk (persistent, confirmed):
-    /// those the scheduler has not answered for a while (it may be down,
-    /// and the broker may restart meanwhile), or all when leaving. A report
-    /// leaves the outbox once confirmed.
+    /// all those published and unanswered once the oldest has waited for a
+    /// while (the scheduler may be down, and the broker may restart
+    /// meanwhile), or all when leaving. A report leaves the outbox once
+    /// confirmed.
     pub(super) async fn spill(
         &mut self,
         session: &mut Session,
@@ -291,15 +295,11 @@ impl Worker {
     ) -> Result<(), LinkError> {
         let due_upto = match which {
             Spill::All => self.outbox.back().map_or(0, |(number, _)| *number),
-            Spill::Unanswered(after) => {
-                let now = Instant::now();
-                session
-                    .published
-                    .iter()
-                    .take_while(|(_, when)| now.duration_since(*when) >= after)
-                    .last()
-                    .map_or(0, |(last, _)| *last)
-            }
+            // Once the oldest waited that long, all that wait go together.
+            Spill::Unanswered(after) => match session.published.front() {
+                Some((_, when)) if when.elapsed() >= after => session.published_upto,
+                _ => 0,
+            },
         };
         let from = session.spilled_upto;
         let due: Vec<&(u64, WorkerEvent)> = self

@@ -14,6 +14,7 @@
 
 mod attempts;
 mod placed;
+mod prefetch;
 mod presence;
 mod shipping;
 
@@ -38,6 +39,8 @@ use crate::model::{
 };
 use crate::scheduler::{GpuDevice, RemoteOutcome, run_attempt};
 use crate::tasks::{CancelToken, ProgressSink, Registry, StopReason, TaskContext};
+
+pub use prefetch::Prefetch;
 
 /// How long an attempt asked to stop may take before its thread is left
 /// behind and its slot freed.
@@ -75,7 +78,7 @@ pub struct WorkerConfig {
     /// Attempts that may wait here for a slot beyond those that run. They
     /// show as running from when they are placed; one waiting while
     /// another worker has a free slot is asked back.
-    pub prefetch: usize,
+    pub prefetch: Prefetch,
     /// Time between heartbeats; at most a third of the scheduler's lease
     /// is used once a grant says what the lease is.
     pub heartbeat: Duration,
@@ -218,6 +221,10 @@ struct Worker {
     waiting: VecDeque<Waiting>,
     /// Attempts that ended here, to ignore if placed again.
     ended_recently: EndedRecently,
+    /// How long the attempts that ended lately ran (for `Prefetch::Auto`).
+    lately: prefetch::Lately,
+    /// The prefetch changed: the scheduler hears it with a heartbeat now.
+    beat_now: bool,
     /// Reports the scheduler has not yet said it applied, nor the broker
     /// confirmed to have on disk, oldest first, by number.
     outbox: VecDeque<(u64, WorkerEvent)>,
@@ -284,7 +291,8 @@ enum End {
 /// Which reports to publish again to the broker's disk.
 #[derive(Debug, Clone, Copy)]
 enum Spill {
-    /// Those published to its memory this long ago or longer, unanswered.
+    /// All published to its memory and unanswered, once the oldest was
+    /// published this long ago.
     Unanswered(Duration),
     /// All that wait (the worker leaves).
     All,
@@ -306,6 +314,8 @@ impl Worker {
             running: HashMap::new(),
             waiting: VecDeque::new(),
             ended_recently: EndedRecently::default(),
+            lately: prefetch::Lately::default(),
+            beat_now: false,
             outbox: VecDeque::new(),
             next_report: 0,
             stream: fastrand::u64(1..),
@@ -504,6 +514,9 @@ impl Worker {
                     // The next waiting attempt takes the slot at once.
                     self.start_waiting();
                     self.flush_outbox(&mut session).await?;
+                    if std::mem::take(&mut self.beat_now) {
+                        self.heartbeat(&session).await?;
+                    }
                 }
                 _ = tick.tick() => {
                     if !connection.status().connected() {

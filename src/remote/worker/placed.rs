@@ -32,7 +32,7 @@ impl EndedRecently {
 impl Worker {
     /// Attempts that may wait here beyond those that run.
     pub(super) fn prefetch(&self) -> usize {
-        self.config.prefetch
+        self.lately.prefetch(self.config.prefetch, self.concurrency)
     }
 
     /// Stops taking attempts: those waiting for a slot are handed back at
