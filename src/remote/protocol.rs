@@ -343,6 +343,10 @@ pub enum Control {
     Lease {
         /// The lease.
         lease_ms: u64,
+        /// The protocol the scheduler speaks (absent from schedulers of
+        /// version 4, which cannot read numbered reports).
+        #[serde(default = "unnumbered_protocol")]
+        protocol: u32,
     },
     /// Hand this attempt back if it has not started (another worker has a
     /// free slot for it); one that started runs on.
@@ -373,6 +377,11 @@ pub enum Control {
 
 fn first_protocol() -> u32 {
     1
+}
+
+/// The last protocol before [`Control::Lease`] named the scheduler's.
+fn unnumbered_protocol() -> u32 {
+    4
 }
 
 /// Decodes a message body: one item, or several sent together as a JSON
@@ -457,6 +466,34 @@ mod tests {
                 ..
             }
         ));
+        // A scheduler's lease that does not say its protocol comes from
+        // one that cannot read numbered reports.
+        let lease: Control =
+            serde_json::from_str(r#"{"type":"lease","lease_ms":30000}"#).expect("parses");
+        assert_eq!(
+            lease,
+            Control::Lease {
+                lease_ms: 30_000,
+                protocol: 4
+            }
+        );
+        // Reports end with their number; the scheduler's answer names it.
+        let closing = WorkerEvent::Reports {
+            worker: "w".into(),
+            stream: 9,
+            last: 12,
+        };
+        let text = serde_json::to_string(&closing).expect("json");
+        assert_eq!(
+            text,
+            r#"{"type":"reports","worker":"w","stream":9,"last":12}"#
+        );
+        let applied = serde_json::to_string(&Control::Applied {
+            stream: 9,
+            upto: 12,
+        })
+        .expect("json");
+        assert_eq!(applied, r#"{"type":"applied","stream":9,"upto":12}"#);
         // A body holds one message or several.
         let one = serde_json::to_vec(&WorkerEvent::Goodbye { worker: "w".into() }).expect("json");
         let many = serde_json::to_vec(&[

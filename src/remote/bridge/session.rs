@@ -450,7 +450,13 @@ impl Link {
                 let told = self.told_lease.lock().insert(worker.clone(), session);
                 if told != Some(session) {
                     let lease_ms = self.lease_ms();
-                    answers.push((worker.clone(), Control::Lease { lease_ms }));
+                    answers.push((
+                        worker.clone(),
+                        Control::Lease {
+                            lease_ms,
+                            protocol: PROTOCOL,
+                        },
+                    ));
                 }
                 let beat = Heartbeat {
                     worker,

@@ -118,7 +118,16 @@ impl Worker {
                     gpu_ids,
                 });
             }
-            Control::Lease { lease_ms } => self.learn_lease(Duration::from_millis(lease_ms)),
+            Control::Lease { lease_ms, protocol } => {
+                if protocol < PROTOCOL {
+                    tracing::error!(
+                        scheduler_protocol = protocol,
+                        worker_protocol = PROTOCOL,
+                        "the scheduler is of an older Taskdeck version and cannot read this worker's reports; upgrade the scheduler before its workers"
+                    );
+                }
+                self.learn_lease(Duration::from_millis(lease_ms));
+            }
             Control::Applied { stream, upto } => self.applied(stream, upto),
             Control::Reclaim { task, attempt } => {
                 if let Some(waiting) = self.take_waiting(task, attempt) {
