@@ -58,11 +58,19 @@ impl Answers {
         self.by_worker.remove(worker);
     }
 
-    fn untold(&self) -> Vec<String> {
+    /// The answers no worker has been told yet, by worker, marked told.
+    fn take_untold(&mut self) -> Vec<(String, Control)> {
         self.by_worker
-            .iter()
+            .iter_mut()
             .filter(|(_, answer)| !answer.told)
-            .map(|(worker, _)| worker.clone())
+            .map(|(worker, answer)| {
+                answer.told = true;
+                let control = Control::Applied {
+                    stream: answer.stream,
+                    upto: answer.upto,
+                };
+                (worker.clone(), control)
+            })
             .collect()
     }
 }
@@ -121,10 +129,8 @@ impl Sender<'_> {
 
     /// Sends the answers that found no placement to ride on.
     pub(super) async fn send_answers(&self, answers: &mut Answers) -> Result<(), LinkError> {
-        for worker in answers.untold() {
-            if let Some(answer) = answers.take(&worker) {
-                self.send(&worker, &answer).await?;
-            }
+        for (worker, answer) in answers.take_untold() {
+            self.send(&worker, &answer).await?;
         }
         Ok(())
     }
@@ -146,20 +152,21 @@ mod tests {
         answers.applied("a".into(), 7, 9);
         answers.applied("a".into(), 7, 5);
         answers.applied("b".into(), 8, 1);
-        let mut untold = answers.untold();
-        untold.sort();
-        assert_eq!(untold, ["a", "b"]);
         assert_eq!(
             answers.take("a"),
             applied(7, 9),
             "the newest, not the last seen"
         );
         assert_eq!(answers.take("a"), None, "told once");
+        assert_eq!(
+            answers.take_untold(),
+            [("b".to_owned(), Control::Applied { stream: 8, upto: 1 })]
+        );
+        assert_eq!(answers.take_untold(), [], "told once");
         answers.applied("a".into(), 7, 9);
         assert_eq!(answers.take("a"), None, "nothing newer to tell");
         answers.applied("a".into(), 7, 10);
         assert_eq!(answers.take("a"), applied(7, 10));
-        assert_eq!(answers.untold(), ["b"]);
     }
 
     #[test]
@@ -172,6 +179,6 @@ mod tests {
         assert_eq!(answers.take("a"), applied(11, 2));
         answers.forget("a");
         assert_eq!(answers.take("a"), None);
-        assert!(answers.untold().is_empty());
+        assert!(answers.take_untold().is_empty());
     }
 }

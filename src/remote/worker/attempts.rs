@@ -263,15 +263,9 @@ impl Worker {
             session.published.pop_front();
         }
         let upto = session.published_upto;
-        let fresh: Vec<&(u64, WorkerEvent)> = self
-            .outbox
-            .iter()
-            .rev()
-            .take_while(|(number, _)| *number > upto)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        // The outbox is in report order.
+        let first_fresh = self.outbox.partition_point(|(number, _)| *number <= upto);
+        let fresh: Vec<&(u64, WorkerEvent)> = self.outbox.range(first_fresh..).collect();
         let now = Instant::now();
         for batch in fresh.chunks(REPORT_BATCH) {
             self.publish_reports(session, batch, Keep::Transient)
@@ -301,13 +295,13 @@ impl Worker {
                 _ => 0,
             },
         };
+        // The outbox is in report order.
         let from = session.spilled_upto;
-        let due: Vec<&(u64, WorkerEvent)> = self
+        let first = self.outbox.partition_point(|(number, _)| *number <= from);
+        let end = self
             .outbox
-            .iter()
-            .skip_while(|(number, _)| *number <= from)
-            .take_while(|(number, _)| *number <= due_upto)
-            .collect();
+            .partition_point(|(number, _)| *number <= due_upto);
+        let due: Vec<&(u64, WorkerEvent)> = self.outbox.range(first..end.max(first)).collect();
         if due.is_empty() {
             return Ok(());
         }
