@@ -20,6 +20,11 @@ pub(super) struct Link {
     signer: Signer,
     /// Checks what workers send.
     gate: Mutex<Gate>,
+    /// Counts this bridge's connections; odd while one is up. A worker's
+    /// closed connection costs its attempts only if the bridge kept its
+    /// own connection through the grace (else the broker went away, and
+    /// the next connection renews every lease).
+    connection: Arc<AtomicU64>,
 }
 
 /// One placement round, ready to send: placements (by task and attempt,
@@ -60,6 +65,7 @@ impl Link {
             warned: Mutex::new(HashSet::new()),
             told_lease: Mutex::new(HashMap::new()),
             next_placement: AtomicU64::new(u64::try_from(crate::model::now_us()).unwrap_or(1)),
+            connection: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -114,6 +120,8 @@ impl Link {
         outstanding: &mut Outstanding,
     ) -> Result<(), LinkError> {
         let connection = amqp::connect(&self.config.url, "taskdeck scheduler").await?;
+        // Up from here to the end of this call, whatever ends it.
+        let _up = Up::new(&self.connection);
         let publisher = connection.create_channel().await?;
         amqp::declare_shared(&publisher, &self.config.names).await?;
         let names = &self.config.names;
@@ -557,9 +565,13 @@ impl Link {
                         "worker's connection closed; its attempts run again unless it is back within the grace"
                     );
                     let scheduler = scheduler.clone();
+                    let connection = Arc::clone(&self.connection);
+                    let during = connection.load(Ordering::SeqCst);
                     tokio::spawn(async move {
                         tokio::time::sleep(RECONNECT_GRACE).await;
-                        scheduler.expire_leases();
+                        if connection.load(Ordering::SeqCst) == during {
+                            scheduler.expire_leases();
+                        }
                     });
                 }
             }
@@ -571,5 +583,21 @@ impl Link {
             // Taken by the batch's caller.
             WorkerEvent::Reports { .. } => {}
         }
+    }
+}
+
+/// Marks the bridge's connection up while it lives (odd counts: up).
+struct Up<'a>(&'a AtomicU64);
+
+impl<'a> Up<'a> {
+    fn new(connection: &'a AtomicU64) -> Self {
+        connection.fetch_add(1, Ordering::SeqCst);
+        Self(connection)
+    }
+}
+
+impl Drop for Up<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
