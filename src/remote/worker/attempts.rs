@@ -1,4 +1,4 @@
-//! A worker's running attempts: their threads, deadlines and stop grace,
+//! A worker's running attempts: their slot threads, deadlines and stop grace,
 //! the heartbeat, and the outbox of reports waiting for the scheduler's
 //! answer.
 
@@ -21,26 +21,24 @@ impl Worker {
             .with_progress_sink(Arc::clone(&self.progress_sink));
         let registry = Arc::clone(&self.config.registry);
         let ended = self.ended_tx.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("taskdeck-task-{task}"))
-            .spawn(move || {
-                let started_at_us = now_us();
-                let begun = Instant::now();
-                let outcome = run_attempt(&registry, &ctx, &spec);
-                // Reports held back by the rate limit go before the end.
-                ctx.flush_progress();
-                let run_time_us = i64::try_from(begun.elapsed().as_micros()).unwrap_or(i64::MAX);
-                // The worker may have gone; nothing to report to then.
-                let _ = ended.send(Ended {
-                    task,
-                    attempt,
-                    outcome,
-                    log: ctx.take_log(),
-                    started_at_us,
-                    finished_at_us: now_us(),
-                    run_time_us,
-                });
+        let spawned = self.slots.run(Box::new(move || {
+            let started_at_us = now_us();
+            let begun = Instant::now();
+            let outcome = run_attempt(&registry, &ctx, &spec);
+            // Reports held back by the rate limit go before the end.
+            ctx.flush_progress();
+            let run_time_us = i64::try_from(begun.elapsed().as_micros()).unwrap_or(i64::MAX);
+            // The worker may have gone; nothing to report to then.
+            let _ = ended.send(Ended {
+                task,
+                attempt,
+                outcome,
+                log: ctx.take_log(),
+                started_at_us,
+                finished_at_us: now_us(),
+                run_time_us,
             });
+        }));
         self.running.insert(
             task,
             Running {

@@ -17,6 +17,7 @@ mod placed;
 mod prefetch;
 mod presence;
 mod shipping;
+mod slots;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -248,6 +249,8 @@ struct Worker {
     signer: Signer,
     /// Checks what the scheduler sends; counts what it refuses.
     gate: Gate,
+    /// The threads attempts run on.
+    slots: slots::SlotThreads,
 }
 
 /// One connection's channel for reports, and what waits on it.
@@ -327,6 +330,7 @@ impl Worker {
             lease: None,
             progress_sink,
             progress_rx,
+            slots: slots::SlotThreads::new(),
         }
     }
 
