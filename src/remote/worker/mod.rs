@@ -514,9 +514,15 @@ impl Worker {
                     self.took_progress(task, attempt, report);
                 }
                 Some(ended) = self.ended_rx.recv() => {
-                    self.ended(ended);
-                    // The next waiting attempt takes the slot at once.
-                    self.start_waiting();
+                    let mut next = Some(ended);
+                    while let Some(ended) = next {
+                        self.ended(ended);
+                        // The next waiting attempt takes the slot at once.
+                        self.start_waiting();
+                        // Attempts that ended meanwhile report in the same
+                        // message.
+                        next = self.ended_rx.try_recv().ok();
+                    }
                     self.flush_outbox(&mut session).await?;
                     if std::mem::take(&mut self.beat_now) {
                         self.heartbeat(&session).await?;
