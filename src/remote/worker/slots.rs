@@ -9,7 +9,10 @@
 //! - a thread that waited [`IDLE_FOR`] without work ends, so a worker that
 //!   ran many attempts at once gives its threads back once quiet;
 //! - a thread whose attempt never returns (left behind after a stop
-//!   request) is simply never reused; the pool does not count on it.
+//!   request) is simply never reused; the pool does not count on it;
+//! - threads are not joined: a worker stops once its attempts ended or
+//!   were left behind, and its waiting threads end as soon as the pool is
+//!   dropped (their channel closes).
 
 use std::io;
 use std::sync::Arc;
