@@ -1,12 +1,14 @@
 //! Connecting to RabbitMQ and declaring the queues, shared by the scheduler's
 //! bridge and the worker process.
 
+use std::future::Future;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use super::protocol::{CONTROL_QUEUE_EXPIRES_MS, Names};
 use super::signing::Signer;
@@ -35,6 +37,50 @@ pub enum LinkError {
     /// A message could not be encoded.
     #[error("cannot encode a message: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+/// Broker operations that finish beside a connection's loop, so the loop
+/// does not wait for the connection's I/O thread to write each one (a
+/// wake-up of that thread and one back, for every publish and
+/// acknowledgement); the first that fails ends the connection's session.
+#[derive(Debug, Clone)]
+pub struct Beside {
+    failures: mpsc::UnboundedSender<LinkError>,
+}
+
+impl Beside {
+    /// A new set, and where its failures arrive.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<LinkError>) {
+        let (failures, failed) = mpsc::unbounded_channel();
+        (Self { failures }, failed)
+    }
+
+    /// Starts `operation` at once, so that what it sends is queued behind
+    /// what operations started before it sent (lapin queues a publish's or
+    /// an acknowledgement's frames when first polled), and lets it finish
+    /// beside the loop.
+    pub async fn start(
+        &self,
+        operation: impl Future<Output = Result<(), LinkError>> + Send + 'static,
+    ) -> Result<(), LinkError> {
+        let mut operation = Box::pin(operation);
+        if let Some(done) = futures_lite::future::poll_once(&mut operation).await {
+            return done;
+        }
+        self.finish(operation);
+        Ok(())
+    }
+
+    /// Lets `operation` run and finish beside the loop.
+    pub fn finish(&self, operation: impl Future<Output = Result<(), LinkError>> + Send + 'static) {
+        let failures = self.failures.clone();
+        tokio::spawn(async move {
+            if let Err(error) = operation.await {
+                // The session may be over already; then nobody needs to know.
+                let _ = failures.send(error);
+            }
+        });
+    }
 }
 
 /// Opens a connection named `name` (shown in RabbitMQ's management UI).
@@ -209,5 +255,51 @@ mod tests {
         assert_eq!(reconnect.delay(), Duration::from_secs(5));
         reconnect.reset();
         assert_eq!(reconnect.delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn operations_start_in_order_and_their_failures_end_the_session() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime should start");
+        runtime.block_on(async {
+            let (beside, mut failures) = Beside::new();
+            let (started_tx, mut started) = mpsc::unbounded_channel();
+            let (finish_tx, finish) = tokio::sync::oneshot::channel::<()>();
+            // Each records its start when first polled, as lapin queues
+            // its frames; the first then waits, the second is done at once.
+            let first = {
+                let started_tx = started_tx.clone();
+                async move {
+                    let _ = started_tx.send(1);
+                    let _ = finish.await;
+                    Err(LinkError::Nacked)
+                }
+            };
+            beside
+                .start(first)
+                .await
+                .expect("pending, so no result yet");
+            // Started before `start` returned, not when the runtime gets
+            // round to it.
+            assert_eq!(started.try_recv().ok(), Some(1));
+            let second = async move {
+                let _ = started_tx.send(2);
+                Ok(())
+            };
+            beside.start(second).await.expect("done at once");
+            assert_eq!(started.try_recv().ok(), Some(2));
+            // The first finishes beside, and its failure arrives.
+            assert!(failures.try_recv().is_err());
+            finish_tx.send(()).expect("the first should wait");
+            let failure = tokio::time::timeout(Duration::from_secs(10), failures.recv())
+                .await
+                .expect("the failure should arrive");
+            assert!(matches!(failure, Some(LinkError::Nacked)));
+            // One that fails at once says so to the caller.
+            let failed = beside.start(async { Err(LinkError::Nacked) }).await;
+            assert!(matches!(failed, Err(LinkError::Nacked)));
+        });
     }
 }

@@ -26,7 +26,7 @@ use lapin::types::FieldTable;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use super::amqp::{self, Keep, LinkError, Reconnect};
+use super::amqp::{self, Beside, Keep, LinkError, Reconnect};
 use super::key::BrokerKey;
 use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WireProgress, WorkerEvent, decode};
 use super::signing::{Gate, Signer};

@@ -137,6 +137,8 @@ impl Link {
                 FieldTable::default(),
             )
             .await?;
+        // Acknowledgements finish beside the loop.
+        let (beside, mut failures) = Beside::new();
         reconnect.reset();
         // Leases were not renewed while the broker was away.
         self.scheduler.renew_all_leases();
@@ -194,8 +196,9 @@ impl Link {
                             _ => break,
                         }
                     }
-                    self.apply_events(&sender, batch, outstanding).await?;
+                    self.apply_events(&sender, &beside, batch, outstanding).await?;
                 }
+                Some(error) = failures.recv() => return Err(error),
                 _ = lease_check.tick() => {
                     let lost = self.scheduler.expire_leases();
                     if lost > 0 {
@@ -366,6 +369,7 @@ impl Link {
     async fn apply_events(
         &self,
         sender: &Sender<'_>,
+        beside: &Beside,
         batch: Vec<Delivery>,
         outstanding: &mut Outstanding,
     ) -> Result<(), LinkError> {
@@ -424,7 +428,13 @@ impl Link {
         self.send_round(sender, round, &mut outstanding.answers)
             .await?;
         if let Some(last) = batch.last() {
-            last.acker.ack(BasicAckOptions { multiple: true }).await?;
+            let acker = last.acker.clone();
+            beside
+                .start(async move {
+                    acker.ack(BasicAckOptions { multiple: true }).await?;
+                    Ok(())
+                })
+                .await?;
         }
         if full {
             self.place(sender, outstanding).await?;

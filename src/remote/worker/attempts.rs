@@ -315,7 +315,7 @@ impl Worker {
             let range = (*first, *last);
             session.spilled_upto = *last;
             let confirmed = session.confirmed_tx.clone();
-            session.beside(async move {
+            session.beside.finish(async move {
                 if confirm.await?.is_nack() {
                     return Err(LinkError::Nacked);
                 }

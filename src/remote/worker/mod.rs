@@ -30,7 +30,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions}
 use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
-use super::amqp::{self, Keep, LinkError, Reconnect};
+use super::amqp::{self, Beside, Keep, LinkError, Reconnect};
 use super::key::BrokerKey;
 use super::protocol::{Control, Names, PROTOCOL, WireOutcome, WireProgress, WireStop, WorkerEvent};
 use super::signing::{Gate, Signer};
@@ -267,24 +267,8 @@ struct Session {
     /// Ranges of reports the broker confirmed to have on disk, from the
     /// tasks that wait for confirms.
     confirmed_tx: mpsc::UnboundedSender<(u64, u64)>,
-    /// Failures of operations that run beside the loop.
-    failures_tx: mpsc::UnboundedSender<LinkError>,
-}
-
-impl Session {
-    /// Runs a broker operation beside the loop; its failure ends the session.
-    fn beside(
-        &self,
-        operation: impl std::future::Future<Output = Result<(), LinkError>> + Send + 'static,
-    ) {
-        let failures = self.failures_tx.clone();
-        tokio::spawn(async move {
-            if let Err(error) = operation.await {
-                // The session may be over already; then nobody needs to know.
-                let _ = failures.send(error);
-            }
-        });
-    }
+    /// Operations that finish beside the loop.
+    beside: Beside,
 }
 
 enum End {
@@ -441,14 +425,14 @@ impl Worker {
         )
         .await?;
         let (confirmed_tx, mut confirmed) = mpsc::unbounded_channel();
-        let (failures_tx, mut failures) = mpsc::unbounded_channel();
+        let (beside, mut failures) = Beside::new();
         let mut session = Session {
             publish,
             published_upto: 0,
             published: VecDeque::new(),
             spilled_upto: 0,
             confirmed_tx,
-            failures_tx,
+            beside,
         };
         reconnect.reset();
         tracing::info!(
@@ -508,7 +492,14 @@ impl Worker {
                     self.flush_outbox(&mut session).await?;
                     // Handled (or refused unread): a message delivered
                     // again after a reconnect is one this worker ignores.
-                    last.acker.ack(BasicAckOptions { multiple: true }).await?;
+                    let acker = last.acker;
+                    session
+                        .beside
+                        .start(async move {
+                            acker.ack(BasicAckOptions { multiple: true }).await?;
+                            Ok(())
+                        })
+                        .await?;
                 }
                 Some((task, attempt, report)) = self.progress_rx.recv() => {
                     self.took_progress(task, attempt, report);
