@@ -6,7 +6,7 @@
 //! data directory finds it.
 //!
 //! Forged messages are published straight to the queues with the broker
-//! account (lapin), and signed here with `ring` directly, so the tests
+//! account (lapin), and signed with `ring` directly, so the tests
 //! check the wire format rather than reuse the code under test.
 
 use crate::common::{self, broker};
@@ -18,73 +18,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use broker::{
-    Case, Serve, TEST_KEY, delete_queues, serve, spawn_serve_env, status, submit, task,
-    wait_connected, wait_final, worker, worker_env, worker_with, workers,
+    Case, Serve, TEST_KEY, delete_queues, publish, serve, signature, spawn_serve_env, status,
+    submit, task, wait_connected, wait_final, worker, worker_env, worker_with, workers,
 };
 use common::{WAIT, wait_until};
 use taskdeck::model::TaskSpec;
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// The header a signature travels in.
-const SIGNATURE: &str = "x-taskdeck-signature";
-
 /// A key that is not the tests' shared one.
 const OTHER_KEY: &str = "not the scheduler's key, but long enough";
-
-/// The HMAC-SHA256 of `body` under `key`, hex.
-fn signature(key: &str, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes());
-    ring::hmac::sign(&key, body)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// Publishes `body` to `queue` with the broker account, with this
-/// signature header (none: unsigned) and claimed sender; waits for the
-/// broker's confirm.
-fn publish(url: &str, queue: &str, body: &[u8], signature: Option<String>, sender: &str) {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    use lapin::types::{AMQPValue, FieldTable};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-            .await
-            .expect("connects with the broker account");
-        let channel = connection.create_channel().await.expect("a channel");
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
-        let mut headers = FieldTable::default();
-        if let Some(signature) = signature {
-            headers.insert(SIGNATURE.into(), AMQPValue::LongString(signature.into()));
-        }
-        let properties = lapin::BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_app_id(sender.into())
-            .with_headers(headers);
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await
-            .expect("published")
-            .await
-            .expect("confirmed");
-        assert!(!confirm.is_nack(), "the broker took the message");
-        let _ = connection.close(200, "done".into()).await;
-    });
-}
 
 /// The `/metrics` text.
 fn scrape(server: &Serve) -> String {

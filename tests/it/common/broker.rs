@@ -25,6 +25,63 @@ use super::wait_until;
 /// so a test may give another, or an empty one to use a key file).
 pub const TEST_KEY: &str = "taskdeck-integration-tests-shared-broker-key";
 
+/// The header a signature travels in.
+pub const SIGNATURE: &str = "x-taskdeck-signature";
+
+/// The HMAC-SHA256 of `body` under `key`, hex.
+pub fn signature(key: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes());
+    ring::hmac::sign(&key, body)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Publishes `body` to `queue` with the broker account, with this
+/// signature header (none: unsigned) and claimed sender; waits for the
+/// broker's confirm.
+pub fn publish(url: &str, queue: &str, body: &[u8], signature: Option<String>, sender: &str) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+            .await
+            .expect("connects with the broker account");
+        let channel = connection.create_channel().await.expect("a channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let mut headers = FieldTable::default();
+        if let Some(signature) = signature {
+            headers.insert(SIGNATURE.into(), AMQPValue::LongString(signature.into()));
+        }
+        let properties = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_app_id(sender.into())
+            .with_headers(headers);
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        assert!(!confirm.is_nack(), "the broker took the message");
+        let _ = connection.close(200, "done".into()).await;
+    });
+}
+
 /// Gives a command the tests' shared broker key, and no key file from the
 /// environment that runs the tests.
 pub fn with_test_key(command: &mut Command) -> &mut Command {
