@@ -287,9 +287,11 @@ pub enum WorkerEvent {
         /// Worker name.
         worker: String,
     },
-    /// Closes a message of reports: they end with report `last` of the
-    /// worker's `stream` (one per worker process). The scheduler answers
-    /// with [`Control::Applied`] once it committed them.
+    /// Closes a message of reports: they are reports `first` to `last` of
+    /// the worker's `stream` (one per worker process), numbered one by one.
+    /// The scheduler answers with [`Control::Applied`] once it committed
+    /// them, and skips those it applied before (a report sent again after a
+    /// reconnect, or its copy on the broker's disk).
     Reports {
         /// Worker name.
         worker: String,
@@ -297,6 +299,10 @@ pub enum WorkerEvent {
         stream: u64,
         /// The number of the message's last report.
         last: u64,
+        /// The number of its first; absent from workers that did not send
+        /// it (only a message applied whole is then skipped).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first: Option<u64>,
     },
     /// The worker's connection `session` closed without a goodbye: its
     /// presence token, dead-lettered by the broker (never sent directly).
@@ -482,11 +488,25 @@ mod tests {
             worker: "w".into(),
             stream: 9,
             last: 12,
+            first: Some(10),
         };
         let text = serde_json::to_string(&closing).expect("json");
         assert_eq!(
             text,
-            r#"{"type":"reports","worker":"w","stream":9,"last":12}"#
+            r#"{"type":"reports","worker":"w","stream":9,"last":12,"first":10}"#
+        );
+        // From a worker that does not name the first.
+        let older: WorkerEvent =
+            serde_json::from_str(r#"{"type":"reports","worker":"w","stream":9,"last":12}"#)
+                .expect("parses");
+        assert_eq!(
+            older,
+            WorkerEvent::Reports {
+                worker: "w".into(),
+                stream: 9,
+                last: 12,
+                first: None,
+            }
         );
         let applied = serde_json::to_string(&Control::Applied {
             stream: 9,

@@ -1,5 +1,6 @@
 //! Distributed mode keeps its messages in the broker's memory: what a
-//! broker restart takes must come back from the side that sent it. Real
+//! broker restart takes must come back from the side that sent it, and
+//! what comes back twice must count once. Real
 //! `serve --broker` and `taskdeck worker` processes, a real RabbitMQ
 //! restarted (`stop_app`/`start_app`), processes killed and frozen.
 
@@ -8,15 +9,32 @@ use crate::common::{self, broker};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use broker::{
-    Case, delete_queues, persistent_messages, restart_broker, serve, status, submit, task,
-    wait_final, worker,
+    Case, TEST_KEY, delete_queues, persistent_messages, publish, restart_broker, serve, signature,
+    status, submit, task, wait_final, worker,
 };
 use common::wait_until;
 
 const LONG: Duration = Duration::from_secs(90);
+
+/// The fractions of an attempt's progress history, oldest first.
+fn fractions(server: &broker::Serve, id: u64) -> Vec<f64> {
+    let history = server
+        .client
+        .call("GET", &format!("/api/v1/tasks/{id}/progress"), None)
+        .unwrap_or(Value::Null);
+    history["points"]
+        .as_array()
+        .map(|points| {
+            points
+                .iter()
+                .filter_map(|p| p["fraction"].as_f64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Sends `signal` (STOP, CONT) to a process.
 fn signal(pid: u32, signal: &str) {
@@ -120,4 +138,60 @@ fn results_the_scheduler_did_not_answer_wait_on_the_broker_s_disk() {
     }
     drop((second, _b));
     delete_queues(&ns, &["spill-a", "spill-b"]);
+}
+
+#[test]
+fn reports_sent_again_are_applied_once() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("again")
+    else {
+        return;
+    };
+    let server = serve(&url, &ns, None, dir.path(), &["--workers", "0"]);
+    let _w = worker(&url, &ns, "aw", 1);
+    let id = submit(&server.client, "sleep", json!([60_000]), json!({}));
+    assert!(wait_until(LONG, || {
+        let record = task(&server.client, id);
+        status(&record) == "running" && record["worker"] == "aw"
+    }));
+    // Numbered reports of the attempt's worker, as a worker that missed
+    // the scheduler's answers sends them again after a reconnect (signed
+    // with the shared key; a report stream of their own).
+    let events = format!("{ns}.events");
+    let send = |fractions: &[f64], first: u64| {
+        let mut message: Vec<Value> = fractions
+            .iter()
+            .map(|fraction| {
+                json!({
+                    "type": "progress", "worker": "aw", "task": id, "attempt": 1,
+                    "reports": [{ "fraction": fraction }],
+                })
+            })
+            .collect();
+        let last = first + fractions.len() as u64 - 1;
+        message.push(json!({
+            "type": "reports", "worker": "aw", "stream": 4242, "first": first, "last": last,
+        }));
+        let body = serde_json::to_vec(&message).expect("json");
+        publish(&url, &events, &body, Some(signature(TEST_KEY, &body)), "aw");
+    };
+    send(&[0.25], 1);
+    assert!(wait_until(LONG, || fractions(&server, id) == [0.25]));
+    // The same report again with a new one after it, then the whole
+    // message once more, then a new one: each report counts once.
+    send(&[0.25, 0.5], 1);
+    send(&[0.25, 0.5], 1);
+    send(&[0.75], 3);
+    assert!(
+        wait_until(LONG, || fractions(&server, id).len() >= 3),
+        "{:?}",
+        fractions(&server, id)
+    );
+    assert_eq!(fractions(&server, id), [0.25, 0.5, 0.75]);
+    drop((server, _w));
+    delete_queues(&ns, &["aw"]);
 }

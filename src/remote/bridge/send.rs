@@ -37,7 +37,49 @@ impl Answers {
                 upto,
                 told: false,
             };
+        } else {
+            // Reports it sent again: it missed the answer, so it hears it
+            // again.
+            answer.told = false;
         }
+    }
+
+    /// How many of a message's leading `reports` (numbered `first` to
+    /// `last` of the worker's `stream`) were applied before:
+    /// - all, when the newest applied of the stream is `last` or later;
+    /// - those up to the newest applied, when the message names its first
+    ///   and its numbers run one by one;
+    /// - none otherwise (another stream, a worker that does not name the
+    ///   first, or numbers that do not fit the count).
+    pub(super) fn applied_before(
+        &self,
+        worker: &str,
+        stream: u64,
+        first: Option<u64>,
+        last: u64,
+        reports: usize,
+    ) -> usize {
+        let Some(answer) = self
+            .by_worker
+            .get(worker)
+            .filter(|answer| answer.stream == stream)
+        else {
+            return 0;
+        };
+        if answer.upto >= last {
+            return reports;
+        }
+        let Some(first) = first else {
+            return 0;
+        };
+        let counted = last
+            .checked_sub(first)
+            .and_then(|span| usize::try_from(span).ok())
+            .is_some_and(|span| span + 1 == reports);
+        if !counted || answer.upto < first {
+            return 0;
+        }
+        usize::try_from(answer.upto - first + 1).unwrap_or(0)
     }
 
     /// The answer the worker has not been told yet, marked told.
@@ -163,10 +205,34 @@ mod tests {
             [("b".to_owned(), Control::Applied { stream: 8, upto: 1 })]
         );
         assert_eq!(answers.take_untold(), [], "told once");
-        answers.applied("a".into(), 7, 9);
         assert_eq!(answers.take("a"), None, "nothing newer to tell");
+        // Reports sent again: the worker missed the answer.
+        answers.applied("a".into(), 7, 9);
+        assert_eq!(answers.take("a"), applied(7, 9), "told again");
         answers.applied("a".into(), 7, 10);
         assert_eq!(answers.take("a"), applied(7, 10));
+    }
+
+    #[test]
+    fn reports_applied_before_are_counted_from_the_front() {
+        let mut answers = Answers::default();
+        assert_eq!(answers.applied_before("a", 7, Some(1), 3, 3), 0, "none yet");
+        answers.applied("a".into(), 7, 5);
+        // Sent again whole, with or without its first number.
+        assert_eq!(answers.applied_before("a", 7, Some(3), 5, 3), 3);
+        assert_eq!(answers.applied_before("a", 7, None, 4, 2), 2);
+        // Sent again with newer ones after them.
+        assert_eq!(answers.applied_before("a", 7, Some(4), 8, 5), 2);
+        // All new.
+        assert_eq!(answers.applied_before("a", 7, Some(6), 8, 3), 0);
+        // Without its first number only a message applied whole is known.
+        assert_eq!(answers.applied_before("a", 7, None, 8, 5), 0);
+        // Numbers that do not run one by one are not trusted.
+        assert_eq!(answers.applied_before("a", 7, Some(4), 8, 3), 0);
+        assert_eq!(answers.applied_before("a", 7, Some(9), 8, 0), 0);
+        // Another stream, or another worker, has applied nothing.
+        assert_eq!(answers.applied_before("a", 11, Some(1), 3, 3), 0);
+        assert_eq!(answers.applied_before("b", 7, Some(1), 3, 3), 0);
     }
 
     #[test]

@@ -391,12 +391,30 @@ impl Link {
             }
             match decode::<WorkerEvent>(&delivery.data) {
                 Ok(events) => {
-                    for event in events {
+                    // Reports applied before (sent again after a reconnect,
+                    // or their copy from the broker's disk) are skipped.
+                    let skip = match events.last() {
+                        Some(WorkerEvent::Reports {
+                            worker,
+                            stream,
+                            last,
+                            first,
+                        }) => outstanding.answers.applied_before(
+                            worker,
+                            *stream,
+                            *first,
+                            *last,
+                            events.len() - 1,
+                        ),
+                        _ => 0,
+                    };
+                    for event in events.into_iter().skip(skip) {
                         match event {
                             WorkerEvent::Reports {
                                 worker,
                                 stream,
                                 last,
+                                first: _,
                             } => applied.push((worker, stream, last)),
                             WorkerEvent::Goodbye { ref worker } => {
                                 outstanding.answers.forget(worker);

@@ -338,6 +338,7 @@ impl Worker {
             worker: self.config.name.clone(),
             stream: self.stream,
             last: batch.last().map_or(0, |(number, _)| *number),
+            first: batch.first().map(|(number, _)| *number),
         };
         let events: Vec<&WorkerEvent> = batch
             .iter()
