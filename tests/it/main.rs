@@ -23,9 +23,13 @@ mod queues;
 #[cfg(feature = "broker")]
 mod remote;
 #[cfg(feature = "broker")]
+mod remote_failures;
+#[cfg(feature = "broker")]
 mod remote_memory;
 #[cfg(feature = "broker")]
 mod remote_signing;
+#[cfg(feature = "broker")]
+mod remote_tls;
 #[cfg(feature = "broker")]
 mod remote_workflow;
 mod scheduler;
