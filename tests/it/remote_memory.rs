@@ -106,15 +106,29 @@ fn results_the_scheduler_did_not_answer_wait_on_the_broker_s_disk() {
         return;
     };
     let db = dir.path().join("t.db");
-    let extra = ["--workers", "0", "--lease", "120"];
+    let extra = ["--workers", "0", "--lease", "120", "--allow-code-tasks"];
     let mut first = serve(&url, &ns, Some(&db), dir.path(), &extra);
     let mut a = worker(&url, &ns, "spill-a", 2);
-    let ids: Vec<u64> = (0..4)
-        .map(|_| submit(&first.client, "sleep", json!([300]), json!({})))
+    let started: Vec<std::path::PathBuf> = (0..4)
+        .map(|i| dir.path().join(format!("started-{i}")))
         .collect();
-    assert!(wait_until(LONG, || ids
+    let ids: Vec<u64> = started
         .iter()
-        .filter(|id| status(&task(&first.client, **id)) == "running")
+        .map(|marker| {
+            let script = format!("touch '{}'; sleep 0.3", marker.display());
+            submit(
+                &first.client,
+                "command",
+                json!([["sh", "-c", script]]),
+                json!({}),
+            )
+        })
+        .collect();
+    // Started on the worker, not only committed as running: a placement
+    // may not have left the scheduler yet when its state shows.
+    assert!(wait_until(LONG, || started
+        .iter()
+        .filter(|marker| marker.exists())
         .count()
         == 2));
     first.proc.kill9();
