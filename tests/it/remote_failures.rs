@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use broker::{
-    Case, Serve, delete_queues, rabbitmqctl, serve, status, submit, task, wait_final, worker,
-    worker_with, workers,
+    Case, Serve, delete_queues, listed, rabbitmqctl, refused, scrape, serve, status, submit, task,
+    wait_final, worker, worker_with, workers,
 };
 use common::wait_until;
 
@@ -58,13 +58,15 @@ fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
     );
     assert_eq!(failures[0]["kind"], "lost");
     assert_eq!(failures[0]["worker"], "doomed");
-    let entry = workers(&server.client)
-        .into_iter()
-        .find(|w| w["name"] == "doomed")
-        .expect("the dead worker is still listed");
+    let entry = listed(&server, "doomed").expect("the dead worker is still listed");
     assert_eq!(entry["state"], "silent", "{entry}");
     // The token was dead-lettered with its headers, so its signature held.
-    assert_scheduler_refused_nothing(&server);
+    assert_eq!(
+        refused(&server, "scheduler"),
+        Some(0),
+        "{}",
+        scrape(&server)
+    );
     drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }
@@ -112,13 +114,15 @@ fn a_killed_worker_s_attempt_runs_again_at_once_not_after_its_lease() {
     assert_eq!(failures[0]["kind"], "lost");
     let message = failures[0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("lost its connection"), "{message}");
-    let entry = workers(&server.client)
-        .into_iter()
-        .find(|w| w["name"] == "doomed")
-        .expect("the dead worker is still listed");
+    let entry = listed(&server, "doomed").expect("the dead worker is still listed");
     assert_eq!(entry["state"], "silent", "{entry}");
     // The token was dead-lettered with its headers, so its signature held.
-    assert_scheduler_refused_nothing(&server);
+    assert_eq!(
+        refused(&server, "scheduler"),
+        Some(0),
+        "{}",
+        scrape(&server)
+    );
     drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }
@@ -563,17 +567,4 @@ fn a_frozen_worker_s_task_runs_again_on_a_worker_that_only_just_connected() {
     frozen.kill9();
     drop((server, _b));
     delete_queues(&ns, &["frozen-a", "frozen-b"]);
-}
-
-/// The scheduler refused no broker message for its signature.
-fn assert_scheduler_refused_nothing(server: &Serve) {
-    let metrics = ureq::get(format!("{}/metrics", server.client.url()))
-        .call()
-        .ok()
-        .and_then(|answer| answer.into_body().read_to_string().ok())
-        .unwrap_or_default();
-    assert!(
-        metrics.contains("taskdeck_broker_messages_refused_total{by=\"scheduler\"} 0\n"),
-        "{metrics}"
-    );
 }

@@ -15,11 +15,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use broker::{
-    Case, Serve, TEST_KEY, delete_queues, publish, serve, signature, spawn_serve_env, status,
-    submit, task, wait_connected, wait_final, worker, worker_env, worker_with, workers,
+    Case, TEST_KEY, delete_queues, listed, publish, refused, scrape, serve, signature,
+    spawn_serve_env, status, submit, task, wait_connected, wait_final, worker, worker_env,
+    worker_with, workers,
 };
 use common::{WAIT, wait_until};
 use taskdeck::model::TaskSpec;
@@ -28,30 +29,6 @@ const LONG: Duration = Duration::from_secs(90);
 
 /// A key that is not the tests' shared one.
 const OTHER_KEY: &str = "not the scheduler's key, but long enough";
-
-/// The `/metrics` text.
-fn scrape(server: &Serve) -> String {
-    ureq::get(format!("{}/metrics", server.client.url()))
-        .call()
-        .ok()
-        .and_then(|answer| answer.into_body().read_to_string().ok())
-        .unwrap_or_default()
-}
-
-/// `taskdeck_broker_messages_refused_total{by="BY"}`, when exposed.
-fn refused(server: &Serve, by: &str) -> Option<u64> {
-    let prefix = format!("taskdeck_broker_messages_refused_total{{by=\"{by}\"}} ");
-    scrape(server)
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
-}
-
-/// A worker's entry in `GET /api/v1/workers`.
-fn listed(server: &Serve, name: &str) -> Option<Value> {
-    workers(&server.client)
-        .into_iter()
-        .find(|entry| entry["name"] == name)
-}
 
 /// A placement of a `command` task that creates `marker`, as the scheduler
 /// would send it.

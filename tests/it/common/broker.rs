@@ -510,6 +510,30 @@ pub fn worker_with(
     proc
 }
 
+/// The `/metrics` text.
+pub fn scrape(server: &Serve) -> String {
+    ureq::get(format!("{}/metrics", server.client.url()))
+        .call()
+        .ok()
+        .and_then(|answer| answer.into_body().read_to_string().ok())
+        .unwrap_or_default()
+}
+
+/// `taskdeck_broker_messages_refused_total{by="BY"}`, when exposed.
+pub fn refused(server: &Serve, by: &str) -> Option<u64> {
+    let prefix = format!("taskdeck_broker_messages_refused_total{{by=\"{by}\"}} ");
+    scrape(server)
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// A worker's entry in `GET /api/v1/workers`.
+pub fn listed(server: &Serve, name: &str) -> Option<Value> {
+    workers(&server.client)
+        .into_iter()
+        .find(|entry| entry["name"] == name)
+}
+
 /// Submits `task` with these arguments and options; returns its id.
 pub fn submit(client: &Client, task: &str, args: Value, options: Value) -> u64 {
     let mut body = json!({ "task": task, "args": args });
