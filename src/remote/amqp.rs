@@ -71,6 +71,18 @@ impl Beside {
         Ok(())
     }
 
+    /// Acknowledges a delivery and every one before it on its channel,
+    /// started at once and finished beside the loop.
+    pub async fn ack_upto(&self, acker: lapin::Acker) -> Result<(), LinkError> {
+        self.start(async move {
+            acker
+                .ack(lapin::options::BasicAckOptions { multiple: true })
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Lets `operation` run and finish beside the loop.
     pub fn finish(&self, operation: impl Future<Output = Result<(), LinkError>> + Send + 'static) {
         let failures = self.failures.clone();

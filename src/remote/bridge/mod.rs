@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};

@@ -446,13 +446,7 @@ impl Link {
         self.send_round(sender, round, &mut outstanding.answers)
             .await?;
         if let Some(last) = batch.last() {
-            let acker = last.acker.clone();
-            beside
-                .start(async move {
-                    acker.ack(BasicAckOptions { multiple: true }).await?;
-                    Ok(())
-                })
-                .await?;
+            beside.ack_upto(last.acker.clone()).await?;
         }
         if full {
             self.place(sender, outstanding).await?;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use lapin::Channel;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions};
+use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
@@ -492,14 +492,7 @@ impl Worker {
                     self.flush_outbox(&mut session).await?;
                     // Handled (or refused unread): a message delivered
                     // again after a reconnect is one this worker ignores.
-                    let acker = last.acker;
-                    session
-                        .beside
-                        .start(async move {
-                            acker.ack(BasicAckOptions { multiple: true }).await?;
-                            Ok(())
-                        })
-                        .await?;
+                    session.beside.ack_upto(last.acker).await?;
                 }
                 Some((task, attempt, report)) = self.progress_rx.recv() => {
                     self.took_progress(task, attempt, report);
