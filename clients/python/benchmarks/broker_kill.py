@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional, TypeVar
+from typing import Callable, Iterable, List, Optional, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,6 +58,32 @@ def keyed_env() -> dict:
     return env
 
 
+class Logs:
+    """What a round's processes print, each in a file of the round's data
+    directory, so that a round that fails can say what they said."""
+
+    def __init__(self, directory: str):
+        self.directory = Path(directory)
+
+    def start(self, name: str, command: List[str], env: dict) -> subprocess.Popen:
+        """Starts `command` with its output in `name`.log."""
+        with open(self.directory / f"{name}.log", "wb") as out:
+            return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def failure(self, message: str, lines: int = 25) -> RuntimeError:
+        """An error saying `message`, then the last lines of each log; the
+        directory is kept for a closer look."""
+        parts = [f"{message} (logs kept in {self.directory})"]
+        for path in sorted(self.directory.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path.name}, last {len(tail)} lines:")
+            parts.extend(tail)
+        return RuntimeError("\n".join(parts))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -72,31 +99,39 @@ def one_round(args: argparse.Namespace, index: int) -> Optional[float]:
                  "--workers", "0", *broker]
     if args.lease:
         serve_cmd += ["--lease", str(args.lease)]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": keyed_env()}
-    serve = subprocess.Popen(serve_cmd, **quiet)
+    env = keyed_env()
+    logs = Logs(data)
+    serve = logs.start("serve", serve_cmd, env)
     processes = [serve]
 
     def worker(name: str) -> subprocess.Popen:
-        process = subprocess.Popen([args.binary, "worker", *broker, "--name", name, "--concurrency", "1"], **quiet)
+        process = logs.start(f"worker-{name}", [args.binary, "worker", *broker, "--name", name, "--concurrency", "1"], env)
         processes.append(process)
         return process
 
     client = TaskClient(f"http://127.0.0.1:{port}")
+    failed = True
     try:
         first = worker("a")
         task_id = wait_for(lambda: client.submit("sleep", args.task_ms), 30)
         if task_id is None:
-            raise RuntimeError("the server did not accept the task")
-        wait_for(lambda: client.get(task_id).get("worker") == "a", 30)
+            raise logs.failure("the server did not accept the task")
+        if not wait_for(lambda: client.get(task_id).get("worker") == "a", 30):
+            raise logs.failure("worker a did not start the task")
         worker("b")
-        wait_for(lambda: any(w.get("name") == "b" for w in client.workers().get("workers", [])), 30)
+        if not wait_for(lambda: any(w.get("name") == "b" for w in client.workers().get("workers", [])), 30):
+            raise logs.failure("worker b did not connect")
         started = time.monotonic()
         first.send_signal(signal.SIGKILL if args.signal == "kill" else signal.SIGSTOP)
         again = wait_for(
             lambda: (lambda r: r.get("worker") == "b" and r.get("attempts") == 2)(client.get(task_id)),
             args.timeout,
         )
-        return time.monotonic() - started if again else None
+        if not again:
+            print(f"the task did not run again on worker b; logs kept in {data}", file=sys.stderr)
+            return None
+        failed = False
+        return time.monotonic() - started
     finally:
         client.close()
         for process in reversed(processes):
@@ -108,6 +143,8 @@ def one_round(args: argparse.Namespace, index: int) -> Optional[float]:
             except subprocess.TimeoutExpired:
                 process.kill()
         delete_queues(namespace, ("a", "b"))
+        if not failed:
+            logs.remove()
 
 
 def delete_queues(namespace: str, workers: Iterable[str]) -> None:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from taskdeck import TaskClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broker_kill import delete_queues, free_port, keyed_env, wait_for  # noqa: E402
+from broker_kill import Logs, delete_queues, free_port, keyed_env, wait_for  # noqa: E402
 
 
 class DelayingProxy:
@@ -114,26 +114,30 @@ def one_run(args: argparse.Namespace, index: int, delayed: bool) -> Optional[flo
         netloc = broker_url.netloc.rsplit("@", 1)
         host = f"127.0.0.1:{proxy.port}"
         worker_url = urlunsplit(broker_url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": keyed_env()}
-    serve = subprocess.Popen([args.binary, "serve", "--db", f"{data}/t.db", "--listen", f"127.0.0.1:{port}",
-                              "--workers", "0", "--broker", args.broker, "--broker-namespace", namespace], **quiet)
+    env = keyed_env()
+    logs = Logs(data)
+    serve = logs.start("serve", [args.binary, "serve", "--db", f"{data}/t.db", "--listen", f"127.0.0.1:{port}",
+                                 "--workers", "0", "--broker", args.broker, "--broker-namespace", namespace], env)
     worker_cmd = [args.binary, "worker", "--broker", worker_url, "--broker-namespace", namespace,
                   "--name", "w", "--concurrency", str(args.concurrency)]
     if args.prefetch:
         worker_cmd += ["--prefetch", str(args.prefetch)]
-    worker = subprocess.Popen(worker_cmd, **quiet)
+    worker = logs.start("worker", worker_cmd, env)
     client = TaskClient(f"http://127.0.0.1:{port}")
+    failed = True
     try:
         if not wait_for(lambda: client.health(), 30):
-            raise RuntimeError("the server did not start")
+            raise logs.failure("the server did not start")
         if not wait_for(lambda: any(w.get("name") == "w" for w in client.workers().get("workers", [])), 30):
-            raise RuntimeError("the worker did not connect")
+            raise logs.failure("the worker did not connect")
         started = time.monotonic()
         ids = client.submit_many([{"task": "sleep", "args": [args.task_ms]} for _ in range(args.tasks)])
         records = client.wait_many(ids, timeout=args.timeout)
         elapsed = time.monotonic() - started
         if any(record.get("status") != "completed" for record in records):
+            print(f"not every task completed; logs kept in {data}", file=sys.stderr)
             return None
+        failed = False
         return args.tasks / elapsed
     finally:
         client.close()
@@ -147,6 +151,8 @@ def one_run(args: argparse.Namespace, index: int, delayed: bool) -> Optional[flo
         if proxy is not None:
             proxy.close()
         delete_queues(namespace, ("w",))
+        if not failed:
+            logs.remove()
 
 
 def main() -> None:
