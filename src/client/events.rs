@@ -146,15 +146,14 @@ impl Client {
             path.push('?');
             path.push_str(query);
         }
-        let mut request = agent.get(format!("{}{path}", self.base));
-        if let Some(auth) = &self.auth {
-            request = request.header("Authorization", auth);
-        }
-        if let Some(id) = last_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = request.call().map_err(|e| self.connect_error(&e))?;
-        let status = response.status().as_u16();
+        let url = format!("{}{path}", self.base);
+        let (response, status) = self.authorized(|| {
+            let mut request = self.authorize(agent.get(&url));
+            if let Some(id) = last_id {
+                request = request.header("Last-Event-ID", id);
+            }
+            request.call().map_err(|e| self.connect_error(&e))
+        })?;
         if !(200..300).contains(&status) {
             return Err(ClientError::Server {
                 status,

@@ -154,12 +154,12 @@ impl Client {
         agent: &ureq::Agent,
         path: &str,
     ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
-        let mut request = agent.get(format!("{}{path}", self.base));
-        if let Some(auth) = &self.auth {
-            request = request.header("Authorization", auth);
-        }
-        let mut response = request.call().map_err(|e| self.connect_error(&e))?;
-        let status = response.status().as_u16();
+        let url = format!("{}{path}", self.base);
+        let (mut response, status) = self.authorized(|| {
+            self.authorize(agent.get(&url))
+                .call()
+                .map_err(|e| self.connect_error(&e))
+        })?;
         if (200..300).contains(&status) {
             return Ok(response);
         }

@@ -96,7 +96,7 @@ const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
 pub struct Client {
     agent: ureq::Agent,
     base: String,
-    auth: Option<String>,
+    auth: secret::Auth,
     /// For `https://` servers: the TLS configuration, or why there is none.
     tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
 }
@@ -161,11 +161,31 @@ impl Client {
             base: url.trim_end_matches('/').to_owned(),
             // Without a token, the secret of a server of this account on
             // this machine, when there is one.
-            auth: token
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .or_else(|| secret::discover(url))
-                .map(|t| format!("Bearer {t}")),
+            auth: secret::Auth::new(url, token),
+        }
+    }
+
+    /// `request` with the `Authorization` header, when there is one to send.
+    fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match self.auth.header() {
+            Some(auth) => request.header("Authorization", auth),
+            None => request,
+        }
+    }
+
+    /// The answer to what `send` sends (building its request with
+    /// [`Client::authorize`]) and its status; sent once more whenever the
+    /// server refused a secret this client found and another was found.
+    fn authorized(
+        &self,
+        mut send: impl FnMut() -> Result<ureq::http::Response<ureq::Body>, ClientError>,
+    ) -> Result<(ureq::http::Response<ureq::Body>, u16), ClientError> {
+        loop {
+            let response = send()?;
+            let status = response.status().as_u16();
+            if status != 401 || !self.auth.refused() {
+                return Ok((response, status));
+            }
         }
     }
 
@@ -191,38 +211,20 @@ impl Client {
             url: self.base.clone(),
             detail: connect_detail(&error),
         };
-        let response = match (method, body) {
-            ("POST", body) => {
-                let mut request = self.agent.post(&url);
-                if let Some(auth) = &self.auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.send_json(body.unwrap_or(&json!({})))
+        let empty = json!({});
+        let (mut response, status) = self.authorized(|| {
+            match (method, body) {
+                ("POST", body) => self
+                    .authorize(self.agent.post(&url))
+                    .send_json(body.unwrap_or(&empty)),
+                ("PATCH", body) => self
+                    .authorize(self.agent.patch(&url))
+                    .send_json(body.unwrap_or(&empty)),
+                ("DELETE", _) => self.authorize(self.agent.delete(&url)).call(),
+                _ => self.authorize(self.agent.get(&url)).call(),
             }
-            ("PATCH", body) => {
-                let mut request = self.agent.patch(&url);
-                if let Some(auth) = &self.auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.send_json(body.unwrap_or(&json!({})))
-            }
-            ("DELETE", _) => {
-                let mut request = self.agent.delete(&url);
-                if let Some(auth) = &self.auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.call()
-            }
-            _ => {
-                let mut request = self.agent.get(&url);
-                if let Some(auth) = &self.auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.call()
-            }
-        };
-        let mut response = response.map_err(connect)?;
-        let status = response.status().as_u16();
+            .map_err(connect)
+        })?;
         let text = response
             .body_mut()
             .with_config()

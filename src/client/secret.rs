@@ -11,6 +11,74 @@
 //! - `DEFAULT_DATA_DIR/secret`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+/// What a client sends as `Authorization`: the token it was given, or the
+/// local secret it found. A secret found is looked for again when the
+/// server refuses it: the client may have been made before the server first
+/// started (no secret yet), or the server restarted with another data
+/// directory. Clones share it.
+#[derive(Clone)]
+pub(super) struct Auth {
+    /// The server's URL, to look again; none when a token was given.
+    found_for: Option<String>,
+    /// `Bearer ...`, or none.
+    header: Arc<RwLock<Option<String>>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sends = if self.header.read().is_some() {
+            "a token"
+        } else {
+            "nothing"
+        };
+        f.debug_struct("Auth")
+            .field("sends", &sends)
+            .field("found", &self.found_for.is_some())
+            .finish()
+    }
+}
+
+impl Auth {
+    /// `token` when given (an empty one sends nothing), else the secret of
+    /// a server of this account at `url` on this machine, if any.
+    pub(super) fn new(url: &str, token: Option<&str>) -> Self {
+        let (found_for, token) = match token {
+            Some(token) => (None, Some(token.to_owned()).filter(|t| !t.is_empty())),
+            None => (Some(url.to_owned()), discover(url)),
+        };
+        Self {
+            found_for,
+            header: Arc::new(RwLock::new(token.map(|t| format!("Bearer {t}")))),
+        }
+    }
+
+    /// The `Authorization` value to send now.
+    pub(super) fn header(&self) -> Option<String> {
+        self.header.read().clone()
+    }
+
+    /// After a 401: looks for the secret again when it was found rather
+    /// than given, and takes it when it differs from the one sent. True
+    /// when the request should go again (a refused request ran nothing).
+    pub(super) fn refused(&self) -> bool {
+        let Some(url) = &self.found_for else {
+            return false;
+        };
+        let Some(found) = discover(url).map(|t| format!("Bearer {t}")) else {
+            return false;
+        };
+        let mut header = self.header.write();
+        if header.as_deref() == Some(found.as_str()) {
+            return false;
+        }
+        *header = Some(found);
+        true
+    }
+}
 
 /// The secret of the server at `url`, when it is on this machine and this
 /// account can read it.

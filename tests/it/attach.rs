@@ -114,3 +114,43 @@ fn the_remote_window_drives_a_real_server_and_catches_up_after_it_restarts() {
     attached.shutdown();
     drop(server);
 }
+
+#[test]
+fn a_window_opened_before_its_server_first_starts_takes_the_server_s_secret_once_it_runs() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    // Data of its own: the server's secret is one no client has seen.
+    let data = temp.path().join("data");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    // Made while nothing listens there: the client finds no secret for this
+    // server yet (at most that of the account's default data directory).
+    let client = Client::new(&url, None, WAIT);
+    let attached = Attached::start(client.clone()).expect("attach");
+    let remote = attached.remote();
+    assert!(!connected(&remote));
+    let server = serve(&data, port);
+    assert_eq!(server.listening_url(), url);
+    assert!(
+        wait_until(WAIT, || connected(&remote)),
+        "the window connects once the server runs: {:?}",
+        remote.connection()
+    );
+    let id = TaskId(submit(&client, "noop", json!([]), json!({})));
+    assert!(wait_until(WAIT, || status_of(&remote, id)
+        == Some(TaskStatus::Completed)));
+    // A token given is never replaced: a wrong one stays refused.
+    let given = Client::new(&url, Some("wrong"), WAIT);
+    let refused = given.task(id.0).expect_err("a wrong token is refused");
+    assert!(
+        matches!(
+            refused,
+            taskdeck::client::ClientError::Server { status: 401, .. }
+        ),
+        "{refused:?}"
+    );
+    attached.shutdown();
+    drop(server);
+}

@@ -88,8 +88,9 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
         token: the bearer token: the server's ``--token``, or its local
             secret. Left out, a server on this machine that runs as this
             account is sent its local secret, found by the URL's port (or in
-            ``$TASKDECK_DATA_DIR/secret``), so its owner passes nothing;
-            ``token=""`` sends none.
+            ``$TASKDECK_DATA_DIR/secret``), so its owner passes nothing; it
+            is looked for again when the server refuses it (a client made
+            before its server started). ``token=""`` sends none.
         timeout: seconds to wait for the connection and for each answer.
             :meth:`wait` lengthens it for its long polls as needed.
         ca_file: for an ``https://`` server, a PEM file of the authorities
@@ -121,6 +122,9 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
         if not parts.hostname:
             raise ValueError(f"the URL has no host: {url!r}")
         self.url = url.rstrip("/")
+        # A token found rather than given is looked for again when the
+        # server refuses it (see _token_changed).
+        self._discovers = token is None
         if token is None:
             token = discover_secret(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         self.token = token
@@ -576,22 +580,20 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
         target = self._prefix + target
         if query:
             target += "?" + urlencode(query)
-        lines = [f"{method} {target} HTTP/1.1\r\n", self._fixed_headers]
-        if self.token:
-            lines.append(f"Authorization: Bearer {self.token}\r\n")
+        head = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}"
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
-            lines.append(f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
-            message = "".join(lines).encode("latin-1") + payload
+            rest = f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         else:
-            if method in ("POST", "PUT", "PATCH"):
-                lines.append("Content-Length: 0\r\n")
-            lines.append("\r\n")
-            message = "".join(lines).encode("latin-1")
+            payload = b""
+            rest = "Content-Length: 0\r\n\r\n" if method in ("POST", "PUT", "PATCH") else "\r\n"
         limit_s = self.timeout if timeout is None else timeout
-        with self._lock:
-            status, fields, data = self._exchange(method, target, message, limit_s)
-        return _decode(status, fields.get("content-type", ""), data, method, path)
+        while True:
+            message = (head + self._authorization() + rest).encode("latin-1") + payload
+            with self._lock:
+                status, fields, data = self._exchange(method, target, message, limit_s)
+            if status != 401 or not self._token_changed():
+                return _decode(status, fields.get("content-type", ""), data, method, path)
 
     def _request_bytes(
         self, path: str, query: Optional[Mapping[str, Any]] = None
@@ -605,13 +607,13 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
         target = self._prefix + target
         if query:
             target += "?" + urlencode(query)
-        lines = [f"GET {target} HTTP/1.1\r\n", self._base_headers, "Accept: */*\r\n"]
-        if self.token:
-            lines.append(f"Authorization: Bearer {self.token}\r\n")
-        lines.append("\r\n")
-        message = "".join(lines).encode("latin-1")
-        with self._lock:
-            status, fields, data = self._exchange("GET", target, message, self.timeout)
+        head = f"GET {target} HTTP/1.1\r\n{self._base_headers}Accept: */*\r\n"
+        while True:
+            message = (head + self._authorization() + "\r\n").encode("latin-1")
+            with self._lock:
+                status, fields, data = self._exchange("GET", target, message, self.timeout)
+            if status != 401 or not self._token_changed():
+                break
         if not 200 <= status < 300:
             raise error_from_answer(status, data, f"GET {path}")
         return fields, data
@@ -636,20 +638,38 @@ class TaskClient(ControlCalls, MonitoringCalls, EventCalls, LogCalls):
         target = self._prefix + (path if _PLAIN_PATH.match(path) else quote(path, safe="/-_.~"))
         if query:
             target += "?" + urlencode(query)
-        lines = [f"GET {target} HTTP/1.1\r\n", self._base_headers, f"Accept: {accept}\r\n"]
-        lines.append("Connection: close\r\n")
-        if self.token:
-            lines.append(f"Authorization: Bearer {self.token}\r\n")
-        for name, value in (headers or {}).items():
-            lines.append(f"{name}: {value}\r\n")
-        lines.append("\r\n")
-        message = "".join(lines).encode("utf-8")
-        try:
-            return open_stream(self._host, self._port, self._tls, message, self.timeout, read_timeout_s)
-        except socket.timeout as error:
-            raise TaskdeckTimeout(f"GET {path}: no answer from {self.url} within {self.timeout:g} s") from error
-        except OSError as error:
-            raise ConnectionFailed(f"GET {path}: cannot reach {self.url}: {error}") from error
+        head = f"GET {target} HTTP/1.1\r\n{self._base_headers}Accept: {accept}\r\nConnection: close\r\n"
+        rest = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()) + "\r\n"
+        while True:
+            message = (head + self._authorization() + rest).encode("utf-8")
+            try:
+                answer = open_stream(self._host, self._port, self._tls, message, self.timeout, read_timeout_s)
+            except socket.timeout as error:
+                raise TaskdeckTimeout(f"GET {path}: no answer from {self.url} within {self.timeout:g} s") from error
+            except OSError as error:
+                raise ConnectionFailed(f"GET {path}: cannot reach {self.url}: {error}") from error
+            if answer.status != 401 or not self._token_changed():
+                return answer
+            answer.close()
+
+    def _authorization(self) -> str:
+        """The request's ``Authorization`` line, empty without a token."""
+        return f"Authorization: Bearer {self.token}\r\n" if self.token else ""
+
+    def _token_changed(self) -> bool:
+        """After a 401: when the token was not given, looks for the local
+        server's secret again and takes it if it differs from the one sent
+        (none was there yet when this client was made, before the server
+        first started; or the server restarted with another data
+        directory). True when the request should be sent again: a refused
+        request ran nothing, so sending it again cannot run anything twice."""
+        if not self._discovers:
+            return False
+        found = discover_secret(self._host, self._port)
+        if not found or found == self.token:
+            return False
+        self.token = found
+        return True
 
     def _exchange(self, method: str, target: str, message: bytes, limit_s: float) -> Answer:
         """Sends a request on the kept-alive connection; the caller holds the lock.

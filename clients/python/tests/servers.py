@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, Dict, List, Optional, TypeVar
 
 TESTS_DIR = Path(__file__).resolve().parent
 CLIENT_DIR = TESTS_DIR.parent
@@ -80,16 +80,26 @@ def wait_until(
 
 
 class Server:
-    """One `taskdeck serve --memory --listen 127.0.0.1:0` process.
+    """One `taskdeck serve --memory` process, listening on ``listen`` (a free
+    port by default), with ``env`` added to its environment.
 
     Its data directory (logs) is a fresh temporary one; stderr goes to a file
     there so that a failure can show the end of the server's log.
     """
 
-    def __init__(self, workers: int = 2, token: Optional[str] = None, extra_args: Optional[List[str]] = None):
+    def __init__(
+        self,
+        workers: int = 2,
+        token: Optional[str] = None,
+        extra_args: Optional[List[str]] = None,
+        listen: str = "127.0.0.1:0",
+        env: Optional[Dict[str, str]] = None,
+    ):
         self.workers = workers
         self.token = token
         self.extra_args = list(extra_args or [])
+        self.listen = listen
+        self.env = dict(env or {})
         self.url = ""
         self.port = 0
         self.binary: Optional[Path] = None
@@ -106,7 +116,7 @@ class Server:
         command = [
             str(self.binary), "serve", "--memory",
             "--workers", str(self.workers),
-            "--listen", "127.0.0.1:0",
+            "--listen", self.listen,
             "--data-dir", self.data_dir,
             "--grace", "1",
         ]
@@ -114,7 +124,7 @@ class Server:
             command += ["--token", self.token]
         command += self.extra_args
         self._stderr = open(os.path.join(self.data_dir, "stderr.log"), "wb")
-        env = dict(os.environ)
+        env = dict(os.environ, **self.env)
         env.pop("TASKDECK_TOKEN", None)
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, env=env

@@ -14,8 +14,11 @@ import datetime
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -860,4 +863,38 @@ class LocalSecretTest(unittest.TestCase):
             secret = file.read().strip()
         with TaskClient(url, token=secret) as explicit:
             self.assertIsInstance(explicit.list(), list)
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "isolates the account's data directory with XDG_DATA_HOME")
+    def test_a_client_made_before_its_server_started_takes_the_secret_once_it_runs(self) -> None:
+        # A script that starts the server and makes its client at once: on
+        # an account where no server ran before, there is no secret yet.
+        home = tempfile.mkdtemp(prefix="taskdeck-pytest-home-")
+        saved = {name: os.environ.pop(name, None) for name in ("XDG_DATA_HOME", "TASKDECK_DATA_DIR")}
+        os.environ["XDG_DATA_HOME"] = home
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            client = TaskClient(f"http://127.0.0.1:{port}")
+            self.assertIsNone(client.token, "no server has left its secret yet")
+            server = Server(workers=1, listen=f"127.0.0.1:{port}", env={"XDG_DATA_HOME": home}).start()
+            try:
+                with client:
+                    task_id = client.submit("noop")
+                    self.assertEqual(client.wait(task_id, timeout=30)["status"], "completed")
+                    self.assertEqual(len(client.list()), 1)
+                    advertised = os.path.join(home, "taskdeck", "servers", str(port))
+                    with open(advertised, encoding="utf-8") as file:
+                        self.assertEqual(client.token, file.read().strip())
+                # A token given is never replaced: a wrong one stays refused.
+                with TaskClient(server.url, token="wrong") as given, self.assertRaises(Unauthorized):
+                    given.list()
+            finally:
+                server.stop()
+        finally:
+            os.environ.pop("XDG_DATA_HOME")
+            for name, value in saved.items():
+                if value is not None:
+                    os.environ[name] = value
+            shutil.rmtree(home, ignore_errors=True)
 
