@@ -4,7 +4,6 @@
 //! the same port and data directory the backend reconnects by itself and
 //! catches up on what happened meanwhile.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use taskdeck::client::Client;
 use taskdeck::model::{TaskId, TaskSpec, TaskStatus};
 
 use crate::common::broker::{Proc, submit};
-use crate::common::wait_until;
+use crate::common::{free_port, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -46,10 +45,7 @@ fn connected(remote: &Arc<Remote>) -> bool {
 fn the_remote_window_drives_a_real_server_and_catches_up_after_it_restarts() {
     let temp = tempfile::tempdir().expect("temp dir");
     let data = temp.path().join("data");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let mut server = serve(&data, port);
     let url = server.listening_url();
     // The owner's client finds the local secret by itself, as the window's.
@@ -120,10 +116,7 @@ fn a_window_opened_before_its_server_first_starts_takes_the_server_s_secret_once
     let temp = tempfile::tempdir().expect("temp dir");
     // Data of its own: the server's secret is one no client has seen.
     let data = temp.path().join("data");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     // Made while nothing listens there: the client finds no secret for this
     // server yet (at most that of the account's default data directory).

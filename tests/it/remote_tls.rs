@@ -15,7 +15,7 @@ use broker::{
     Case, delete_queues, spawn_serve_env, status, submit, tool_available, wait_connected,
     wait_final, worker_env,
 };
-use common::wait_until;
+use common::{free_port, wait_until};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -115,10 +115,7 @@ fn amqps_connects_through_tls_and_checks_the_certificate() {
     .concat();
     std::fs::write(path.join("both.pem"), both).expect("write both.pem");
     // socat terminates TLS in front of the plain broker port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let mut tls = std::process::Command::new("socat")
         .arg(format!(
             "openssl-listen:{port},reuseaddr,fork,cert=both.pem,verify=0"

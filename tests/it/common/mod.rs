@@ -26,6 +26,15 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+/// A port nothing listens on now, on 127.0.0.1 (for a process that must
+/// listen on a port known before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The most intervals (start, end) that overlap at one moment.
 pub fn most_at_once(intervals: &[(f64, f64)]) -> usize {
     let mut edges: Vec<(f64, i32)> = intervals

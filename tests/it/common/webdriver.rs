@@ -2,7 +2,6 @@
 //! dashboard in a real headless Chromium: start chromedriver, open a
 //! session, find, click, type, run a script, take a screenshot.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -47,10 +46,7 @@ impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium session
     /// with a `width` x `height` window.
     pub fn start(width: u32, height: u32) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
