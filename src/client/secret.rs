@@ -43,11 +43,11 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// `token` when given (an empty one sends nothing), else the secret of
-    /// a server of this account at `url` on this machine, if any.
+    /// `token` when given (not empty), else the secret of a server of this
+    /// account at `url` on this machine, if any.
     pub(super) fn new(url: &str, token: Option<&str>) -> Self {
-        let (found_for, token) = match token {
-            Some(token) => (None, Some(token.to_owned()).filter(|t| !t.is_empty())),
+        let (found_for, token) = match token.filter(|t| !t.is_empty()) {
+            Some(token) => (None, Some(token.to_owned())),
             None => (Some(url.to_owned()), discover(url)),
         };
         Self {
