@@ -126,7 +126,7 @@ fn loopback_port(url: &str) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::loopback_port;
+    use super::{Auth, loopback_port};
 
     #[test]
     fn only_loopback_urls_have_a_local_secret() {
@@ -140,5 +140,25 @@ mod tests {
         assert_eq!(loopback_port("https://localhost"), Some(443));
         assert_eq!(loopback_port("https://gpu-box:5000"), None);
         assert_eq!(loopback_port("ftp://127.0.0.1:5000"), None);
+    }
+
+    #[test]
+    fn a_token_given_is_sent_and_never_replaced() {
+        let auth = Auth::new("http://127.0.0.1:5000", Some("given"));
+        assert_eq!(auth.header().as_deref(), Some("Bearer given"));
+        assert!(!auth.refused(), "nothing is looked for");
+        assert_eq!(auth.header().as_deref(), Some("Bearer given"));
+        // Clones share what is sent.
+        assert_eq!(auth.clone().header(), auth.header());
+        assert!(!format!("{auth:?}").contains("given"), "{auth:?}");
+    }
+
+    #[test]
+    fn nothing_is_looked_for_or_sent_for_another_host() {
+        let auth = Auth::new("http://gpu-box:5000", None);
+        assert_eq!(auth.header(), None);
+        assert!(!auth.refused(), "no secret of another host is ever found");
+        let auth = Auth::new("http://gpu-box:5000", Some(""));
+        assert_eq!(auth.header(), None, "an empty token is none");
     }
 }
