@@ -21,16 +21,13 @@ import socket
 import time
 from typing import Any, Callable, Dict, Generator, Iterator, NamedTuple, Optional, Tuple
 
-from ._submissions import task_path
+from ._submissions import FINAL_STATUSES, task_path
 from .errors import NotFound, TaskdeckError, error_from_answer
 
 __all__ = ["LogCalls"]
 
 #: Bytes asked for per page when reading a log without following it.
 _PAGE_BYTES = 256 * 1024
-
-#: The statuses a task ends in: such a task's log will not appear any more.
-_FINAL = frozenset(("completed", "failed", "cancelled"))
 
 #: How often a follower looks whether a task that has not started yet has a
 #: log now: first, and at most (the wait doubles in between).
@@ -226,7 +223,8 @@ class LogCalls:
                     return self._log_page(task_id, attempt=attempt, tail=tail, limit=_PAGE_BYTES)
                 return self._log_page(task_id, attempt=attempt, offset=0, limit=_PAGE_BYTES)
             except NotFound:
-                if not wait or self.get(task_id)["status"] in _FINAL:
+                # A task that ended without a log will not write one any more.
+                if not wait or self.get(task_id)["status"] in FINAL_STATUSES:
                     raise
             time.sleep(pause_s)
             pause_s = min(_APPEAR_MAX_S, pause_s * 2)

@@ -15,8 +15,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 __all__ = [
     "TaskSpec", "create_task", "batch_ref", "task_id_of", "task_path", "queue_name_of", "submission",
-    "dependencies_of", "epoch_seconds", "normalise_task",
+    "dependencies_of", "epoch_seconds", "normalise_task", "FINAL_STATUSES",
 ]
+
+#: The statuses a task ends in.
+FINAL_STATUSES = frozenset(("completed", "failed", "cancelled"))
 
 #: One item of :meth:`TaskClient.submit_many`: a dict, a name or a tuple.
 TaskSpec = Union[Mapping[str, Any], Sequence[Any], str]

@@ -17,16 +17,13 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
-from ._submissions import submission, task_id_of, task_path
+from ._submissions import FINAL_STATUSES, submission, task_id_of, task_path
 from .errors import TaskdeckTimeout
 
 __all__ = ["WaitCalls"]
 
 #: Longest single long poll a :meth:`WaitCalls.wait` sends; the server allows 300 s.
 _POLL_MAX_S = 30.0
-
-#: The statuses a task ends in.
-_FINAL = frozenset(("completed", "failed", "cancelled"))
 
 #: Extra seconds the socket waits beyond a long poll before it gives up.
 _POLL_SLACK_S = 10.0
@@ -109,7 +106,7 @@ class WaitCalls:
                 by_id = {record["id"]: record for record in answer["tasks"]}
                 return [by_id[task_id] for task_id in ids]
             if deadline is not None and time.monotonic() >= deadline:
-                waiting = [r["id"] for r in answer.get("tasks", []) if r.get("status") not in _FINAL]
+                waiting = [r["id"] for r in answer.get("tasks", []) if r.get("status") not in FINAL_STATUSES]
                 raise TaskdeckTimeout(
                     f"{len(waiting)} of the tasks did not finish within {timeout} s "
                     f"(e.g. {', '.join(str(i) for i in waiting[:5])})"
