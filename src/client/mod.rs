@@ -174,19 +174,20 @@ impl Client {
     }
 
     /// The answer to what `send` sends (building its request with
-    /// [`Client::authorize`]) and its status; sent once more whenever the
+    /// [`Client::authorize`]) and its status; sent once more when the
     /// server refused a secret this client found and another was found.
     fn authorized(
         &self,
         mut send: impl FnMut() -> Result<ureq::http::Response<ureq::Body>, ClientError>,
     ) -> Result<(ureq::http::Response<ureq::Body>, u16), ClientError> {
-        loop {
+        let response = send()?;
+        if response.status().as_u16() == 401 && self.auth.refused() {
             let response = send()?;
             let status = response.status().as_u16();
-            if status != 401 || !self.auth.refused() {
-                return Ok((response, status));
-            }
+            return Ok((response, status));
         }
+        let status = response.status().as_u16();
+        Ok((response, status))
     }
 
     /// An agent with `config` that speaks TLS as this client does.

@@ -445,12 +445,13 @@ class TaskClient(WaitCalls, ControlCalls, MonitoringCalls, EventCalls, LogCalls)
             payload = b""
             rest = "Content-Length: 0\r\n\r\n" if method in ("POST", "PUT", "PATCH") else "\r\n"
         limit_s = self.timeout if timeout is None else timeout
-        while True:
+        for attempt in (1, 2):
             message = (head + self._authorization() + rest).encode("latin-1") + payload
             with self._lock:
                 status, fields, data = self._exchange(method, target, message, limit_s)
-            if status != 401 or not self._token_changed():
-                return _decode(status, fields.get("content-type", ""), data, method, path)
+            if status != 401 or attempt == 2 or not self._token_changed():
+                break
+        return _decode(status, fields.get("content-type", ""), data, method, path)
 
     def _request_bytes(
         self, path: str, query: Optional[Mapping[str, Any]] = None
@@ -465,11 +466,11 @@ class TaskClient(WaitCalls, ControlCalls, MonitoringCalls, EventCalls, LogCalls)
         if query:
             target += "?" + urlencode(query)
         head = f"GET {target} HTTP/1.1\r\n{self._base_headers}Accept: */*\r\n"
-        while True:
+        for attempt in (1, 2):
             message = (head + self._authorization() + "\r\n").encode("latin-1")
             with self._lock:
                 status, fields, data = self._exchange("GET", target, message, self.timeout)
-            if status != 401 or not self._token_changed():
+            if status != 401 or attempt == 2 or not self._token_changed():
                 break
         if not 200 <= status < 300:
             raise error_from_answer(status, data, f"GET {path}")
@@ -497,7 +498,7 @@ class TaskClient(WaitCalls, ControlCalls, MonitoringCalls, EventCalls, LogCalls)
             target += "?" + urlencode(query)
         head = f"GET {target} HTTP/1.1\r\n{self._base_headers}Accept: {accept}\r\nConnection: close\r\n"
         rest = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()) + "\r\n"
-        while True:
+        for attempt in (1, 2):
             message = (head + self._authorization() + rest).encode("utf-8")
             try:
                 answer = open_stream(self._host, self._port, self._tls, message, self.timeout, read_timeout_s)
@@ -505,9 +506,10 @@ class TaskClient(WaitCalls, ControlCalls, MonitoringCalls, EventCalls, LogCalls)
                 raise TaskdeckTimeout(f"GET {path}: no answer from {self.url} within {self.timeout:g} s") from error
             except OSError as error:
                 raise ConnectionFailed(f"GET {path}: cannot reach {self.url}: {error}") from error
-            if answer.status != 401 or not self._token_changed():
-                return answer
+            if answer.status != 401 or attempt == 2 or not self._token_changed():
+                break
             answer.close()
+        return answer
 
     def _authorization(self) -> str:
         """The request's ``Authorization`` line, empty without a token."""
