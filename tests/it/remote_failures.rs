@@ -20,6 +20,15 @@ use common::wait_until;
 
 const LONG: Duration = Duration::from_secs(90);
 
+/// After worker `name` was killed: it is still listed, silent, and its
+/// presence token, dead-lettered with its headers, passed the scheduler's
+/// signature check.
+fn the_killed_worker_is_listed_silent_and_its_token_held(server: &Serve, name: &str) {
+    let entry = listed(server, name).expect("the dead worker is still listed");
+    assert_eq!(entry["state"], "silent", "{entry}");
+    assert_eq!(refused(server, "scheduler"), Some(0), "{}", scrape(server));
+}
+
 #[test]
 fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
     let Some(Case {
@@ -58,15 +67,7 @@ fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
     );
     assert_eq!(failures[0]["kind"], "lost");
     assert_eq!(failures[0]["worker"], "doomed");
-    let entry = listed(&server, "doomed").expect("the dead worker is still listed");
-    assert_eq!(entry["state"], "silent", "{entry}");
-    // The token was dead-lettered with its headers, so its signature held.
-    assert_eq!(
-        refused(&server, "scheduler"),
-        Some(0),
-        "{}",
-        scrape(&server)
-    );
+    the_killed_worker_is_listed_silent_and_its_token_held(&server, "doomed");
     drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }
@@ -114,15 +115,7 @@ fn a_killed_worker_s_attempt_runs_again_at_once_not_after_its_lease() {
     assert_eq!(failures[0]["kind"], "lost");
     let message = failures[0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("lost its connection"), "{message}");
-    let entry = listed(&server, "doomed").expect("the dead worker is still listed");
-    assert_eq!(entry["state"], "silent", "{entry}");
-    // The token was dead-lettered with its headers, so its signature held.
-    assert_eq!(
-        refused(&server, "scheduler"),
-        Some(0),
-        "{}",
-        scrape(&server)
-    );
+    the_killed_worker_is_listed_silent_and_its_token_held(&server, "doomed");
     drop((server, doomed, _survivor));
     delete_queues(&ns, &["doomed", "survivor"]);
 }
