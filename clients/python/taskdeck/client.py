@@ -25,7 +25,7 @@ import re
 import os
 import socket
 import threading
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._control import NO_LIMIT, ControlCalls
@@ -445,12 +445,9 @@ class TaskClient(WaitCalls, ControlCalls, MonitoringCalls, EventCalls, LogCalls)
             payload = b""
             rest = "Content-Length: 0\r\n\r\n" if method in ("POST", "PUT", "PATCH") else "\r\n"
         limit_s = self.timeout if timeout is None else timeout
-        for attempt in (1, 2):
-            message = (head + self._authorization() + rest).encode("latin-1") + payload
-            with self._lock:
-                status, fields, data = self._exchange(method, target, message, limit_s)
-            if status != 401 or attempt == 2 or not self._token_changed():
-                break
+        status, fields, data = self._send(
+            method, target, lambda auth: (head + auth + rest).encode("latin-1") + payload, limit_s
+        )
         return _decode(status, fields.get("content-type", ""), data, method, path)
 
     def _request_bytes(
@@ -466,12 +463,9 @@ class TaskClient(WaitCalls, ControlCalls, MonitoringCalls, EventCalls, LogCalls)
         if query:
             target += "?" + urlencode(query)
         head = f"GET {target} HTTP/1.1\r\n{self._base_headers}Accept: */*\r\n"
-        for attempt in (1, 2):
-            message = (head + self._authorization() + "\r\n").encode("latin-1")
-            with self._lock:
-                status, fields, data = self._exchange("GET", target, message, self.timeout)
-            if status != 401 or attempt == 2 or not self._token_changed():
-                break
+        status, fields, data = self._send(
+            "GET", target, lambda auth: (head + auth + "\r\n").encode("latin-1"), self.timeout
+        )
         if not 200 <= status < 300:
             raise error_from_answer(status, data, f"GET {path}")
         return fields, data
@@ -509,6 +503,17 @@ class TaskClient(WaitCalls, ControlCalls, MonitoringCalls, EventCalls, LogCalls)
             if answer.status != 401 or attempt == 2 or not self._token_changed():
                 break
             answer.close()
+        return answer
+
+    def _send(self, method: str, target: str, message_for: Callable[[str], bytes], limit_s: float) -> Answer:
+        """Sends the request ``message_for`` builds around the
+        ``Authorization`` line on the kept-alive connection; once more after
+        a 401 when another secret was found (see :meth:`_token_changed`)."""
+        for attempt in (1, 2):
+            with self._lock:
+                answer = self._exchange(method, target, message_for(self._authorization()), limit_s)
+            if answer[0] != 401 or attempt == 2 or not self._token_changed():
+                break
         return answer
 
     def _authorization(self) -> str:
