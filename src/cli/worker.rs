@@ -2,7 +2,7 @@
 //! (distributed mode, the `broker` feature).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +75,35 @@ pub(crate) struct WorkerArgs {
     pub(crate) log_days: u16,
 }
 
+/// How long a worker waits for the broker key in its data directory to
+/// appear: a scheduler started beside it on its very first start creates
+/// it a moment later.
+const KEY_WAIT: Duration = Duration::from_secs(10);
+
+/// The broker key as `names` and the data directory say; when the data
+/// directory's key file does not exist yet, waits up to [`KEY_WAIT`] for it
+/// (saying so), then fails with the advice to copy the scheduler's key.
+fn key_in(names: &BrokerArgs, data_dir: &Path) -> anyhow::Result<remote::BrokerKey> {
+    let first = names.key(KeyFallback::ReadIn(data_dir));
+    let Err(remote::KeyError::Missing { path }) = &first else {
+        return Ok(first?);
+    };
+    eprintln!(
+        "taskdeck worker: no broker key at {} yet; waiting up to {} s for a scheduler on this \
+         machine to create it on its first start",
+        path.display(),
+        KEY_WAIT.as_secs()
+    );
+    let deadline = std::time::Instant::now() + KEY_WAIT;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        match names.key(KeyFallback::ReadIn(data_dir)) {
+            Err(remote::KeyError::Missing { .. }) if std::time::Instant::now() < deadline => {}
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// `taskdeck worker`: takes tasks from RabbitMQ until Ctrl-C or SIGTERM.
 pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let WorkerArgs {
@@ -100,7 +129,7 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let data_dir = runtime::data_dir(data_dir.as_deref())?;
     // Without the key nothing is connected: the worker could neither trust
     // what it is sent nor be believed.
-    let key = names.key(KeyFallback::ReadIn(&data_dir))?;
+    let key = key_in(&names, &data_dir)?;
     let names = Names::new(&names.broker_namespace)?;
     let host = taskdeck::telemetry::host_name();
     let name = name.unwrap_or_else(|| remote::default_worker_name(&host));

@@ -226,13 +226,15 @@ fn run_alone(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 fn a_worker_without_a_key_or_with_a_key_file_others_can_read_does_not_start() {
     use std::os::unix::fs::PermissionsExt as _;
     // Nothing answers at this address, and a worker retries a broker
-    // forever: exiting at once shows it gave up before connecting.
+    // forever: exiting by itself shows it gave up before connecting (after
+    // waiting a moment for a key a scheduler beside it might create).
     let nowhere = "amqp://guest:guest@127.0.0.1:1/%2f";
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().display().to_string();
     let (ok, message) = run_alone(&["worker", "--broker", nowhere, "--data-dir", &data], &[]);
     assert!(!ok, "{message}");
     let expected = dir.path().join("broker.key");
+    assert!(message.contains("waiting up to 10 s"), "{message}");
     assert!(message.contains("no broker key"), "{message}");
     assert!(
         message.contains(&expected.display().to_string()),
@@ -343,4 +345,65 @@ fn serve_makes_a_private_key_that_a_worker_sharing_its_data_dir_finds() {
     assert_eq!(refused(&server, "worker"), Some(0));
     drop((server, _same_dir, _copy));
     delete_queues(&ns, &["samedir", "copied"]);
+}
+
+#[test]
+fn a_worker_started_with_its_scheduler_s_first_start_waits_for_the_key_it_creates() {
+    let Some(Case {
+        dir,
+        ns,
+        url,
+        _guard,
+    }) = Case::shared("keywait")
+    else {
+        return;
+    };
+    // Both started at once on a machine where neither ran before: the
+    // worker looks before the scheduler has made the key.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let said = dir.path().join("worker.stderr");
+    let early = Killed(
+        Command::new(env!("CARGO_BIN_EXE_taskdeck"))
+            .args(["worker", "--broker", &url, "--broker-namespace", &ns])
+            .args([
+                "--name",
+                "early",
+                "--concurrency",
+                "1",
+                "--heartbeat",
+                "0.2",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("TASKDECK_BROKER_KEY", "")
+            .env_remove("TASKDECK_BROKER_KEY_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&said).expect("stderr file"))
+            .spawn()
+            .expect("taskdeck runs"),
+    );
+    let stderr = || std::fs::read_to_string(&said).unwrap_or_default();
+    assert!(
+        wait_until(WAIT, || stderr().contains("waiting up to")),
+        "{}",
+        stderr()
+    );
+    assert!(!dir.path().join("broker.key").exists());
+    let no_key = [("TASKDECK_BROKER_KEY", "")];
+    let server = spawn_serve_env(&url, &ns, None, dir.path(), &["--workers", "0"], &no_key);
+    wait_connected(&server);
+    let id = submit(&server.client, "noop", json!([]), json!({}));
+    let record = &wait_final(&server.client, &[id], LONG)[0];
+    assert_eq!(status(record), "completed", "{record}: {}", stderr());
+    assert_eq!(record["worker"], "early", "{record}");
+    assert_eq!(refused(&server, "scheduler"), Some(0));
+    drop((server, early));
+    delete_queues(&ns, &["early"]);
 }
