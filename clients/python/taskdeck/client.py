@@ -25,7 +25,7 @@ import re
 import os
 import socket
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._control import NO_LIMIT, ControlCalls
@@ -57,6 +57,9 @@ __all__ = ["TaskClient", "batch_ref", "create_task", "DEFAULT_URL", "NO_LIMIT"]
 
 #: Where the client looks for a server when given no URL (the old Flask port).
 DEFAULT_URL = "http://localhost:5000"
+
+#: An answer of one of the client's two ways to send a request.
+_A = TypeVar("_A")
 
 #: Paths that need no percent-encoding (the common case, checked first
 #: because ``quote`` costs more than the match).
@@ -492,28 +495,43 @@ class TaskClient(WaitCalls, ControlCalls, MonitoringCalls, EventCalls, LogCalls)
             target += "?" + urlencode(query)
         head = f"GET {target} HTTP/1.1\r\n{self._base_headers}Accept: {accept}\r\nConnection: close\r\n"
         rest = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()) + "\r\n"
-        for attempt in (1, 2):
-            message = (head + self._authorization() + rest).encode("utf-8")
+
+        def send(auth: str) -> StreamedAnswer:
+            message = (head + auth + rest).encode("utf-8")
             try:
-                answer = open_stream(self._host, self._port, self._tls, message, self.timeout, read_timeout_s)
+                return open_stream(self._host, self._port, self._tls, message, self.timeout, read_timeout_s)
             except socket.timeout as error:
                 raise TaskdeckTimeout(f"GET {path}: no answer from {self.url} within {self.timeout:g} s") from error
             except OSError as error:
                 raise ConnectionFailed(f"GET {path}: cannot reach {self.url}: {error}") from error
-            if answer.status != 401 or attempt == 2 or not self._token_changed():
-                break
-            answer.close()
-        return answer
+
+        return self._authorized(send, lambda answer: answer.status, lambda answer: answer.close())
 
     def _send(self, method: str, target: str, message_for: Callable[[str], bytes], limit_s: float) -> Answer:
         """Sends the request ``message_for`` builds around the
-        ``Authorization`` line on the kept-alive connection; once more after
-        a 401 when another secret was found (see :meth:`_token_changed`)."""
-        for attempt in (1, 2):
+        ``Authorization`` line on the kept-alive connection (see
+        :meth:`_authorized`)."""
+
+        def send(auth: str) -> Answer:
             with self._lock:
-                answer = self._exchange(method, target, message_for(self._authorization()), limit_s)
-            if answer[0] != 401 or attempt == 2 or not self._token_changed():
-                break
+                return self._exchange(method, target, message_for(auth), limit_s)
+
+        return self._authorized(send, lambda answer: answer[0])
+
+    def _authorized(
+        self,
+        send: Callable[[str], _A],
+        status_of: Callable[[_A], int],
+        discard: Callable[[_A], None] = lambda answer: None,
+    ) -> _A:
+        """What ``send`` answers when given the ``Authorization`` line; sent
+        once more, the first answer discarded, when the server refused a
+        secret this client found and another was found (see
+        :meth:`_token_changed`)."""
+        answer = send(self._authorization())
+        if status_of(answer) == 401 and self._token_changed():
+            discard(answer)
+            answer = send(self._authorization())
         return answer
 
     def _authorization(self) -> str:
