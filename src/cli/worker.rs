@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -94,11 +94,11 @@ fn key_in(names: &BrokerArgs, data_dir: &Path) -> anyhow::Result<remote::BrokerK
         path.display(),
         KEY_WAIT.as_secs()
     );
-    let deadline = std::time::Instant::now() + KEY_WAIT;
+    let deadline = Instant::now() + KEY_WAIT;
     loop {
         std::thread::sleep(Duration::from_millis(100));
         match names.key(KeyFallback::ReadIn(data_dir)) {
-            Err(remote::KeyError::Missing { .. }) if std::time::Instant::now() < deadline => {}
+            Err(remote::KeyError::Missing { .. }) if Instant::now() < deadline => {}
             other => return Ok(other?),
         }
     }
