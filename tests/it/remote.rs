@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use broker::{
-    Case, delete_queues, namespace, serve, spawn_serve, status, submit, task, wait_final, worker,
-    worker_with, workers,
+    Case, delete_queues, namespace, serve, serve_in, spawn_serve, status, submit, task, wait_final,
+    worker, worker_with, workers,
 };
 use common::wait_until;
 
@@ -33,13 +33,7 @@ fn two_worker_processes_share_the_queue_and_report_back() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0", "--lease", "3"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0", "--lease", "3"]);
     let _a = worker(&url, &ns, "wa", 2);
     let _b = worker(&url, &ns, "wb", 2);
     assert!(
@@ -449,13 +443,7 @@ fn a_delayed_task_waits_for_its_time_through_the_broker_too() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0"]);
     let _w = worker(&url, &ns, "later", 2);
     let delayed = submit(
         &server.client,
@@ -487,13 +475,7 @@ fn a_task_held_after_it_was_published_runs_only_once_released() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0"]);
     let _w = worker(&url, &ns, "holder", 1);
     let first = submit(&server.client, "sleep", json!([1_500]), json!({}));
     assert!(wait_until(LONG, || status(&task(&server.client, first)) == "running"));
@@ -529,13 +511,7 @@ fn a_paused_scheduler_sends_nothing_to_workers_until_resumed() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0"]);
     let _w = worker(&url, &ns, "waiter", 2);
     server.client.pause(false).expect("pause");
     let id = submit(&server.client, "noop", json!([]), json!({}));
@@ -562,13 +538,7 @@ fn pausing_with_stop_running_brings_tasks_back_from_worker_processes() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0"]);
     let _w = worker(&url, &ns, "stopper", 1);
     let id = submit(&server.client, "sleep", json!([60_000]), json!({}));
     assert!(wait_until(LONG, || status(&task(&server.client, id)) == "running"));

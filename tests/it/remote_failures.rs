@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use broker::{
-    Case, Serve, delete_queues, listed, rabbitmqctl, refused, scrape, serve, status, submit, task,
-    wait_final, worker, worker_with, workers,
+    Case, Serve, delete_queues, listed, rabbitmqctl, refused, scrape, serve, serve_in, status,
+    submit, task, wait_final, worker, worker_with, workers,
 };
 use common::wait_until;
 
@@ -40,13 +40,7 @@ fn a_worker_killed_mid_task_loses_the_attempt_and_another_finishes_it() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0", "--lease", "2"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0", "--lease", "2"]);
     let mut doomed = worker(&url, &ns, "doomed", 1);
     let id = submit(&server.client, "sleep", json!([1_500]), json!({}));
     assert!(wait_until(LONG, || {
@@ -85,13 +79,7 @@ fn a_killed_worker_s_attempt_runs_again_at_once_not_after_its_lease() {
     };
     // The default lease (30 s): only the closed connection can tell the
     // scheduler this early that the worker is gone.
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0"]);
     let mut doomed = worker(&url, &ns, "doomed", 1);
     let id = submit(&server.client, "sleep", json!([3_000]), json!({}));
     assert!(wait_until(LONG, || {
@@ -131,13 +119,7 @@ fn a_worker_asked_for_rare_heartbeats_still_keeps_a_short_lease() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0", "--lease", "1"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0", "--lease", "1"]);
     // Heartbeats every 5 s would let a 1 s lease run out four times over;
     // the worker learns the lease from its first grant and beats faster.
     let _slow = worker_with(&url, &ns, "rare", 1, &["--heartbeat", "5"], &[]);
@@ -350,13 +332,7 @@ fn a_broker_restart_is_survived_and_accepted_tasks_complete() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0", "--lease", "10"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0", "--lease", "10"]);
     let mut w = worker(&url, &ns, "bouncer", 2);
     let before: Vec<u64> = (0..10)
         .map(|_| submit(&server.client, "sleep", json!([700]), json!({})))

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use broker::{
-    Case, TEST_KEY, delete_queues, persistent_messages, publish, restart_broker, serve, signature,
-    status, submit, task, wait_final, worker,
+    Case, TEST_KEY, delete_queues, persistent_messages, publish, restart_broker, serve, serve_in,
+    signature, status, submit, task, wait_final, worker,
 };
 use common::wait_until;
 
@@ -57,13 +57,7 @@ fn placements_a_broker_restart_took_are_sent_again() {
     };
     // A lease far longer than the test: an attempt that had to wait for it
     // would show as lost and run twice.
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0", "--lease", "120"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0", "--lease", "120"]);
     let mut w = worker(&url, &ns, "asleep", 2);
     assert!(wait_until(LONG, || broker::workers(&server.client)
         .iter()

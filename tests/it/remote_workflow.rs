@@ -6,7 +6,7 @@
 //! GPU never over-commit its memory.
 
 use crate::common::broker::{
-    Case, delete_queues, serve, status, task, wait_final, worker, worker_with, workers,
+    Case, delete_queues, serve, serve_in, status, task, wait_final, worker, worker_with, workers,
 };
 use crate::common::{most_at_once, wait_until};
 
@@ -28,13 +28,7 @@ fn dependents_start_only_after_their_dependencies_completed_on_other_workers() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0"]);
     let _a = worker(&url, &ns, "da", 2);
     let _b = worker(&url, &ns, "db", 2);
     assert!(wait_until(LONG, || workers(&server.client).len() == 2));
@@ -100,13 +94,7 @@ fn a_queue_limit_holds_across_worker_processes() {
     else {
         return;
     };
-    let server = serve(
-        &url,
-        &ns,
-        Some(&dir.path().join("t.db")),
-        dir.path(),
-        &["--workers", "0"],
-    );
+    let server = serve_in(&url, &ns, dir.path(), &["--workers", "0"]);
     let _a = worker(&url, &ns, "qa", 2);
     let _b = worker(&url, &ns, "qb", 2);
     assert!(wait_until(LONG, || workers(&server.client).len() == 2));

@@ -407,6 +407,12 @@ pub fn serve(
     server
 }
 
+/// [`serve`] with its SQLite store (`t.db`) and data in the test's
+/// directory `dir`.
+pub fn serve_in(broker: &str, namespace: &str, dir: &Path, extra: &[&str]) -> Serve {
+    serve(broker, namespace, Some(&dir.join("t.db")), dir, extra)
+}
+
 /// Starts `taskdeck serve` in distributed mode without waiting for the
 /// broker.
 pub fn spawn_serve(
